@@ -1,0 +1,186 @@
+"""The ``aiobligations`` command line.
+
+Every command takes ``--config PATH`` (default ``./aiobligations.toml``) and reports an error as one
+clear line on standard error. Exit statuses: 0 success, 1 a break found by ``verify``, 2 unusable
+input or configuration.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from .errors import ConfigurationError, LedgerBroken, ObligationError, UnusableInput
+from .keys import init_project, load_signer
+from .ledger.bundle import export_bundle, verify_path
+from .profile import load_profile
+
+__all__ = ["main"]
+
+DEFAULT_CONFIG = "aiobligations.toml"
+
+
+def _fail(message: str, status: int = 2) -> NoReturn:
+    click.echo(f"aiobligations: {message}", err=True)
+    sys.exit(status)
+
+
+def _config_option(function: Any) -> Any:
+    return click.option(
+        "--config",
+        "config",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        help=f"The profile to use (default ./{DEFAULT_CONFIG}).",
+    )(function)
+
+
+def _parse_time(value: str | None, name: str) -> float | None:
+    """Accept RFC 3339 (``2026-11-28T12:00:00Z``) or a date (``2026-11-28``, midnight UTC)."""
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        _fail(f"{name} must be an RFC 3339 time or a date like 2026-11-28, got {value!r}")
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.timestamp()
+
+
+def _read_text_arg(value: str, name: str) -> str:
+    """A value given either inline or as the path of a file holding it."""
+    path = Path(value)
+    try:
+        if path.is_file():
+            return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        _fail(f"{name} {value} cannot be read ({exc})")
+    return value
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="aiobligations")
+def main() -> None:
+    """Provider obligations under the AI Model Law 2.0: disclosure, labels, evidence ledger."""
+
+
+@main.command()
+@click.argument("folder", required=False, default=".", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--force", is_flag=True, help="Overwrite an existing configuration and keys.")
+@click.option("--origin", default=None, help="The ledger's origin (default: derived from the folder name).")
+@_config_option
+def init(folder: Path, force: bool, origin: str | None, config: Path | None) -> None:
+    """Write a commented aiobligations.toml and development keys (0600) into FOLDER."""
+    try:
+        written = init_project(folder, origin=origin, force=force)
+    except ObligationError as exc:
+        _fail(str(exc))
+    click.echo(f"wrote {written} and keys in {written.parent / 'keys'}")
+    click.echo("edit the [provider] and [service] sections before going live")
+
+
+@main.command()
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--key", default=None, help="The verifier key to trust: name+id+key, or a file holding it.")
+@click.option(
+    "--since-checkpoint",
+    "since",
+    default=None,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="An earlier signed checkpoint you accepted; the log must be consistent with it.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@_config_option
+def verify(path: Path, key: str | None, since: Path | None, as_json: bool, config: Path | None) -> None:
+    """Verify a ledger database or an audit bundle: every record, the root, the signature.
+
+    Exits 0 when intact, 1 on a break (naming the first bad index), 2 on unusable input.
+    """
+    trusted = _read_text_arg(key, "--key").strip() if key else _configured_key(config)
+    earlier = None
+    if since is not None:
+        try:
+            earlier = since.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            _fail(f"--since-checkpoint {since} cannot be read ({exc})")
+    try:
+        report = verify_path(path, key=trusted, since_checkpoint=earlier)
+    except LedgerBroken as exc:
+        if as_json:
+            click.echo(json.dumps({"intact": False, "first_bad_index": exc.index, "reason": exc.reason}))
+        where = f"first bad index {exc.index}: " if exc.index is not None else ""
+        _fail(f"BROKEN: {where}{exc.reason}", 1)
+    except (UnusableInput, ConfigurationError) as exc:
+        _fail(str(exc))
+    if as_json:
+        click.echo(json.dumps({"intact": True, **report.as_dict()}, indent=1))
+        return
+    click.echo(
+        f"intact: {report.end - report.start} records [{report.start}, {report.end}) of "
+        f"{report.origin}, tree size {report.checkpoint_size}, signed by {report.key}"
+    )
+    if report.since is not None:
+        click.echo(f"consistent with the earlier checkpoint of size {report.since}")
+    if report.unsigned:
+        click.echo(f"{report.unsigned} newer records match their hashes but no checkpoint signs them yet")
+    for note in report.notes:
+        click.echo(f"note: {note}")
+
+
+def _configured_key(config: Path | None) -> str | None:
+    """The verifier key of the configured ledger, if a configuration is at hand."""
+    path = config or Path(DEFAULT_CONFIG)
+    if config is None and not path.exists():
+        return None
+    try:
+        profile = load_profile(path)
+        return load_signer(profile.ledger.signing_key, profile.ledger.origin).verifier_key
+    except ConfigurationError as exc:
+        _fail(str(exc))
+
+
+@main.command()
+@click.option("--out", "out", required=True, type=click.Path(path_type=Path),
+              help="A new folder, or a file ending in .tar.gz.")
+@click.option("--from", "start", default=None, help="Only records sequenced at or after this time.")
+@click.option("--to", "end", default=None, help="Only records sequenced before this time.")
+@click.option(
+    "--since-checkpoint",
+    "since",
+    default=None,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Include a consistency proof from this earlier signed checkpoint.",
+)
+@_config_option
+def export(out: Path, start: str | None, end: str | None, since: Path | None, config: Path | None) -> None:
+    """Write an audit bundle of the configured ledger (up to its latest signed checkpoint)."""
+    begin = _parse_time(start, "--from")
+    finish = _parse_time(end, "--to")
+    if begin is not None and finish is not None and finish < begin:
+        _fail("--to is before --from")
+    earlier = None
+    if since is not None:
+        earlier = _read_text_arg(str(since), "--since-checkpoint")
+    try:
+        profile = load_profile(config or Path(DEFAULT_CONFIG))
+        manifest = export_bundle(
+            profile.ledger.path, out, start_time=begin, end_time=finish, since_checkpoint=earlier
+        )
+    except ObligationError as exc:
+        _fail(str(exc))
+    except OSError as exc:
+        _fail(f"cannot write {out} ({exc.strerror or exc})")
+    click.echo(
+        f"wrote {out}: {manifest['records']} records [{manifest['start']}, {manifest['end']}) "
+        f"against the checkpoint of size {manifest['checkpoint_size']}"
+    )
+
+
+if __name__ == "__main__":  # pragma: no cover - exercised through the console script.
+    main()

@@ -1,0 +1,52 @@
+"""The current AI interaction, carried in a context variable.
+
+The middleware and ``@obligations.inference`` open an interaction for each AI call; anything that
+runs inside it (the app's own log lines, for example) can find its id through
+:func:`current_interaction_id` and link its evidence to it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+
+__all__ = ["current_interaction_id", "interaction_scope", "uuid7"]
+
+_current: ContextVar[str | None] = ContextVar("aiobligations_interaction_id", default=None)
+
+
+def uuid7() -> uuid.UUID:
+    """A new RFC 9562 UUIDv7: 48 bits of Unix milliseconds, then random bits; sorts by time."""
+    millis = time.time_ns() // 1_000_000
+    value = (millis & ((1 << 48) - 1)) << 80
+    value |= int.from_bytes(os.urandom(10), "big") & ((1 << 80) - 1)
+    value &= ~(0xF << 76)
+    value |= 0x7 << 76  # version 7
+    value &= ~(0x3 << 62)
+    value |= 0x2 << 62  # RFC 9562 variant
+    return uuid.UUID(int=value)
+
+
+def current_interaction_id() -> str | None:
+    """The id of the interaction the caller runs inside, or ``None``."""
+    return _current.get()
+
+
+@contextmanager
+def interaction_scope(interaction_id: str) -> Iterator[str]:
+    """Run a block as part of the interaction ``interaction_id``.
+
+    Example:
+        >>> with interaction_scope("0190c7c4-0000-7000-8000-000000000000"):
+        ...     current_interaction_id()
+        '0190c7c4-0000-7000-8000-000000000000'
+    """
+    token = _current.set(interaction_id)
+    try:
+        yield interaction_id
+    finally:
+        _current.reset(token)

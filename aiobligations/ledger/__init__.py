@@ -1,0 +1,28 @@
+"""The ledger: a retained, tamper-evident log of evidence (Art. 49(2), 41, 34, 36).
+
+Records are appended to an RFC 9162 Merkle tree, personal data is sealed per subject, checkpoints are
+signed as C2SP signed notes, and an auditor verifies an exported bundle offline with a public key.
+"""
+
+from .bundle import VerifyReport, export_bundle, verify_bundle, verify_database, verify_path
+from .crypto import MasterKey
+from .ledger import Ledger
+from .note import Checkpoint, Signer, Verifier
+from .retention import Retention
+from .store import SQLiteStore, Store
+
+__all__ = [
+    "Checkpoint",
+    "Ledger",
+    "MasterKey",
+    "Retention",
+    "SQLiteStore",
+    "Signer",
+    "Store",
+    "Verifier",
+    "VerifyReport",
+    "export_bundle",
+    "verify_bundle",
+    "verify_database",
+    "verify_path",
+]

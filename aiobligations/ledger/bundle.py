@@ -1,0 +1,635 @@
+"""Audit bundles: export a range of the log, and verify a bundle or a database offline.
+
+A bundle is a folder or a ``.tar.gz`` holding:
+
+``records.jsonl``
+    One record per line, the exact leaf bytes.
+``hashes.bin``
+    The 32-byte leaf hash of each record, in order. It lets a verifier name the first altered record
+    instead of only saying that the root differs: the hashes themselves are checked against the
+    signed root, so a record whose hash differs from its listed one is the altered one.
+``checkpoint``
+    The signed note the range is verified against.
+``frontier.json``
+    ``{"start": N, "hashes": [...]}``: the compact range of the records before the bundle. When the
+    bundle stops before the checkpoint's size E < n, also ``"end": E`` and ``"right": [...]``,
+    the compact range of ``[E, n)``.
+``verifier.key``
+    The log's verifier key (an auditor should pin the key it got from the provider with ``--key``).
+``manifest.json``
+    What the bundle claims: origin, range, counts, times. Informational; every claim is checked.
+``consistency.json``
+    Optional: a consistency proof from an auditor's earlier checkpoint.
+
+Verification streams: memory stays flat however long the log is.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import itertools
+import json
+import os
+import shutil
+import tarfile
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from hashlib import sha256
+from pathlib import Path
+from typing import IO, Any
+
+from ..errors import LedgerBroken, UnusableInput
+from . import merkle
+from .note import BadSignature, Checkpoint, MalformedNote, NoteError, UnknownKey, Verifier
+from .reader import TreeReader, checkpoint_of
+from .records import format_ts, parse_ts
+from .store import SQLiteStore
+
+__all__ = ["BUNDLE_FORMAT", "VerifyReport", "export_bundle", "verify_bundle", "verify_database", "verify_path"]
+
+BUNDLE_FORMAT = "aiobligations-bundle/1"
+"""The ``format`` in every manifest this version writes."""
+
+_MEMBERS = (
+    "checkpoint",
+    "verifier.key",
+    "manifest.json",
+    "frontier.json",
+    "consistency.json",
+    "hashes.bin",
+    "records.jsonl",
+)
+_CHUNK = 4096
+_MAX_SMALL_FILE = 1 << 20
+
+
+@dataclass
+class VerifyReport:
+    """What a successful verification established.
+
+    Attributes:
+        origin: The log's origin.
+        checkpoint_size: The tree size of the verified checkpoint.
+        start: The first record index checked.
+        end: One past the last record index checked.
+        root: The verified root hash.
+        key: The verifier key that signed the checkpoint.
+        pinned: Whether the key came from the auditor rather than from the bundle itself.
+        since: The size of the auditor's earlier checkpoint shown consistent, if one was given.
+        unsigned: Records stored after the latest checkpoint (databases only); hash-checked, but no
+            signature covers them yet.
+        notes: Anything else worth telling.
+    """
+
+    origin: str
+    checkpoint_size: int
+    start: int
+    end: int
+    root: bytes
+    key: str
+    pinned: bool
+    since: int | None = None
+    unsigned: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The report as JSON-ready values."""
+        return {
+            "origin": self.origin,
+            "checkpoint_size": self.checkpoint_size,
+            "records_checked": self.end - self.start,
+            "start": self.start,
+            "end": self.end,
+            "root": base64.b64encode(self.root).decode(),
+            "key": self.key,
+            "key_pinned": self.pinned,
+            "consistent_since": self.since,
+            "unsigned_records": self.unsigned,
+            "notes": self.notes,
+        }
+
+
+# -- export ----------------------------------------------------------------------------------
+
+
+def export_bundle(
+    database: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    start_time: float | None = None,
+    end_time: float | None = None,
+    since_checkpoint: str | None = None,
+) -> dict[str, Any]:
+    """Write an audit bundle of a ledger database, reading it without taking a write lock.
+
+    The bundle covers records up to the latest signed checkpoint; records sequenced after it are
+    left for the next export, since no signature covers them yet.
+
+    Args:
+        database: The ledger's SQLite file (the service may be running).
+        out: A folder (created; must not exist) or a path ending in ``.tar.gz``.
+        start_time: Only records sequenced at or after this Unix time.
+        end_time: Only records sequenced before this Unix time.
+        since_checkpoint: An auditor's earlier signed checkpoint note; the bundle then includes a
+            consistency proof from it.
+
+    Returns:
+        The manifest written.
+
+    Raises:
+        UnusableInput: the database or the earlier checkpoint is unusable, or ``out`` exists.
+    """
+    out = Path(out)
+    if out.exists():
+        raise UnusableInput(f"{out} already exists; choose a new path")
+    store = SQLiteStore(database, create=False, readonly=True)
+    try:
+        state = store.open()
+        if not state.checkpoint:
+            raise UnusableInput(f"{database}: the ledger has no signed checkpoint yet")
+        checkpoint = checkpoint_of(state.checkpoint)
+        size = checkpoint.size
+        reader = TreeReader(store, state.pruned_start, state.pruned_frontier)
+        first = reader.first_index
+        begin = first if start_time is None else reader.index_at(start_time, size)
+        finish = size if end_time is None else reader.index_at(end_time, size)
+        finish = max(begin, finish)
+        consistency = None
+        if since_checkpoint is not None:
+            consistency = _consistency_member(reader, since_checkpoint, size)
+        tarball = out.name.endswith((".tar.gz", ".tgz"))
+        folder = Path(tempfile.mkdtemp(prefix=".bundle-", dir=out.parent)) if tarball else out
+        try:
+            if not tarball:
+                folder.mkdir(parents=True)
+            manifest = _write_members(
+                folder, store, reader, state.checkpoint, checkpoint, begin, finish, consistency,
+                verifier_key=(store.get_meta("verifier_key") or b"").decode(),
+            )
+            if tarball:
+                _pack(folder, out)
+        except BaseException:
+            if tarball or folder.exists():
+                shutil.rmtree(folder, ignore_errors=True)
+            if tarball:
+                out.unlink(missing_ok=True)
+            raise
+        if tarball:
+            shutil.rmtree(folder, ignore_errors=True)
+        return manifest
+    finally:
+        store.close()
+
+
+def _consistency_member(reader: TreeReader, note: str, size: int) -> dict[str, Any]:
+    try:
+        old = checkpoint_of(note)
+    except NoteError as exc:
+        raise UnusableInput(f"the earlier checkpoint is not a checkpoint note ({exc})") from None
+    if not 0 < old.size <= size:
+        raise UnusableInput(f"the earlier checkpoint's size {old.size} is not within 1..{size}")
+    proof = reader.consistency_proof(old.size, size)
+    return {"size1": old.size, "size2": size, "proof": [base64.b64encode(h).decode() for h in proof]}
+
+
+def _write_members(
+    folder: Path,
+    store: SQLiteStore,
+    reader: TreeReader,
+    note: str,
+    checkpoint: Checkpoint,
+    begin: int,
+    finish: int,
+    consistency: dict[str, Any] | None,
+    *,
+    verifier_key: str,
+) -> dict[str, Any]:
+    b64 = base64.b64encode
+    count = 0
+    first_ts = last_ts = None
+    digest = sha256()
+    with open(folder / "records.jsonl", "wb") as records, open(folder / "hashes.bin", "wb") as hashes:
+        for index, leaf, data in store.iter_records(begin, finish):
+            if index != begin + count:
+                raise UnusableInput(f"the database is missing record {begin + count}; run verify on it")
+            line = bytes(data) + b"\n"
+            records.write(line)
+            digest.update(line)
+            hashes.write(leaf)
+            count += 1
+        if count != finish - begin:
+            raise UnusableInput(f"the database is missing record {begin + count}; run verify on it")
+    if count:
+        first_ts, last_ts = store.ts_at(begin), store.ts_at(finish - 1)
+    frontier: dict[str, Any] = {
+        "start": begin,
+        "hashes": [b64(h).decode() for h in reader.compact_range(0, begin)],
+    }
+    if finish < checkpoint.size:
+        frontier["end"] = finish
+        frontier["right"] = [b64(h).decode() for h in reader.compact_range(finish, checkpoint.size)]
+    (folder / "frontier.json").write_text(json.dumps(frontier, indent=1) + "\n")
+    (folder / "checkpoint").write_text(note, encoding="utf-8")
+    (folder / "verifier.key").write_text(verifier_key + "\n", encoding="utf-8")
+    if consistency is not None:
+        (folder / "consistency.json").write_text(json.dumps(consistency, indent=1) + "\n")
+    manifest = {
+        "format": BUNDLE_FORMAT,
+        "origin": checkpoint.origin,
+        "created": format_ts(time.time()),
+        "checkpoint_size": checkpoint.size,
+        "start": begin,
+        "end": finish,
+        "records": count,
+        "first_record_ts": format_ts(first_ts) if first_ts is not None else None,
+        "last_record_ts": format_ts(last_ts) if last_ts is not None else None,
+        "records_sha256": digest.hexdigest(),
+    }
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    return manifest
+
+
+def _pack(folder: Path, out: Path) -> None:
+    tmp = out.with_name(f".{out.name}.tmp")
+    try:
+        with tarfile.open(tmp, "w:gz", compresslevel=6) as tar:
+            for name in _MEMBERS:
+                path = folder / name
+                if path.exists():
+                    info = tar.gettarinfo(str(path), arcname=name)
+                    info.uid = info.gid = 0
+                    info.uname = info.gname = ""
+                    info.mode = 0o644
+                    with open(path, "rb") as handle:
+                        tar.addfile(info, handle)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+# -- verification ----------------------------------------------------------------------------
+
+
+def verify_path(
+    path: str | os.PathLike[str],
+    *,
+    key: str | None = None,
+    since_checkpoint: str | None = None,
+) -> VerifyReport:
+    """Verify a bundle (folder or ``.tar.gz``) or a ledger database, whichever ``path`` is.
+
+    Args:
+        path: The bundle or database.
+        key: The verifier key to trust (``name+id+key``). Without it the key shipped with the
+            bundle or stored in the database is used, and the report says so.
+        since_checkpoint: An earlier signed checkpoint note the auditor accepted; the log must be
+            consistent with it.
+
+    Returns:
+        A :class:`VerifyReport` when everything checks out.
+
+    Raises:
+        LedgerBroken: a record, hash or signature does not match; names the first bad index.
+        UnusableInput: the input is missing, foreign or unreadable, or the key does not fit it.
+    """
+    path = Path(path)
+    if path.is_dir():
+        return verify_bundle(path, key=key, since_checkpoint=since_checkpoint)
+    if not path.exists():
+        raise UnusableInput(f"{path}: no such file or folder")
+    try:
+        with open(path, "rb") as handle:
+            magic = handle.read(16)
+    except OSError as exc:
+        raise UnusableInput(f"{path}: cannot be read ({exc.strerror})") from None
+    if magic.startswith(b"\x1f\x8b"):
+        return verify_bundle(path, key=key, since_checkpoint=since_checkpoint)
+    if magic.startswith(b"SQLite format 3"):
+        return verify_database(path, key=key, since_checkpoint=since_checkpoint)
+    raise UnusableInput(f"{path}: neither an audit bundle nor a ledger database")
+
+
+def verify_bundle(
+    path: str | os.PathLike[str],
+    *,
+    key: str | None = None,
+    since_checkpoint: str | None = None,
+) -> VerifyReport:
+    """Verify an audit bundle offline. See :func:`verify_path` for the arguments and errors."""
+    path = Path(path)
+    if path.is_dir():
+        return _verify_folder(path, key, since_checkpoint)
+    with tempfile.TemporaryDirectory(prefix="aiobligations-verify-") as tmp:
+        _unpack(path, Path(tmp))
+        return _verify_folder(Path(tmp), key, since_checkpoint)
+
+
+def _unpack(path: Path, into: Path) -> None:
+    """Copy the bundle's known members out of a tarball; anything else in it is refused."""
+    try:
+        with tarfile.open(path, "r:gz") as tar:
+            for member in tar:
+                name = member.name.removeprefix("./")
+                if name not in _MEMBERS or not member.isfile():
+                    raise UnusableInput(f"{path}: unexpected member {member.name!r} in the bundle")
+                source = tar.extractfile(member)
+                if source is None:
+                    raise UnusableInput(f"{path}: unreadable member {member.name!r}")
+                target = into / name
+                if target.exists():
+                    raise UnusableInput(f"{path}: member {name!r} appears twice")
+                with open(target, "wb") as handle:
+                    shutil.copyfileobj(source, handle, 1 << 20)
+    except (tarfile.TarError, EOFError, OSError, zlib_error()) as exc:
+        raise UnusableInput(f"{path}: not a readable .tar.gz bundle ({exc})") from None
+
+
+def zlib_error() -> type[Exception]:
+    """The exception class zlib raises for corrupt data."""
+    import zlib
+
+    return zlib.error
+
+
+def _read_small(folder: Path, name: str, *, required: bool = True) -> str | None:
+    path = folder / name
+    if not path.exists():
+        if required:
+            raise UnusableInput(f"{folder}: the bundle has no {name}")
+        return None
+    if path.stat().st_size > _MAX_SMALL_FILE:
+        raise LedgerBroken(f"{name} is implausibly large")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise LedgerBroken(f"{name} is not UTF-8") from None
+
+
+def _trusted_verifier(key: str | None, shipped: str | None, source: str) -> tuple[Verifier, bool]:
+    text = key if key is not None else shipped
+    if text is None:
+        raise UnusableInput(f"{source}: no verifier key (pass --key)")
+    try:
+        return Verifier.from_key(text.strip()), key is not None
+    except ValueError as exc:
+        what = "--key" if key is not None else f"{source}: verifier.key"
+        raise UnusableInput(f"{what} is not a verifier key ({exc})") from None
+
+
+def _open_note(verifier: Verifier, note: str, what: str) -> Checkpoint:
+    try:
+        return Checkpoint.parse(verifier.verify(note))
+    except UnknownKey:
+        raise UnusableInput(
+            f"{what} is not signed by {verifier.name}+{verifier.key_id.hex()} (wrong key?)"
+        ) from None
+    except BadSignature:
+        raise LedgerBroken(f"{what}: the signature does not verify (altered)") from None
+    except MalformedNote as exc:
+        raise LedgerBroken(f"{what} is malformed ({exc})") from None
+
+
+def _hashes(values: Any, what: str, index: int | None) -> list[bytes]:
+    if not isinstance(values, list):
+        raise LedgerBroken(f"{what} must be a list of hashes", index=index)
+    out = []
+    for value in values:
+        try:
+            raw = base64.b64decode(value, validate=True)
+        except (binascii.Error, TypeError, ValueError):
+            raise LedgerBroken(f"{what} holds something that is not a base64 hash", index=index) from None
+        if len(raw) != merkle.HASH_SIZE:
+            raise LedgerBroken(f"{what} holds a hash of {len(raw)} bytes", index=index)
+        out.append(raw)
+    return out
+
+
+def _json(text: str, name: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise LedgerBroken(f"{name} is not valid JSON") from None
+
+
+def _since(verifier: Verifier, since_checkpoint: str | None) -> Checkpoint | None:
+    if since_checkpoint is None:
+        return None
+    return _open_note(verifier, since_checkpoint, "the earlier checkpoint")
+
+
+def _verify_folder(folder: Path, key: str | None, since_checkpoint: str | None) -> VerifyReport:
+    if not (folder / "records.jsonl").exists() or not (folder / "checkpoint").exists():
+        raise UnusableInput(f"{folder}: not an audit bundle (no records.jsonl or checkpoint)")
+    verifier, pinned = _trusted_verifier(key, _read_small(folder, "verifier.key", required=False), str(folder))
+    checkpoint = _open_note(verifier, _read_small(folder, "checkpoint") or "", "the checkpoint")
+    earlier = _since(verifier, since_checkpoint)
+    if earlier is not None and earlier.origin != checkpoint.origin:
+        raise UnusableInput(f"the earlier checkpoint is for {earlier.origin!r}, not {checkpoint.origin!r}")
+
+    frontier = _json(_read_small(folder, "frontier.json") or "", "frontier.json")
+    if not isinstance(frontier, dict) or not isinstance(frontier.get("start"), int) or frontier["start"] < 0:
+        raise LedgerBroken("frontier.json has no valid start index")
+    start = frontier["start"]
+    left = _hashes(frontier.get("hashes", []), "frontier.json hashes", start)
+    tree = _compact(0, start, left, "frontier.json hashes", start)
+
+    count, bad = _stream_records(folder, start, tree)
+    end = start + count
+    if bad is not None:
+        raise bad
+    manifest = _read_small(folder, "manifest.json", required=False)
+    if manifest is not None:
+        _check_manifest(_json(manifest, "manifest.json"), checkpoint, start, end)
+
+    size = checkpoint.size
+    if end > size:
+        raise LedgerBroken(f"the bundle holds records past the checkpoint's size {size}", index=size)
+    if end < size:
+        if frontier.get("end") != end:
+            raise LedgerBroken(
+                f"the checkpoint covers {size} records but the bundle stops at {end}", index=end
+            )
+        right = _hashes(frontier.get("right", []), "frontier.json right", end)
+        tree.merge(_compact(end, size, right, "frontier.json right", end))
+    root = tree.root()
+    if root != checkpoint.root:
+        raise LedgerBroken(
+            "the records and hashes.bin agree with each other but not with the signed root: "
+            "both were altered, or frontier.json was",
+            index=start if count else None,
+        )
+    report = VerifyReport(checkpoint.origin, size, start, end, root, verifier.verifier_key, pinned)
+    if not pinned:
+        report.notes.append("trusted the bundle's own verifier.key; pass --key to pin the key you were given")
+    if earlier is not None:
+        text = _read_small(folder, "consistency.json", required=False)
+        if text is None:
+            raise UnusableInput(
+                "the bundle has no consistency.json; export it with --since-checkpoint to include one"
+            )
+        _check_consistency(_json(text, "consistency.json"), earlier, checkpoint)
+        report.since = earlier.size
+    return report
+
+
+def _compact(start: int, end: int, hashes: list[bytes], what: str, index: int) -> merkle.CompactRange:
+    try:
+        return merkle.CompactRange.from_hashes(start, end, hashes)
+    except ValueError as exc:
+        raise LedgerBroken(f"{what}: {exc}", index=index) from None
+
+
+def _stream_records(folder: Path, start: int, tree: merkle.CompactRange) -> tuple[int, LedgerBroken | None]:
+    """Hash every record into ``tree``; return the count and the first break found, if any."""
+    hashes_path = folder / "hashes.bin"
+    listed: IO[bytes] | None = open(hashes_path, "rb") if hashes_path.exists() else None
+    count = 0
+    try:
+        with open(folder / "records.jsonl", "rb", buffering=1 << 20) as records:
+            while True:
+                lines = list(itertools.islice(records, _CHUNK))
+                if not lines:
+                    break
+                if not lines[-1].endswith(b"\n"):
+                    return count + len(lines) - 1, LedgerBroken(
+                        "the last record is cut short (no final newline)", index=start + count + len(lines) - 1
+                    )
+                leaves = [sha256(b"\x00" + line[:-1]).digest() for line in lines]
+                if listed is not None:
+                    expected = listed.read(32 * len(leaves))
+                    if expected != b"".join(leaves):
+                        return count, _first_mismatch(lines, leaves, expected, start + count)
+                else:
+                    for offset, line in enumerate(lines):
+                        if not line.startswith(b'{"v":1,"idx":%d,' % (start + count + offset)):
+                            return count, LedgerBroken(
+                                "the record is not the one expected at this position", index=start + count + offset
+                            )
+                tree.extend(leaves)
+                count += len(lines)
+            if listed is not None and listed.read(1):
+                return count, LedgerBroken("hashes.bin lists more records than records.jsonl holds", index=start + count)
+    finally:
+        if listed is not None:
+            listed.close()
+    return count, None
+
+
+def _first_mismatch(lines: list[bytes], leaves: list[bytes], expected: bytes, first: int) -> LedgerBroken:
+    for offset, leaf in enumerate(leaves):
+        if expected[32 * offset : 32 * offset + 32] != leaf:
+            index = first + offset
+            if len(expected) < 32 * (offset + 1):
+                return LedgerBroken("hashes.bin ends before records.jsonl does", index=index)
+            if not lines[offset].startswith(b'{"v":1,"idx":%d,' % index):
+                return LedgerBroken("the record is not the one expected at this position", index=index)
+            return LedgerBroken("the record does not match its listed hash (altered)", index=index)
+    return LedgerBroken("hashes.bin does not match records.jsonl", index=first)
+
+
+def _check_manifest(manifest: Any, checkpoint: Checkpoint, start: int, end: int) -> None:
+    if not isinstance(manifest, dict):
+        raise LedgerBroken("manifest.json is not an object")
+    claims = {"start": start, "end": end, "records": end - start, "checkpoint_size": checkpoint.size,
+              "origin": checkpoint.origin}
+    for name, actual in claims.items():
+        if name in manifest and manifest[name] != actual:
+            raise LedgerBroken(f"manifest.json says {name} is {manifest[name]!r}, the bundle has {actual!r}",
+                               index=min(start + (end - start), end) if name in ("end", "records") else None)
+
+
+def _check_consistency(data: Any, earlier: Checkpoint, checkpoint: Checkpoint) -> None:
+    if not isinstance(data, dict) or data.get("size1") != earlier.size or data.get("size2") != checkpoint.size:
+        raise UnusableInput("consistency.json is not a proof between the earlier checkpoint and this one")
+    proof = _hashes(data.get("proof"), "consistency.json proof", None)
+    try:
+        merkle.verify_consistency(earlier.size, checkpoint.size, proof, earlier.root, checkpoint.root)
+    except merkle.InvalidProof as exc:
+        raise LedgerBroken(
+            f"the log is not consistent with the earlier checkpoint of size {earlier.size}: {exc}"
+        ) from None
+
+
+# -- databases -------------------------------------------------------------------------------
+
+
+def verify_database(
+    path: str | os.PathLike[str],
+    *,
+    key: str | None = None,
+    since_checkpoint: str | None = None,
+) -> VerifyReport:
+    """Verify a live ledger database: every record's bytes against its hash, the indices, the root.
+
+    Records written after the latest checkpoint are checked against their stored hashes and
+    counted in the report as unsigned. See :func:`verify_path` for arguments and errors.
+    """
+    store = SQLiteStore(path, create=False, readonly=True)
+    try:
+        try:
+            state = store.open()
+        except UnusableInput as exc:
+            if "tree state says" in str(exc):
+                raise LedgerBroken(str(exc).split(": ", 1)[1]) from None
+            raise
+        verifier, pinned = _trusted_verifier(
+            key, (store.get_meta("verifier_key") or b"").decode() or None, str(path)
+        )
+        if not state.checkpoint:
+            raise UnusableInput(f"{path}: the ledger has no signed checkpoint yet")
+        checkpoint = _open_note(verifier, state.checkpoint, "the latest checkpoint")
+        earlier = _since(verifier, since_checkpoint)
+        start = state.pruned_start
+        tree = _compact(0, start, state.pruned_frontier, "the pruned prefix", start)
+        size = checkpoint.size
+        expected = start
+        since_root = None
+        for index, leaf, data in _records(store, start, state.size):
+            if index != expected:
+                raise LedgerBroken("the record is missing", index=expected)
+            if not bytes(data).startswith(b'{"v":1,"idx":%d,' % index):
+                raise LedgerBroken("the record is not the one expected at this position", index=index)
+            if sha256(b"\x00" + data).digest() != leaf:
+                raise LedgerBroken("the record does not match its stored hash (altered)", index=index)
+            if index < size:
+                tree.append(bytes(leaf))
+                if earlier is not None and tree.end == earlier.size:
+                    since_root = tree.root()
+            expected += 1
+        if expected < state.size:
+            raise LedgerBroken("the record is missing", index=expected)
+        if tree.end < size:
+            raise LedgerBroken(f"the checkpoint covers {size} records but only {tree.end} are stored", index=tree.end)
+        if tree.root() != checkpoint.root:
+            raise LedgerBroken("the stored hashes do not add up to the signed root (altered)", index=start)
+        if list(tree.hashes) != state.frontier and state.size == size:
+            raise LedgerBroken("the stored tree state does not match the records")
+        report = VerifyReport(checkpoint.origin, size, start, size, checkpoint.root, verifier.verifier_key, pinned)
+        report.unsigned = state.size - size
+        if not pinned:
+            report.notes.append("trusted the database's own verifier key; pass --key to pin it")
+        if earlier is not None:
+            if earlier.size > size:
+                raise LedgerBroken(f"the earlier checkpoint has {earlier.size} records, more than the log's {size}")
+            if since_root is None:
+                proof = TreeReader(store, state.pruned_start, state.pruned_frontier).consistency_proof(earlier.size, size)
+                _check_consistency({"size1": earlier.size, "size2": size,
+                                    "proof": [base64.b64encode(h).decode() for h in proof]}, earlier, checkpoint)
+            elif since_root != earlier.root:
+                raise LedgerBroken(f"the log is not consistent with the earlier checkpoint of size {earlier.size}")
+            report.since = earlier.size
+        return report
+    finally:
+        store.close()
+
+
+def _records(store: SQLiteStore, start: int, end: int) -> Iterator[tuple[int, bytes, bytes]]:
+    import sqlite3
+
+    try:
+        yield from store.iter_records(start, end + 1_000_000_000)
+    except sqlite3.DatabaseError as exc:
+        raise UnusableInput(f"{store.path}: the database cannot be read ({exc})") from None

@@ -1,0 +1,680 @@
+"""The ledger: an append-only, tamper-evident, retained log of evidence.
+
+One writer thread owns the log. Callers hand it records through a bounded queue; it drains the
+queue in batches, assigns contiguous indices, seals personal data, serialises each record once,
+extends the Merkle tree, signs a checkpoint and commits the whole batch in one transaction (group
+commit). Only then are the callers' waits released, so an index returned by :meth:`Ledger.append`
+always names a durable record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping
+from hashlib import sha256
+from typing import Any
+
+import structlog
+
+from ..errors import ConfigurationError, LedgerClosed, LedgerError, LedgerFull, RetentionError
+from . import merkle
+from .crypto import MasterKey, SubjectCrypto, sealing_aad
+from .note import Checkpoint, Signer, Verifier
+from .reader import TreeReader, checkpoint_of
+from .records import PreparedRecord, format_ts, parse_record, prepare
+from .retention import Retention
+from .store import NODE_STRIDE, Batch, SQLiteStore, Store
+
+__all__ = ["Ledger"]
+
+log = structlog.get_logger("aiobligations.ledger")
+
+_OP_RECORD = 0
+_OP_FLUSH = 1
+_OP_ERASE = 2
+_OP_SIGN = 3
+_OP_CALL = 4
+
+_ON_FULL = ("raise", "wait")
+
+
+class _Waiter:
+    """A thread's wait for one queued item: a lock released by the writer."""
+
+    __slots__ = ("error", "lock", "value")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.lock.acquire()
+        self.value: Any = -1
+        self.error: BaseException | None = None
+
+    def wait(self, timeout: float | None) -> Any:
+        if not self.lock.acquire(timeout=-1 if timeout is None else timeout):
+            raise LedgerError(f"the ledger did not confirm the record within {timeout} s")
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+def _resolve_futures(pairs: list[tuple[asyncio.Future[int], Any]]) -> None:
+    for future, value in pairs:
+        if future.done():
+            continue
+        if isinstance(value, BaseException):
+            future.set_exception(value)
+        else:
+            future.set_result(value)
+
+
+class Ledger:
+    """An append-only Merkle log of records, with sealed personal data and signed checkpoints.
+
+    Most users get one from :class:`aiobligations.Obligations`; build one directly for tools and tests.
+
+    Args:
+        store: Where the records live (for example :class:`SQLiteStore`).
+        origin: The log's name, the first line of every checkpoint (e.g. ``example.com/ai/ledger``).
+        signer: The Ed25519 checkpoint signer. Its name should equal ``origin``.
+        master_key: The key that wraps subject keys.
+        queue_size: How many records may wait for the writer.
+        on_full: What :meth:`submit` and :meth:`append` do when the queue is full: ``"raise"``
+            :class:`LedgerFull` at once, or ``"wait"`` up to ``full_timeout`` seconds for room.
+        full_timeout: See ``on_full``.
+        max_batch: The most records committed in one transaction.
+        checkpoint_interval: 0 signs a checkpoint after every batch; a positive number signs at most
+            every that many seconds (and when the ledger goes idle or closes).
+        retention: Retention periods per record class (defaults: the legal floors).
+
+    Raises:
+        ConfigurationError: an argument is invalid, or the store belongs to another origin or key.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        origin: str,
+        signer: Signer,
+        master_key: MasterKey,
+        queue_size: int = 65536,
+        on_full: str = "raise",
+        full_timeout: float = 5.0,
+        max_batch: int = 4096,
+        checkpoint_interval: float = 0.0,
+        retention: Retention | None = None,
+        history_interval: float = 60.0,
+    ) -> None:
+        if not isinstance(queue_size, int) or queue_size < 1:
+            raise ConfigurationError(f"queue_size must be a positive integer, got {queue_size!r}")
+        if on_full not in _ON_FULL:
+            raise ConfigurationError(f"on_full must be 'raise' or 'wait', got {on_full!r}")
+        if not isinstance(max_batch, int) or max_batch < 1:
+            raise ConfigurationError(f"max_batch must be a positive integer, got {max_batch!r}")
+        if checkpoint_interval < 0:
+            raise ConfigurationError(f"checkpoint_interval must be >= 0, got {checkpoint_interval!r}")
+        if not origin or "\n" in origin:
+            raise ConfigurationError(f"origin must be one non-empty line, got {origin!r}")
+        self.origin = origin
+        self.signer = signer
+        self.verifier = Verifier.from_key(signer.verifier_key)
+        self.retention = retention or Retention()
+        self._store = store
+        self._queue_size = queue_size
+        self._on_full = on_full
+        self._full_timeout = full_timeout
+        self._max_batch = max_batch
+        self._interval = checkpoint_interval
+        self._history_interval = history_interval
+
+        state = store.open()
+        try:
+            self._crypto = SubjectCrypto(master_key, self._ledger_secret(master_key))
+        except BaseException:
+            store.close()
+            raise
+        self._size = state.size
+        self._frontier = state.frontier
+        self._last_ts = state.last_ts
+        self._checkpoint = state.checkpoint
+        self._signed_size = self._checkpoint_size(state.checkpoint)
+        self._last_sign = 0.0
+        self._last_history = 0.0
+        self.reader = TreeReader(store, state.pruned_start, state.pruned_frontier)
+
+        self._queue: deque[tuple[int, Any, Any]] = deque()
+        self._wake = threading.Event()
+        self._room = threading.Condition()
+        self._room_waiters = 0
+        self._closing = False
+        self._closed = False
+        self._close_lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="aiobligations-ledger-writer", daemon=True)
+        self._thread.start()
+
+    def _ledger_secret(self, master: MasterKey) -> bytes:
+        """Check the store belongs to this log and key; return its pseudonym secret."""
+        store = self._store
+        stored_origin = store.get_meta("origin")
+        stored_vkey = store.get_meta("verifier_key")
+        if stored_origin is None:
+            secret = os.urandom(32)
+            store.put_meta("origin", self.origin.encode())
+            store.put_meta("verifier_key", self.signer.verifier_key.encode())
+            store.put_meta("pseudonym_secret", master.wrap(secret, SubjectCrypto.secret_label))
+            store.put_meta("master_id", master.key_id.encode())
+            return secret
+        if stored_origin.decode() != self.origin:
+            raise ConfigurationError(
+                f"this ledger's origin is {stored_origin.decode()!r}, not {self.origin!r}"
+            )
+        if stored_vkey is not None and stored_vkey.decode() != self.signer.verifier_key:
+            raise ConfigurationError(
+                f"this ledger is signed by {stored_vkey.decode()}, not by the configured key"
+            )
+        blob = store.get_meta("pseudonym_secret")
+        if blob is None:
+            raise ConfigurationError("the ledger database has no pseudonym secret (damaged?)")
+        try:
+            return master.unwrap(blob, SubjectCrypto.secret_label)
+        except LedgerError:
+            raise ConfigurationError(
+                "the configured master key does not open this ledger (wrong master key file?)"
+            ) from None
+
+    @staticmethod
+    def _checkpoint_size(note: str | None) -> int:
+        return checkpoint_of(note).size if note else 0
+
+    def __repr__(self) -> str:
+        return f"Ledger(origin={self.origin!r}, size={self._size})"
+
+    # -- writing -------------------------------------------------------------------------------
+
+    @property
+    def size(self) -> int:
+        """How many records are durably sequenced."""
+        return self._size
+
+    def _enqueue(self, item: tuple[int, Any, Any]) -> None:
+        if self._closing:
+            raise LedgerClosed("the ledger is closed")
+        queue = self._queue
+        if len(queue) >= self._queue_size and item[0] == _OP_RECORD:
+            if self._on_full == "raise":
+                raise LedgerFull(
+                    f"the ledger queue is full ({self._queue_size} records waiting); "
+                    "the disk is too slow or the writer has failed"
+                )
+            deadline = time.monotonic() + self._full_timeout
+            with self._room:
+                self._room_waiters += 1
+                try:
+                    while len(queue) >= self._queue_size:
+                        left = deadline - time.monotonic()
+                        if left <= 0 or self._closing:
+                            raise LedgerFull(
+                                f"the ledger queue stayed full for {self._full_timeout} s"
+                            )
+                        self._room.wait(left)
+                finally:
+                    self._room_waiters -= 1
+        queue.append(item)
+        if not self._wake.is_set():
+            self._wake.set()
+
+    def submit(self, record: Mapping[str, Any]) -> None:
+        """Queue a record without waiting for it to be written (the request path's way).
+
+        Args:
+            record: A dict with a ``kind``; see :func:`aiobligations.ledger.records.prepare`.
+
+        Raises:
+            TypeError, ValueError: the record is invalid (raised here, in the caller's hands).
+            LedgerFull: the queue is full and the policy is ``"raise"``.
+            LedgerClosed: the ledger is closed.
+        """
+        self._enqueue((_OP_RECORD, prepare(record), None))
+
+    def append(self, record: Mapping[str, Any], *, timeout: float | None = None) -> int:
+        """Append a record and return its index once it is durably stored.
+
+        Raises:
+            LedgerError: the write failed, or did not finish within ``timeout`` seconds.
+        """
+        waiter = _Waiter()
+        self._enqueue((_OP_RECORD, prepare(record), waiter))
+        return waiter.wait(timeout)
+
+    async def aappend(self, record: Mapping[str, Any]) -> int:
+        """Async twin of :meth:`append`. Cancelling the wait does not withdraw the record."""
+        prepared = prepare(record)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[int] = loop.create_future()
+        self._enqueue((_OP_RECORD, prepared, (loop, future)))
+        return await future
+
+    def flush(self, timeout: float | None = None) -> int:
+        """Wait until everything queued before this call is durable; return the log size."""
+        waiter = _Waiter()
+        self._enqueue((_OP_FLUSH, None, waiter))
+        return waiter.wait(timeout)
+
+    async def aflush(self) -> int:
+        """Async twin of :meth:`flush`."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[int] = loop.create_future()
+        self._enqueue((_OP_FLUSH, None, (loop, future)))
+        return await future
+
+    def erase_subject(self, subject: str) -> int:
+        """Crypto-shred a subject: delete its key and append a PII-free ``subject.erased`` record.
+
+        Everything sealed for the subject becomes unreadable, in this database and in every export
+        and backup of the records; every Merkle proof still verifies.
+
+        Returns:
+            The index of the ``subject.erased`` record.
+        """
+        if not isinstance(subject, str) or not subject:
+            raise ValueError("subject must be a non-empty string")
+        waiter = _Waiter()
+        self._enqueue((_OP_ERASE, subject, waiter))
+        return waiter.wait(None)
+
+    def sign_checkpoint(self) -> str:
+        """Sign a checkpoint now for everything queued before this call; return the signed note."""
+        waiter = _Waiter()
+        self._enqueue((_OP_SIGN, None, waiter))
+        waiter.wait(None)
+        assert self._checkpoint is not None
+        return self._checkpoint
+
+    # -- the writer thread ---------------------------------------------------------------------
+
+    def _run(self) -> None:
+        queue = self._queue
+        wake = self._wake
+        while True:
+            if not queue:
+                wake.wait(self._idle_timeout())
+            wake.clear()
+            if not queue:
+                if self._closing:
+                    return
+                if self._signed_size < self._size:
+                    self._write([], sign=True)
+                continue
+            count = min(len(queue), self._max_batch)
+            pop = queue.popleft
+            items = []
+            call = None
+            for _ in range(count):
+                item = pop()
+                if item[0] == _OP_CALL:
+                    call = item
+                    break
+                items.append(item)
+            if self._room_waiters:
+                with self._room:
+                    self._room.notify_all()
+            if items:
+                self._write(items)
+            if call is not None:
+                self._call(call)
+
+    def _call(self, item: tuple[int, Any, Any]) -> None:
+        """Run a maintenance function on the writer thread, between batches."""
+        try:
+            value = item[1]()
+        except Exception as exc:
+            value = exc
+        self._release([(item[2], value)])
+
+    def _in_writer(self, function: Any) -> Any:
+        """Run ``function`` on the writer thread after everything queued so far; return its result.
+
+        The store's write connection belongs to the writer thread, so maintenance that writes
+        (pruning, key rotation) runs there, in order with the records.
+        """
+        waiter = _Waiter()
+        self._enqueue((_OP_CALL, function, waiter))
+        return waiter.wait(None)
+
+    def _idle_timeout(self) -> float | None:
+        if self._interval and self._signed_size < self._size:
+            return max(0.0, self._last_sign + self._interval - time.time())
+        return None
+
+    def _write(self, items: list[tuple[int, Any, Any]], *, sign: bool = False) -> None:
+        """Sequence, seal, hash and commit one batch; then release its waiters."""
+        crypto = self._crypto
+        origin = self.origin
+        now = time.time()
+        ts = max(now, self._last_ts)
+        ts_text = format_ts(ts).encode()
+        index = self._size
+        frontier = list(self._frontier)
+        rows: list[tuple[int, float, str, bytes, bytes]] = []
+        nodes: list[tuple[int, int, bytes]] = []
+        results: list[tuple[Any, Any]] = []
+        erased: list[str] = []
+        new_keys = self._open_keys(items)
+        for op, payload, waiter in items:
+            if op == _OP_ERASE:
+                pseudonym = crypto.pseudonym(payload)
+                erased.append(pseudonym)
+                crypto.forget(pseudonym)
+                new_keys.pop(pseudonym, None)
+                payload = PreparedRecord(b'"subject.erased"', b"", payload, None)
+                op = _OP_RECORD
+            if op != _OP_RECORD:
+                sign = sign or op == _OP_SIGN
+                results.append((waiter, index))
+                continue
+            tail = b""
+            if payload.subject is not None:
+                pseudonym = crypto.pseudonym(payload.subject)
+                tail = b',"subject":"%s"' % pseudonym.encode()
+                if payload.personal is not None:
+                    aead = crypto.cached_aead(pseudonym)
+                    if aead is None:
+                        # Erased earlier in this very batch: the subject starts a fresh key.
+                        key = _new_key()
+                        new_keys[pseudonym] = key
+                        aead = crypto.remember(pseudonym, key)
+                    nonce = os.urandom(12)
+                    sealed = aead.encrypt(nonce, payload.personal, sealing_aad(origin, index, pseudonym))
+                    tail += b',"sealed":"%s"' % base64.b64encode(nonce + sealed)
+            body = b"," + payload.body if payload.body else b""
+            data = b'{"v":1,"idx":%d,"ts":"%s","kind":%s%s%s}' % (index, ts_text, payload.kind, body, tail)
+            leaf = sha256(b"\x00" + data).digest()
+            self._push(leaf, index, frontier, nodes)
+            rows.append((index, ts, payload.kind[1:-1].decode(), leaf, data))
+            results.append((waiter, index))
+            index += 1
+
+        checkpoint = None
+        history = False
+        if rows or sign:
+            if sign or not self._interval or ts - self._last_sign >= self._interval:
+                root = merkle.CompactRange.from_hashes(0, index, frontier).root()
+                checkpoint = self.signer.sign(Checkpoint(origin, index, root).to_text())
+                history = ts - self._last_history >= self._history_interval
+        batch = Batch(
+            records=rows,
+            nodes=nodes,
+            size=index,
+            frontier=frontier,
+            new_keys=[
+                (p, crypto.master.wrap(k, SubjectCrypto.wrap_label(p)), crypto.master.key_id)
+                for p, k in new_keys.items()
+            ],
+            erased=erased,
+            checkpoint=checkpoint,
+            checkpoint_history=history,
+            last_ts=ts,
+        )
+        try:
+            self._store.write_batch(batch)
+        except Exception as exc:
+            self._failed(items, new_keys, exc)
+            return
+        self._size = index
+        self._frontier = frontier
+        self._last_ts = ts
+        if checkpoint is not None:
+            self._checkpoint = checkpoint
+            self._signed_size = index
+            self._last_sign = ts
+            if history:
+                self._last_history = ts
+        self._release(results)
+
+    def _open_keys(self, items: list[tuple[int, Any, Any]]) -> dict[str, bytes]:
+        """Make sure every subject with personal data in ``items`` has an opened key.
+
+        Returns the keys created for subjects that had none (to be wrapped and stored).
+        """
+        crypto = self._crypto
+        missing = []
+        for op, payload, _ in items:
+            if op == _OP_RECORD and payload.personal is not None:
+                pseudonym = crypto.pseudonym(payload.subject)
+                if crypto.cached_aead(pseudonym) is None:
+                    missing.append(pseudonym)
+        created: dict[str, bytes] = {}
+        if not missing:
+            return created
+        stored = self._store.get_keys(missing)
+        for pseudonym in dict.fromkeys(missing):
+            found = stored.get(pseudonym)
+            if found is not None:
+                key = crypto.master.unwrap(found[0], SubjectCrypto.wrap_label(pseudonym))
+            else:
+                key = _new_key()
+                created[pseudonym] = key
+            crypto.remember(pseudonym, key)
+        return created
+
+    @staticmethod
+    def _push(leaf: bytes, index: int, frontier: list[bytes], nodes: list[tuple[int, int, bytes]]) -> None:
+        """Add leaf ``index`` to the compact range, noting the stored subtrees it completes."""
+        node = leaf
+        level = 0
+        position = index
+        node_hash = merkle.node_hash
+        while position & 1:
+            node = node_hash(frontier.pop(), node)
+            level += 1
+            position >>= 1
+            if level % NODE_STRIDE == 0:
+                nodes.append((level, position, node))
+        frontier.append(node)
+
+    def _failed(self, items: list[tuple[int, Any, Any]], new_keys: dict[str, bytes], exc: Exception) -> None:
+        """A batch did not commit: nothing of it is stored. Tell waiters; keep queued records."""
+        for pseudonym in new_keys:
+            self._crypto.forget(pseudonym)
+        log.error("ledger_write_failed", error=f"{type(exc).__name__}: {exc}", records=len(items))
+        error = LedgerError(f"the ledger could not store the record: {type(exc).__name__}: {exc}")
+        retry = []
+        results = []
+        for item in items:
+            if item[2] is None:
+                retry.append(item)
+            else:
+                results.append((item[2], error))
+        # Records nobody waits for go back to the head of the queue, never silently dropped; a
+        # persistent failure then fills the queue and submit() starts raising LedgerFull.
+        self._queue.extendleft(reversed(retry))
+        self._release(results)
+        if retry:
+            time.sleep(0.05)
+
+    @staticmethod
+    def _release(results: list[tuple[Any, Any]]) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[int], Any]]] = {}
+        for waiter, value in results:
+            if waiter is None:
+                continue
+            if type(waiter) is _Waiter:
+                if isinstance(value, BaseException):
+                    waiter.error = value
+                else:
+                    waiter.value = value
+                waiter.lock.release()
+            else:
+                loop, future = waiter
+                by_loop.setdefault(loop, []).append((future, value))
+        for loop, pairs in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_resolve_futures, pairs)
+            except RuntimeError:
+                pass  # The caller's loop is closed; nobody is waiting any more.
+
+    # -- closing -------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Flush, sign a final checkpoint, stop the writer and close the store. Idempotent."""
+        with self._close_lock:
+            if self._closed:
+                return
+            if self._thread.is_alive():
+                try:
+                    self.sign_checkpoint()
+                except LedgerError as exc:
+                    log.error("ledger_close_failed", error=str(exc))
+            self._closing = True
+            self._wake.set()
+            with self._room:
+                self._room.notify_all()
+            self._thread.join()
+            self._store.close()
+            self._closed = True
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- reading -------------------------------------------------------------------------------
+
+    @property
+    def checkpoint(self) -> str | None:
+        """The latest signed checkpoint note, or ``None`` before the first one."""
+        return self._checkpoint
+
+    def read(self, index: int) -> dict[str, Any]:
+        """Return record ``index``, with ``personal`` opened while the subject's key exists.
+
+        When the subject was erased, the record keeps its ``sealed`` value and has no ``personal``.
+
+        Raises:
+            IndexError: no record ``index`` is stored (never written, or pruned).
+        """
+        found = self._store.get_record(index)
+        if found is None:
+            raise IndexError(f"no record {index} in the ledger")
+        record = parse_record(found[2])
+        sealed = record.get("sealed")
+        if sealed is not None:
+            pseudonym = record["subject"]
+            plain = self._open_sealed(pseudonym, index, sealed)
+            if plain is not None:
+                del record["sealed"]
+                record["personal"] = plain
+        return record
+
+    def _open_sealed(self, pseudonym: str, index: int, sealed: str) -> Any:
+        import json
+
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+        found = self._store.get_keys([pseudonym]).get(pseudonym)
+        if found is None:
+            return None
+        key = self._crypto.master.unwrap(found[0], SubjectCrypto.wrap_label(pseudonym))
+        blob = base64.b64decode(sealed)
+        plain = AESGCM(key).decrypt(blob[:12], blob[12:], sealing_aad(self.origin, index, pseudonym))
+        return json.loads(plain)
+
+    def inclusion_proof(self, index: int, size: int) -> list[bytes]:
+        """The RFC 9162 inclusion proof of record ``index`` in the tree of ``size`` records."""
+        if not self.reader.first_index <= index < size <= self._size:
+            raise ValueError(f"no record {index} in a tree of {size} (the log has {self._size})")
+        return self.reader.inclusion_proof(index, size)
+
+    def consistency_proof(self, size1: int, size2: int) -> list[bytes]:
+        """The RFC 9162 consistency proof from tree size ``size1`` to ``size2``."""
+        if not 0 < size1 <= size2 <= self._size:
+            raise ValueError(f"no consistency proof from {size1} to {size2} (the log has {self._size})")
+        return self.reader.consistency_proof(size1, size2)
+
+    def rotate_master_key(self, new: MasterKey) -> int:
+        """Re-wrap every subject key and the ledger secret under ``new``; records are untouched.
+
+        Returns:
+            How many subject keys were re-wrapped.
+        """
+        def rotate() -> int:
+            old = self._crypto.master
+            rows = []
+            for pseudonym, wrapped, _ in self._store.all_keys():
+                label = SubjectCrypto.wrap_label(pseudonym)
+                rows.append((pseudonym, new.wrap(old.unwrap(wrapped, label), label), new.key_id))
+            secret = old.unwrap(self._store.get_meta("pseudonym_secret") or b"", SubjectCrypto.secret_label)
+            meta = {
+                "pseudonym_secret": new.wrap(secret, SubjectCrypto.secret_label),
+                "master_id": new.key_id.encode(),
+            }
+            self._store.replace_keys(rows, meta)
+            self._crypto.master = new
+            return len(rows)
+
+        return self._in_writer(rotate)
+
+    def prunable(self, now: float | None = None) -> int:
+        """The end of the longest prefix whose every record has passed its retention period."""
+        now = time.time() if now is None else now
+        end = self.reader.first_index
+        for index, ts, kind in self._store.kinds_in(end, self._signed_size):
+            if ts + self.retention.period(kind) > now:
+                break
+            end = index + 1
+        return end
+
+    def prune(self, end: int | None = None, *, now: float | None = None) -> int:
+        """Delete the records before ``end`` (default: every expired record at the head of the log).
+
+        The compact range of the pruned prefix is kept, so the remaining records still verify
+        against old and new checkpoints.
+
+        Returns:
+            The new first stored index.
+
+        Raises:
+            RetentionError: a record before ``end`` is still inside its retention period.
+        """
+        limit = self.prunable(now)
+        if end is None:
+            end = limit
+        if end > limit:
+            found = self._store.get_record(limit)
+            kind = found[1] if found else "?"
+            raise RetentionError(
+                f"record {limit} ({kind}) is inside its retention period of "
+                f"{self.retention.describe(kind)}; nothing was pruned"
+            )
+        if end <= self.reader.first_index:
+            return self.reader.first_index
+        def prune() -> int:
+            hashes = self.reader.compact_range(0, end)
+            self._store.prune(end, hashes)
+            self.reader.set_pruned(end, hashes)
+            return end
+
+        return self._in_writer(prune)
+
+    @property
+    def first_index(self) -> int:
+        """The first stored index (0 unless the log was pruned)."""
+        return self.reader.first_index
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], **kwargs: Any) -> Ledger:
+        """Open (or create) a ledger in the SQLite file ``path``; other arguments as the constructor."""
+        return cls(SQLiteStore(path), **kwargs)
+
+
+def _new_key() -> bytes:
+    """A fresh random AES-256 subject key."""
+    return os.urandom(32)

@@ -1,0 +1,130 @@
+"""How a record becomes the exact bytes of a Merkle leaf, and back.
+
+A stored record is one compact JSON object in UTF-8, serialised once, when it is sequenced:
+
+    {"v":1,"idx":42,"ts":"2026-11-28T12:00:00.123456Z","kind":"interaction",...,"subject":"…","sealed":"…"}
+
+``v``, ``idx`` and ``ts`` come first and are written by the ledger, so a verifier can check a record's
+position from its first bytes without parsing it. The caller's fields follow in the order given;
+``subject`` and ``sealed`` close the object when the record has a subject. Compact JSON escapes every
+control character, so a record never holds a raw newline and one record per line is safe.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+__all__ = [
+    "FORMAT_VERSION",
+    "RESERVED_FIELDS",
+    "PreparedRecord",
+    "format_ts",
+    "parse_record",
+    "prepare",
+    "record_prefix",
+]
+
+FORMAT_VERSION = 1
+"""The ``v`` of every record this version writes."""
+
+RESERVED_FIELDS = frozenset({"v", "idx", "ts", "sealed"})
+"""Fields the ledger writes itself; a caller's record must not carry them."""
+
+_dumps = json.JSONEncoder(
+    ensure_ascii=False, separators=(",", ":"), allow_nan=False, check_circular=True
+).encode
+
+
+class PreparedRecord:
+    """A caller's record, validated and serialised on the caller's side, waiting to be sequenced.
+
+    Serialising here rather than in the writer means a bad record fails in the caller's hands, with
+    its own traceback, instead of being lost later.
+    """
+
+    __slots__ = ("body", "kind", "personal", "subject")
+
+    def __init__(self, kind: bytes, body: bytes, subject: str | None, personal: bytes | None) -> None:
+        self.kind = kind
+        self.body = body
+        self.subject = subject
+        self.personal = personal
+
+
+def prepare(record: Mapping[str, Any]) -> PreparedRecord:
+    """Validate and serialise a caller's record.
+
+    Args:
+        record: A mapping with a ``kind`` string, optional ``subject`` (a string naming the person)
+            and ``personal`` (any JSON value, sealed under the subject's key), and other
+            JSON-serialisable fields.
+
+    Returns:
+        The prepared record.
+
+    Raises:
+        TypeError: ``record`` is not a mapping, or a value cannot be serialised as JSON.
+        ValueError: ``kind`` is missing or empty, a reserved field is present, or ``personal`` is
+            given without ``subject``.
+    """
+    if not isinstance(record, Mapping):
+        raise TypeError(f"a ledger record must be a dict, got {type(record).__name__}")
+    kind = record.get("kind")
+    if not isinstance(kind, str) or not kind:
+        raise ValueError(f"a ledger record needs a non-empty string 'kind', got {kind!r}")
+    subject = record.get("subject")
+    if subject is not None and (not isinstance(subject, str) or not subject):
+        raise ValueError("a record's 'subject' must be a non-empty string")
+    has_personal = "personal" in record and record["personal"] is not None
+    if has_personal and subject is None:
+        raise ValueError("a record with 'personal' data needs a 'subject' to seal it for")
+    fields = {}
+    for key, value in record.items():
+        if key in ("kind", "subject", "personal"):
+            continue
+        if key in RESERVED_FIELDS:
+            raise ValueError(f"{key!r} is written by the ledger and cannot be set by a record")
+        fields[key] = value
+    try:
+        body = _dumps(fields)[1:-1].encode() if fields else b""
+        personal = _dumps(record["personal"]).encode() if has_personal else None
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"a ledger record must be JSON-serialisable: {exc}") from None
+    return PreparedRecord(_dumps(kind).encode(), body, subject, personal)
+
+
+def format_ts(seconds: float) -> str:
+    """Format a Unix time as RFC 3339 UTC with microseconds, e.g. ``2026-11-28T12:00:00.123456Z``."""
+    whole = math.floor(seconds)
+    micros = min(int(round((seconds - whole) * 1_000_000)), 999_999)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{micros:06d}Z"
+
+
+def parse_ts(text: str) -> float:
+    """Parse an RFC 3339 time (``Z`` or an offset) into a Unix time."""
+    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.timestamp()
+
+
+def record_prefix(index: int) -> bytes:
+    """The first bytes of record ``index``: a verifier checks them without parsing the JSON."""
+    return b'{"v":1,"idx":%d,' % index
+
+
+def parse_record(data: bytes) -> dict[str, Any]:
+    """Parse stored record bytes into a dict (``sealed`` is left sealed).
+
+    Raises:
+        ValueError: the bytes are not one JSON object.
+    """
+    value = json.loads(data)
+    if not isinstance(value, dict):
+        raise ValueError("a record must be a JSON object")
+    return value

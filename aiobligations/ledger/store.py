@@ -1,0 +1,401 @@
+"""Where the ledger keeps its bytes: the :class:`Store` protocol and the embedded SQLite store.
+
+A store is dumb on purpose. The ledger's writer thread decides indices, hashes and checkpoints and
+hands the store one :class:`Batch` at a time, which the store must make durable atomically: all of
+it or none of it. Reads come from other threads.
+
+What a store keeps:
+
+- records: index, sequencing time, kind, leaf hash and the exact leaf bytes;
+- interior hashes of perfect subtrees at every level that is a multiple of :data:`NODE_STRIDE`, so
+  that opening the log never re-hashes it and a proof never needs all leaves in memory;
+- the tree state (size and the compact range of ``[0, size)``) and the latest signed checkpoint;
+- subject keys, wrapped by the master key, in a table apart from the records;
+- after pruning, the compact range of the pruned prefix.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from ..errors import LedgerError, UnusableInput
+
+__all__ = ["NODE_STRIDE", "Batch", "SQLiteStore", "Store", "StoreState"]
+
+NODE_STRIDE = 4
+"""Interior hashes are stored for levels 4, 8, 12, …; the levels between are folded on demand."""
+
+_SCHEMA_VERSION = b"1"
+_APPLICATION_ID = 0x4149_4F42  # "AIOB": marks the file as ours for `verify` and `file(1)`.
+
+
+@dataclass
+class StoreState:
+    """What a store knows when it is opened."""
+
+    size: int = 0
+    frontier: list[bytes] = field(default_factory=list)
+    last_ts: float = 0.0
+    checkpoint: str | None = None
+    pruned_start: int = 0
+    pruned_frontier: list[bytes] = field(default_factory=list)
+
+
+@dataclass
+class Batch:
+    """One group commit, written atomically by :meth:`Store.write_batch`."""
+
+    records: list[tuple[int, float, str, bytes, bytes]]
+    """Rows of (index, ts, kind, leaf hash, leaf bytes)."""
+    nodes: list[tuple[int, int, bytes]]
+    """Rows of (level, index, hash) for the perfect subtrees completed by this batch."""
+    size: int
+    frontier: list[bytes]
+    new_keys: list[tuple[str, bytes, str]] = field(default_factory=list)
+    """Rows of (pseudonym, wrapped key, master key id)."""
+    erased: list[str] = field(default_factory=list)
+    """Pseudonyms whose keys are deleted in this batch."""
+    checkpoint: str | None = None
+    checkpoint_history: bool = False
+    """Also keep this checkpoint in the history table (done at most every so often)."""
+    last_ts: float = 0.0
+
+
+class Store(Protocol):
+    """**Protocol:** durable storage for one ledger. Other backends implement these methods.
+
+    ``write_batch`` and ``prune`` are called from the ledger's writer thread only; every other
+    method may be called from any thread.
+    """
+
+    def open(self) -> StoreState: ...
+    def get_meta(self, key: str) -> bytes | None: ...
+    def put_meta(self, key: str, value: bytes) -> None: ...
+    def write_batch(self, batch: Batch) -> None: ...
+    def get_keys(self, pseudonyms: Sequence[str]) -> dict[str, tuple[bytes, str]]: ...
+    def all_keys(self) -> list[tuple[str, bytes, str]]: ...
+    def replace_keys(self, rows: Sequence[tuple[str, bytes, str]], meta: dict[str, bytes]) -> None: ...
+    def iter_records(self, start: int, end: int) -> Iterator[tuple[int, bytes, bytes]]: ...
+    def get_record(self, index: int) -> tuple[float, str, bytes] | None: ...
+    def leaf_hashes(self, start: int, end: int) -> list[bytes]: ...
+    def node_hashes(self, level: int, start: int, end: int) -> list[bytes]: ...
+    def ts_at(self, index: int) -> float | None: ...
+    def kinds_in(self, start: int, end: int) -> Iterator[tuple[int, float, str]]: ...
+    def prune(self, end: int, frontier: Sequence[bytes]) -> None: ...
+    def checkpoints(self) -> list[tuple[int, float, str]]: ...
+    def close(self) -> None: ...
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS records (
+    idx INTEGER PRIMARY KEY,
+    ts REAL NOT NULL,
+    kind TEXT NOT NULL,
+    leaf BLOB NOT NULL,
+    data BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS nodes (
+    level INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
+    hash BLOB NOT NULL,
+    PRIMARY KEY (level, idx)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS checkpoints (size INTEGER PRIMARY KEY, ts REAL NOT NULL, note TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS subject_keys (
+    pseudonym TEXT PRIMARY KEY,
+    wrapped BLOB NOT NULL,
+    master_id TEXT NOT NULL
+) WITHOUT ROWID;
+"""
+
+
+def _pack(hashes: Sequence[bytes]) -> bytes:
+    return b"".join(hashes)
+
+
+def _unpack(blob: bytes | None) -> list[bytes]:
+    if not blob:
+        return []
+    return [blob[i : i + 32] for i in range(0, len(blob), 32)]
+
+
+class SQLiteStore:
+    """The embedded default store: one SQLite file in WAL mode with ``synchronous=FULL``.
+
+    Every batch is one transaction; SQLite makes it atomic and, with ``FULL``, durable when the
+    commit returns, so a crash never leaves a torn tail to serve.
+
+    Args:
+        path: The database file. Its folder must exist and be writable.
+        create: Create the file if it does not exist. When false, a missing file raises
+            :class:`UnusableInput`.
+        readonly: Open read-only (for ``verify``).
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, create: bool = True, readonly: bool = False) -> None:
+        self.path = Path(path)
+        self._create = create
+        self._readonly = readonly
+        self._writer: sqlite3.Connection | None = None
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({str(self.path)!r})"
+
+    # -- connections -------------------------------------------------------------------------
+
+    def _connect(self, *, write: bool) -> sqlite3.Connection:
+        if not self._create and not self.path.exists():
+            raise UnusableInput(f"{self.path}: no such ledger database")
+        if write and not self._readonly:
+            uri = f"file:{self.path}?mode=rwc"
+        else:
+            uri = f"file:{self.path}?mode=ro"
+        try:
+            conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA busy_timeout=5000")
+            if write and not self._readonly:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=FULL")
+                # Deleted subject keys must not linger in free pages of the file.
+                conn.execute("PRAGMA secure_delete=ON")
+        except sqlite3.Error as exc:
+            raise UnusableInput(f"{self.path}: cannot open the ledger database ({exc})") from None
+        return conn
+
+    def _reader(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            if self._closed:
+                raise LedgerError("the store is closed")
+            conn = self._connect(write=False)
+            self._local.conn = conn
+            with self._readers_lock:
+                self._readers.append(conn)
+        return conn
+
+    def open(self) -> StoreState:
+        """Open (creating the schema if new) and return the persisted state.
+
+        Raises:
+            UnusableInput: the file is not an aiobligations ledger or cannot be opened.
+        """
+        self._writer = conn = self._connect(write=True)
+        try:
+            app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+            tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            if tables and (app_id != _APPLICATION_ID or "records" not in tables):
+                raise UnusableInput(f"{self.path}: not an aiobligations ledger database")
+            if not tables:
+                if self._readonly:
+                    raise UnusableInput(f"{self.path}: empty database, not an aiobligations ledger")
+                conn.executescript(_SCHEMA)
+                conn.execute(f"PRAGMA application_id={_APPLICATION_ID}")
+                conn.execute(
+                    "INSERT INTO meta VALUES ('schema', ?)", (_SCHEMA_VERSION,)
+                )
+            elif self.get_meta("schema") != _SCHEMA_VERSION:
+                raise UnusableInput(f"{self.path}: ledger schema version not supported by this aiobligations")
+            return self._load_state()
+        except sqlite3.DatabaseError as exc:
+            raise UnusableInput(f"{self.path}: not a usable ledger database ({exc})") from None
+
+    def _load_state(self) -> StoreState:
+        assert self._writer is not None
+        state = StoreState()
+        meta = dict(self._writer.execute("SELECT key, value FROM meta"))
+        tree = meta.get("tree")
+        if tree:
+            state.size = int.from_bytes(tree[:8], "big")
+            state.frontier = _unpack(tree[8:])
+        state.last_ts = float(meta.get("last_ts", b"0"))
+        checkpoint = meta.get("checkpoint")
+        state.checkpoint = checkpoint.decode() if checkpoint else None
+        pruned = meta.get("pruned")
+        if pruned:
+            state.pruned_start = int.from_bytes(pruned[:8], "big")
+            state.pruned_frontier = _unpack(pruned[8:])
+        # The tree state is written in the same transaction as the records, so they always agree;
+        # a mismatch means the file was edited outside aiobligations.
+        row = self._writer.execute("SELECT max(idx) FROM records").fetchone()
+        last = -1 if row[0] is None else row[0]
+        if last + 1 != state.size and not (last == -1 and state.size == state.pruned_start):
+            raise UnusableInput(
+                f"{self.path}: the tree state says {state.size} records but the last stored index is {last}"
+            )
+        return state
+
+    # -- meta ----------------------------------------------------------------------------------
+
+    def get_meta(self, key: str) -> bytes | None:
+        """Return a metadata value, or ``None``."""
+        row = self._reader().execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def put_meta(self, key: str, value: bytes) -> None:
+        """Set a metadata value durably (used before the writer starts)."""
+        assert self._writer is not None
+        self._writer.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def write_batch(self, batch: Batch) -> None:
+        """Write one batch atomically and durably.
+
+        Raises:
+            sqlite3.Error: the write failed; nothing of the batch is stored.
+        """
+        conn = self._writer
+        assert conn is not None
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if batch.new_keys:
+                conn.executemany("INSERT OR REPLACE INTO subject_keys VALUES (?,?,?)", batch.new_keys)
+            if batch.erased:
+                conn.executemany("DELETE FROM subject_keys WHERE pseudonym=?", [(p,) for p in batch.erased])
+            if batch.records:
+                conn.executemany("INSERT INTO records VALUES (?,?,?,?,?)", batch.records)
+            if batch.nodes:
+                conn.executemany("INSERT INTO nodes VALUES (?,?,?)", batch.nodes)
+            meta = [
+                ("tree", batch.size.to_bytes(8, "big") + _pack(batch.frontier)),
+                ("last_ts", repr(batch.last_ts).encode()),
+            ]
+            if batch.checkpoint is not None:
+                meta.append(("checkpoint", batch.checkpoint.encode()))
+                if batch.checkpoint_history:
+                    conn.execute(
+                        "INSERT OR REPLACE INTO checkpoints VALUES (?,?,?)",
+                        (batch.size, batch.last_ts, batch.checkpoint),
+                    )
+            conn.executemany("INSERT OR REPLACE INTO meta VALUES (?,?)", meta)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        if batch.erased:
+            # Push the deletion out of the WAL into the main file, whose freed pages secure_delete
+            # has zeroed, so the key is gone from disk and not only from the table.
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def replace_keys(self, rows: Sequence[tuple[str, bytes, str]], meta: dict[str, bytes]) -> None:
+        """Rewrite wrapped keys and metadata in one transaction (master key rotation)."""
+        conn = self._writer
+        assert conn is not None
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.executemany("UPDATE subject_keys SET wrapped=?, master_id=? WHERE pseudonym=?",
+                             [(w, m, p) for p, w, m in rows])
+            conn.executemany("INSERT OR REPLACE INTO meta VALUES (?,?)", list(meta.items()))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def prune(self, end: int, frontier: Sequence[bytes]) -> None:
+        """Delete records before ``end``, keeping the compact range of ``[0, end)``."""
+        conn = self._writer
+        assert conn is not None
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("DELETE FROM records WHERE idx < ?", (end,))
+            conn.execute(
+                "INSERT OR REPLACE INTO meta VALUES ('pruned', ?)",
+                (end.to_bytes(8, "big") + _pack(frontier),),
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def get_keys(self, pseudonyms: Sequence[str]) -> dict[str, tuple[bytes, str]]:
+        """Return the wrapped keys that exist among ``pseudonyms``."""
+        conn = self._reader()
+        found: dict[str, tuple[bytes, str]] = {}
+        unique = list(dict.fromkeys(pseudonyms))
+        for i in range(0, len(unique), 500):
+            chunk = unique[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            for pseudonym, wrapped, master_id in conn.execute(
+                f"SELECT pseudonym, wrapped, master_id FROM subject_keys WHERE pseudonym IN ({marks})", chunk
+            ):
+                found[pseudonym] = (bytes(wrapped), master_id)
+        return found
+
+    def all_keys(self) -> list[tuple[str, bytes, str]]:
+        """Every wrapped subject key."""
+        return [(p, bytes(w), m) for p, w, m in self._reader().execute("SELECT * FROM subject_keys")]
+
+    def iter_records(self, start: int, end: int) -> Iterator[tuple[int, bytes, bytes]]:
+        """Yield (index, leaf hash, leaf bytes) for ``start <= index < end`` in order."""
+        cursor = self._reader().execute(
+            "SELECT idx, leaf, data FROM records WHERE idx >= ? AND idx < ? ORDER BY idx", (start, end)
+        )
+        cursor.arraysize = 1024
+        while rows := cursor.fetchmany():
+            yield from rows
+
+    def get_record(self, index: int) -> tuple[float, str, bytes] | None:
+        """Return (ts, kind, leaf bytes) of one record, or ``None``."""
+        row = self._reader().execute("SELECT ts, kind, data FROM records WHERE idx=?", (index,)).fetchone()
+        return None if row is None else (row[0], row[1], bytes(row[2]))
+
+    def leaf_hashes(self, start: int, end: int) -> list[bytes]:
+        """Leaf hashes of records ``[start, end)``; raises :class:`LedgerError` if any is missing."""
+        rows = self._reader().execute(
+            "SELECT leaf FROM records WHERE idx >= ? AND idx < ? ORDER BY idx", (start, end)
+        ).fetchall()
+        if len(rows) != end - start:
+            raise LedgerError(f"records {start}..{end - 1} are not all stored (pruned?)")
+        return [bytes(r[0]) for r in rows]
+
+    def node_hashes(self, level: int, start: int, end: int) -> list[bytes]:
+        """Stored hashes of perfect subtrees ``(level, start..end-1)``."""
+        rows = self._reader().execute(
+            "SELECT hash FROM nodes WHERE level=? AND idx >= ? AND idx < ? ORDER BY idx", (level, start, end)
+        ).fetchall()
+        if len(rows) != end - start:
+            raise LedgerError(f"interior hashes at level {level}, {start}..{end - 1} are missing")
+        return [bytes(r[0]) for r in rows]
+
+    def ts_at(self, index: int) -> float | None:
+        """The sequencing time of record ``index``, or ``None``."""
+        row = self._reader().execute("SELECT ts FROM records WHERE idx=?", (index,)).fetchone()
+        return None if row is None else row[0]
+
+    def kinds_in(self, start: int, end: int) -> Iterator[tuple[int, float, str]]:
+        """Yield (index, ts, kind) for records in ``[start, end)``."""
+        yield from self._reader().execute(
+            "SELECT idx, ts, kind FROM records WHERE idx >= ? AND idx < ? ORDER BY idx", (start, end)
+        )
+
+    def checkpoints(self) -> list[tuple[int, float, str]]:
+        """The kept history of signed checkpoints, oldest first."""
+        return list(self._reader().execute("SELECT size, ts, note FROM checkpoints ORDER BY size"))
+
+    def close(self) -> None:
+        """Close every connection; idempotent."""
+        self._closed = True
+        with self._readers_lock:
+            readers, self._readers = self._readers, []
+        for conn in readers:
+            conn.close()
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None

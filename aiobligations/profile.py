@@ -1,0 +1,237 @@
+"""The provider's profile: who provides the service, what it is, and how its evidence is kept.
+
+The profile lives in ``aiobligations.toml`` (``aiobligations init`` writes a commented one). Loading
+validates everything at once and names each missing or wrong field, so a provider fixes the file in
+one pass rather than one error at a time. Relative paths are resolved against the file's folder.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigurationError
+from .ledger.retention import Retention
+
+__all__ = ["LedgerSettings", "Profile", "ProviderInfo", "ServiceInfo", "load_profile"]
+
+PROVIDER_CODE = re.compile(r"^[0-9A-Z]{27}$")
+"""GB 45438 service provider code: 27 digits or upper-case letters (网安秘字〔2025〕29号)."""
+
+
+@dataclass(frozen=True)
+class ProviderInfo:
+    """Who provides the AI service (Art. 38(3), 31, 47)."""
+
+    name: str
+    contact: str
+    name_zh: str = ""
+    code: str = ""
+    """The 27-character GB 45438 provider code, from the provider's registration; never generated."""
+    website: str = ""
+
+
+@dataclass(frozen=True)
+class ServiceInfo:
+    """What the AI service is (Art. 38(3))."""
+
+    name: str
+    description: str = ""
+    model: str = ""
+    filing_number: str = ""
+    licence_number: str = ""
+
+
+@dataclass(frozen=True)
+class LedgerSettings:
+    """How the ledger is kept. Paths are absolute once loaded."""
+
+    path: Path
+    origin: str
+    signing_key: Path
+    master_key: Path
+    checkpoint_interval: float = 0.0
+    queue_size: int = 65536
+    on_full: str = "raise"
+    max_batch: int = 4096
+    retention: Retention = field(default_factory=Retention)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """The whole profile, as loaded from ``aiobligations.toml``.
+
+    Attributes:
+        provider: Who provides the service.
+        service: What the service is.
+        ledger: How evidence is kept.
+        path: The file it was loaded from, if any.
+        raw: The parsed TOML, for sections later features read.
+
+    .. versionadded:: 0.1.0
+    """
+
+    provider: ProviderInfo
+    service: ServiceInfo
+    ledger: LedgerSettings
+    path: Path | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str]) -> Profile:
+        """Load and validate a profile file. See :func:`load_profile`."""
+        return load_profile(path)
+
+
+class _Errors:
+    """Collects every problem in a file so that one message lists them all."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.items: list[str] = []
+
+    def add(self, message: str) -> None:
+        self.items.append(message)
+
+    def raise_if_any(self) -> None:
+        if self.items:
+            raise ConfigurationError(f"{self.source}: " + "; ".join(self.items))
+
+
+def _text(section: Mapping[str, Any], name: str, key: str, errors: _Errors, *, required: bool) -> str:
+    value = section.get(key)
+    if value is None or value == "":
+        if required:
+            errors.add(f"[{name}] {key} is missing")
+        return ""
+    if not isinstance(value, str):
+        errors.add(f"[{name}] {key} must be a string, got {type(value).__name__}")
+        return ""
+    return value.strip()
+
+
+def _section(data: Mapping[str, Any], name: str, errors: _Errors) -> Mapping[str, Any]:
+    value = data.get(name)
+    if value is None:
+        errors.add(f"the [{name}] section is missing")
+        return {}
+    if not isinstance(value, Mapping):
+        errors.add(f"[{name}] must be a table")
+        return {}
+    return value
+
+
+def _number(section: Mapping[str, Any], key: str, default: float, errors: _Errors, *, integer: bool) -> Any:
+    value = section.get(key, default)
+    kinds = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds) or value < 0 or (integer and value == 0):
+        want = "a positive integer" if integer else "a number >= 0"
+        errors.add(f"[ledger] {key} must be {want}, got {value!r}")
+        return default
+    return value
+
+
+def parse_profile(data: Mapping[str, Any], *, base: Path, source: str = "profile") -> Profile:
+    """Build a :class:`Profile` from parsed TOML, resolving paths against ``base``.
+
+    Raises:
+        ConfigurationError: one message listing every problem found.
+    """
+    errors = _Errors(source)
+    p = _section(data, "provider", errors)
+    provider = ProviderInfo(
+        name=_text(p, "provider", "name", errors, required=True),
+        contact=_text(p, "provider", "contact", errors, required=True),
+        name_zh=_text(p, "provider", "name_zh", errors, required=False),
+        code=_text(p, "provider", "code", errors, required=False),
+        website=_text(p, "provider", "website", errors, required=False),
+    )
+    if provider.code and not PROVIDER_CODE.match(provider.code):
+        errors.add(
+            f"[provider] code must be the 27-character GB 45438 provider code (digits and "
+            f"upper-case letters), got {provider.code!r}"
+        )
+    s = _section(data, "service", errors)
+    service = ServiceInfo(
+        name=_text(s, "service", "name", errors, required=True),
+        description=_text(s, "service", "description", errors, required=False),
+        model=_text(s, "service", "model", errors, required=False),
+        filing_number=_text(s, "service", "filing_number", errors, required=False),
+        licence_number=_text(s, "service", "licence_number", errors, required=False),
+    )
+    lg = _section(data, "ledger", errors)
+
+    def resolve(key: str, default: str) -> Path:
+        value = lg.get(key, default)
+        if not isinstance(value, str) or not value:
+            errors.add(f"[ledger] {key} must be a path")
+            value = default
+        path = Path(os.path.expanduser(value))
+        return path if path.is_absolute() else base / path
+
+    origin = _text(lg, "ledger", "origin", errors, required=True)
+    if origin and (" " in origin or "+" in origin or "\n" in origin):
+        errors.add(f"[ledger] origin must have no spaces or '+', got {origin!r}")
+    on_full = lg.get("on_full", "raise")
+    if on_full not in ("raise", "wait"):
+        errors.add(f"[ledger] on_full must be 'raise' or 'wait', got {on_full!r}")
+    retention_table = lg.get("retention", {})
+    retention = Retention()
+    if not isinstance(retention_table, Mapping):
+        errors.add("[ledger.retention] must be a table")
+    else:
+        try:
+            retention = Retention(retention_table)
+        except ConfigurationError as exc:
+            errors.add(f"[ledger.retention] {exc}")
+    ledger = LedgerSettings(
+        path=resolve("path", "ledger.db"),
+        origin=origin,
+        signing_key=resolve("signing_key", "keys/ledger.key"),
+        master_key=resolve("master_key", "keys/master.key"),
+        checkpoint_interval=float(_number(lg, "checkpoint_interval", 0.0, errors, integer=False)),
+        queue_size=_number(lg, "queue_size", 65536, errors, integer=True),
+        on_full=on_full if on_full in ("raise", "wait") else "raise",
+        max_batch=_number(lg, "max_batch", 4096, errors, integer=True),
+        retention=retention,
+    )
+    errors.raise_if_any()
+    return Profile(provider=provider, service=service, ledger=ledger, raw=data)
+
+
+def load_profile(path: str | os.PathLike[str]) -> Profile:
+    """Read and validate ``aiobligations.toml``.
+
+    Args:
+        path: The file.
+
+    Returns:
+        The profile, with paths resolved against the file's folder.
+
+    Raises:
+        ConfigurationError: the file is missing, not TOML, or has missing or invalid fields; one
+            message names every problem.
+    """
+    path = Path(path)
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigurationError(
+            f"{path}: no such file (run `aiobligations init` to create one)"
+        ) from None
+    except IsADirectoryError:
+        raise ConfigurationError(f"{path}: is a folder, not a configuration file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigurationError(f"{path}: not valid TOML ({exc})") from None
+    except OSError as exc:
+        raise ConfigurationError(f"{path}: cannot be read ({exc.strerror})") from None
+    profile = parse_profile(data, base=path.resolve().parent, source=str(path))
+    return Profile(
+        provider=profile.provider, service=profile.service, ledger=profile.ledger, path=path, raw=data
+    )
