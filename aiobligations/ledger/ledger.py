@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import binascii
 import os
 import threading
 import time
@@ -148,6 +149,8 @@ class Ledger:
         self._last_sign = 0.0
         self._last_history = 0.0
         self.reader = TreeReader(store, state.pruned_start, state.pruned_frontier)
+        # Everything of the sealing associated data but the index and the pseudonym.
+        self._aad_prefix = sealing_aad(origin, 0, "")[:-2]
 
         self._queue: deque[tuple[int, Any, Any]] = deque()
         self._wake = threading.Event()
@@ -299,7 +302,7 @@ class Ledger:
 
     # -- the writer thread ---------------------------------------------------------------------
 
-    def _run(self) -> None:
+    def _loop(self) -> None:
         queue = self._queue
         wake = self._wake
         while True:
@@ -330,6 +333,14 @@ class Ledger:
             if call is not None:
                 self._call(call)
 
+    def _run(self) -> None:
+        while True:
+            try:
+                self._loop()
+                return
+            except BaseException as exc:  # pragma: no cover - a bug; the writer must not die.
+                log.error("ledger_writer_error", error=f"{type(exc).__name__}: {exc}")
+
     def _call(self, item: tuple[int, Any, Any]) -> None:
         """Run a maintenance function on the writer thread, between batches."""
         try:
@@ -354,50 +365,81 @@ class Ledger:
         return None
 
     def _write(self, items: list[tuple[int, Any, Any]], *, sign: bool = False) -> None:
-        """Sequence, seal, hash and commit one batch; then release its waiters."""
+        """Sequence, seal, hash and commit one batch; then release its waiters.
+
+        Nothing in memory changes until the batch is committed, so a failure anywhere leaves the
+        ledger as it was: waiters get the error, records nobody waits for are queued again.
+        """
+        new_keys: dict[str, bytes] = {}
+        try:
+            results = self._commit(items, new_keys, sign)
+        except Exception as exc:
+            self._failed(items, new_keys, exc)
+            return
+        self._release(results)
+
+    def _commit(self, items: list[tuple[int, Any, Any]], new_keys: dict[str, bytes], sign: bool) -> list[tuple[Any, Any]]:
+        """Build the batch for ``items``, write it, and update the in-memory tree state."""
+        # This loop is the ledger's hot path: every name it uses per record is a local.
         crypto = self._crypto
-        origin = self.origin
-        now = time.time()
-        ts = max(now, self._last_ts)
+        pseudonym_of = crypto.pseudonym
+        ts = max(time.time(), self._last_ts)
         ts_text = format_ts(ts).encode()
+        aad_prefix = self._aad_prefix
         index = self._size
         frontier = list(self._frontier)
         rows: list[tuple[int, float, str, bytes, bytes]] = []
         nodes: list[tuple[int, int, bytes]] = []
         results: list[tuple[Any, Any]] = []
         erased: list[str] = []
-        new_keys = self._open_keys(items)
-        for op, payload, waiter in items:
+        ciphers = self._ciphers(items, new_keys)
+        nonces = os.urandom(12 * len(items))
+        node_hash = merkle.node_hash
+        b64 = binascii.b2a_base64
+        for position, (op, payload, waiter) in enumerate(items):
             if op == _OP_ERASE:
-                pseudonym = crypto.pseudonym(payload)
+                pseudonym = pseudonym_of(payload)
                 erased.append(pseudonym)
                 crypto.forget(pseudonym)
+                ciphers.pop(pseudonym, None)
                 new_keys.pop(pseudonym, None)
-                payload = PreparedRecord(b'"subject.erased"', b"", payload, None)
-                op = _OP_RECORD
-            if op != _OP_RECORD:
+                payload = PreparedRecord("subject.erased", b"", payload, None)
+            elif op != _OP_RECORD:
                 sign = sign or op == _OP_SIGN
                 results.append((waiter, index))
                 continue
             tail = b""
-            if payload.subject is not None:
-                pseudonym = crypto.pseudonym(payload.subject)
+            subject = payload.subject
+            if subject is not None:
+                pseudonym = pseudonym_of(subject)
                 tail = b',"subject":"%s"' % pseudonym.encode()
                 if payload.personal is not None:
-                    aead = crypto.cached_aead(pseudonym)
+                    aead = ciphers.get(pseudonym)
                     if aead is None:
-                        # Erased earlier in this very batch: the subject starts a fresh key.
+                        # The subject was erased earlier in this very batch: a fresh key.
                         key = _new_key()
                         new_keys[pseudonym] = key
-                        aead = crypto.remember(pseudonym, key)
-                    nonce = os.urandom(12)
-                    sealed = aead.encrypt(nonce, payload.personal, sealing_aad(origin, index, pseudonym))
-                    tail += b',"sealed":"%s"' % base64.b64encode(nonce + sealed)
-            body = b"," + payload.body if payload.body else b""
-            data = b'{"v":1,"idx":%d,"ts":"%s","kind":%s%s%s}' % (index, ts_text, payload.kind, body, tail)
+                        aead = ciphers[pseudonym] = crypto.remember(pseudonym, key)
+                    nonce = nonces[12 * position : 12 * position + 12]
+                    aad = b"%s%d\n%s" % (aad_prefix, index, pseudonym.encode())
+                    sealed = b64(nonce + aead.encrypt(nonce, payload.personal, aad), newline=False)
+                    tail += b',"sealed":"%s"' % sealed
+            data = b'{"v":1,"idx":%d,"ts":"%s","kind":%s%s%s}' % (
+                index, ts_text, payload.kind_json, payload.body, tail
+            )
             leaf = sha256(b"\x00" + data).digest()
-            self._push(leaf, index, frontier, nodes)
-            rows.append((index, ts, payload.kind[1:-1].decode(), leaf, data))
+            # Add the leaf to the compact range, noting the stored subtrees it completes.
+            node = leaf
+            level = 0
+            at = index
+            while at & 1:
+                node = node_hash(frontier.pop(), node)
+                level += 1
+                at >>= 1
+                if not level % NODE_STRIDE:
+                    nodes.append((level, at, node))
+            frontier.append(node)
+            rows.append((index, ts, payload.kind, leaf, data))
             results.append((waiter, index))
             index += 1
 
@@ -406,7 +448,7 @@ class Ledger:
         if rows or sign:
             if sign or not self._interval or ts - self._last_sign >= self._interval:
                 root = merkle.CompactRange.from_hashes(0, index, frontier).root()
-                checkpoint = self.signer.sign(Checkpoint(origin, index, root).to_text())
+                checkpoint = self.signer.sign(Checkpoint(self.origin, index, root).to_text())
                 history = ts - self._last_history >= self._history_interval
         batch = Batch(
             records=rows,
@@ -422,11 +464,7 @@ class Ledger:
             checkpoint_history=history,
             last_ts=ts,
         )
-        try:
-            self._store.write_batch(batch)
-        except Exception as exc:
-            self._failed(items, new_keys, exc)
-            return
+        self._store.write_batch(batch)
         self._size = index
         self._frontier = frontier
         self._last_ts = ts
@@ -436,48 +474,36 @@ class Ledger:
             self._last_sign = ts
             if history:
                 self._last_history = ts
-        self._release(results)
+        return results
 
-    def _open_keys(self, items: list[tuple[int, Any, Any]]) -> dict[str, bytes]:
-        """Make sure every subject with personal data in ``items`` has an opened key.
+    def _ciphers(self, items: list[tuple[int, Any, Any]], created: dict[str, bytes]) -> dict[str, Any]:
+        """Open the key of every subject with personal data in ``items``.
 
-        Returns the keys created for subjects that had none (to be wrapped and stored).
+        Returns the ciphers by pseudonym; keys created for subjects that had none are added to
+        ``created``, to be wrapped and stored with the batch.
         """
         crypto = self._crypto
-        missing = []
+        ciphers: dict[str, Any] = {}
+        missing: list[str] = []
         for op, payload, _ in items:
             if op == _OP_RECORD and payload.personal is not None:
                 pseudonym = crypto.pseudonym(payload.subject)
-                if crypto.cached_aead(pseudonym) is None:
-                    missing.append(pseudonym)
-        created: dict[str, bytes] = {}
-        if not missing:
-            return created
-        stored = self._store.get_keys(missing)
-        for pseudonym in dict.fromkeys(missing):
-            found = stored.get(pseudonym)
-            if found is not None:
-                key = crypto.master.unwrap(found[0], SubjectCrypto.wrap_label(pseudonym))
-            else:
-                key = _new_key()
-                created[pseudonym] = key
-            crypto.remember(pseudonym, key)
-        return created
-
-    @staticmethod
-    def _push(leaf: bytes, index: int, frontier: list[bytes], nodes: list[tuple[int, int, bytes]]) -> None:
-        """Add leaf ``index`` to the compact range, noting the stored subtrees it completes."""
-        node = leaf
-        level = 0
-        position = index
-        node_hash = merkle.node_hash
-        while position & 1:
-            node = node_hash(frontier.pop(), node)
-            level += 1
-            position >>= 1
-            if level % NODE_STRIDE == 0:
-                nodes.append((level, position, node))
-        frontier.append(node)
+                if pseudonym not in ciphers:
+                    aead = crypto.cached_aead(pseudonym)
+                    if aead is None:
+                        missing.append(pseudonym)
+                    else:
+                        ciphers[pseudonym] = aead
+        if missing:
+            stored = self._store.get_keys(missing)
+            for pseudonym in dict.fromkeys(missing):
+                found = stored.get(pseudonym)
+                if found is not None:
+                    key = crypto.master.unwrap(found[0], SubjectCrypto.wrap_label(pseudonym))
+                else:
+                    key = created[pseudonym] = _new_key()
+                ciphers[pseudonym] = crypto.remember(pseudonym, key)
+        return ciphers
 
     def _failed(self, items: list[tuple[int, Any, Any]], new_keys: dict[str, bytes], exc: Exception) -> None:
         """A batch did not commit: nothing of it is stored. Tell waiters; keep queued records."""

@@ -25,6 +25,7 @@ __all__ = [
     "PreparedRecord",
     "format_ts",
     "parse_record",
+    "parse_ts",
     "prepare",
     "record_prefix",
 ]
@@ -34,6 +35,8 @@ FORMAT_VERSION = 1
 
 RESERVED_FIELDS = frozenset({"v", "idx", "ts", "sealed"})
 """Fields the ledger writes itself; a caller's record must not carry them."""
+
+_SEPARATE = frozenset({"kind", "subject", "personal"})
 
 _dumps = json.JSONEncoder(
     ensure_ascii=False, separators=(",", ":"), allow_nan=False, check_circular=True
@@ -47,10 +50,12 @@ class PreparedRecord:
     its own traceback, instead of being lost later.
     """
 
-    __slots__ = ("body", "kind", "personal", "subject")
+    __slots__ = ("body", "kind", "kind_json", "personal", "subject")
 
-    def __init__(self, kind: bytes, body: bytes, subject: str | None, personal: bytes | None) -> None:
+    def __init__(self, kind: str, body: bytes, subject: str | None, personal: bytes | None) -> None:
         self.kind = kind
+        self.kind_json = _dumps(kind).encode()
+        #: The caller's other fields as JSON members, with a leading comma (or empty).
         self.body = body
         self.subject = subject
         self.personal = personal
@@ -77,25 +82,22 @@ def prepare(record: Mapping[str, Any]) -> PreparedRecord:
     kind = record.get("kind")
     if not isinstance(kind, str) or not kind:
         raise ValueError(f"a ledger record needs a non-empty string 'kind', got {kind!r}")
+    if not RESERVED_FIELDS.isdisjoint(record):
+        taken = ", ".join(sorted(RESERVED_FIELDS.intersection(record)))
+        raise ValueError(f"{taken}: written by the ledger, a record cannot set it")
     subject = record.get("subject")
     if subject is not None and (not isinstance(subject, str) or not subject):
         raise ValueError("a record's 'subject' must be a non-empty string")
-    has_personal = "personal" in record and record["personal"] is not None
-    if has_personal and subject is None:
+    personal = record.get("personal")
+    if personal is not None and subject is None:
         raise ValueError("a record with 'personal' data needs a 'subject' to seal it for")
-    fields = {}
-    for key, value in record.items():
-        if key in ("kind", "subject", "personal"):
-            continue
-        if key in RESERVED_FIELDS:
-            raise ValueError(f"{key!r} is written by the ledger and cannot be set by a record")
-        fields[key] = value
+    fields = {key: value for key, value in record.items() if key not in _SEPARATE}
     try:
-        body = _dumps(fields)[1:-1].encode() if fields else b""
-        personal = _dumps(record["personal"]).encode() if has_personal else None
+        body = b"," + _dumps(fields)[1:-1].encode() if fields else b""
+        sealed = _dumps(personal).encode() if personal is not None else None
     except (TypeError, ValueError) as exc:
         raise TypeError(f"a ledger record must be JSON-serialisable: {exc}") from None
-    return PreparedRecord(_dumps(kind).encode(), body, subject, personal)
+    return PreparedRecord(kind, body, subject, sealed)
 
 
 def format_ts(seconds: float) -> str:
