@@ -6,7 +6,9 @@ instead:
 - ``subject``: a keyed pseudonym, ``base64url(HMAC-SHA256(pseudonym key, subject)[:16])``. The same
   subject always maps to the same pseudonym, so an auditor can group records without learning who
   the person is;
-- ``sealed``: ``base64(nonce || AES-256-GCM ciphertext)`` under the subject's own random key. The
+- ``sealed``: ``base64(key id || nonce || AES-256-GCM ciphertext)`` under the subject's own random
+  key; the 4-byte key id tells which of a subject's keys sealed it (a subject who returns after
+  being erased gets a new key, and the old data stays unreadable rather than failing). The
   associated data binds the ciphertext to the log, the record's index and the pseudonym, so sealed
   data cannot be moved to another record unnoticed.
 
@@ -158,7 +160,7 @@ class SubjectCrypto:
         self._hmac_key = pseudonym_secret
         self._cache_size = cache_size
         self._pseudonyms: dict[str, str] = {}
-        self._aeads: OrderedDict[str, AESGCM] = OrderedDict()
+        self._aeads: OrderedDict[str, tuple[AESGCM, bytes]] = OrderedDict()
 
     @staticmethod
     def wrap_label(pseudonym: str) -> bytes:
@@ -179,16 +181,21 @@ class SubjectCrypto:
         self._pseudonyms[subject] = value
         return value
 
-    def cached_aead(self, pseudonym: str) -> AESGCM | None:
-        """The opened key of ``pseudonym`` if it is cached."""
+    @staticmethod
+    def key_id(key: bytes) -> bytes:
+        """The 4-byte id of a subject key, written in front of what it seals."""
+        return hashlib.sha256(b"aiobligations/subject-key-id\n" + key).digest()[:4]
+
+    def cached_aead(self, pseudonym: str) -> tuple[AESGCM, bytes] | None:
+        """The opened key of ``pseudonym`` and its id, if cached."""
         aead = self._aeads.get(pseudonym)
         if aead is not None:
             self._aeads.move_to_end(pseudonym)
         return aead
 
-    def remember(self, pseudonym: str, key: bytes) -> AESGCM:
-        """Cache the opened key of ``pseudonym`` and return its cipher."""
-        aead = AESGCM(key)
+    def remember(self, pseudonym: str, key: bytes) -> tuple[AESGCM, bytes]:
+        """Cache the opened key of ``pseudonym``; return its cipher and id."""
+        aead = (AESGCM(key), self.key_id(key))
         self._aeads[pseudonym] = aead
         if len(self._aeads) > self._cache_size:
             self._aeads.popitem(last=False)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import json
 import os
 import threading
 import time
@@ -21,8 +22,10 @@ from hashlib import sha256
 from typing import Any
 
 import structlog
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from ..errors import ConfigurationError, LedgerClosed, LedgerError, LedgerFull, RetentionError
+from ..errors import ConfigurationError, LedgerBroken, LedgerClosed, LedgerError, LedgerFull, RetentionError
 from . import merkle
 from .crypto import MasterKey, SubjectCrypto, sealing_aad
 from .note import Checkpoint, Signer, Verifier
@@ -414,15 +417,16 @@ class Ledger:
                 pseudonym = pseudonym_of(subject)
                 tail = b',"subject":"%s"' % pseudonym.encode()
                 if payload.personal is not None:
-                    aead = ciphers.get(pseudonym)
-                    if aead is None:
+                    cipher = ciphers.get(pseudonym)
+                    if cipher is None:
                         # The subject was erased earlier in this very batch: a fresh key.
                         key = _new_key()
                         new_keys[pseudonym] = key
-                        aead = ciphers[pseudonym] = crypto.remember(pseudonym, key)
+                        cipher = ciphers[pseudonym] = crypto.remember(pseudonym, key)
+                    aead, key_id = cipher
                     nonce = nonces[12 * position : 12 * position + 12]
                     aad = b"%s%d\n%s" % (aad_prefix, index, pseudonym.encode())
-                    sealed = b64(nonce + aead.encrypt(nonce, payload.personal, aad), newline=False)
+                    sealed = b64(key_id + nonce + aead.encrypt(nonce, payload.personal, aad), newline=False)
                     tail += b',"sealed":"%s"' % sealed
             data = b'{"v":1,"idx":%d,"ts":"%s","kind":%s%s%s}' % (
                 index, ts_text, payload.kind_json, payload.body, tail
@@ -601,17 +605,24 @@ class Ledger:
         return record
 
     def _open_sealed(self, pseudonym: str, index: int, sealed: str) -> Any:
-        import json
+        """Open a record's sealed value, or return ``None`` when the key that sealed it is gone.
 
-        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
+        Raises:
+            LedgerBroken: the key exists but the value does not open: it was altered or moved
+                from another record.
+        """
         found = self._store.get_keys([pseudonym]).get(pseudonym)
         if found is None:
             return None
         key = self._crypto.master.unwrap(found[0], SubjectCrypto.wrap_label(pseudonym))
-        blob = base64.b64decode(sealed)
-        plain = AESGCM(key).decrypt(blob[:12], blob[12:], sealing_aad(self.origin, index, pseudonym))
-        return json.loads(plain)
+        aad = sealing_aad(self.origin, index, pseudonym)
+        try:
+            blob = base64.b64decode(sealed, validate=True)
+            if blob[:4] != SubjectCrypto.key_id(key):
+                return None  # Sealed under a key of this subject's that was erased.
+            return json.loads(AESGCM(key).decrypt(blob[4:16], blob[16:], aad))
+        except (InvalidTag, ValueError, binascii.Error):
+            raise LedgerBroken("the sealed data does not open (altered or moved)", index=index) from None
 
     def inclusion_proof(self, index: int, size: int) -> list[bytes]:
         """The RFC 9162 inclusion proof of record ``index`` in the tree of ``size`` records."""
