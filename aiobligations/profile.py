@@ -18,7 +18,7 @@ from typing import Any
 from .errors import ConfigurationError
 from .ledger.retention import Retention
 
-__all__ = ["LedgerSettings", "Profile", "ProviderInfo", "ServiceInfo", "load_profile"]
+__all__ = ["PROVIDER_CODE", "LedgerSettings", "Profile", "ProviderInfo", "ServiceInfo", "load_profile", "parse_profile"]
 
 PROVIDER_CODE = re.compile(r"^[0-9A-Z]{27}$")
 """GB 45438 service provider code: 27 digits or upper-case letters (网安秘字〔2025〕29号)."""

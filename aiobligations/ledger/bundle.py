@@ -343,11 +343,11 @@ def _unpack(path: Path, into: Path) -> None:
                     raise UnusableInput(f"{path}: member {name!r} appears twice")
                 with open(target, "wb") as handle:
                     shutil.copyfileobj(source, handle, 1 << 20)
-    except (tarfile.TarError, EOFError, OSError, zlib_error()) as exc:
+    except (tarfile.TarError, EOFError, OSError, _zlib_error()) as exc:
         raise UnusableInput(f"{path}: not a readable .tar.gz bundle ({exc})") from None
 
 
-def zlib_error() -> type[Exception]:
+def _zlib_error() -> type[Exception]:
     """The exception class zlib raises for corrupt data."""
     import zlib
 

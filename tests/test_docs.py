@@ -1,0 +1,95 @@
+"""The documentation's examples run, and every public name is exported and documented."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from aiobligations.keys import init_project
+
+ROOT = Path(__file__).resolve().parents[1]
+PUBLIC_MODULES = [
+    "aiobligations",
+    "aiobligations.adapters",
+    "aiobligations.errors",
+    "aiobligations.interaction",
+    "aiobligations.keys",
+    "aiobligations.ledger",
+    "aiobligations.ledger.bundle",
+    "aiobligations.ledger.crypto",
+    "aiobligations.ledger.ledger",
+    "aiobligations.ledger.merkle",
+    "aiobligations.ledger.note",
+    "aiobligations.ledger.reader",
+    "aiobligations.ledger.records",
+    "aiobligations.ledger.retention",
+    "aiobligations.ledger.store",
+    "aiobligations.obligations",
+    "aiobligations.profile",
+]
+
+
+def python_blocks(path: Path) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", path.read_text(encoding="utf-8"), flags=re.S)
+
+
+@pytest.mark.parametrize("page", sorted((ROOT / "docs").glob("*.md")), ids=lambda p: p.name)
+def test_every_docs_page_has_a_runnable_example(page: Path, tmp_path: Path, monkeypatch) -> None:
+    blocks = python_blocks(page)
+    assert blocks, f"{page.name} has no runnable example"
+    monkeypatch.chdir(tmp_path)
+    for block in blocks:
+        exec(compile(block, str(page), "exec"), {"__name__": "__docs__"})
+
+
+def test_readme_integration_runs(tmp_path: Path, monkeypatch) -> None:
+    init_project(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    (block,) = python_blocks(ROOT / "README.md")
+    namespace: dict = {}
+    try:
+        exec(compile(block, "README.md", "exec"), namespace)
+        assert 1 == namespace["obligations"].ledger.flush()
+    finally:
+        import logging
+
+        root = logging.getLogger()
+        for handler in list(root.handlers):
+            if type(handler).__name__ == "LedgerHandler":
+                root.removeHandler(handler)
+        namespace["obligations"].close()
+
+
+@pytest.mark.parametrize("name", PUBLIC_MODULES)
+def test_all_is_sorted_complete_and_documented(name: str) -> None:
+    module = importlib.import_module(name)
+    exported = module.__all__
+    # isort style, as ruff's RUF022: CONSTANTS, then Classes, then functions, each alphabetical.
+    def group(n: str) -> tuple[int, str]:
+        return (0 if n.isupper() else 1 if n[0].isupper() else 2, n)
+
+    assert sorted(exported, key=group) == list(exported), f"{name}.__all__ is not sorted"
+    assert module.__doc__, f"{name} has no module docstring"
+    for public in exported:
+        obj = getattr(module, public)
+        if inspect.isclass(obj) or inspect.isfunction(obj):
+            assert obj.__doc__, f"{name}.{public} has no docstring"
+            for attr, member in vars(obj).items() if inspect.isclass(obj) else ():
+                if not attr.startswith("_") and (inspect.isfunction(member) or isinstance(member, property)):
+                    assert member.__doc__, f"{name}.{public}.{attr} has no docstring"
+    defined = {
+        n for n, o in vars(module).items()
+        if not n.startswith("_") and (inspect.isclass(o) or inspect.isfunction(o))
+        and getattr(o, "__module__", None) == name
+    }
+    assert defined <= set(exported), f"{name} defines public names missing from __all__: {defined - set(exported)}"
+
+
+def test_scripts_are_executable() -> None:
+    for script in ("scripts/demo", "scripts/test", "scripts/bootstrap", ".ci/run"):
+        assert os.access(ROOT / script, os.X_OK), script
