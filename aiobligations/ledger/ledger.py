@@ -172,10 +172,12 @@ class Ledger:
         stored_vkey = store.get_meta("verifier_key")
         if stored_origin is None:
             secret = os.urandom(32)
-            store.put_meta("origin", self.origin.encode())
-            store.put_meta("verifier_key", self.signer.verifier_key.encode())
-            store.put_meta("pseudonym_secret", master.wrap(secret, SubjectCrypto.secret_label))
-            store.put_meta("master_id", master.key_id.encode())
+            store.put_meta({
+                "origin": self.origin.encode(),
+                "verifier_key": self.signer.verifier_key.encode(),
+                "pseudonym_secret": master.wrap(secret, SubjectCrypto.secret_label),
+                "master_id": master.key_id.encode(),
+            })
             return secret
         if stored_origin.decode() != self.origin:
             raise ConfigurationError(

@@ -16,6 +16,7 @@ What a store keeps:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import threading
@@ -82,8 +83,8 @@ class Store(Protocol):
         """A metadata value (origin, verifier key, wrapped secrets), or ``None``."""
         ...
 
-    def put_meta(self, key: str, value: bytes) -> None:
-        """Set a metadata value durably (before the writer starts)."""
+    def put_meta(self, values: dict[str, bytes]) -> None:
+        """Set metadata values durably and atomically (before the writer starts)."""
         ...
 
     def write_batch(self, batch: Batch) -> None:
@@ -248,10 +249,10 @@ class SQLiteStore:
             if not tables:
                 if self._readonly:
                     raise UnusableInput(f"{self.path}: empty database, not an aiobligations ledger")
-                conn.executescript(_SCHEMA)
-                conn.execute(f"PRAGMA application_id={_APPLICATION_ID}")
-                conn.execute(
-                    "INSERT INTO meta VALUES ('schema', ?)", (_SCHEMA_VERSION,)
+                # One transaction, so a crash cannot leave a half-made ledger behind.
+                conn.executescript(
+                    f"BEGIN IMMEDIATE; {_SCHEMA} PRAGMA application_id={_APPLICATION_ID};"
+                    f" INSERT INTO meta VALUES ('schema', x'{_SCHEMA_VERSION.hex()}'); COMMIT;"
                 )
             elif self.get_meta("schema") != _SCHEMA_VERSION:
                 raise UnusableInput(f"{self.path}: ledger schema version not supported by this aiobligations")
@@ -291,10 +292,24 @@ class SQLiteStore:
         row = self._reader().execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
         return None if row is None else bytes(row[0])
 
-    def put_meta(self, key: str, value: bytes) -> None:
-        """Set a metadata value durably (used before the writer starts)."""
-        assert self._writer is not None
-        self._writer.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+    def put_meta(self, values: dict[str, bytes]) -> None:
+        """Set metadata values durably and atomically (used before the writer starts)."""
+        conn = self._writer
+        assert conn is not None
+        with self._transaction(conn):
+            conn.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", list(values.items()))
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+        """One write transaction: committed when the block ends, rolled back if it raises."""
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
 
     # -- writing -------------------------------------------------------------------------------
 
@@ -306,8 +321,7 @@ class SQLiteStore:
         """
         conn = self._writer
         assert conn is not None
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction(conn):
             if batch.new_keys:
                 conn.executemany("INSERT OR REPLACE INTO subject_keys VALUES (?,?,?)", batch.new_keys)
             if batch.erased:
@@ -328,10 +342,6 @@ class SQLiteStore:
                         (batch.size, batch.last_ts, batch.checkpoint),
                     )
             conn.executemany("INSERT OR REPLACE INTO meta VALUES (?,?)", meta)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
         if batch.erased:
             # Push the deletion out of the WAL into the main file, whose freed pages secure_delete
             # has zeroed, so the key is gone from disk and not only from the table.
@@ -341,32 +351,22 @@ class SQLiteStore:
         """Rewrite wrapped keys and metadata in one transaction (master key rotation)."""
         conn = self._writer
         assert conn is not None
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction(conn):
             conn.executemany("UPDATE subject_keys SET wrapped=?, master_id=? WHERE pseudonym=?",
                              [(w, m, p) for p, w, m in rows])
             conn.executemany("INSERT OR REPLACE INTO meta VALUES (?,?)", list(meta.items()))
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def prune(self, end: int, frontier: Sequence[bytes]) -> None:
         """Delete records before ``end``, keeping the compact range of ``[0, end)``."""
         conn = self._writer
         assert conn is not None
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction(conn):
             conn.execute("DELETE FROM records WHERE idx < ?", (end,))
             conn.execute(
                 "INSERT OR REPLACE INTO meta VALUES ('pruned', ?)",
                 (end.to_bytes(8, "big") + _pack(frontier),),
             )
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     # -- reading -------------------------------------------------------------------------------
