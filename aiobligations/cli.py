@@ -64,7 +64,21 @@ def _read_text_arg(value: str, name: str) -> str:
     return value
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    """Report usage errors as one line, like every other error, and exit 2."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:  # noqa: D102 - click's own entry point.
+        try:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        except click.exceptions.Exit as exc:
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            _fail("aborted")
+        except click.ClickException as exc:
+            _fail(exc.format_message())
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="aiobligations")
 def main() -> None:
     """Provider obligations under the AI Model Law 2.0: disclosure, labels, evidence ledger."""
@@ -102,7 +116,9 @@ def verify(path: Path, key: str | None, since: Path | None, as_json: bool, confi
 
     Exits 0 when intact, 1 on a break (naming the first bad index), 2 on unusable input.
     """
-    trusted = _read_text_arg(key, "--key").strip() if key else _configured_key(config)
+    if key is not None and not key.strip():
+        _fail("--key is not a verifier key: it is empty (give name+id+key, or a file holding it)")
+    trusted = _read_text_arg(key, "--key").strip() if key is not None else _configured_key(config)
     earlier = None
     if since is not None:
         try:

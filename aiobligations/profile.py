@@ -229,6 +229,8 @@ def load_profile(path: str | os.PathLike[str]) -> Profile:
         raise ConfigurationError(f"{path}: is a folder, not a configuration file") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigurationError(f"{path}: not valid TOML ({exc})") from None
+    except UnicodeDecodeError:
+        raise ConfigurationError(f"{path}: not UTF-8 text, so not a configuration file") from None
     except OSError as exc:
         raise ConfigurationError(f"{path}: cannot be read ({exc.strerror})") from None
     profile = parse_profile(data, base=path.resolve().parent, source=str(path))

@@ -32,6 +32,7 @@ import itertools
 import json
 import os
 import shutil
+import sqlite3
 import tarfile
 import tempfile
 import time
@@ -41,12 +42,12 @@ from hashlib import sha256
 from pathlib import Path
 from typing import IO, Any
 
-from ..errors import LedgerBroken, UnusableInput
+from ..errors import LedgerBroken, LedgerError, UnusableInput
 from . import merkle
 from .note import BadSignature, Checkpoint, MalformedNote, NoteError, UnknownKey, Verifier
 from .reader import TreeReader, checkpoint_of
 from .records import format_ts, parse_ts
-from .store import SQLiteStore
+from .store import NODE_STRIDE, SQLiteStore
 
 __all__ = ["BUNDLE_FORMAT", "VerifyReport", "export_bundle", "verify_bundle", "verify_database", "verify_path"]
 
@@ -343,6 +344,11 @@ def _unpack(path: Path, into: Path) -> None:
                     raise UnusableInput(f"{path}: member {name!r} appears twice")
                 with open(target, "wb") as handle:
                     shutil.copyfileobj(source, handle, 1 << 20)
+            # Read to the end of the gzip stream so that a cut or corrupt trailer (its CRC and
+            # length) is noticed even though tar's end-of-archive marker was already seen.
+            assert tar.fileobj is not None
+            while tar.fileobj.read(1 << 16):
+                pass
     except (tarfile.TarError, EOFError, OSError, _zlib_error()) as exc:
         raise UnusableInput(f"{path}: not a readable .tar.gz bundle ({exc})") from None
 
@@ -379,10 +385,18 @@ def _trusted_verifier(key: str | None, shipped: str | None, source: str) -> tupl
         raise UnusableInput(f"{what} is not a verifier key ({exc})") from None
 
 
-def _open_note(verifier: Verifier, note: str, what: str) -> Checkpoint:
+def _open_note(verifier: Verifier, note: str, what: str, *, claimed: str | None = None) -> Checkpoint:
+    """Verify a signed checkpoint note with ``verifier``.
+
+    ``claimed`` is the key the bundle or database says it is signed by: when that is the trusted
+    key itself, a note without a valid signature line for it has been altered (exit 1), not
+    checked with the wrong key (exit 2).
+    """
     try:
         return Checkpoint.parse(verifier.verify(note))
     except UnknownKey:
+        if claimed is not None and claimed.strip() == verifier.verifier_key:
+            raise LedgerBroken(f"{what} has no signature line for its own key (altered)") from None
         raise UnusableInput(
             f"{what} is not signed by {verifier.name}+{verifier.key_id.hex()} (wrong key?)"
         ) from None
@@ -423,8 +437,9 @@ def _since(verifier: Verifier, since_checkpoint: str | None) -> Checkpoint | Non
 def _verify_folder(folder: Path, key: str | None, since_checkpoint: str | None) -> VerifyReport:
     if not (folder / "records.jsonl").exists() or not (folder / "checkpoint").exists():
         raise UnusableInput(f"{folder}: not an audit bundle (no records.jsonl or checkpoint)")
-    verifier, pinned = _trusted_verifier(key, _read_small(folder, "verifier.key", required=False), str(folder))
-    checkpoint = _open_note(verifier, _read_small(folder, "checkpoint") or "", "the checkpoint")
+    shipped = _read_small(folder, "verifier.key", required=False)
+    verifier, pinned = _trusted_verifier(key, shipped, str(folder))
+    checkpoint = _open_note(verifier, _read_small(folder, "checkpoint") or "", "the checkpoint", claimed=shipped)
     earlier = _since(verifier, since_checkpoint)
     if earlier is not None and earlier.origin != checkpoint.origin:
         raise UnusableInput(f"the earlier checkpoint is for {earlier.origin!r}, not {checkpoint.origin!r}")
@@ -526,7 +541,7 @@ def _first_mismatch(lines: list[bytes], leaves: list[bytes], expected: bytes, fi
                 return LedgerBroken("hashes.bin ends before records.jsonl does", index=index)
             if not lines[offset].startswith(b'{"v":1,"idx":%d,' % index):
                 return LedgerBroken("the record is not the one expected at this position", index=index)
-            return LedgerBroken("the record does not match its listed hash (altered)", index=index)
+            return LedgerBroken("the record and its hash in hashes.bin differ (one of them was altered)", index=index)
     return LedgerBroken("hashes.bin does not match records.jsonl", index=first)
 
 
@@ -562,74 +577,130 @@ def verify_database(
     key: str | None = None,
     since_checkpoint: str | None = None,
 ) -> VerifyReport:
-    """Verify a live ledger database: every record's bytes against its hash, the indices, the root.
+    """Verify a live ledger database: every record against its hash, the indices, the stored interior
+    hashes, the tree state and the signed root.
 
     Records written after the latest checkpoint are checked against their stored hashes and
     counted in the report as unsigned. See :func:`verify_path` for arguments and errors.
     """
     store = SQLiteStore(path, create=False, readonly=True)
     try:
-        try:
-            state = store.open()
-        except UnusableInput as exc:
-            if "tree state says" in str(exc):
-                raise LedgerBroken(str(exc).split(": ", 1)[1]) from None
-            raise
-        verifier, pinned = _trusted_verifier(
-            key, (store.get_meta("verifier_key") or b"").decode() or None, str(path)
-        )
-        if not state.checkpoint:
-            raise UnusableInput(f"{path}: the ledger has no signed checkpoint yet")
-        checkpoint = _open_note(verifier, state.checkpoint, "the latest checkpoint")
-        earlier = _since(verifier, since_checkpoint)
-        start = state.pruned_start
-        tree = _compact(0, start, state.pruned_frontier, "the pruned prefix", start)
-        size = checkpoint.size
-        expected = start
-        since_root = None
-        for index, leaf, data in _records(store, start, state.size):
-            if index != expected:
-                raise LedgerBroken("the record is missing", index=expected)
-            if not bytes(data).startswith(b'{"v":1,"idx":%d,' % index):
-                raise LedgerBroken("the record is not the one expected at this position", index=index)
-            if sha256(b"\x00" + data).digest() != leaf:
-                raise LedgerBroken("the record does not match its stored hash (altered)", index=index)
-            if index < size:
-                tree.append(bytes(leaf))
-                if earlier is not None and tree.end == earlier.size:
-                    since_root = tree.root()
-            expected += 1
-        if expected < state.size:
-            raise LedgerBroken("the record is missing", index=expected)
-        if tree.end < size:
-            raise LedgerBroken(f"the checkpoint covers {size} records but only {tree.end} are stored", index=tree.end)
-        if tree.root() != checkpoint.root:
-            raise LedgerBroken("the stored hashes do not add up to the signed root (altered)", index=start)
-        if list(tree.hashes) != state.frontier and state.size == size:
-            raise LedgerBroken("the stored tree state does not match the records")
-        report = VerifyReport(checkpoint.origin, size, start, size, checkpoint.root, verifier.verifier_key, pinned)
-        report.unsigned = state.size - size
-        if not pinned:
-            report.notes.append("trusted the database's own verifier key; pass --key to pin it")
-        if earlier is not None:
-            if earlier.size > size:
-                raise LedgerBroken(f"the earlier checkpoint has {earlier.size} records, more than the log's {size}")
-            if since_root is None:
-                proof = TreeReader(store, state.pruned_start, state.pruned_frontier).consistency_proof(earlier.size, size)
-                _check_consistency({"size1": earlier.size, "size2": size,
-                                    "proof": [base64.b64encode(h).decode() for h in proof]}, earlier, checkpoint)
-            elif since_root != earlier.root:
-                raise LedgerBroken(f"the log is not consistent with the earlier checkpoint of size {earlier.size}")
-            report.since = earlier.size
-        return report
+        return _verify_store(store, key, since_checkpoint)
+    except sqlite3.DatabaseError as exc:
+        raise UnusableInput(f"{path}: the database cannot be read ({exc})") from None
     finally:
         store.close()
 
 
-def _records(store: SQLiteStore, start: int, end: int) -> Iterator[tuple[int, bytes, bytes]]:
-    import sqlite3
+def _verify_store(store: SQLiteStore, key: str | None, since_checkpoint: str | None) -> VerifyReport:
+    state = store.open()
+    shipped = (store.get_meta("verifier_key") or b"").decode() or None
+    verifier, pinned = _trusted_verifier(key, shipped, str(store.path))
+    if not state.checkpoint:
+        raise UnusableInput(f"{store.path}: the ledger has no signed checkpoint yet")
+    checkpoint = _open_note(verifier, state.checkpoint, "the latest checkpoint", claimed=shipped)
+    earlier = _since(verifier, since_checkpoint)
+    start = state.pruned_start
+    size = checkpoint.size
+    tree = _compact(0, start, state.pruned_frontier, "the pruned prefix", start)
+    roots: dict[int, bytes] = {}
+    stops = sorted({s for s in (size, earlier.size if earlier else None) if s is not None and s >= start})
+    roots.update({stop: tree.root() for stop in stops if stop == start})
+    nodes = _NodeChecker(store, start)
+    expected = start
+    for chunk in _chunks(store.iter_records(start, 1 << 62), _CHUNK):
+        leaves = []
+        for index, leaf, data in chunk:
+            if index != expected:
+                raise LedgerBroken("the record is missing", index=expected)
+            if not data.startswith(b'{"v":1,"idx":%d,' % index):
+                raise LedgerBroken("the record is not the one expected at this position", index=index)
+            if sha256(b"\x00" + data).digest() != leaf:
+                raise LedgerBroken("the record does not match its stored hash (altered)", index=index)
+            leaves.append(bytes(leaf))
+            expected += 1
+        nodes.feed(expected - len(leaves), leaves)
+        _extend(tree, leaves, stops, roots)
+    if expected < max(state.size, size):
+        raise LedgerBroken("the record is missing", index=expected)
+    if expected > state.size:
+        raise LedgerBroken("records are stored past the recorded tree size", index=state.size)
+    if tree.hashes != state.frontier:
+        raise LedgerBroken("the stored tree state does not match the records")
+    if roots.get(size) != checkpoint.root:
+        raise LedgerBroken("the stored hashes do not add up to the signed root (altered)", index=start)
+    report = VerifyReport(checkpoint.origin, size, start, size, checkpoint.root, verifier.verifier_key, pinned)
+    report.unsigned = state.size - size
+    if not pinned:
+        report.notes.append("trusted the database's own verifier key; pass --key to pin it")
+    if earlier is not None:
+        if earlier.size > size:
+            raise LedgerBroken(f"the earlier checkpoint has {earlier.size} records, more than the log's {size}")
+        if earlier.size in roots:
+            if roots[earlier.size] != earlier.root:
+                raise LedgerBroken(f"the log is not consistent with the earlier checkpoint of size {earlier.size}")
+        else:
+            reader = TreeReader(store, state.pruned_start, state.pruned_frontier)
+            proof = reader.consistency_proof(earlier.size, size)
+            _check_consistency({"size1": earlier.size, "size2": size,
+                                "proof": [base64.b64encode(h).decode() for h in proof]}, earlier, checkpoint)
+        report.since = earlier.size
+    return report
 
-    try:
-        yield from store.iter_records(start, end + 1_000_000_000)
-    except sqlite3.DatabaseError as exc:
-        raise UnusableInput(f"{store.path}: the database cannot be read ({exc})") from None
+
+def _chunks(rows: Iterator[tuple[int, bytes, bytes]], size: int) -> Iterator[list[tuple[int, bytes, bytes]]]:
+    while chunk := list(itertools.islice(rows, size)):
+        yield chunk
+
+
+def _extend(tree: merkle.CompactRange, leaves: list[bytes], stops: list[int], roots: dict[int, bytes]) -> None:
+    """Extend ``tree``, noting its root whenever its size passes one of ``stops``."""
+    for stop in stops:
+        if tree.end < stop <= tree.end + len(leaves):
+            cut = stop - tree.end
+            tree.extend(leaves[:cut])
+            roots[stop] = tree.root()
+            leaves = leaves[cut:]
+    tree.extend(leaves)
+
+
+class _NodeChecker:
+    """Recomputes the stored interior hashes (every NODE_STRIDE levels) from the leaves.
+
+    A proof or a receipt is built from those stored hashes, so one that was altered must fail
+    verification even though the records and the root are intact.
+    """
+
+    def __init__(self, store: SQLiteStore, start: int) -> None:
+        self._store = store
+        self._width = 1 << NODE_STRIDE
+        self._pending: dict[int, list[bytes]] = {}
+        self._start = start
+
+    def feed(self, first: int, leaves: list[bytes]) -> None:
+        for offset, leaf in enumerate(leaves):
+            self._add(0, first + offset, leaf)
+
+    def _add(self, level: int, index: int, value: bytes) -> None:
+        pending = self._pending.setdefault(level, [])
+        if not pending and index % self._width:
+            return  # Only whole, aligned groups below a stored node can be recomputed.
+        pending.append(value)
+        if len(pending) < self._width:
+            return
+        hashes = pending
+        while len(hashes) > 1:
+            hashes = [merkle.node_hash(hashes[i], hashes[i + 1]) for i in range(0, len(hashes), 2)]
+        self._pending[level] = []
+        parent_level = level + NODE_STRIDE
+        parent = index // self._width
+        try:
+            stored = self._store.node_hashes(parent_level, parent, parent + 1)[0]
+        except LedgerError:
+            stored = None
+        if stored != hashes[0]:
+            raise LedgerBroken(
+                f"the stored interior hash at level {parent_level} does not match the records under it",
+                index=parent << parent_level,
+            )
+        self._add(parent_level, parent, hashes[0])

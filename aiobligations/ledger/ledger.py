@@ -25,7 +25,15 @@ import structlog
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from ..errors import ConfigurationError, LedgerBroken, LedgerClosed, LedgerError, LedgerFull, RetentionError
+from ..errors import (
+    ConfigurationError,
+    LedgerBroken,
+    LedgerClosed,
+    LedgerError,
+    LedgerFull,
+    RetentionError,
+    UnusableInput,
+)
 from . import merkle
 from .crypto import MasterKey, SubjectCrypto, sealing_aad
 from .note import Checkpoint, Signer, Verifier
@@ -140,6 +148,11 @@ class Ledger:
 
         state = store.open()
         try:
+            if state.stored_end != state.size:
+                raise UnusableInput(
+                    f"{store!r}: the tree state says {state.size} records but the last stored index is "
+                    f"{state.stored_end - 1}; run `aiobligations verify` on it"
+                )
             self._crypto = SubjectCrypto(master_key, self._ledger_secret(master_key))
         except BaseException:
             store.close()
@@ -160,6 +173,7 @@ class Ledger:
         self._room = threading.Condition()
         self._room_waiters = 0
         self._closing = False
+        self._give_up = False
         self._closed = False
         self._close_lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="aiobligations-ledger-writer", daemon=True)
@@ -312,6 +326,8 @@ class Ledger:
         wake = self._wake
         while True:
             if not queue:
+                if self._closing:
+                    return
                 wake.wait(self._idle_timeout())
             wake.clear()
             if not queue:
@@ -512,7 +528,14 @@ class Ledger:
         return ciphers
 
     def _failed(self, items: list[tuple[int, Any, Any]], new_keys: dict[str, bytes], exc: Exception) -> None:
-        """A batch did not commit: nothing of it is stored. Tell waiters; keep queued records."""
+        """A batch did not commit: nothing of it is stored.
+
+        A caller waiting on its own record gets the error and decides what to do. Records nobody
+        waits for go back to the head of the queue and are retried, never silently dropped (a
+        persistent failure then fills the queue and ``submit`` raises :class:`LedgerFull`); so do
+        flushes, which complete once what came before them is stored. Only when :meth:`close` gave
+        up waiting are the remaining records abandoned, and then the loss is logged with its count.
+        """
         for pseudonym in new_keys:
             self._crypto.forget(pseudonym)
         log.error("ledger_write_failed", error=f"{type(exc).__name__}: {exc}", records=len(items))
@@ -520,16 +543,21 @@ class Ledger:
         retry = []
         results = []
         for item in items:
-            if item[2] is None:
-                retry.append(item)
+            op, _, waiter = item
+            if op in (_OP_RECORD, _OP_ERASE) and waiter is not None:
+                results.append((waiter, error))
+            elif self._give_up:
+                results.append((waiter, error))
             else:
-                results.append((item[2], error))
-        # Records nobody waits for go back to the head of the queue, never silently dropped; a
-        # persistent failure then fills the queue and submit() starts raising LedgerFull.
+                retry.append(item)
+        if self._give_up:
+            lost = sum(1 for op, _, waiter in items if op == _OP_RECORD and waiter is None)
+            if lost:
+                log.error("ledger_records_lost", records=lost, reason="the store kept failing while closing")
         self._queue.extendleft(reversed(retry))
         self._release(results)
         if retry:
-            time.sleep(0.05)
+            time.sleep(0.05)  # Back off before retrying; the store is failing.
 
     @staticmethod
     def _release(results: list[tuple[Any, Any]]) -> None:
@@ -554,16 +582,25 @@ class Ledger:
 
     # -- closing -------------------------------------------------------------------------------
 
-    def close(self) -> None:
-        """Flush, sign a final checkpoint, stop the writer and close the store. Idempotent."""
+    def close(self, timeout: float | None = 30.0) -> None:
+        """Flush, sign a final checkpoint, stop the writer and close the store. Idempotent.
+
+        Args:
+            timeout: How long to wait for queued records to be stored. If the store keeps failing
+                past it, the records still queued are abandoned and their count is logged as an
+                error: a process that is shutting down cannot keep them anywhere else.
+        """
         with self._close_lock:
             if self._closed:
                 return
             if self._thread.is_alive():
+                waiter = _Waiter()
                 try:
-                    self.sign_checkpoint()
+                    self._enqueue((_OP_SIGN, None, waiter))
+                    waiter.wait(timeout)
                 except LedgerError as exc:
                     log.error("ledger_close_failed", error=str(exc))
+                    self._give_up = True
             self._closing = True
             self._wake.set()
             with self._room:

@@ -46,6 +46,9 @@ class StoreState:
     checkpoint: str | None = None
     pruned_start: int = 0
     pruned_frontier: list[bytes] = field(default_factory=list)
+    stored_end: int = 0
+    """One past the last stored index. The tree state is written in the same transaction as the
+    records, so it equals ``size``; anything else means the file was edited outside aiobligations."""
 
 
 @dataclass
@@ -301,14 +304,8 @@ class SQLiteStore:
         if pruned:
             state.pruned_start = int.from_bytes(pruned[:8], "big")
             state.pruned_frontier = _unpack(pruned[8:])
-        # The tree state is written in the same transaction as the records, so they always agree;
-        # a mismatch means the file was edited outside aiobligations.
         row = self._writer.execute("SELECT max(idx) FROM records").fetchone()
-        last = -1 if row[0] is None else row[0]
-        if last + 1 != state.size and not (last == -1 and state.size == state.pruned_start):
-            raise UnusableInput(
-                f"{self.path}: the tree state says {state.size} records but the last stored index is {last}"
-            )
+        state.stored_end = state.pruned_start if row[0] is None else row[0] + 1
         return state
 
     # -- meta ----------------------------------------------------------------------------------
