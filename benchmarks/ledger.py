@@ -337,8 +337,8 @@ def run_durable_ledger(
     return result, rows
 
 
-def run_bare(tmp: Path, rows: list[bytes], tag: str) -> dict[str, Any]:
-    """The SQLite floor: executemany of the same record bytes, 1,000 rows per durable transaction."""
+def run_bare(tmp: Path, rows: list[bytes], tag: str, batch_size: int = BARE_BATCH) -> dict[str, Any]:
+    """The SQLite floor: executemany of the same record bytes, ``batch_size`` rows per durable transaction."""
     path = tmp / f"bare-{tag}.db"
     _remove_db(path)
     conn = sqlite3.connect(path, isolation_level=None)
@@ -346,8 +346,8 @@ def run_bare(tmp: Path, rows: list[bytes], tag: str) -> dict[str, Any]:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("CREATE TABLE records (idx INTEGER PRIMARY KEY, data BLOB)")
-        batches = [[(i, rows[i]) for i in range(s, min(s + BARE_BATCH, len(rows)))]
-                   for s in range(0, len(rows), BARE_BATCH)]
+        batches = [[(i, rows[i]) for i in range(s, min(s + batch_size, len(rows)))]
+                   for s in range(0, len(rows), batch_size)]
         cpu0 = _process_cpu_s()
         started = time.perf_counter()
         for batch in batches:
@@ -379,6 +379,7 @@ def bench_durable(tmp: Path, keys: Keys, total: int, runs: int, personal_chars: 
     del warm_rows
     ledger_runs: list[dict[str, Any]] = []
     bare_runs: list[dict[str, Any]] = []
+    bare_small_runs: list[dict[str, Any]] = []
     for run in range(runs):
         progress(f"durable appends: ledger run {run + 1}/{runs} ({total} records, {PRODUCERS} producers)")
         result, rows = run_durable_ledger(tmp, keys, records, total, str(run))
@@ -388,10 +389,16 @@ def bench_durable(tmp: Path, keys: Keys, total: int, runs: int, personal_chars: 
         bare = run_bare(tmp, rows, str(run))
         bare_runs.append(bare)
         progress(f"  {bare['rate']:,.0f} records/s")
+        # For context: 64 producers that each wait for their own record can never fill a batch
+        # beyond 64, so this is the SQLite floor at the batch size the scenario allows.
+        progress(f"durable appends: bare executemany in batches of {PRODUCERS}, run {run + 1}/{runs}")
+        bare_small_runs.append(run_bare(tmp, rows, f"{run}-small", PRODUCERS))
+        progress(f"  {bare_small_runs[-1]['rate']:,.0f} records/s")
         del rows
     rate = statistics.median(r["rate"] for r in ledger_runs)
     bare_rate = statistics.median(r["rate"] for r in bare_runs)
     ratio = rate / bare_rate
+    bare_small_rate = statistics.median(r["rate"] for r in bare_small_runs)
     return {
         "producers": PRODUCERS,
         "records_per_run": ledger_runs[0]["records"],
@@ -404,11 +411,13 @@ def bench_durable(tmp: Path, keys: Keys, total: int, runs: int, personal_chars: 
         "bare_runs": [r["rate"] for r in bare_runs],
         "bare_batch": BARE_BATCH,
         "ratio": round(ratio, 3),
+        "bare_executemany_batch_of_producers_median": round(bare_small_rate, 1),
+        "ratio_to_batch_of_producers": round(rate / bare_small_rate, 3),
         "target_rate": TARGET_RATE,
         "target_ratio": TARGET_RATIO,
         "pass_rate": rate >= TARGET_RATE,
         "pass_ratio": ratio >= TARGET_RATIO,
-        "diagnostics": {"ledger": ledger_runs, "bare": bare_runs},
+        "diagnostics": {"ledger": ledger_runs, "bare": bare_runs, "bare_batch_of_producers": bare_small_runs},
     }
 
 
