@@ -78,6 +78,16 @@ class _Group(click.Group):
             _fail(exc.format_message())
 
 
+def _read_file_arg(value: str | None, name: str) -> str | None:
+    """The text of the file an option names, or ``None`` when the option was not given."""
+    if value is None:
+        return None
+    try:
+        return Path(value).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        _fail(f"{name} {value} cannot be read ({getattr(exc, 'strerror', None) or exc})")
+
+
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="aiobligations")
 def main() -> None:
@@ -106,12 +116,11 @@ def init(folder: Path, force: bool, origin: str | None, config: Path | None) -> 
     "--since-checkpoint",
     "since",
     default=None,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="An earlier signed checkpoint you accepted; the log must be consistent with it.",
+    help="An earlier signed checkpoint you accepted (a file); the log must be consistent with it.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @_config_option
-def verify(path: Path, key: str | None, since: Path | None, as_json: bool, config: Path | None) -> None:
+def verify(path: Path, key: str | None, since: str | None, as_json: bool, config: Path | None) -> None:
     """Verify a ledger database or an audit bundle: every record, the root, the signature.
 
     Exits 0 when intact, 1 on a break (naming the first bad index), 2 on unusable input.
@@ -119,12 +128,7 @@ def verify(path: Path, key: str | None, since: Path | None, as_json: bool, confi
     if key is not None and not key.strip():
         _fail("--key is not a verifier key: it is empty (give name+id+key, or a file holding it)")
     trusted = _read_text_arg(key, "--key").strip() if key is not None else _configured_key(config)
-    earlier = None
-    if since is not None:
-        try:
-            earlier = since.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            _fail(f"--since-checkpoint {since} cannot be read ({exc})")
+    earlier = _read_file_arg(since, "--since-checkpoint")
     try:
         report = verify_path(path, key=trusted, since_checkpoint=earlier)
     except LedgerBroken as exc:
@@ -170,19 +174,16 @@ def _configured_key(config: Path | None) -> str | None:
     "--since-checkpoint",
     "since",
     default=None,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Include a consistency proof from this earlier signed checkpoint.",
+    help="Include a consistency proof from this earlier signed checkpoint (a file).",
 )
 @_config_option
-def export(out: Path, start: str | None, end: str | None, since: Path | None, config: Path | None) -> None:
+def export(out: Path, start: str | None, end: str | None, since: str | None, config: Path | None) -> None:
     """Write an audit bundle of the configured ledger (up to its latest signed checkpoint)."""
     begin = _parse_time(start, "--from")
     finish = _parse_time(end, "--to")
     if begin is not None and finish is not None and finish < begin:
         _fail("--to is before --from")
-    earlier = None
-    if since is not None:
-        earlier = _read_text_arg(str(since), "--since-checkpoint")
+    earlier = _read_file_arg(since, "--since-checkpoint")
     try:
         profile = load_profile(config or Path(DEFAULT_CONFIG))
         manifest = export_bundle(

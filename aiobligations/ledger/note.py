@@ -52,7 +52,39 @@ class BadSignature(NoteError):
     """The note has a signature line for the expected key, but the signature does not verify."""
 
 
-class Signer:
+class _NamedKey:
+    """What a signer and a verifier share: a key name, its key ID and the verifier key string."""
+
+    _name: str
+    _key_id: bytes
+    _public: bytes
+
+    def _bind(self, name: str, public: bytes) -> None:
+        _check_name(name)
+        self._name = name
+        self._public = public
+        self._key_id = _key_id(name, public)
+
+    @property
+    def name(self) -> str:
+        """The key name."""
+        return self._name
+
+    @property
+    def key_id(self) -> bytes:
+        """The 4-byte key ID: SHA-256(name || 0x0A || 0x01 || public key)[:4]."""
+        return self._key_id
+
+    @property
+    def verifier_key(self) -> str:
+        """The public verifier key, ``<name>+<hex key ID>+<base64(0x01 || public key)>``."""
+        return _verifier_key(self._name, self._key_id, self._public)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.verifier_key!r})"
+
+
+class Signer(_NamedKey):
     """
     Sign notes with an Ed25519 key under a key name, as c2sp.org/signed-note describes.
 
@@ -71,10 +103,8 @@ class Signer:
             raise TypeError(
                 f"private_key must be an Ed25519PrivateKey, got {type(private_key).__name__}."
             )
-        self._name = name
         self._key = private_key
-        self._public = private_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-        self._key_id = _key_id(name, self._public)
+        self._bind(name, private_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw))
 
     @classmethod
     def generate(cls, name: str) -> Signer:
@@ -91,24 +121,6 @@ class Signer:
             ValueError: If ``name`` is not a valid key name.
         """
         return cls(name, Ed25519PrivateKey.generate())
-
-    @property
-    def name(self) -> str:
-        """The key name."""
-        return self._name
-
-    @property
-    def key_id(self) -> bytes:
-        """The 4-byte key ID: SHA-256(name || 0x0A || 0x01 || public key)[:4]."""
-        return self._key_id
-
-    @property
-    def verifier_key(self) -> str:
-        """The public verifier key, ``<name>+<hex key ID>+<base64(0x01 || public key)>``."""
-        return _verifier_key(self._name, self._key_id, self._public)
-
-    def __repr__(self) -> str:
-        return f"Signer({self.verifier_key!r})"
 
     def sign(self, text: str) -> str:
         """
@@ -136,7 +148,7 @@ class Signer:
         return f"{text}\n{_DASH}{self._name} {line}\n"
 
 
-class Verifier:
+class Verifier(_NamedKey):
     """
     Verify notes signed by one Ed25519 key; usually built with :meth:`Verifier.from_key`.
 
@@ -155,10 +167,8 @@ class Verifier:
             raise TypeError(
                 f"public_key must be an Ed25519PublicKey, got {type(public_key).__name__}."
             )
-        self._name = name
         self._key = public_key
-        self._public = public_key.public_bytes(Encoding.Raw, PublicFormat.Raw)
-        self._key_id = _key_id(name, self._public)
+        self._bind(name, public_key.public_bytes(Encoding.Raw, PublicFormat.Raw))
 
     @classmethod
     def from_key(cls, vkey: str) -> Verifier:
@@ -202,24 +212,6 @@ class Verifier:
                 f"The key ID {key_id} does not match the name and key, which give {expected.hex()}."
             )
         return cls(name, Ed25519PublicKey.from_public_bytes(raw[1:]))
-
-    @property
-    def name(self) -> str:
-        """The key name."""
-        return self._name
-
-    @property
-    def key_id(self) -> bytes:
-        """The 4-byte key ID."""
-        return self._key_id
-
-    @property
-    def verifier_key(self) -> str:
-        """The verifier key string, ``<name>+<hex key ID>+<base64(0x01 || public key)>``."""
-        return _verifier_key(self._name, self._key_id, self._public)
-
-    def __repr__(self) -> str:
-        return f"Verifier({self.verifier_key!r})"
 
     def verify(self, note: str | bytes) -> str:
         """
