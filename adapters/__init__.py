@@ -4,6 +4,6 @@ Adapters import the core and implement its protocols; the core never imports the
 """
 
 from .logs import LedgerHandler, LedgerProcessor
-from .otel import current_trace_ids
+from .otel import annotate_span, current_trace_ids
 
-__all__ = ["LedgerHandler", "LedgerProcessor", "current_trace_ids"]
+__all__ = ["LedgerHandler", "LedgerProcessor", "annotate_span", "current_trace_ids"]

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from opentelemetry import trace
 
-__all__ = ["current_trace_ids"]
+__all__ = ["annotate_span", "current_trace_ids"]
 
 
 def current_trace_ids() -> tuple[str | None, str | None]:
@@ -16,3 +19,18 @@ def current_trace_ids() -> tuple[str | None, str | None]:
     if not context.is_valid:
         return None, None
     return format(context.trace_id, "032x"), format(context.span_id, "016x")
+
+
+def annotate_span(attributes: Mapping[str, Any]) -> None:
+    """Set attributes on the current span if it is recording; ``None`` values are skipped.
+
+    Compliance facts (the interaction id, the disclosure mode) and the GenAI semantic-convention
+    names for model and usage go on the span the app is already in: never a span of our own per
+    request or per ASGI message.
+    """
+    span = trace.get_current_span()
+    if not span.is_recording():
+        return
+    for key, value in attributes.items():
+        if value is not None:
+            span.set_attribute(key, value)

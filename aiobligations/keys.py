@@ -13,6 +13,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from .disclosure import TEMPLATE as DISCLOSURE_TEMPLATE
 from .errors import ConfigurationError
 from .ledger.crypto import MasterKey
 from .ledger.note import Signer
@@ -60,7 +61,8 @@ interaction = "6m"   # Cybersecurity Law Art. 21: at least six months
 log = "6m"
 risk = "2y"          # Art. 41: at least two years
 assessment = "5y"    # Art. 34: at least five years
-"""
+
+""" + DISCLOSURE_TEMPLATE
 
 
 def write_private_files(files: dict[Path, bytes], *, force: bool = False) -> None:

@@ -6,10 +6,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigurationError
+from .disclosure import DisclosureSettings, short_notice
+from .errors import ConfigurationError, LedgerError
+from .inference import OutputHook, inference
 from .keys import load_signer
 from .ledger.crypto import MasterKey
 from .ledger.ledger import Ledger
+from .ledger.spool import Spool
 from .ledger.store import SQLiteStore
 from .profile import Profile, load_profile
 
@@ -34,7 +37,52 @@ class Obligations:
 
     def __init__(self, profile: Profile, *, ledger: Ledger | None = None) -> None:
         self.profile = profile
+        # Validate every section before opening anything, so a bad profile fails at start-up.
+        self.disclosure = DisclosureSettings.from_profile(profile)
         self.ledger = ledger if ledger is not None else self._open_ledger(profile)
+        self.spool = Spool(f"{profile.ledger.path}.spool", self.ledger)
+        self.output_hooks: list[OutputHook] = []
+        """Functions that may transform each AI output (the labels feature plugs in here)."""
+
+    @property
+    def notice(self) -> str:
+        """The short disclosure notice, in the profile's default language."""
+        return short_notice(self.disclosure, self.disclosure.language)
+
+    def submit(self, record: dict[str, Any]) -> None:
+        """Hand a record to the ledger without waiting; if it cannot take it, spool it.
+
+        Never a silent loss: a spooled record is sealed on disk and replayed once the ledger
+        accepts again. This is the request path's way to keep evidence (the ``fail_open`` policy).
+        """
+        try:
+            self.ledger.submit(record)
+        except LedgerError as exc:
+            self.spool.put(record, reason=type(exc).__name__)
+            return
+        if self.spool.pending:
+            self.spool.replay_soon()
+
+    def inference(self, func: Any = None, **options: Any) -> Any:
+        """Decorate a function that calls a model (sync, async, generator or async generator).
+
+        Each call becomes an interaction: :func:`aiobligations.inference.current_interaction` gives
+        its id and notice inside the call, inputs and output are captured into an ``interaction``
+        record (sealed when a subject is known), and :attr:`output_hooks` may transform the output.
+
+        Example:
+            >>> @obligations.inference(subject="user_id")  # doctest: +SKIP
+            ... def summarise(text: str, user_id: str) -> str: ...
+
+        Args:
+            func: The function (when used without parentheses).
+            name: What the record calls it (default: its qualified name).
+            subject: The name of the argument holding the person's id, or a function of the
+                call's arguments that returns it.
+            capture: Keep inputs and output (sealed under the subject's key).
+            capture_limit: The most characters of each kept.
+        """
+        return inference(self, func, **options)
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str] = "aiobligations.toml", **kwargs: Any) -> Obligations:

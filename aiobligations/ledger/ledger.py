@@ -225,6 +225,16 @@ class Ledger:
         """How many records are durably sequenced."""
         return self._size
 
+    @property
+    def master_key(self) -> MasterKey:
+        """The master key (for sealing what must wait outside the ledger, such as the spool)."""
+        return self._crypto.master
+
+    @property
+    def accepting(self) -> bool:
+        """Whether :meth:`submit` would take a record now (not closed, queue not full)."""
+        return not self._closing and len(self._queue) < self._queue_size
+
     def _enqueue(self, item: tuple[int, Any, Any]) -> None:
         if self._closing:
             raise LedgerClosed("the ledger is closed")

@@ -1,0 +1,224 @@
+"""``@obligations.inference``: the same disclosure and evidence for AI calls outside HTTP.
+
+Batch jobs, queue consumers and gRPC handlers call models without passing through the ASGI
+middleware. Decorating the function that calls the model opens an interaction around each call: its
+id and the disclosure notice are available inside (:func:`current_interaction`), inputs and output are
+captured into one ``interaction`` record, and output hooks (the labels feature) may transform the
+output before it is returned.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+from .interaction import interaction_scope, uuid7
+from .ledger.records import format_ts
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .obligations import Obligations
+
+__all__ = ["Interaction", "OutputHook", "current_interaction", "inference"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+OutputHook = Callable[["Interaction", Any], Any]
+"""Called with the interaction and each output (or each yielded item); returns it, changed or not."""
+
+_current: ContextVar[Interaction | None] = ContextVar("aiobligations_interaction", default=None)
+
+
+@dataclass
+class Interaction:
+    """One AI call in progress.
+
+    Attributes:
+        id: The interaction id (UUIDv7): what a person quotes to ask for an explanation.
+        name: What was called (the function's qualified name by default).
+        subject: Who the call is for, if known.
+        notice: The disclosure to show the person: "you are interacting with AI" in plain words.
+        started: Unix time at which the call began.
+        fields: Extra facts to record (set them inside the call: model, usage…).
+    """
+
+    id: str
+    name: str
+    subject: str | None
+    notice: str
+    started: float = field(default_factory=time.time)
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+def current_interaction() -> Interaction | None:
+    """The interaction the caller runs inside (within an ``@inference`` function), or ``None``."""
+    return _current.get()
+
+
+def _json_safe(value: Any, limit: int) -> Any:
+    """A JSON-ready copy of ``value`` whose encoding stays under ``limit`` characters."""
+    try:
+        text = json.dumps(value, ensure_ascii=False, default=repr)
+    except (TypeError, ValueError):
+        text = json.dumps(repr(value), ensure_ascii=False)
+    if len(text) > limit:
+        return {"truncated": True, "head": text[:limit]}
+    return json.loads(text)
+
+
+def inference(
+    obligations: Obligations,
+    func: F | None = None,
+    *,
+    name: str | None = None,
+    subject: str | Callable[..., str | None] | None = None,
+    capture: bool = True,
+    capture_limit: int = 1 << 20,
+) -> Any:
+    """Decorate a function that calls a model; see :meth:`aiobligations.Obligations.inference`."""
+    if func is None:
+        return functools.partial(inference, obligations, name=name, subject=subject, capture=capture,
+                                 capture_limit=capture_limit)
+    target = func.func if isinstance(func, functools.partial) else func
+    label = name or getattr(target, "__qualname__", repr(target))
+    signature = inspect.signature(target)
+
+    def open_interaction(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Interaction:
+        who: str | None
+        if callable(subject):
+            who = subject(*args, **kwargs)
+        elif isinstance(subject, str):
+            bound = signature.bind_partial(*args, **kwargs)
+            value = bound.arguments.get(subject)
+            who = str(value) if value is not None else None
+        else:
+            who = None
+        return Interaction(str(uuid7()), label, who, obligations.notice)
+
+    def close(interaction: Interaction, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any,
+              outcome: str, error: str | None) -> None:
+        record: dict[str, Any] = {
+            "kind": "interaction",
+            "interaction_id": interaction.id,
+            "call": interaction.name,
+            "outcome": outcome,
+            "started": format_ts(interaction.started),
+            "duration_ms": round((time.time() - interaction.started) * 1000, 3),
+            "disclosure": {"notice": "available", "channel": "inference"},
+            **interaction.fields,
+        }
+        if error is not None:
+            record["error"] = error
+        if interaction.subject:
+            record["subject"] = interaction.subject
+            if capture:
+                record["personal"] = {
+                    "input": _json_safe({"args": list(args), "kwargs": kwargs}, capture_limit),
+                    "output": _json_safe(output, capture_limit),
+                }
+        elif capture:
+            # Without a subject nothing can be sealed; inputs and outputs are left out, not stored in clear.
+            record["capture"] = "skipped: no subject to seal it for"
+        obligations.submit(record)
+
+    def hooked(interaction: Interaction, value: Any) -> Any:
+        for hook in obligations.output_hooks:
+            value = hook(interaction, value)
+        return value
+
+    if inspect.isasyncgenfunction(target):
+
+        @functools.wraps(target)
+        async def async_gen_wrapper(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+            interaction = open_interaction(args, kwargs)
+            token = _current.set(interaction)
+            items: list[Any] = []
+            outcome, error = "completed", None
+            try:
+                with interaction_scope(interaction.id):
+                    async for item in func(*args, **kwargs):
+                        item = hooked(interaction, item)
+                        items.append(item)
+                        yield item
+            except GeneratorExit:
+                outcome = "closed early"
+                raise
+            except BaseException as exc:
+                outcome, error = "error", type(exc).__name__
+                raise
+            finally:
+                _current.reset(token)
+                close(interaction, args, kwargs, items, outcome, error)
+
+        return async_gen_wrapper
+
+    if inspect.isgeneratorfunction(target):
+
+        @functools.wraps(target)
+        def gen_wrapper(*args: Any, **kwargs: Any) -> Iterator[Any]:
+            interaction = open_interaction(args, kwargs)
+            items: list[Any] = []
+            outcome, error = "completed", None
+            token = _current.set(interaction)
+            try:
+                with interaction_scope(interaction.id):
+                    for item in func(*args, **kwargs):
+                        item = hooked(interaction, item)
+                        items.append(item)
+                        yield item
+            except GeneratorExit:
+                outcome = "closed early"
+                raise
+            except BaseException as exc:
+                outcome, error = "error", type(exc).__name__
+                raise
+            finally:
+                _current.reset(token)
+                close(interaction, args, kwargs, items, outcome, error)
+
+        return gen_wrapper
+
+    if inspect.iscoroutinefunction(target):
+
+        @functools.wraps(target)
+        async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+            # A plain `with` around an un-awaited coroutine would close before it runs, so async
+            # functions get their own wrapper.
+            interaction = open_interaction(args, kwargs)
+            token = _current.set(interaction)
+            output, outcome, error = None, "completed", None
+            try:
+                with interaction_scope(interaction.id):
+                    output = hooked(interaction, await func(*args, **kwargs))
+                return output
+            except BaseException as exc:
+                outcome, error = "error", type(exc).__name__
+                raise
+            finally:
+                _current.reset(token)
+                close(interaction, args, kwargs, output, outcome, error)
+
+        return async_wrapper
+
+    @functools.wraps(target)
+    def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
+        interaction = open_interaction(args, kwargs)
+        token = _current.set(interaction)
+        output, outcome, error = None, "completed", None
+        try:
+            with interaction_scope(interaction.id):
+                output = hooked(interaction, func(*args, **kwargs))
+            return output
+        except BaseException as exc:
+            outcome, error = "error", type(exc).__name__
+            raise
+        finally:
+            _current.reset(token)
+            close(interaction, args, kwargs, output, outcome, error)
+
+    return cast(F, sync_wrapper)

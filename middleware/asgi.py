@@ -1,0 +1,426 @@
+"""``ObligationsMiddleware``: disclosure and evidence on every AI interaction, as pure ASGI.
+
+Everything about one request lives in locals of :meth:`ObligationsMiddleware.__call__`, never on
+``self``. Disclosure headers go out with ``http.response.start`` at once; event streams pass chunk by
+chunk, teed into a bounded capture; only JSON and HTML bodies that get a notice are held until
+complete (they are small, and their ``Content-Length`` must be fixed). The interaction closes into
+one ``interaction`` record handed to ``ledger.submit``: the event loop never waits on disk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import structlog
+
+from aiobligations.adapters.otel import annotate_span, current_trace_ids
+from aiobligations.errors import ConfigurationError
+from aiobligations.interaction import interaction_scope, uuid7
+from aiobligations.ledger.records import format_ts
+from aiobligations.obligations import Obligations
+
+from .capture import BodyCapture, body_text, json_fields
+from .policy import Route, RoutePolicy
+
+__all__ = ["ObligationsMiddleware"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+Identity = Callable[[Scope], "str | None"]
+
+log = structlog.get_logger("aiobligations.middleware")
+
+CONFIG_ENV = "AIOBLIGATIONS_CONFIG"
+"""The profile the middleware loads when it is given no ``obligations`` (vLLM's ``--middleware``)."""
+
+_PASS, _JSON, _HTML, _SSE = range(4)
+_SHARED: dict[str, Obligations] = {}
+_BODY_TAG = re.compile(rb"<body\b[^>]*>", re.I)
+_HEAD_TAG = re.compile(rb"<head\b[^>]*>", re.I)
+_FAILURE_POLICIES = ("fail_open", "fail_closed")
+
+
+def _default_obligations() -> Obligations:
+    """One hub per process for middleware built without arguments (vLLM ``--middleware``)."""
+    path = os.environ.get(CONFIG_ENV, "aiobligations.toml")
+    if path not in _SHARED:
+        _SHARED[path] = Obligations.from_file(path)
+    return _SHARED[path]
+
+
+class ObligationsMiddleware:
+    """Wrap an ASGI app so that every AI response discloses AI and leaves evidence in the ledger.
+
+    Example:
+        >>> app = ObligationsMiddleware(app, obligations=Obligations.from_file("aiobligations.toml"))  # doctest: +SKIP
+
+    Args:
+        app: The ASGI application (FastAPI, Starlette, vLLM's OpenAI server…).
+        obligations: The hub. Without it, the profile named by ``AIOBLIGATIONS_CONFIG`` (default
+            ``./aiobligations.toml``) is loaded once per process, which is what
+            ``vllm serve --middleware aiobligations.middleware.ObligationsMiddleware`` needs.
+        policy: Which routes are AI routes and what happens on them.
+        identity: ``identity(scope)`` names the person behind a request (your own user id), or
+            returns ``None`` to fall back to a hash of the API key, then a first-party cookie.
+        capture_limit: The most bytes of each request and response body kept as evidence.
+        buffer_limit: The largest JSON or HTML body that is held to insert a notice; bigger ones
+            pass unchanged (the headers still disclose).
+        failure: ``"fail_open"`` (serve, and spool records the ledger cannot take, to replay them
+            later) or ``"fail_closed"`` (answer 503 while the ledger cannot take records).
+
+    Raises:
+        ConfigurationError: an option is invalid, or the default profile cannot be loaded.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        obligations: Obligations | None = None,
+        policy: RoutePolicy | None = None,
+        identity: Identity | None = None,
+        capture_limit: int = 1 << 20,
+        buffer_limit: int = 8 << 20,
+        failure: str = "fail_open",
+    ) -> None:
+        if failure not in _FAILURE_POLICIES:
+            raise ConfigurationError(f"failure must be 'fail_open' or 'fail_closed', got {failure!r}")
+        if capture_limit < 0 or buffer_limit < 0:
+            raise ConfigurationError("capture_limit and buffer_limit must be >= 0")
+        self.app = app
+        self.obligations = obligations if obligations is not None else _default_obligations()
+        self.policy = policy or RoutePolicy()
+        self._identity = identity
+        self._capture_limit = capture_limit
+        self._buffer_limit = buffer_limit
+        self._failure = failure
+        self._ledger = self.obligations.ledger
+        from .endpoints import Endpoints  # Import here: endpoints import the disclosure package.
+
+        self.endpoints = Endpoints(self.obligations)
+        disclosure = self.endpoints.disclosure
+        self._cookie = disclosure.cookie_name
+        self._cookie_prefix = (self._cookie + "=").encode()
+        self._notice = self.endpoints.short_notice
+        self._noticed: OrderedDict[str, None] = OrderedDict()
+        self._static_headers = [
+            (b"link", b'</.well-known/ai-transparency>; rel="describedby"'),
+        ]
+
+    def __repr__(self) -> str:
+        return f"ObligationsMiddleware({self.app!r})"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"]
+        if self.endpoints.handles(path):
+            await self.endpoints(scope, receive, send)
+            return
+        route = self.policy.match(scope["method"], path)
+        if route is None:
+            await self.app(scope, receive, send)
+            return
+        await self._interaction(route, scope, receive, send)
+
+    # -- one AI interaction ------------------------------------------------------------------------
+
+    async def _interaction(self, route: Route, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._failure == "fail_closed" and not self._ledger.accepting:
+            await self.endpoints.error(send, 503, "evidence_unavailable",
+                                       "the service cannot record this interaction now; try again later")
+            return
+        interaction_id = str(uuid7())
+        started = time.time()
+        clock = time.perf_counter()
+        subject, new_cookie = self._subject(scope)
+        first_contact = self._first_contact(subject, new_cookie)
+        annotate_span({"aiobligations.interaction_id": interaction_id,
+                       "aiobligations.disclosure.mode": self.endpoints.disclosure.mode})
+        request_body = BodyCapture(self._capture_limit if route.capture else 0)
+        response_body = BodyCapture(self._capture_limit if route.capture else 0)
+        state: dict[str, Any] = {"status": None, "first_byte": None, "outcome": "completed", "mode": _PASS,
+                                 "body_notice": "none"}
+        held: list[Any] = []  # [start message, body chunks...] while a JSON/HTML body is held.
+
+        async def observe_receive() -> Message:
+            message = await receive()
+            kind = message["type"]
+            if kind == "http.request":
+                request_body.add(message.get("body", b""))
+            elif kind == "http.disconnect":
+                state["outcome"] = "disconnected"
+            return message
+
+        async def disclose_send(message: Message) -> None:
+            kind = message["type"]
+            if kind == "http.response.start":
+                state["status"] = message["status"]
+                headers = list(message.get("headers", ()))
+                mode = self._body_mode(route, scope["method"], message["status"], headers)
+                state["mode"] = mode
+                if route.disclose:
+                    headers.extend(self._disclosure_headers(interaction_id))
+                if new_cookie is not None:
+                    headers.append((b"set-cookie", self._set_cookie(new_cookie, scope)))
+                if mode == _SSE:
+                    headers = [(k, v) for k, v in headers if k.lower() != b"content-length"]
+                message = {**message, "headers": headers}
+                if mode in (_JSON, _HTML):
+                    held.append(message)
+                    return
+                await send(message)
+                return
+            if kind != "http.response.body":
+                await send(message)
+                return
+            body = message.get("body", b"")
+            more = message.get("more_body", False)
+            if state["first_byte"] is None and body:
+                state["first_byte"] = time.perf_counter()
+            mode = state["mode"]
+            if held:
+                held.append(body)
+                size = sum(len(b) for b in held[1:])
+                if more and size <= self._buffer_limit:
+                    return
+                await self._release_held(held, more, interaction_id, first_contact, state, response_body, send)
+                held.clear()
+                return
+            if mode == _SSE and state["body_notice"] == "none":
+                body = self._sse_notice(interaction_id, first_contact) + body
+                state["body_notice"] = "sse-comment"
+                message = {**message, "body": body}
+            response_body.add(body)
+            await send(message)
+
+        try:
+            with interaction_scope(interaction_id):
+                await self.app(scope, observe_receive, disclose_send)
+        except BaseException as exc:
+            state["outcome"] = "disconnected" if _is_disconnect(exc) else "error"
+            state["error"] = type(exc).__name__
+            raise
+        finally:
+            if held:
+                state["outcome"] = state["outcome"] if state["outcome"] != "completed" else "error"
+            self._record(route, scope, interaction_id, subject, first_contact, started, clock, state,
+                         request_body, response_body)
+
+    async def _release_held(self, held: list[Any], more: bool, interaction_id: str, first_contact: bool,
+                            state: dict[str, Any], response_body: BodyCapture, send: Send) -> None:
+        """Send a held start and body: with the notice inserted when the body is complete."""
+        start, chunks = held[0], held[1:]
+        body = b"".join(chunks)
+        if not more:
+            if state["mode"] == _JSON:
+                body, inserted = self._json_notice(body, interaction_id, first_contact)
+                state["body_notice"] = "json-field" if inserted else "none"
+            else:
+                body, inserted = self._html_notice(body, interaction_id, first_contact)
+                state["body_notice"] = "html-banner" if inserted else "none"
+            headers = [(k, v) for k, v in start["headers"] if k.lower() != b"content-length"]
+            headers.append((b"content-length", str(len(body)).encode()))
+            start = {**start, "headers": headers}
+        # Otherwise the body outgrew buffer_limit: it goes on unchanged, as it came.
+        response_body.add(body)
+        await send(start)
+        await send({"type": "http.response.body", "body": body, "more_body": more})
+
+    # -- disclosure ----------------------------------------------------------------------------------
+
+    def _disclosure_headers(self, interaction_id: str) -> list[tuple[bytes, bytes]]:
+        return [
+            (b"ai-disclosure", self.endpoints.disclosure_header),
+            (b"ai-interaction-id", interaction_id.encode()),
+            *self._static_headers,
+        ]
+
+    def _body_mode(self, route: Route, method: str, status: int, headers: list[tuple[bytes, bytes]]) -> int:
+        if not route.body_notice or method == "HEAD" or status in (204, 304) or not 200 <= status < 300:
+            return _PASS
+        content_type = b""
+        for key, value in headers:
+            lowered = key.lower()
+            if lowered == b"content-encoding" and value.strip().lower() not in (b"", b"identity"):
+                return _PASS
+            if lowered == b"content-type":
+                content_type = value.split(b";", 1)[0].strip().lower()
+        if content_type == b"text/event-stream":
+            return _SSE
+        if content_type == b"application/json" or content_type.endswith(b"+json"):
+            return _JSON
+        if content_type == b"text/html":
+            return _HTML
+        return _PASS
+
+    def _sse_notice(self, interaction_id: str, first_contact: bool) -> bytes:
+        lines = [f": {self._notice} ({interaction_id})"]
+        if first_contact:
+            lines.extend(f": {line}" for line in self.endpoints.first_contact_notice.splitlines() if line.strip())
+        return ("\n".join(lines) + "\n\n").encode()
+
+    def _json_notice(self, body: bytes, interaction_id: str, first_contact: bool) -> tuple[bytes, bool]:
+        """Insert ``"ai_disclosure": {...}`` into a JSON object without re-serialising it."""
+        stripped = body.rstrip()
+        if not stripped.startswith(b"{") or not stripped.endswith(b"}") or b'"ai_disclosure"' in body:
+            return body, False
+        notice = self.endpoints.json_notice(interaction_id, first_contact)
+        inner = stripped[1:-1].strip()
+        separator = b"," if inner else b""
+        return stripped[:-1].rstrip() + separator + b'"ai_disclosure":' + notice + b"}", True
+
+    def _html_notice(self, body: bytes, interaction_id: str, first_contact: bool) -> tuple[bytes, bool]:
+        match = _BODY_TAG.search(body)
+        if match is None:
+            return body, False
+        banner = self.endpoints.banner(interaction_id, first_contact)
+        body = body[: match.end()] + banner + body[match.end():]
+        head = _HEAD_TAG.search(body)
+        if head is not None:
+            body = body[: head.end()] + self.endpoints.meta_tag + body[head.end():]
+        return body, True
+
+    # -- subjects ------------------------------------------------------------------------------------
+
+    def _subject(self, scope: Scope) -> tuple[str, str | None]:
+        """Who the interaction is with, and a new cookie value when one must be set."""
+        if self._identity is not None:
+            named = self._identity(scope)
+            if named:
+                return f"user:{named}", None
+        cookie_value = None
+        for key, value in scope.get("headers", ()):
+            if key == b"authorization" and value:
+                # The key itself is a secret: only a digest of it names the subject.
+                return "apikey:" + hashlib.sha256(value).hexdigest()[:32], None
+            if key == b"cookie" and cookie_value is None:
+                cookie_value = self._read_cookie(value)
+        if cookie_value:
+            return f"cookie:{cookie_value}", None
+        fresh = secrets.token_urlsafe(18)
+        return f"cookie:{fresh}", fresh
+
+    def _read_cookie(self, header: bytes) -> str | None:
+        for part in header.split(b";"):
+            part = part.strip()
+            if part.startswith(self._cookie_prefix):
+                value = part[len(self._cookie_prefix):].decode("latin-1")
+                if 16 <= len(value) <= 64 and value.replace("-", "").replace("_", "").isalnum():
+                    return value
+        return None
+
+    def _set_cookie(self, value: str, scope: Scope) -> bytes:
+        secure = "; Secure" if scope.get("scheme") == "https" else ""
+        return f"{self._cookie}={value}; Path=/; Max-Age=31536000; HttpOnly; SameSite=Lax{secure}".encode()
+
+    def _first_contact(self, subject: str, new_cookie: str | None) -> bool:
+        """Whether this subject gets the full notice: the first AI response this process gives them.
+
+        A restart forgets, so a person may see the full notice once more: over-disclosing is safe.
+        """
+        noticed = self._noticed
+        if subject in noticed:
+            noticed.move_to_end(subject)
+            return False
+        noticed[subject] = None
+        if len(noticed) > 100_000:
+            noticed.popitem(last=False)
+        return True
+
+    # -- evidence ------------------------------------------------------------------------------------
+
+    def _record(self, route: Route, scope: Scope, interaction_id: str, subject: str, first_contact: bool,
+                started: float, clock: float, state: dict[str, Any], request_body: BodyCapture,
+                response_body: BodyCapture) -> None:
+        """Close the interaction into one record and submit it; never raises."""
+        try:
+            now = time.perf_counter()
+            record: dict[str, Any] = {
+                "kind": "interaction",
+                "interaction_id": interaction_id,
+                "route": scope["path"],
+                "method": scope["method"],
+                "status": state["status"],
+                "outcome": state["outcome"],
+                "started": format_ts(started),
+                "duration_ms": round((now - clock) * 1000, 3),
+                "disclosure": {
+                    "header": route.disclose and state["status"] is not None,
+                    "body": state["body_notice"],
+                    "notice": "first-contact" if first_contact else "short",
+                    "document": self.endpoints.document_version,
+                },
+                "request_bytes": request_body.size,
+                "response_bytes": response_body.size,
+                "subject": subject,
+            }
+            if state["first_byte"] is not None:
+                record["first_byte_ms"] = round((state["first_byte"] - clock) * 1000, 3)
+            if "error" in state:
+                record["error"] = state["error"]
+            request = request_body.value()
+            fields = json_fields(request, ("model", "stream"))
+            if isinstance(fields.get("model"), str):
+                record["model"] = fields["model"][:200]
+            if fields.get("stream") is True:
+                record["stream"] = True
+            usage = _usage(response_body.value())
+            if usage:
+                record["usage"] = usage
+            annotate_span({"gen_ai.request.model": record.get("model"),
+                           "gen_ai.usage.input_tokens": usage.get("input_tokens"),
+                           "gen_ai.usage.output_tokens": usage.get("output_tokens")})
+            trace_id, span_id = current_trace_ids()
+            if trace_id:
+                record["trace_id"], record["span_id"] = trace_id, span_id
+            if route.capture:
+                record["personal"] = {
+                    "request": body_text(request),
+                    "response": body_text(response_body.value()),
+                    "capture_limit": self._capture_limit,
+                    "truncated": request_body.truncated or response_body.truncated,
+                }
+            self.obligations.submit(record)
+        except Exception as exc:  # pragma: no cover - evidence must never break the response.
+            log.error("interaction_record_failed", error=f"{type(exc).__name__}: {exc}",
+                      interaction_id=interaction_id)
+
+
+def _usage(body: bytes) -> dict[str, int]:
+    """Token usage from an OpenAI-compatible response: a JSON object or the tail of a stream."""
+    if not body:
+        return {}
+    found = json_fields(body, ("usage",)).get("usage")
+    if found is None and b'"usage"' in body[-4096:]:
+        for line in reversed(body[-8192:].split(b"\n")):
+            if line.startswith(b"data:") and b'"usage"' in line:
+                found = json_fields(line[5:].strip(), ("usage",)).get("usage")
+                if found:
+                    break
+    if not isinstance(found, dict):
+        return {}
+    usage = {}
+    for ours, theirs in (("input_tokens", "prompt_tokens"), ("output_tokens", "completion_tokens")):
+        value = found.get(theirs, found.get(ours))
+        if isinstance(value, int):
+            usage[ours] = value
+    return usage
+
+
+def _is_disconnect(exc: BaseException) -> bool:
+    name = type(exc).__name__
+    return name in ("ClientDisconnect", "ClientDisconnected", "CancelledError", "OSError")

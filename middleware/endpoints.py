@@ -1,0 +1,167 @@
+"""The endpoints the middleware serves itself: transparency (JSON and HTML), checkpoint, security.txt.
+
+They come from the profile, rendered once at start-up (the profile does not change while the
+service runs), so serving them costs a dictionary lookup.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qs
+
+from aiobligations.disclosure import (
+    ascii_safe,
+    banner_html,
+    disclosure_header,
+    first_contact_notice,
+    meta_tag,
+    negotiate_language,
+    render_transparency_page,
+    security_txt,
+    short_notice,
+    transparency_document,
+)
+from aiobligations.obligations import Obligations
+
+__all__ = ["TRANSPARENCY_JSON", "Endpoints"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Send = Callable[[Message], Awaitable[None]]
+Receive = Callable[[], Awaitable[Message]]
+
+TRANSPARENCY_JSON = "/.well-known/ai-transparency"
+SECURITY_TXT = "/.well-known/security.txt"
+
+
+class Endpoints:
+    """The middleware's own routes, and the disclosure texts it inserts into responses.
+
+    Args:
+        obligations: The hub, whose profile the texts come from.
+        prefix: Where the ``/ai/...`` endpoints live.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(self, obligations: Obligations, *, prefix: str = "/ai") -> None:
+        prefix = "/" + prefix.strip("/")
+        self.obligations = obligations
+        self.prefix = prefix
+        self.disclosure = settings = obligations.disclosure
+        profile = obligations.profile
+        ledger = obligations.ledger
+        self.document = transparency_document(
+            profile, settings, prefix=prefix, verifier_key=ledger.signer.verifier_key, origin=ledger.origin
+        )
+        self.document_version: str = self.document["version"]
+        self._document_json = json.dumps(self.document, ensure_ascii=False, indent=1).encode()
+        self._pages = {lang: render_transparency_page(self.document, lang).encode() for lang in ("zh", "en")}
+        lang = settings.language
+        self.transparency_url = f"{prefix}/transparency"
+        self.short_notice = short_notice(settings, lang)
+        self.first_contact_notice = first_contact_notice(settings, lang, transparency_url=self.transparency_url)
+        extra: dict[str, Any] = {}
+        if profile.service.filing_number:
+            extra["filing"] = ascii_safe(profile.service.filing_number)
+        if profile.service.licence_number:
+            extra["licence"] = ascii_safe(profile.service.licence_number)
+        header = disclosure_header(
+            mode=settings.mode,
+            provider=ascii_safe(profile.provider.name),
+            model=ascii_safe(profile.service.model) if profile.service.model else None,
+            extra=extra,
+            form=settings.header_form,
+        )
+        self._header_prefix = header.encode()
+        self._date_separator = b"; " if settings.header_form == ";" else b", "
+        self.meta_tag = meta_tag(settings.mode).encode()
+        self._routes = {
+            TRANSPARENCY_JSON: self._transparency_json,
+            SECURITY_TXT: self._security_txt,
+            f"{prefix}/transparency": self._transparency_html,
+            f"{prefix}/checkpoint": self._checkpoint,
+        }
+
+    @property
+    def disclosure_header(self) -> bytes:
+        """The ``AI-Disclosure`` value, dated now."""
+        return self._header_prefix + self._date_separator + b"date=@%d" % int(time.time())
+
+    def handles(self, path: str) -> bool:
+        """Whether ``path`` is one of these endpoints."""
+        return path in self._routes
+
+    def json_notice(self, interaction_id: str, first_contact: bool) -> bytes:
+        """The ``ai_disclosure`` member inserted into JSON responses."""
+        notice: dict[str, Any] = {
+            "notice": self.short_notice,
+            "interaction_id": interaction_id,
+            "transparency": TRANSPARENCY_JSON,
+        }
+        if first_contact:
+            notice["first_contact_notice"] = self.first_contact_notice
+        return json.dumps(notice, ensure_ascii=False, separators=(",", ":")).encode()
+
+    def banner(self, interaction_id: str, first_contact: bool) -> bytes:
+        """The HTML banner, as ASCII with character references so it fits any page charset."""
+        html = banner_html(
+            self.disclosure,
+            self.disclosure.language,
+            transparency_url=self.transparency_url,
+            interaction_id=interaction_id,
+            first_contact=first_contact,
+        )
+        return html.encode("ascii", "xmlcharrefreplace")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve one of the endpoints (GET or HEAD)."""
+        if scope["method"] not in ("GET", "HEAD"):
+            await self.error(send, 405, "method_not_allowed", "use GET", extra=[(b"allow", b"GET, HEAD")])
+            return
+        status, content_type, body = self._routes[scope["path"]](scope)
+        headers = [
+            (b"content-type", content_type),
+            (b"content-length", str(len(body)).encode()),
+            (b"cache-control", b"no-cache" if status == 200 else b"no-store"),
+            (b"x-content-type-options", b"nosniff"),
+        ]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
+
+    async def error(self, send: Send, status: int, code: str, message: str,
+                    *, extra: list[tuple[bytes, bytes]] | None = None) -> None:
+        """Send the contract's JSON error, ``{"error": {"code": ..., "message": ...}}``."""
+        body = json.dumps({"error": {"code": code, "message": message}}).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                   *(extra or [])]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    # -- the routes ----------------------------------------------------------------------------------
+
+    def _transparency_json(self, scope: Scope) -> tuple[int, bytes, bytes]:
+        return 200, b"application/json", self._document_json
+
+    def _transparency_html(self, scope: Scope) -> tuple[int, bytes, bytes]:
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("lang", [None])[0]
+        accept = None
+        for key, value in scope.get("headers", ()):
+            if key == b"accept-language":
+                accept = value.decode("latin-1")
+        lang = negotiate_language(accept, query, self.disclosure.language)
+        return 200, b"text/html; charset=utf-8", self._pages[lang]
+
+    def _checkpoint(self, scope: Scope) -> tuple[int, bytes, bytes]:
+        note = self.obligations.ledger.checkpoint
+        if note is None:
+            body = json.dumps({"error": {"code": "no_checkpoint", "message": "no checkpoint signed yet"}})
+            return 404, b"application/json", body.encode()
+        return 200, b"text/plain; charset=utf-8", note.encode()
+
+    def _security_txt(self, scope: Scope) -> tuple[int, bytes, bytes]:
+        return 200, b"text/plain; charset=utf-8", security_txt(self.disclosure, now=datetime.now(UTC)).encode()

@@ -1,0 +1,360 @@
+"""ObligationsMiddleware as pure ASGI: disclosure, capture and evidence, driven message by message."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aiobligations import Obligations
+from aiobligations.disclosure import parse_dictionary
+from aiobligations.keys import init_project
+from aiobligations.middleware import ObligationsMiddleware, Route, RoutePolicy
+
+
+@pytest.fixture
+def obligations(tmp_path: Path):
+    hub = Obligations.from_file(init_project(tmp_path))
+    yield hub
+    hub.close()
+
+
+def records(hub: Obligations, kind: str = "interaction") -> list[dict[str, Any]]:
+    size = hub.ledger.flush()
+    found = [hub.ledger.read(i) for i in range(size)]
+    return [r for r in found if r["kind"] == kind]
+
+
+async def call(app: Callable, path: str = "/v1/chat/completions", *, method: str = "POST", body: bytes = b"{}",
+               headers: list[tuple[bytes, bytes]] | None = None, disconnect_after: int | None = None,
+               query: bytes = b"") -> dict[str, Any]:
+    """Run one HTTP request through ``app``; return the status, headers, body and messages sent."""
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
+             "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": query,
+             "headers": headers if headers is not None else [(b"content-type", b"application/json")],
+             "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 8000)}
+    sent: list[dict[str, Any]] = []
+    requested = False
+    disconnected = asyncio.Event()
+
+    async def receive() -> dict[str, Any]:
+        nonlocal requested
+        if not requested:
+            requested = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await disconnected.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+        bodies = [m for m in sent if m["type"] == "http.response.body"]
+        if disconnect_after is not None and len(bodies) >= disconnect_after:
+            disconnected.set()
+            raise OSError("client went away")
+
+    await app(scope, receive, send)
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    return {
+        "status": start["status"],
+        "headers": {k.decode().lower(): v.decode() for k, v in start["headers"]},
+        "header_list": start["headers"],
+        "body": b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body"),
+        "messages": sent,
+    }
+
+
+def json_app(payload: dict[str, Any], status: int = 200, content_type: bytes = b"application/json") -> Callable:
+    body = json.dumps(payload).encode()
+
+    async def app(scope, receive, send):
+        while (await receive())["type"] != "http.request":
+            pass
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+    return app
+
+
+def stream_app(chunks: list[bytes]) -> Callable:
+    async def app(scope, receive, send):
+        await receive()
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/event-stream")]})
+        for chunk in chunks:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    return app
+
+
+COMPLETION = {"id": "c1", "object": "chat.completion", "model": "toy-1",
+              "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}}],
+              "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}}
+
+
+class TestDisclosure:
+    def test_json_response_gets_headers_and_a_field(self, obligations) -> None:
+        app = ObligationsMiddleware(json_app(COMPLETION), obligations=obligations)
+
+        result = asyncio.run(call(app, body=b'{"model":"toy-1","messages":[]}'))
+
+        headers = result["headers"]
+        disclosure = parse_dictionary(headers["ai-disclosure"])
+        assert "ai-originated" == disclosure["mode"]
+        assert "Example Co" == disclosure["provider"]
+        assert isinstance(disclosure["date"], int)
+        interaction_id = headers["ai-interaction-id"]
+        assert 7 == uuid.UUID(interaction_id).version
+        assert '</.well-known/ai-transparency>; rel="describedby"' == headers["link"]
+        body = json.loads(result["body"])
+        assert {k: v for k, v in body.items() if k != "ai_disclosure"} == COMPLETION
+        assert interaction_id == body["ai_disclosure"]["interaction_id"]
+        assert "first_contact_notice" in body["ai_disclosure"]
+        assert str(len(result["body"])) == headers["content-length"]
+
+    def test_the_interaction_is_recorded_with_sealed_bodies(self, obligations) -> None:
+        app = ObligationsMiddleware(json_app(COMPLETION), obligations=obligations)
+        result = asyncio.run(call(app, body=b'{"model":"toy-1","messages":[{"role":"user","content":"CANARY-77"}]}'))
+
+        (record,) = records(obligations)
+
+        assert result["headers"]["ai-interaction-id"] == record["interaction_id"]
+        assert (200, "completed", "toy-1", "/v1/chat/completions") == (
+            record["status"], record["outcome"], record["model"], record["route"])
+        assert {"input_tokens": 3, "output_tokens": 1} == record["usage"]
+        assert {"header": True, "body": "json-field", "notice": "first-contact"} == {
+            k: record["disclosure"][k] for k in ("header", "body", "notice")}
+        assert "CANARY-77" in record["personal"]["request"]["text"]
+        assert b"CANARY-77" not in obligations.ledger._store.get_record(0)[2]
+
+    def test_event_stream_gets_a_first_comment_and_passes_chunk_by_chunk(self, obligations) -> None:
+        chunks = [b'data: {"choices":[{"delta":{"content":"a"}}]}\n\n', b'data: {"usage":{"prompt_tokens":2,'
+                  b'"completion_tokens":5}}\n\n', b"data: [DONE]\n\n"]
+        app = ObligationsMiddleware(stream_app(chunks), obligations=obligations)
+
+        result = asyncio.run(call(app, body=b'{"model":"toy-1","stream":true}'))
+
+        bodies = [m["body"] for m in result["messages"] if m["type"] == "http.response.body"]
+        assert bodies[0].startswith(b": ") and bodies[0].endswith(chunks[0])
+        assert bodies[1:] == chunks[1:] + [b""]
+        assert "content-length" not in result["headers"]
+        (record,) = records(obligations)
+        assert ("sse-comment", True, {"input_tokens": 2, "output_tokens": 5}) == (
+            record["disclosure"]["body"], record["stream"], record["usage"])
+
+    def test_html_gets_a_banner_and_meta_with_a_fixed_length(self, obligations) -> None:
+        page = "<!doctype html><html><head><title>x</title></head><body class='a'><p>answer</p></body></html>"
+
+        async def app(scope, receive, send):
+            body = page.encode()
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"content-type", b"text/html; charset=utf-8"),
+                                    (b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body})
+
+        policy = RoutePolicy([Route("/chat", methods=frozenset({"GET"}))])
+        wrapped = ObligationsMiddleware(app, obligations=obligations, policy=policy)
+
+        result = asyncio.run(call(wrapped, "/chat", method="GET", body=b""))
+
+        html = result["body"].decode()
+        assert html.index("<body class='a'>") < html.index("<aside") < html.index("<p>answer</p>")
+        assert '<meta name="ai-disclosure"' in html.split("</head>")[0]
+        assert str(len(result["body"])) == result["headers"]["content-length"]
+
+    @pytest.mark.parametrize("status", [204, 304])
+    def test_bodiless_statuses_pass_unchanged(self, obligations, status) -> None:
+        async def app(scope, receive, send):
+            await send({"type": "http.response.start", "status": status, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+
+        result = asyncio.run(call(ObligationsMiddleware(app, obligations=obligations)))
+
+        assert (status, b"") == (result["status"], result["body"])
+        assert "ai-disclosure" in result["headers"]
+
+    def test_head_and_non_ai_routes_are_untouched(self, obligations) -> None:
+        app = ObligationsMiddleware(json_app({"ok": True}), obligations=obligations)
+
+        plain = asyncio.run(call(app, "/health", method="GET"))
+
+        assert b'{"ok": true}' == plain["body"]
+        assert "ai-disclosure" not in plain["headers"]
+        assert [] == records(obligations)
+
+    def test_compressed_json_is_not_rewritten(self, obligations) -> None:
+        async def app(scope, receive, send):
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"content-type", b"application/json"), (b"content-encoding", b"gzip")]})
+            await send({"type": "http.response.body", "body": b"\x1f\x8b..."})
+
+        result = asyncio.run(call(ObligationsMiddleware(app, obligations=obligations)))
+
+        assert b"\x1f\x8b..." == result["body"]
+
+
+class TestSubjects:
+    def test_first_contact_sets_a_cookie_and_later_calls_get_the_short_notice(self, obligations) -> None:
+        app = ObligationsMiddleware(json_app(COMPLETION), obligations=obligations)
+
+        first = asyncio.run(call(app))
+        cookie = first["headers"]["set-cookie"].split(";")[0]
+        second = asyncio.run(call(app, headers=[(b"content-type", b"application/json"), (b"cookie", cookie.encode())]))
+
+        assert "HttpOnly" in first["headers"]["set-cookie"]
+        assert "set-cookie" not in second["headers"]
+        assert "first_contact_notice" not in json.loads(second["body"])["ai_disclosure"]
+        one, two = records(obligations)
+        assert one["subject"] == two["subject"]
+        assert ("first-contact", "short") == (one["disclosure"]["notice"], two["disclosure"]["notice"])
+
+    def test_api_keys_name_the_subject_without_being_stored(self, obligations) -> None:
+        app = ObligationsMiddleware(json_app(COMPLETION), obligations=obligations)
+        headers = [(b"content-type", b"application/json"), (b"authorization", b"Bearer sk-SECRET-123")]
+
+        result = asyncio.run(call(app, headers=headers))
+        asyncio.run(call(app, headers=headers))
+
+        assert "set-cookie" not in result["headers"]
+        one, two = records(obligations)
+        assert one["subject"] == two["subject"]
+        assert b"sk-SECRET" not in b"".join(p.read_bytes() for p in obligations.profile.ledger.path.parent.glob("ledger.db*"))
+
+    def test_an_identity_hook_wins(self, obligations) -> None:
+        app = ObligationsMiddleware(json_app(COMPLETION), obligations=obligations,
+                                    identity=lambda scope: "user-9")
+
+        asyncio.run(call(app))
+
+        (record,) = records(obligations)
+        assert record["subject"] == obligations.ledger._crypto.pseudonym("user:user-9")
+
+
+class TestFailures:
+    def test_app_exceptions_propagate_and_are_recorded(self, obligations) -> None:
+        async def app(scope, receive, send):
+            raise RuntimeError("model crashed")
+
+        with pytest.raises(RuntimeError, match="model crashed"):
+            asyncio.run(call(ObligationsMiddleware(app, obligations=obligations)))
+
+        (record,) = records(obligations)
+        assert ("error", "RuntimeError", None) == (record["outcome"], record["error"], record["status"])
+
+    def test_a_client_that_disconnects_mid_stream_closes_the_record(self, obligations) -> None:
+        chunks = [b"data: 1\n\n", b"data: 2\n\n", b"data: 3\n\n"]
+        app = ObligationsMiddleware(stream_app(chunks), obligations=obligations)
+
+        with pytest.raises(OSError):
+            asyncio.run(call(app, disconnect_after=2))
+
+        (record,) = records(obligations)
+        assert "disconnected" == record["outcome"]
+
+    def test_fail_closed_answers_503_when_the_ledger_cannot_take_records(self, obligations) -> None:
+        app = ObligationsMiddleware(json_app(COMPLETION), obligations=obligations, failure="fail_closed")
+        obligations.ledger.close()
+
+        result = asyncio.run(call(app))
+
+        assert 503 == result["status"]
+        assert "evidence_unavailable" == json.loads(result["body"])["error"]["code"]
+
+    def test_fail_open_spools_and_replays(self, obligations, tmp_path: Path) -> None:
+        app = ObligationsMiddleware(json_app(COMPLETION), obligations=obligations)
+        ledger = obligations.ledger
+        ledger._queue_size = 0  # Nothing fits: every submit raises LedgerFull.
+
+        result = asyncio.run(call(app))
+        assert 200 == result["status"]
+        obligations.spool._queue.put(None)
+        obligations.spool._thread.join(5)
+        assert obligations.spool.path.exists()
+        assert b"CANARY" not in obligations.spool.path.read_bytes()
+        ledger._queue_size = 65536
+
+        assert 1 == obligations.spool.replay()
+        (record,) = records(obligations)
+        assert ("LedgerFull", result["headers"]["ai-interaction-id"]) == (record["spooled"], record["interaction_id"])
+
+    @pytest.mark.parametrize("body", [b"{not json", b"\xff\xfe\x00garbage", b"x" * (3 << 20), b""])
+    def test_hostile_request_bodies_pass_through(self, obligations, body) -> None:
+        app = ObligationsMiddleware(json_app(COMPLETION), obligations=obligations)
+
+        result = asyncio.run(call(app, body=body, headers=[]))
+
+        assert 200 == result["status"]
+        (record,) = records(obligations)
+        assert len(body) == record["request_bytes"]
+        assert record["personal"]["truncated"] == (len(body) > (1 << 20))
+
+    def test_other_scopes_pass_through(self, obligations) -> None:
+        seen = []
+
+        async def app(scope, receive, send):
+            seen.append(scope["type"])
+
+        wrapped = ObligationsMiddleware(app, obligations=obligations)
+        for kind in ("websocket", "lifespan"):
+            asyncio.run(wrapped({"type": kind, "path": "/v1/chat/completions"}, None, None))
+
+        assert ["websocket", "lifespan"] == seen
+
+
+class TestEndpoints:
+    def test_transparency_document_page_checkpoint_and_security_txt(self, obligations) -> None:
+        app = ObligationsMiddleware(json_app({}), obligations=obligations)
+        obligations.ledger.append({"kind": "log"})
+
+        document = asyncio.run(call(app, "/.well-known/ai-transparency", method="GET"))
+        page_en = asyncio.run(call(app, "/ai/transparency", method="GET", query=b"lang=en"))
+        page_zh = asyncio.run(call(app, "/ai/transparency", method="GET",
+                                   headers=[(b"accept-language", b"zh-CN,zh;q=0.9")]))
+        checkpoint = asyncio.run(call(app, "/ai/checkpoint", method="GET"))
+        security = asyncio.run(call(app, "/.well-known/security.txt", method="GET"))
+        refused = asyncio.run(call(app, "/ai/transparency", method="POST"))
+
+        assert obligations.ledger.signer.verifier_key == json.loads(document["body"])["ledger"]["verifier_key"]
+        assert b'lang="en"' in page_en["body"] and b'lang="zh' in page_zh["body"]
+        assert checkpoint["body"].decode() == obligations.ledger.checkpoint
+        assert b"Contact: " in security["body"] and b"Expires: " in security["body"]
+        assert 405 == refused["status"]
+
+
+class TestConcurrency:
+    def test_a_thousand_concurrent_streams_are_each_recorded_once(self, obligations) -> None:
+        async def app(scope, receive, send):
+            request = await receive()
+            marker = request["body"]
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"content-type", b"text/event-stream")]})
+            for _ in range(3):
+                await asyncio.sleep(0)
+                await send({"type": "http.response.body", "body": b"data: " + marker + b"\n\n", "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+
+        wrapped = ObligationsMiddleware(app, obligations=obligations)
+
+        async def main() -> list[dict[str, Any]]:
+            return await asyncio.gather(*(
+                call(wrapped, body=b"req-%d" % i, headers=[(b"authorization", b"Bearer k%d" % i)])
+                for i in range(1000)))
+
+        results = asyncio.run(main())
+
+        found = records(obligations)
+        assert 1000 == len(found)
+        by_id = {r["interaction_id"]: r for r in found}
+        assert 1000 == len(by_id)
+        for i, result in enumerate(results):
+            record = by_id[result["headers"]["ai-interaction-id"]]
+            assert b"req-%d" % i in result["body"]
+            assert record["personal"]["request"]["text"] == f"req-{i}"
+            assert f"req-{i}" in record["personal"]["response"]["text"]
+        assert 1000 == len({r["subject"] for r in found})
