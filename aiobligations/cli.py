@@ -110,6 +110,25 @@ def init(folder: Path, force: bool, origin: str | None, config: Path | None) -> 
 
 
 @main.command()
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535),
+              help="The port to serve on (0 picks a free one).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="The address to serve on.")
+@_config_option
+def demo(port: int, host: str, config: Path | None) -> None:
+    """Serve the demo AI service, wrapped, creating a config and keys here if there are none.
+
+    OpenAI-compatible: point the official openai client at http://HOST:PORT/v1. Ctrl-C or SIGTERM
+    flushes the ledger and exits.
+    """
+    from .demo import run_demo  # Imported here: it needs the server extra (starlette, uvicorn).
+
+    try:
+        run_demo(config=config or Path(DEFAULT_CONFIG), port=port, host=host)
+    except ObligationError as exc:
+        _fail(str(exc))
+
+
+@main.command()
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--key", default=None, help="The verifier key to trust: name+id+key, or a file holding it.")
 @click.option(

@@ -1,0 +1,367 @@
+"""The demo service: the official ``openai`` client against a real uvicorn, and its error paths."""
+
+from __future__ import annotations
+
+import base64
+import queue
+import signal
+import struct
+import subprocess
+import sys
+import threading
+import time
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+import uvicorn
+
+from aiobligations.demo import ToyChatModel, ToyImageModel, build_app, wrap
+from aiobligations.demo.app import MAX_BODY_BYTES
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+STREAM_DELAY = 0.03
+MESSAGES = [
+    {"role": "system", "content": "You are terse."},
+    {"role": "user", "content": "Please summarise the obligations a provider of an AI service has under the law."},
+]
+
+
+def png_chunks(png: bytes) -> list[tuple[bytes, bytes]]:
+    """Split a PNG into (type, data) chunks, checking the signature and every CRC."""
+    assert PNG_SIGNATURE == png[:8]
+    chunks, pos = [], 8
+    while pos < len(png):
+        (length,) = struct.unpack(">I", png[pos : pos + 4])
+        kind, data = png[pos + 4 : pos + 8], png[pos + 8 : pos + 8 + length]
+        (crc,) = struct.unpack(">I", png[pos + 8 + length : pos + 12 + length])
+        assert zlib.crc32(kind + data) == crc, f"bad CRC in {kind!r}"
+        chunks.append((kind, data))
+        pos += 12 + length
+    assert len(png) == pos
+    return chunks
+
+
+class _Server(uvicorn.Server):
+    """A uvicorn server that sets an event once it listens."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.ready = threading.Event()
+
+    async def startup(self, sockets: Any = None) -> None:
+        await super().startup(sockets=sockets)
+        self.ready.set()
+
+
+@pytest.fixture(scope="module", name="base_url")
+def fixture_base_url() -> Iterator[str]:
+    """The unwrapped demo app, served by a real uvicorn on a free loopback port."""
+    app = build_app(stream_delay=STREAM_DELAY)
+    server = _Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on", ws="none"))
+    thread = threading.Thread(target=server.run, name="demo-uvicorn", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.ready.wait(0.05):
+        if not thread.is_alive() or time.monotonic() > deadline:
+            pytest.fail("the demo server did not start")
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        assert not thread.is_alive(), "the demo server did not stop"
+
+
+@pytest.fixture(name="client")
+def fixture_client(base_url: str) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=f"{base_url}/v1", api_key="demo", max_retries=0, timeout=10) as client:
+        yield client
+
+
+@pytest.fixture(name="http")
+def fixture_http(base_url: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=base_url, timeout=10) as http:
+        yield http
+
+
+class TestToyModels:
+    def test_chat_model_is_deterministic_and_short(self) -> None:
+        """The same messages give the same reply, in the script of the question, under 60 tokens."""
+        model = ToyChatModel()
+        for text in ("Hello there", "你好", "What is the capital of France?", "请总结这一段很长的中文文本。" * 20):
+            messages = [{"role": "user", "content": text}]
+            reply = model.complete(messages)
+            assert model.complete(messages) == reply
+            assert 0 < model.count_tokens(reply) < 60
+            assert "".join(model.tokens(reply)) == reply
+        assert model.complete([{"role": "user", "content": "你好"}]).startswith("你好")
+        assert model.complete([{"role": "user", "content": "hi!"}]).startswith("Hello")
+
+    def test_tokens_split_words_and_cjk_characters(self) -> None:
+        """Words are tokens with their leading space; each CJK character is one token."""
+        assert ["Hi", ",", " world", "!", " 你", "好", "。"] == ToyChatModel().tokens("Hi, world! 你好。")
+
+    def test_png_decodes_with_zlib(self) -> None:
+        """IDAT inflates to one filter byte plus three bytes per pixel for every row."""
+        png = ToyImageModel().generate("a lighthouse at dusk", "512x512")
+        chunks = dict(png_chunks(png))
+        width, height, depth, colour, _, _, _ = struct.unpack(">IIBBBBB", chunks[b"IHDR"])
+        raw = zlib.decompress(chunks[b"IDAT"])
+        assert (512, 512, 8, 2) == (width, height, depth, colour)
+        assert height * (1 + width * 3) == len(raw)
+        assert {0} == {raw[y * (1 + width * 3)] for y in range(height)}
+        assert b"" == chunks[b"IEND"]
+
+    def test_image_model_refuses_other_sizes(self) -> None:
+        """Only OpenAI's square sizes are accepted."""
+        with pytest.raises(ValueError, match="size must be one of"):
+            ToyImageModel().generate("x", "300x300")
+
+
+class TestOpenAIClient:
+    def test_models_list(self, client: openai.OpenAI) -> None:
+        """Both toy models are listed and retrievable."""
+        assert {"toy-1", "toy-image-1"} == {model.id for model in client.models.list()}
+        assert "toy-1" == client.models.retrieve("toy-1").id
+
+    def test_chat_completion(self, client: openai.OpenAI) -> None:
+        """A non-streamed completion carries the toy model's reply and consistent usage."""
+        completion = client.chat.completions.create(model="toy-1", messages=MESSAGES)
+        expected = ToyChatModel().complete(MESSAGES)
+
+        assert expected == completion.choices[0].message.content
+        assert "assistant" == completion.choices[0].message.role
+        assert "stop" == completion.choices[0].finish_reason
+        assert completion.id.startswith("chatcmpl-")
+        assert ToyChatModel().usage(MESSAGES, expected) == completion.usage.model_dump(
+            include={"prompt_tokens", "completion_tokens", "total_tokens"}
+        )
+
+    def test_chat_stream_is_incremental(self, client: openai.OpenAI) -> None:
+        """Deltas concatenate to the non-streamed reply, and the first token arrives long before the end."""
+        started = time.monotonic()
+        first = None
+        deltas, finish = [], []
+        for chunk in client.chat.completions.create(model="toy-1", messages=MESSAGES, stream=True):
+            if first is None and chunk.choices and chunk.choices[0].delta.content:
+                first = time.monotonic() - started
+            assert "chat.completion.chunk" == chunk.object
+            assert chunk.usage is None
+            deltas.append(chunk.choices[0].delta.content or "")
+            finish.append(chunk.choices[0].finish_reason)
+        total = time.monotonic() - started
+        content = "".join(deltas)
+
+        assert ToyChatModel().complete(MESSAGES) == content
+        assert len(deltas) >= 3
+        assert ["stop"] == [f for f in finish if f]
+        # The reply has n tokens sent STREAM_DELAY apart: a buffered body would arrive all at once.
+        generation = (ToyChatModel().count_tokens(content) - 1) * STREAM_DELAY
+        assert total >= generation
+        assert first is not None and first < total / 2
+
+    def test_chat_stream_with_usage(self, client: openai.OpenAI) -> None:
+        """include_usage adds a last chunk with no choices and the usage."""
+        chunks = list(
+            client.chat.completions.create(
+                model="toy-1", messages=MESSAGES, stream=True, stream_options={"include_usage": True}
+            )
+        )
+        content = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+
+        assert [] == chunks[-1].choices
+        assert ToyChatModel().usage(MESSAGES, content)["total_tokens"] == chunks[-1].usage.total_tokens
+        assert all(c.usage is None for c in chunks[:-1])
+
+    def test_image_generation(self, client: openai.OpenAI) -> None:
+        """b64_json decodes to a valid PNG of the requested size, the same for the same prompt."""
+        result = client.images.generate(model="toy-image-1", prompt="a red fox in the snow", size="512x512", n=2)
+        again = client.images.generate(prompt="a red fox in the snow", size="512x512")
+        first, second = (base64.b64decode(image.b64_json) for image in result.data)
+
+        assert first == base64.b64decode(again.data[0].b64_json)
+        assert first == ToyImageModel().generate("a red fox in the snow", "512x512")
+        assert first != second
+        chunks = png_chunks(first)
+        assert b"IHDR" == chunks[0][0]
+        assert (512, 512) == struct.unpack(">II", chunks[0][1][:8])
+        assert "a red fox in the snow" == result.data[0].revised_prompt
+
+    def test_errors_surface_as_api_errors(self, client: openai.OpenAI) -> None:
+        """The client raises its own typed errors for the demo's 4xx responses."""
+        with pytest.raises(openai.NotFoundError):
+            client.chat.completions.create(model="gpt-nonexistent", messages=MESSAGES)
+        with pytest.raises(openai.BadRequestError, match="only b64_json"):
+            client.images.generate(prompt="x", response_format="url")
+
+
+def assert_error(response: httpx.Response, status: int, code: str) -> None:
+    assert status == response.status_code, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    body = response.json()
+    assert code == body["error"]["code"]
+    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
+
+
+class TestHTTPErrors:
+    @pytest.mark.parametrize(
+        ("path", "body", "status", "code"),
+        [
+            ("/v1/chat/completions", b"{not json", 400, "invalid_json"),
+            ("/v1/chat/completions", b"\xff\xfe", 400, "invalid_json"),
+            ("/v1/chat/completions", b"[" * 100_000 + b"]" * 100_000, 400, "invalid_json"),
+            ("/v1/chat/completions", b"[]", 400, "invalid_request"),
+            ("/v1/chat/completions", b'{"model": "toy-1", "messages": [{"role": "user", "content": "\\ud800"}]}', 400,
+             "invalid_request"),
+            ("/v1/images/generations", b'{"prompt": "\\udfff"}', 400, "invalid_request"),
+            ("/v1/chat/completions", b'{"model": "toy-1"}', 400, "invalid_request"),
+            ("/v1/chat/completions", b'{"messages": [{"role": "user", "content": "hi"}]}', 400, "invalid_request"),
+            ("/v1/chat/completions", b'{"model": 1, "messages": []}', 400, "invalid_request"),
+            ("/v1/chat/completions", b'{"model": "toy-1", "messages": "hi"}', 400, "invalid_request"),
+            ("/v1/chat/completions", b'{"model": "toy-1", "messages": [{"role": "x", "content": "hi"}]}', 400,
+             "invalid_request"),
+            ("/v1/chat/completions", b'{"model": "toy-1", "messages": [{"role": ["user"], "content": "a"}]}', 400,
+             "invalid_request"),
+            ("/v1/chat/completions", b'{"model": "toy-1", "messages": [{"role": "user", "content": [{"type": "x"}]}]}',
+             400, "invalid_request"),
+            ("/v1/chat/completions", b'{"model": "toy-1", "messages": [{"role": "user", "content": 3}]}', 400,
+             "invalid_request"),
+            ("/v1/chat/completions", b'{"model": "toy-1", "messages": [{"role": "user", "content": "a"}], '
+             b'"stream": "yes"}', 400, "invalid_request"),
+            ("/v1/chat/completions", b'{"model": "toy-1", "messages": [{"role": "user", "content": "a"}], '
+             b'"stream_options": {"include_usage": true}}', 400, "invalid_request"),
+            ("/v1/chat/completions", b'{"model": "toy-image-1", "messages": [{"role": "user", "content": "a"}]}',
+             400, "invalid_request"),
+            ("/v1/chat/completions", b'{"model": "gpt-9", "messages": [{"role": "user", "content": "a"}]}', 404,
+             "model_not_found"),
+            ("/v1/images/generations", b'{"prompt": "x", "response_format": "url"}', 400,
+             "unsupported_response_format"),
+            ("/v1/images/generations", b'{"prompt": "x", "size": "300x300"}', 400, "invalid_request"),
+            ("/v1/images/generations", b'{"prompt": "x", "n": 5}', 400, "invalid_request"),
+            ("/v1/images/generations", b'{"prompt": "x", "n": true}', 400, "invalid_request"),
+            ("/v1/images/generations", b'{"prompt": ""}', 400, "invalid_request"),
+            ("/v1/images/generations", b"{}", 400, "invalid_request"),
+            ("/v1/images/generations", b'{"prompt": "x", "model": "dall-e-9"}', 404, "model_not_found"),
+        ],
+    )
+    def test_bad_requests_are_json_errors(
+        self, http: httpx.Client, path: str, body: bytes, status: int, code: str
+    ) -> None:
+        """Malformed, mistyped or incomplete bodies get a 4xx JSON error, never a 500."""
+        response = http.post(path, content=body, headers={"content-type": "application/json"})
+        assert_error(response, status, code)
+
+    def test_oversized_body_is_413(self, http: httpx.Client) -> None:
+        """A body over 1 MiB is refused with 413, with or without a declared length."""
+        body = b" " * (MAX_BODY_BYTES + 1)
+        assert_error(http.post("/v1/chat/completions", content=body), 413, "payload_too_large")
+        chunked = http.post("/v1/chat/completions", content=iter([body[:MAX_BODY_BYTES], b"  "]))
+        assert_error(chunked, 413, "payload_too_large")
+
+    def test_wrong_method_is_405(self, http: httpx.Client) -> None:
+        """GET on a POST route is 405 with an Allow header and a JSON error."""
+        response = http.get("/v1/chat/completions")
+        assert_error(response, 405, "method_not_allowed")
+        assert "POST" in response.headers["allow"]
+
+    def test_unknown_path_is_404(self, http: httpx.Client) -> None:
+        """Unknown paths and models get JSON 404s."""
+        assert_error(http.get("/v1/nowhere"), 404, "not_found")
+        assert_error(http.get("/v1/models/gpt-9"), 404, "model_not_found")
+
+    def test_home_page(self, http: httpx.Client) -> None:
+        """The home page is UTF-8 HTML with a body the middleware can put a banner into."""
+        response = http.get("/")
+        assert 200 == response.status_code
+        assert "text/html; charset=utf-8" == response.headers["content-type"]
+        assert '<html lang="en">' in response.text
+        assert "<body>" in response.text
+        assert 'href="/ai/transparency"' in response.text
+
+    def test_max_tokens_truncates(self, http: httpx.Client) -> None:
+        """max_tokens cuts the reply and reports finish_reason "length"."""
+        response = http.post("/v1/chat/completions", json={"model": "toy-1", "messages": MESSAGES, "max_tokens": 3})
+        choice = response.json()["choices"][0]
+        assert "length" == choice["finish_reason"]
+        assert ToyChatModel().tokens(ToyChatModel().complete(MESSAGES))[:3] == ToyChatModel().tokens(
+            choice["message"]["content"]
+        )
+
+
+def test_wrap_falls_back_only_while_the_middleware_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """wrap() uses ObligationsMiddleware when importable, else returns the bare app."""
+    import types
+
+    app = build_app()
+    module = types.ModuleType("aiobligations.middleware")
+    monkeypatch.setitem(sys.modules, "aiobligations.middleware", module)
+    assert app is wrap(app, obligations=None)  # type: ignore[arg-type]
+
+    class FakeMiddleware:
+        def __init__(self, app: Any, *, obligations: Any) -> None:
+            self.app, self.obligations = app, obligations
+
+    module.ObligationsMiddleware = FakeMiddleware  # type: ignore[attr-defined]
+    wrapped = wrap(app, obligations="hub")  # type: ignore[arg-type]
+    assert isinstance(wrapped, FakeMiddleware)
+    assert (app, "hub") == (wrapped.app, wrapped.obligations)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_run_demo_creates_a_profile_serves_wrapped_and_stops_cleanly(tmp_path: Path, signum: int) -> None:
+    """run_demo writes a profile when missing, serves the wrapped app, and on a signal flushes and exits 0."""
+    config = tmp_path / "site" / "aiobligations.toml"
+    code = (
+        "from pathlib import Path; from aiobligations.demo import run_demo; "
+        f"run_demo(config=Path({str(config)!r}), port=0)"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def read() -> None:
+        for line in process.stderr:
+            lines.put(line)
+        lines.put(None)  # The process closed stderr: it has exited.
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    seen: list[str] = []
+    try:
+        deadline = time.monotonic() + 15
+        url = None
+        while url is None:
+            try:
+                line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                line = None
+            if line is None:
+                pytest.fail("run_demo did not announce its address:\n" + "".join(seen))
+            seen.append(line)
+            if "transparency page:" in line:
+                url = line.split("transparency page: ")[1].strip().removesuffix("/ai/transparency")
+        reply = httpx.post(f"{url}/v1/chat/completions", json={"model": "toy-1", "messages": MESSAGES}, timeout=10)
+        assert 200 == reply.status_code
+        assert "ai-interaction-id" in reply.headers, "the demo is not wrapped by ObligationsMiddleware"
+        process.send_signal(signum)
+        assert 0 == process.wait(timeout=15)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        reader.join(5)
+        process.stderr.close()
+    while not lines.empty():
+        seen.append(lines.get() or "")
+    output = "".join(seen)
+    assert "wrote a development profile" in output
+    assert "ledger flushed and closed" in output
+    assert config.exists() and (config.parent / "keys" / "ledger.key").exists()
+    assert (config.parent / "ledger.db").exists()
