@@ -63,20 +63,19 @@ def test_every_docs_page_has_a_runnable_example(page: Path, tmp_path: Path, monk
 
 
 def test_readme_integration_runs(tmp_path: Path, monkeypatch) -> None:
+    from starlette.applications import Starlette
+    from starlette.testclient import TestClient
+
     init_project(tmp_path)
     monkeypatch.chdir(tmp_path)
     (block,) = python_blocks(ROOT / "README.md")
-    namespace: dict = {}
+    namespace: dict = {"app": Starlette()}
     try:
         exec(compile(block, "README.md", "exec"), namespace)
         assert 1 == namespace["obligations"].ledger.flush()
+        with TestClient(namespace["app"]) as client:
+            assert "AI-Disclosure" in client.post("/v1/chat/completions", json={}).headers
     finally:
-        import logging
-
-        root = logging.getLogger()
-        for handler in list(root.handlers):
-            if type(handler).__name__ == "LedgerHandler":
-                root.removeHandler(handler)
         namespace["obligations"].close()
 
 
