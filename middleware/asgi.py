@@ -26,7 +26,7 @@ from aiobligations.interaction import interaction_scope, uuid7
 from aiobligations.ledger.records import format_ts
 from aiobligations.obligations import Obligations
 
-from .capture import BodyCapture, body_text, json_fields
+from .capture import BodyCapture, body_text, find_string_field, find_true, find_usage
 from .policy import Route, RoutePolicy
 
 __all__ = ["ObligationsMiddleware"]
@@ -373,12 +373,12 @@ class ObligationsMiddleware:
             if "error" in state:
                 record["error"] = state["error"]
             request = request_body.value()
-            fields = json_fields(request, ("model", "stream"))
-            if isinstance(fields.get("model"), str):
-                record["model"] = fields["model"][:200]
-            if fields.get("stream") is True:
+            model = find_string_field(request, b"model")
+            if model:
+                record["model"] = model[:200]
+            if find_true(request, b"stream"):
                 record["stream"] = True
-            usage = _usage(response_body.value())
+            usage = find_usage(response_body.value())
             if usage:
                 record["usage"] = usage
             annotate_span({"gen_ai.request.model": record.get("model"),
@@ -398,27 +398,6 @@ class ObligationsMiddleware:
         except Exception as exc:  # pragma: no cover - evidence must never break the response.
             log.error("interaction_record_failed", error=f"{type(exc).__name__}: {exc}",
                       interaction_id=interaction_id)
-
-
-def _usage(body: bytes) -> dict[str, int]:
-    """Token usage from an OpenAI-compatible response: a JSON object or the tail of a stream."""
-    if not body:
-        return {}
-    found = json_fields(body, ("usage",)).get("usage")
-    if found is None and b'"usage"' in body[-4096:]:
-        for line in reversed(body[-8192:].split(b"\n")):
-            if line.startswith(b"data:") and b'"usage"' in line:
-                found = json_fields(line[5:].strip(), ("usage",)).get("usage")
-                if found:
-                    break
-    if not isinstance(found, dict):
-        return {}
-    usage = {}
-    for ours, theirs in (("input_tokens", "prompt_tokens"), ("output_tokens", "completion_tokens")):
-        value = found.get(theirs, found.get(ours))
-        if isinstance(value, int):
-            usage[ours] = value
-    return usage
 
 
 def _is_disconnect(exc: BaseException) -> bool:

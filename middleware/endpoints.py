@@ -80,6 +80,7 @@ class Endpoints:
         self._header_prefix = header.encode()
         self._date_separator = b"; " if settings.header_form == ";" else b", "
         self.meta_tag = meta_tag(settings.mode).encode()
+        self._json_notice = {flag: self._json_notice_parts(flag) for flag in (False, True)}
         self._routes = {
             TRANSPARENCY_JSON: self._transparency_json,
             SECURITY_TXT: self._security_txt,
@@ -98,14 +99,21 @@ class Endpoints:
 
     def json_notice(self, interaction_id: str, first_contact: bool) -> bytes:
         """The ``ai_disclosure`` member inserted into JSON responses."""
+        head, tail = self._json_notice[first_contact]
+        return head + interaction_id.encode() + tail
+
+    def _json_notice_parts(self, first_contact: bool) -> tuple[bytes, bytes]:
+        # Rendered once: per response only the interaction id (a UUID, nothing to escape) changes.
         notice: dict[str, Any] = {
             "notice": self.short_notice,
-            "interaction_id": interaction_id,
+            "interaction_id": "\x00",
             "transparency": TRANSPARENCY_JSON,
         }
         if first_contact:
             notice["first_contact_notice"] = self.first_contact_notice
-        return json.dumps(notice, ensure_ascii=False, separators=(",", ":")).encode()
+        text = json.dumps(notice, ensure_ascii=False, separators=(",", ":")).encode()
+        head, tail = text.split(b"\\u0000")
+        return head, tail
 
     def banner(self, interaction_id: str, first_contact: bool) -> bytes:
         """The HTML banner, as ASCII with character references so it fits any page charset."""

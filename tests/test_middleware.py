@@ -358,3 +358,27 @@ class TestConcurrency:
             assert record["personal"]["request"]["text"] == f"req-{i}"
             assert f"req-{i}" in record["personal"]["response"]["text"]
         assert 1000 == len({r["subject"] for r in found})
+
+
+class TestExtraction:
+    """Model, stream flag and usage are read from bodies without parsing them whole."""
+
+    def test_model_after_long_messages_and_escaped_lookalikes(self) -> None:
+        from aiobligations.middleware.capture import find_string_field, find_true
+
+        body = b'{"messages":[{"content":"say \\"model\\": \\"fake\\""}],"model":"toy-\\u4e00","stream": true}'
+
+        assert "toy-\u4e00" == find_string_field(body, b"model")
+        assert find_true(body, b"stream")
+        assert find_string_field(b'{"model": 3}', b"model") is None
+        assert not find_true(b'{"stream":false}', b"stream")
+
+    def test_usage_from_objects_and_streams(self) -> None:
+        from aiobligations.middleware.capture import find_usage
+
+        nested = b'{"usage":{"prompt_tokens":3,"completion_tokens":2,"prompt_tokens_details":{"cached_tokens":0}}}'
+        stream = b'data: {"usage":{"prompt_tokens":1}}\n\ndata: {"usage": {"prompt_tokens":4,"completion_tokens":9}}\n\n'
+
+        assert {"input_tokens": 3, "output_tokens": 2} == find_usage(nested)
+        assert {"input_tokens": 4, "output_tokens": 9} == find_usage(stream)
+        assert {} == find_usage(b'{"usage":null}') == find_usage(b"") == find_usage(b'{"usage":{"prompt_tokens":"x"}}')
