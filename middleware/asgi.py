@@ -48,6 +48,7 @@ _SHARED: dict[str, Obligations] = {}
 _BODY_TAG = re.compile(rb"<body\b[^>]*>", re.I)
 _HEAD_TAG = re.compile(rb"<head\b[^>]*>", re.I)
 _FAILURE_POLICIES = ("fail_open", "fail_closed")
+_HTML_LOOKAHEAD = 64 << 10
 
 
 def _default_obligations() -> Obligations:
@@ -194,8 +195,7 @@ class ObligationsMiddleware:
             mode = state["mode"]
             if held:
                 held.append(body)
-                size = sum(len(b) for b in held[1:])
-                if more and size <= self._buffer_limit:
+                if more and not self._ready(held, mode):
                     return
                 await self._release_held(held, more, interaction_id, first_contact, state, response_body, send)
                 held.clear()
@@ -220,22 +220,40 @@ class ObligationsMiddleware:
             self._record(route, scope, interaction_id, subject, first_contact, started, clock, state,
                          request_body, response_body)
 
+    def _ready(self, held: list[Any], mode: int) -> bool:
+        """Whether a body still arriving should be let go now.
+
+        A JSON notice needs the whole object, so JSON is held up to ``buffer_limit``. A streamed
+        HTML page is held only until its ``<body>`` tag has passed (or 64 KiB without one): the
+        banner goes in, and the rest streams on.
+        """
+        size = sum(len(chunk) for chunk in held[1:])
+        if mode == _HTML:
+            return size > _HTML_LOOKAHEAD or _BODY_TAG.search(b"".join(held[1:])) is not None
+        return size > self._buffer_limit
+
     async def _release_held(self, held: list[Any], more: bool, interaction_id: str, first_contact: bool,
                             state: dict[str, Any], response_body: BodyCapture, send: Send) -> None:
-        """Send a held start and body: with the notice inserted when the body is complete."""
+        """Send a held start and body, with the notice inserted where it can be.
+
+        A complete body gets its ``Content-Length`` fixed. An HTML page still streaming loses its
+        ``Content-Length`` (the server then chunks it). A JSON body that outgrew ``buffer_limit`` goes
+        on unchanged.
+        """
         start, chunks = held[0], held[1:]
         body = b"".join(chunks)
-        if not more:
-            if state["mode"] == _JSON:
-                body, inserted = self._json_notice(body, interaction_id, first_contact)
-                state["body_notice"] = "json-field" if inserted else "none"
-            else:
-                body, inserted = self._html_notice(body, interaction_id, first_contact)
-                state["body_notice"] = "html-banner" if inserted else "none"
+        inserted = False
+        if state["mode"] == _JSON and not more:
+            body, inserted = self._json_notice(body, interaction_id, first_contact)
+            state["body_notice"] = "json-field" if inserted else "none"
+        elif state["mode"] == _HTML:
+            body, inserted = self._html_notice(body, interaction_id, first_contact)
+            state["body_notice"] = "html-banner" if inserted else "none"
+        if inserted:
             headers = [(k, v) for k, v in start["headers"] if k.lower() != b"content-length"]
-            headers.append((b"content-length", str(len(body)).encode()))
+            if not more:
+                headers.append((b"content-length", str(len(body)).encode()))
             start = {**start, "headers": headers}
-        # Otherwise the body outgrew buffer_limit: it goes on unchanged, as it came.
         response_body.add(body)
         await send(start)
         await send({"type": "http.response.body", "body": body, "more_body": more})

@@ -382,3 +382,38 @@ class TestExtraction:
         assert {"input_tokens": 3, "output_tokens": 2} == find_usage(nested)
         assert {"input_tokens": 4, "output_tokens": 9} == find_usage(stream)
         assert {} == find_usage(b'{"usage":null}') == find_usage(b"") == find_usage(b'{"usage":{"prompt_tokens":"x"}}')
+
+
+def test_streamed_html_is_held_only_until_its_body_tag(obligations) -> None:
+    parts = [b"<html><head></head>", b"<body><p>first</p>", b"<p>second</p>", b"</body></html>"]
+    seen_before_third: list[int] = []
+
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/html")]})
+        for i, part in enumerate(parts):
+            if i == 2:
+                seen_before_third.append(len(sent_bodies))
+            await send({"type": "http.response.body", "body": part, "more_body": i < len(parts) - 1})
+
+    sent_bodies: list[bytes] = []
+    policy = RoutePolicy([Route("/page", methods=frozenset({"GET"}))])
+    wrapped = ObligationsMiddleware(app, obligations=obligations, policy=policy)
+
+    async def send(message):
+        if message["type"] == "http.response.body":
+            sent_bodies.append(message["body"])
+        else:
+            headers.update({k: v for k, v in message["headers"]})
+
+    headers: dict[bytes, bytes] = {}
+
+    async def receive():
+        return {"type": "http.request", "body": b""}
+
+    asyncio.run(wrapped({"type": "http", "method": "GET", "path": "/page", "headers": [], "scheme": "http",
+                         "query_string": b""}, receive, send))
+
+    assert [1] == seen_before_third  # The page started flowing before the app produced the rest.
+    html = b"".join(sent_bodies).decode()
+    assert html.index("<body>") < html.index("<aside") < html.index("<p>first</p>")
+    assert b"content-length" not in headers
