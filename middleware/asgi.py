@@ -9,6 +9,7 @@ one ``interaction`` record handed to ``ledger.submit``: the event loop never wai
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import os
 import re
@@ -52,10 +53,14 @@ _HTML_LOOKAHEAD = 64 << 10
 
 
 def _default_obligations() -> Obligations:
-    """One hub per process for middleware built without arguments (vLLM ``--middleware``)."""
+    """One hub per process for middleware built without arguments (vLLM ``--middleware``).
+
+    Nobody else holds this hub, so it is closed (the ledger flushed) when the process exits.
+    """
     path = os.environ.get(CONFIG_ENV, "aiobligations.toml")
     if path not in _SHARED:
-        _SHARED[path] = Obligations.from_file(path)
+        hub = _SHARED[path] = Obligations.from_file(path)
+        atexit.register(hub.close)
     return _SHARED[path]
 
 
@@ -154,7 +159,7 @@ class ObligationsMiddleware:
         request_body = BodyCapture(self._capture_limit if route.capture else 0)
         response_body = BodyCapture(self._capture_limit if route.capture else 0)
         state: dict[str, Any] = {"status": None, "first_byte": None, "outcome": "completed", "mode": _PASS,
-                                 "body_notice": "none"}
+                                 "body_notice": "none", "done": False}
         held: list[Any] = []  # [start message, body chunks...] while a JSON/HTML body is held.
 
         async def observe_receive() -> Message:
@@ -162,7 +167,9 @@ class ObligationsMiddleware:
             kind = message["type"]
             if kind == "http.request":
                 request_body.add(message.get("body", b""))
-            elif kind == "http.disconnect":
+            elif kind == "http.disconnect" and not state["done"]:
+                # Servers also send http.disconnect once a response is complete (uvicorn does, to
+                # a streaming response still listening): only before that is it the client leaving.
                 state["outcome"] = "disconnected"
             return message
 
@@ -190,6 +197,8 @@ class ObligationsMiddleware:
                 return
             body = message.get("body", b"")
             more = message.get("more_body", False)
+            if not more:
+                state["done"] = True
             if state["first_byte"] is None and body:
                 state["first_byte"] = time.perf_counter()
             mode = state["mode"]

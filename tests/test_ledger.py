@@ -384,3 +384,15 @@ class TestBundles:
         assert ("aiobligations-bundle/1", 0, 5) == (manifest["format"], manifest["start"], manifest["end"])
         assert CANARY.encode() not in (folder / "records.jsonl").read_bytes()
         assert base64.b64decode(json.loads(lines[0])["sealed"])
+
+
+def test_a_second_writer_is_refused_while_the_first_is_open(make_ledger, tmp_path: Path) -> None:
+    from aiobligations.errors import LedgerError
+
+    first = make_ledger()
+    first.append({"kind": "log"})
+
+    with pytest.raises(LedgerError, match="already open for writing by process"):
+        make_ledger()
+    first.close()
+    assert 1 == make_ledger().size  # Closing released the lock.

@@ -17,13 +17,14 @@ What a store keeps:
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import IO, Protocol
 
 from ..errors import LedgerError, UnusableInput
 
@@ -224,6 +225,7 @@ class SQLiteStore:
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
+        self._lock_handle: IO[str] | None = None
         self._closed = False
 
     def __repr__(self) -> str:
@@ -263,12 +265,44 @@ class SQLiteStore:
                 self._readers.append(conn)
         return conn
 
+    def _lock(self) -> None:
+        """Take the ledger's writer lock: two writers would both assign the same indices.
+
+        The lock is an advisory ``flock`` on ``<database>.lock``; the kernel releases it when the
+        process dies, so a crash never leaves a stale lock.
+        """
+        path = self.path.with_name(self.path.name + ".lock")
+        try:
+            handle = open(path, "a+")  # noqa: SIM115 - held open until close().
+        except OSError as exc:
+            raise UnusableInput(f"{path}: cannot create the ledger's lock file ({exc.strerror})") from None
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise LedgerError(
+                f"{self.path} is already open for writing by {holder}; a ledger has one writer. "
+                "With several worker processes, give each its own ledger, or run one process"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"process {os.getpid()}\n")
+        handle.flush()
+        self._lock_handle = handle
+
     def open(self) -> StoreState:
         """Open (creating the schema if new) and return the persisted state.
 
         Raises:
             UnusableInput: the file is not an aiobligations ledger or cannot be opened.
+            LedgerError: another process has the ledger open for writing.
         """
+        if not self._readonly:
+            if not self._create and not self.path.exists():
+                raise UnusableInput(f"{self.path}: no such ledger database")
+            self._lock()
         self._writer = conn = self._connect(write=True)
         try:
             app_id = conn.execute("PRAGMA application_id").fetchone()[0]
@@ -469,3 +503,6 @@ class SQLiteStore:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+        if self._lock_handle is not None:
+            self._lock_handle.close()  # Closing the file releases the lock.
+            self._lock_handle = None
