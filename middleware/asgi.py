@@ -180,6 +180,8 @@ class ObligationsMiddleware:
                 headers = list(message.get("headers", ()))
                 mode = self._body_mode(route, scope["method"], message["status"], headers)
                 state["mode"] = mode
+                if mode == _HTML:
+                    state["lang"] = self.endpoints.language(scope)
                 if route.disclose:
                     headers.extend(self._disclosure_headers(interaction_id))
                 if new_cookie is not None:
@@ -256,7 +258,7 @@ class ObligationsMiddleware:
             body, inserted = self._json_notice(body, interaction_id, first_contact)
             state["body_notice"] = "json-field" if inserted else "none"
         elif state["mode"] == _HTML:
-            body, inserted = self._html_notice(body, interaction_id, first_contact)
+            body, inserted = self._html_notice(body, interaction_id, first_contact, state["lang"])
             state["body_notice"] = "html-banner" if inserted else "none"
         if inserted:
             headers = [(k, v) for k, v in start["headers"] if k.lower() != b"content-length"]
@@ -310,11 +312,11 @@ class ObligationsMiddleware:
         separator = b"," if inner else b""
         return stripped[:-1].rstrip() + separator + b'"ai_disclosure":' + notice + b"}", True
 
-    def _html_notice(self, body: bytes, interaction_id: str, first_contact: bool) -> tuple[bytes, bool]:
+    def _html_notice(self, body: bytes, interaction_id: str, first_contact: bool, lang: str) -> tuple[bytes, bool]:
         match = _BODY_TAG.search(body)
         if match is None:
             return body, False
-        banner = self.endpoints.banner(interaction_id, first_contact)
+        banner = self.endpoints.banner(interaction_id, first_contact, lang)
         body = body[: match.end()] + banner + body[match.end():]
         head = _HEAD_TAG.search(body)
         if head is not None:

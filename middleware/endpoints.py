@@ -115,11 +115,18 @@ class Endpoints:
         head, tail = text.split(b"\\u0000")
         return head, tail
 
-    def banner(self, interaction_id: str, first_contact: bool) -> bytes:
+    def language(self, scope: Scope) -> str:
+        """The language a person asked for (``Accept-Language``), else the profile's."""
+        for key, value in scope.get("headers", ()):
+            if key == b"accept-language":
+                return negotiate_language(value.decode("latin-1"), None, self.disclosure.language)
+        return self.disclosure.language
+
+    def banner(self, interaction_id: str, first_contact: bool, lang: str | None = None) -> bytes:
         """The HTML banner, as ASCII with character references so it fits any page charset."""
         html = banner_html(
             self.disclosure,
-            self.disclosure.language,
+            lang or self.disclosure.language,
             transparency_url=self.transparency_url,
             interaction_id=interaction_id,
             first_contact=first_contact,
