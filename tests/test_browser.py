@@ -246,8 +246,12 @@ def test_ai_page_shows_the_banner(chromium: str, service: Service, profile: Path
     assert style is not None and not re.search(r"display:\s*none|visibility:\s*hidden", style[1])
     banner_text = visible_text(aside + "</aside>")
     endpoints = service.middleware.endpoints
-    # Chromium's first visit has no cookie: the person gets the first-contact notice.
-    assert endpoints.first_contact_notice in banner_text
+    # Chromium's first visit has no cookie: the person gets the first-contact notice, in the
+    # language the browser asks for (headless Chromium sends Accept-Language: en-US).
+    from aiobligations.disclosure import first_contact_notice
+
+    expected = first_contact_notice(endpoints.disclosure, "en", transparency_url=endpoints.transparency_url)
+    assert expected in banner_text
     assert '<a href="/ai/transparency"' in aside
     interaction_id = re.search(r"<code>([0-9a-f-]{36})</code>", aside)
     assert interaction_id is not None
