@@ -2,7 +2,7 @@
 
 Run it from the repository root::
 
-    .venv/bin/python benchmarks/middleware.py            # full run (about 3 minutes on 2 cores)
+    .venv/bin/python benchmarks/middleware.py            # full run (about 2.5 minutes on 2 cores)
     .venv/bin/python benchmarks/middleware.py --quick    # smoke run (under a minute)
 
 The JSON object goes to stdout; progress goes to stderr. Every file (ledgers, keys, the server
@@ -1134,7 +1134,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     parser.add_argument("--rounds", type=int, help="in-process rounds (default 20; quick 4)")
     parser.add_argument("--block", type=int, help="in-process requests per variant per round (default 2000; quick 500)")
-    parser.add_argument("--runs", type=int, help="uvicorn runs of each server (default 3; quick 1)")
+    parser.add_argument("--runs", type=int, help="uvicorn runs of each server (default 5; quick 1)")
     parser.add_argument("--duration", type=float, help="seconds per uvicorn run (default 6; quick 2)")
     parser.add_argument("--connections", type=int, default=64, help="load generator connections (default 64)")
     parser.add_argument("--ttfb-requests", type=int, help="streamed requests to each server (default 100; quick 20)")
@@ -1156,7 +1156,7 @@ def main(argv: list[str] | None = None) -> int:
     opts: dict[str, Any] = {
         "http": http_impl, "loop": loop_impl, "load": _load_tool(args.load),
         "connections": args.connections,
-        "runs": max(1, args.runs or (1 if quick else 3)),
+        "runs": max(1, args.runs or (1 if quick else 5)),
         "duration": args.duration or (2.0 if quick else 6.0),
         "server_cpu": usable[0] if pin else None,
         "client_cpu": usable[1] if pin else None,
