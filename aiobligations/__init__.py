@@ -2,6 +2,7 @@
 
 from .errors import (
     ConfigurationError,
+    LabelError,
     LedgerBroken,
     LedgerClosed,
     LedgerError,
@@ -17,6 +18,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ConfigurationError",
+    "LabelError",
     "LedgerBroken",
     "LedgerClosed",
     "LedgerError",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 __all__ = [
     "ConfigurationError",
+    "LabelError",
     "LedgerBroken",
     "LedgerClosed",
     "LedgerError",
@@ -41,6 +42,10 @@ class LedgerClosed(LedgerError):
 
 class RetentionError(LedgerError):
     """Pruning would delete a record that is still inside its retention floor."""
+
+
+class LabelError(ObligationError, ValueError):
+    """A file cannot be labelled or read: malformed, truncated, hostile or of an unsupported format."""
 
 
 class UnusableInput(ObligationError):
