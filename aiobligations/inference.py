@@ -131,29 +131,48 @@ def inference(
             value = hook(interaction, value)
         return value
 
+    class Call:
+        """One call's interaction: current while the call runs, recorded when it ends."""
+
+        def __init__(self, args: tuple[Any, ...], kwargs: dict[str, Any], *, many: bool = False) -> None:
+            self.args, self.kwargs = args, kwargs
+            self.interaction = open_interaction(args, kwargs)
+            self.many = many
+            self.output: Any = [] if many else None
+
+        def __enter__(self) -> Call:
+            self._token = _current.set(self.interaction)
+            self._scope = interaction_scope(self.interaction.id)
+            self._scope.__enter__()
+            return self
+
+        def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+            self._scope.__exit__(kind, exc, tb)
+            _current.reset(self._token)
+            if kind is None:
+                outcome, error = "completed", None
+            elif issubclass(kind, GeneratorExit):
+                outcome, error = "closed early", None
+            else:
+                outcome, error = "error", kind.__name__
+            close(self.interaction, self.args, self.kwargs, self.output, outcome, error)
+
+        def keep(self, value: Any) -> Any:
+            """Pass one output (or one yielded item) through the hooks and keep it as evidence."""
+            value = hooked(self.interaction, value)
+            if self.many:
+                self.output.append(value)
+            else:
+                self.output = value
+            return value
+
     if inspect.isasyncgenfunction(target):
 
         @functools.wraps(target)
         async def async_gen_wrapper(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
-            interaction = open_interaction(args, kwargs)
-            token = _current.set(interaction)
-            items: list[Any] = []
-            outcome, error = "completed", None
-            try:
-                with interaction_scope(interaction.id):
-                    async for item in func(*args, **kwargs):
-                        item = hooked(interaction, item)
-                        items.append(item)
-                        yield item
-            except GeneratorExit:
-                outcome = "closed early"
-                raise
-            except BaseException as exc:
-                outcome, error = "error", type(exc).__name__
-                raise
-            finally:
-                _current.reset(token)
-                close(interaction, args, kwargs, items, outcome, error)
+            with Call(args, kwargs, many=True) as call:
+                async for item in func(*args, **kwargs):
+                    yield call.keep(item)
 
         return async_gen_wrapper
 
@@ -161,25 +180,9 @@ def inference(
 
         @functools.wraps(target)
         def gen_wrapper(*args: Any, **kwargs: Any) -> Iterator[Any]:
-            interaction = open_interaction(args, kwargs)
-            items: list[Any] = []
-            outcome, error = "completed", None
-            token = _current.set(interaction)
-            try:
-                with interaction_scope(interaction.id):
-                    for item in func(*args, **kwargs):
-                        item = hooked(interaction, item)
-                        items.append(item)
-                        yield item
-            except GeneratorExit:
-                outcome = "closed early"
-                raise
-            except BaseException as exc:
-                outcome, error = "error", type(exc).__name__
-                raise
-            finally:
-                _current.reset(token)
-                close(interaction, args, kwargs, items, outcome, error)
+            with Call(args, kwargs, many=True) as call:
+                for item in func(*args, **kwargs):
+                    yield call.keep(item)
 
         return gen_wrapper
 
@@ -188,37 +191,15 @@ def inference(
         @functools.wraps(target)
         async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
             # A plain `with` around an un-awaited coroutine would close before it runs, so async
-            # functions get their own wrapper.
-            interaction = open_interaction(args, kwargs)
-            token = _current.set(interaction)
-            output, outcome, error = None, "completed", None
-            try:
-                with interaction_scope(interaction.id):
-                    output = hooked(interaction, await func(*args, **kwargs))
-                return output
-            except BaseException as exc:
-                outcome, error = "error", type(exc).__name__
-                raise
-            finally:
-                _current.reset(token)
-                close(interaction, args, kwargs, output, outcome, error)
+            # functions get their own wrapper, with the `with` inside.
+            with Call(args, kwargs) as call:
+                return call.keep(await func(*args, **kwargs))
 
         return async_wrapper
 
     @functools.wraps(target)
     def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
-        interaction = open_interaction(args, kwargs)
-        token = _current.set(interaction)
-        output, outcome, error = None, "completed", None
-        try:
-            with interaction_scope(interaction.id):
-                output = hooked(interaction, func(*args, **kwargs))
-            return output
-        except BaseException as exc:
-            outcome, error = "error", type(exc).__name__
-            raise
-        finally:
-            _current.reset(token)
-            close(interaction, args, kwargs, output, outcome, error)
+        with Call(args, kwargs) as call:
+            return call.keep(func(*args, **kwargs))
 
     return cast(F, sync_wrapper)
