@@ -14,16 +14,13 @@ import re
 import shutil
 import struct
 import subprocess
-import threading
-import time
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
-import uvicorn
+from _serve import serve
 
 from aiobligations import Obligations
 from aiobligations.demo import build_app
@@ -61,16 +58,6 @@ def fixture_chromium() -> str:
     return shutil.which("chromium") or "chromium"
 
 
-class _Server(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config) -> None:
-        super().__init__(config)
-        self.ready = threading.Event()
-
-    async def startup(self, sockets: Any = None) -> None:
-        await super().startup(sockets=sockets)
-        self.ready.set()
-
-
 @dataclass
 class Service:
     url: str
@@ -84,21 +71,11 @@ def fixture_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servic
     hub = Obligations.from_file(init_project(tmp_path_factory.mktemp("browser") / "site"))
     policy = RoutePolicy([*DEFAULT_AI_ROUTES, Route("/", methods=frozenset({"GET"}))])
     app = ObligationsMiddleware(build_app(stream_delay=0), obligations=hub, policy=policy)
-    server = _Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on", ws="none"))
-    thread = threading.Thread(target=server.run, name="browser-demo-uvicorn", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.ready.wait(0.05):
-        if not thread.is_alive() or time.monotonic() > deadline:
-            pytest.fail("the wrapped demo server did not start")
-    port = server.servers[0].sockets[0].getsockname()[1]
     try:
-        yield Service(f"http://127.0.0.1:{port}", hub, app)
+        with serve(app, "browser-demo") as url:
+            yield Service(url, hub, app)
     finally:
-        server.should_exit = True
-        thread.join(15)
         hub.close()
-        assert not thread.is_alive(), "the wrapped demo server did not stop"
 
 
 @dataclass

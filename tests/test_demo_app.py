@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
-import uvicorn
+from _serve import serve
 
 from aiobligations.demo import ToyChatModel, ToyImageModel, build_app, wrap
 from aiobligations.demo.app import MAX_BODY_BYTES
@@ -46,36 +46,12 @@ def png_chunks(png: bytes) -> list[tuple[bytes, bytes]]:
     return chunks
 
 
-class _Server(uvicorn.Server):
-    """A uvicorn server that sets an event once it listens."""
-
-    def __init__(self, config: uvicorn.Config) -> None:
-        super().__init__(config)
-        self.ready = threading.Event()
-
-    async def startup(self, sockets: Any = None) -> None:
-        await super().startup(sockets=sockets)
-        self.ready.set()
-
-
 @pytest.fixture(scope="module", name="base_url")
 def fixture_base_url() -> Iterator[str]:
     """The unwrapped demo app, served by a real uvicorn on a free loopback port."""
     app = build_app(stream_delay=STREAM_DELAY)
-    server = _Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on", ws="none"))
-    thread = threading.Thread(target=server.run, name="demo-uvicorn", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.ready.wait(0.05):
-        if not thread.is_alive() or time.monotonic() > deadline:
-            pytest.fail("the demo server did not start")
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        assert not thread.is_alive(), "the demo server did not stop"
+    with serve(app, "demo") as url:
+        yield url
 
 
 @pytest.fixture(name="client")

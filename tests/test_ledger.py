@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from aiobligations.errors import ConfigurationError, LedgerBroken, LedgerClosed, RetentionError
-from aiobligations.ledger import Ledger, MasterKey, Signer, SQLiteStore, export_bundle, verify_path
+from aiobligations.ledger import Ledger, MasterKey, Signer, export_bundle, verify_path
 from aiobligations.ledger import merkle
 from aiobligations.ledger.note import open_checkpoint
 from aiobligations.ledger.reader import checkpoint_of

@@ -20,7 +20,6 @@ from aiobligations.ledger.merkle import (
     CompactRange,
     InvalidProof,
     MemoryTree,
-    consistency_proof,
     decompose,
     inclusion_proof,
     leaf_hash,

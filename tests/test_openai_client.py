@@ -11,7 +11,6 @@ import asyncio
 import base64
 import struct
 import threading
-import time
 import uuid
 import zlib
 from collections.abc import Iterator
@@ -19,7 +18,7 @@ from typing import Any
 
 import openai
 import pytest
-import uvicorn
+from _serve import serve
 
 from aiobligations import Obligations
 from aiobligations.demo import ToyChatModel, build_app, wrap
@@ -61,18 +60,6 @@ class SubmittedRecords:
                 pytest.fail(f"no record was submitted for interaction {interaction_id}")
 
 
-class _Server(uvicorn.Server):
-    """A uvicorn server that sets an event once it listens."""
-
-    def __init__(self, config: uvicorn.Config) -> None:
-        super().__init__(config)
-        self.ready = threading.Event()
-
-    async def startup(self, sockets: Any = None) -> None:
-        await super().startup(sockets=sockets)
-        self.ready.set()
-
-
 class Service:
     def __init__(self, url: str, hub: Obligations, submitted: SubmittedRecords) -> None:
         self.url, self.hub, self.submitted = url, hub, submitted
@@ -97,21 +84,11 @@ def fixture_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servic
     hub = Obligations.from_file(init_project(tmp_path_factory.mktemp("openai") / "site"))
     submitted = SubmittedRecords(hub)
     app = wrap(build_app(stream_delay=0.005), hub)
-    server = _Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on", ws="none"))
-    thread = threading.Thread(target=server.run, name="openai-demo-uvicorn", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.ready.wait(0.05):
-        if not thread.is_alive() or time.monotonic() > deadline:
-            pytest.fail("the wrapped demo server did not start")
-    port = server.servers[0].sockets[0].getsockname()[1]
     try:
-        yield Service(f"http://127.0.0.1:{port}", hub, submitted)
+        with serve(app, "openai-demo") as url:
+            yield Service(url, hub, submitted)
     finally:
-        server.should_exit = True
-        thread.join(15)
         hub.close()
-        assert not thread.is_alive(), "the wrapped demo server did not stop"
 
 
 def call(flavour: str, service: Service, endpoint: str, **params: Any) -> tuple[Any, Any]:

@@ -46,7 +46,7 @@ from ..errors import LedgerBroken, LedgerError, UnusableInput
 from . import merkle
 from .note import BadSignature, Checkpoint, MalformedNote, NoteError, UnknownKey, Verifier
 from .reader import TreeReader, checkpoint_of
-from .records import format_ts, parse_ts
+from .records import format_ts
 from .store import NODE_STRIDE, SQLiteStore
 
 __all__ = ["BUNDLE_FORMAT", "VerifyReport", "export_bundle", "verify_bundle", "verify_database", "verify_path"]
