@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from .disclosure import TEMPLATE as DISCLOSURE_TEMPLATE
+from .labels.settings import TEMPLATE as LABELS_TEMPLATE
 from .errors import ConfigurationError
 from .ledger.crypto import MasterKey
 from .ledger.note import Signer
@@ -62,7 +63,7 @@ log = "6m"
 risk = "2y"          # Art. 41: at least two years
 assessment = "5y"    # Art. 34: at least five years
 
-""" + DISCLOSURE_TEMPLATE
+""" + DISCLOSURE_TEMPLATE + LABELS_TEMPLATE
 
 
 def write_private_files(files: dict[Path, bytes], *, force: bool = False) -> None:
@@ -156,7 +157,7 @@ def init_project(folder: str | os.PathLike[str], *, origin: str | None = None, f
         config: CONFIG_TEMPLATE.format(origin=origin).encode(),
     }
     if not force:
-        existing = [str(path) for path in files if path.exists()]
+        existing = [str(path) for path in [*files, keys / "c2pa" / "ca.pem"] if path.exists()]
         if existing:
             raise ConfigurationError(f"{', '.join(existing)} already exist (use --force to overwrite)")
     created = [p for p in (folder, keys) if not p.exists()]
@@ -165,6 +166,11 @@ def init_project(folder: str | os.PathLike[str], *, origin: str | None = None, f
         keys.mkdir(mode=0o700, exist_ok=True)
         os.chmod(keys, 0o700)
         write_private_files(files, force=True)
+        from .labels.certs import generate_dev_ca
+
+        # A local CA and a C2PA signing certificate for development (issue them properly in production).
+        (keys / "c2pa").mkdir(mode=0o700, exist_ok=True)
+        generate_dev_ca(keys / "c2pa", organisation="aiobligations development", force=True)
     except OSError as exc:
         for path in reversed(created):
             with contextlib.suppress(OSError):

@@ -6,9 +6,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .disclosure import DisclosureSettings, short_notice
+from .disclosure import DisclosureSettings, ascii_safe, short_notice
 from .errors import ConfigurationError, LedgerError
 from .inference import OutputHook, inference
+from .interaction import uuid7
+from .labels.labeller import Labeller
+from .labels.settings import LabelSettings
 from .keys import load_signer
 from .ledger.crypto import MasterKey
 from .ledger.ledger import Ledger
@@ -39,10 +42,65 @@ class Obligations:
         self.profile = profile
         # Validate every section before opening anything, so a bad profile fails at start-up.
         self.disclosure = DisclosureSettings.from_profile(profile)
+        self.label_settings = LabelSettings.from_profile(profile)
         self.ledger = ledger if ledger is not None else self._open_ledger(profile)
         self.spool = Spool(f"{profile.ledger.path}.spool", self.ledger)
         self.output_hooks: list[OutputHook] = []
         """Functions that may transform each AI output (the labels feature plugs in here)."""
+        self._labeller: Labeller | None = None
+
+    @property
+    def labeller(self) -> Labeller:
+        """The provider's :class:`aiobligations.labels.labeller.Labeller`, built on first use."""
+        if self._labeller is None:
+            settings = self.label_settings
+            signer = None
+            if settings.c2pa:
+                from .labels.c2pa import C2PASigner  # The media extra.
+
+                assert settings.c2pa_chain is not None and settings.c2pa_key is not None
+                signer = C2PASigner.from_files(settings.c2pa_chain, settings.c2pa_key)
+            anchors = settings.trust_anchors.read_bytes() if settings.trust_anchors and settings.trust_anchors.is_file() else None
+            provider = self.profile.provider
+            self._labeller = Labeller(
+                producer=provider.code or ascii_safe(provider.name).replace(" ", "%20"),
+                key=self.ledger.signer.private_key,
+                c2pa_signer=signer,
+                trust_anchors=anchors,
+            )
+        return self._labeller
+
+    def label(self, data: bytes, media_type: str | None = None, *, interaction_id: str | None = None,
+              implicit: bool | None = None, c2pa: bool | None = None) -> bytes:
+        """Label a generated file as the profile says (GB 45438 implicit label, C2PA) and record it.
+
+        Each label applied leaves a ``label`` record in the ledger: the interaction, the format, the
+        label's fields and the content's SHA-256 before and after.
+
+        Args:
+            data: The file's bytes.
+            media_type: Its declared media type (checked against the content).
+            interaction_id: The interaction that produced it; its ``ProduceID``. A new id otherwise.
+            implicit: Override the profile's ``[labels] implicit``.
+            c2pa: Override the profile's ``[labels] c2pa``.
+
+        Returns:
+            The labelled file.
+
+        Raises:
+            LabelError: the file is malformed or of an unsupported format; nothing is recorded.
+        """
+        settings = self.label_settings
+        produce_id = interaction_id or str(uuid7())
+        labelled = self.labeller.label(
+            data,
+            media_type,
+            produce_id=produce_id,
+            implicit=settings.implicit if implicit is None else implicit,
+            c2pa=settings.c2pa if c2pa is None else c2pa,
+        )
+        self.submit({"kind": "label", "interaction_id": produce_id, **labelled.evidence})
+        return labelled.data
 
     @property
     def notice(self) -> str:

@@ -10,7 +10,9 @@ one ``interaction`` record handed to ``ledger.submit``: the event loop never wai
 from __future__ import annotations
 
 import atexit
+import base64
 import hashlib
+import json
 import os
 import re
 import secrets
@@ -22,7 +24,7 @@ from typing import Any
 import structlog
 
 from aiobligations.adapters.otel import annotate_span, current_trace_ids
-from aiobligations.errors import ConfigurationError
+from aiobligations.errors import ConfigurationError, LabelError
 from aiobligations.interaction import interaction_scope, uuid7
 from aiobligations.ledger.records import format_ts
 from aiobligations.obligations import Obligations
@@ -44,7 +46,7 @@ log = structlog.get_logger("aiobligations.middleware")
 CONFIG_ENV = "AIOBLIGATIONS_CONFIG"
 """The profile the middleware loads when it is given no ``obligations`` (vLLM's ``--middleware``)."""
 
-_PASS, _JSON, _HTML, _SSE = range(4)
+_PASS, _JSON, _HTML, _SSE, _MEDIA = range(5)
 _SHARED: dict[str, Obligations] = {}
 _BODY_TAG = re.compile(rb"<body\b[^>]*>", re.I)
 _HEAD_TAG = re.compile(rb"<head\b[^>]*>", re.I)
@@ -159,7 +161,7 @@ class ObligationsMiddleware:
         request_body = BodyCapture(self._capture_limit if route.capture else 0)
         response_body = BodyCapture(self._capture_limit if route.capture else 0)
         state: dict[str, Any] = {"status": None, "first_byte": None, "outcome": "completed", "mode": _PASS,
-                                 "body_notice": "none", "done": False}
+                                 "body_notice": "none", "done": False, "route": route, "labels": 0}
         held: list[Any] = []  # [start message, body chunks...] while a JSON/HTML body is held.
 
         async def observe_receive() -> Message:
@@ -189,7 +191,7 @@ class ObligationsMiddleware:
                 if mode == _SSE:
                     headers = [(k, v) for k, v in headers if k.lower() != b"content-length"]
                 message = {**message, "headers": headers}
-                if mode in (_JSON, _HTML):
+                if mode in (_JSON, _HTML, _MEDIA):
                     held.append(message)
                     return
                 await send(message)
@@ -254,9 +256,16 @@ class ObligationsMiddleware:
         start, chunks = held[0], held[1:]
         body = b"".join(chunks)
         inserted = False
-        if state["mode"] == _JSON and not more:
-            body, inserted = self._json_notice(body, interaction_id, first_contact)
-            state["body_notice"] = "json-field" if inserted else "none"
+        if state["mode"] == _MEDIA and not more:
+            body, inserted = self._label_media(body, start, interaction_id, state)
+        elif state["mode"] == _JSON and not more:
+            if state["route"].label:
+                body, labelled = self._label_b64_images(body, interaction_id, state)
+                inserted = labelled
+            if state["route"].body_notice:
+                body, noticed = self._json_notice(body, interaction_id, first_contact)
+                state["body_notice"] = "json-field" if noticed else "none"
+                inserted = inserted or noticed
         elif state["mode"] == _HTML:
             body, inserted = self._html_notice(body, interaction_id, first_contact, state["lang"])
             state["body_notice"] = "html-banner" if inserted else "none"
@@ -269,6 +278,44 @@ class ObligationsMiddleware:
         await send(start)
         await send({"type": "http.response.body", "body": body, "more_body": more})
 
+    # -- labels --------------------------------------------------------------------------------------
+
+    def _label_media(self, body: bytes, start: Message, interaction_id: str,
+                     state: dict[str, Any]) -> tuple[bytes, bool]:
+        """Label a generated file served as it is (``image/*``, ``audio/*``, ``video/*``)."""
+        media_type = None
+        for key, value in start["headers"]:
+            if key.lower() == b"content-type":
+                media_type = value.decode("latin-1")
+        try:
+            labelled = self.obligations.label(body, media_type, interaction_id=interaction_id)
+        except LabelError as exc:
+            # An unlabelled file is still served (the headers disclose); the gap is on the record.
+            state["label_error"] = str(exc)
+            return body, False
+        state["labels"] += 1
+        return labelled, True
+
+    def _label_b64_images(self, body: bytes, interaction_id: str, state: dict[str, Any]) -> tuple[bytes, bool]:
+        """Label the images of an OpenAI-compatible ``b64_json`` response, in place."""
+        if b'"b64_json"' not in body:
+            return body, False
+        try:
+            document = json.loads(body)
+            items = document["data"]
+            if not isinstance(items, list):
+                return body, False
+            for item in items:
+                if isinstance(item, dict) and isinstance(item.get("b64_json"), str):
+                    image = base64.b64decode(item["b64_json"], validate=True)
+                    labelled = self.obligations.label(image, None, interaction_id=interaction_id)
+                    item["b64_json"] = base64.b64encode(labelled).decode()
+                    state["labels"] += 1
+        except (ValueError, KeyError, TypeError, LabelError) as exc:
+            state["label_error"] = f"{type(exc).__name__}: {exc}"
+            return body, False
+        return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode(), bool(state["labels"])
+
     # -- disclosure ----------------------------------------------------------------------------------
 
     def _disclosure_headers(self, interaction_id: str) -> list[tuple[bytes, bytes]]:
@@ -279,7 +326,7 @@ class ObligationsMiddleware:
         ]
 
     def _body_mode(self, route: Route, method: str, status: int, headers: list[tuple[bytes, bytes]]) -> int:
-        if not route.body_notice or method == "HEAD" or status in (204, 304) or not 200 <= status < 300:
+        if method == "HEAD" or status in (204, 304) or not 200 <= status < 300:
             return _PASS
         content_type = b""
         for key, value in headers:
@@ -288,6 +335,10 @@ class ObligationsMiddleware:
                 return _PASS
             if lowered == b"content-type":
                 content_type = value.split(b";", 1)[0].strip().lower()
+        if route.label and content_type.startswith((b"image/", b"audio/", b"video/")):
+            return _MEDIA
+        if not route.body_notice:
+            return _JSON if route.label and content_type == b"application/json" else _PASS
         if content_type == b"text/event-stream":
             return _SSE
         if content_type == b"application/json" or content_type.endswith(b"+json"):
@@ -401,6 +452,8 @@ class ObligationsMiddleware:
                 record["first_byte_ms"] = round((state["first_byte"] - clock) * 1000, 3)
             if "error" in state:
                 record["error"] = state["error"]
+            if state["labels"] or "label_error" in state:
+                record["labels"] = {"applied": state["labels"], "error": state.get("label_error")}
             request = request_body.value()
             model = find_string_field(request, b"model")
             if model:

@@ -106,6 +106,11 @@ class Signer(_NamedKey):
         self._key = private_key
         self._bind(name, private_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw))
 
+    @property
+    def private_key(self) -> Ed25519PrivateKey:
+        """The Ed25519 private key (labels sign their ``ReservedCode1`` with it too)."""
+        return self._key
+
     @classmethod
     def generate(cls, name: str) -> Signer:
         """

@@ -29,7 +29,7 @@ MEDIA_TYPES: tuple[str, ...] = ("image/webp",)
 _XMP_FLAG = 0x04
 _ALPHA_FLAG = 0x10
 _EXIF_FLAG = 0x08
-_UNSIGNED = (b"VP8X", b"XMP ", b"EXIF")
+_UNSIGNED = frozenset({b"VP8X", b"XMP ", b"EXIF", b"C2PA"})  # C2PA: its manifest is added after the label.
 _EXIF_HEADER = b"Exif\x00\x00"
 
 
@@ -149,7 +149,7 @@ def write_label(data: bytes, payload: str) -> bytes:
 
 
 def content_digest(data: bytes) -> bytes:
-    """Return SHA-256 over every chunk except ``VP8X``, ``XMP `` and ``EXIF``, as stored.
+    """Return SHA-256 over every chunk except ``VP8X``, ``XMP ``, ``EXIF`` and ``C2PA``, as stored.
 
     Labelling never changes these bytes; see :mod:`aiobligations.labels.annex_e`.
 

@@ -1,0 +1,85 @@
+"""The ``[labels]`` section of ``aiobligations.toml``: which labels to apply, with which keys."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigurationError
+from ..profile import Profile
+
+__all__ = ["TEMPLATE", "LabelSettings"]
+
+TEMPLATE = """
+[labels]
+# Labels for synthetic content (Art. 38(2), 70(1); GB 45438-2025). Each can be turned off here,
+# per route (middleware) or per call.
+implicit = true                         # GB 45438 Annex E label in the file's metadata
+c2pa = true                             # C2PA content credentials
+# Development certificates written by `aiobligations init`; in production point these at
+# certificates from a C2PA-trusted certification authority.
+c2pa_chain = "keys/c2pa/chain.pem"
+c2pa_key = "keys/c2pa/signer.key"
+trust_anchors = "keys/c2pa/ca.pem"
+"""
+"""The commented section ``aiobligations init`` writes."""
+
+
+@dataclass(frozen=True)
+class LabelSettings:
+    """Which labels are applied, and the C2PA credentials.
+
+    .. versionadded:: 0.1.0
+    """
+
+    implicit: bool = True
+    c2pa: bool = True
+    c2pa_chain: Path | None = None
+    c2pa_key: Path | None = None
+    trust_anchors: Path | None = None
+
+    @classmethod
+    def from_profile(cls, profile: Profile) -> LabelSettings:
+        """Read and check ``[labels]``; without the section, implicit labels only.
+
+        Raises:
+            ConfigurationError: a value is invalid, or a C2PA file is missing while C2PA is on.
+        """
+        section: Any = profile.raw.get("labels")
+        if section is None:
+            return cls(c2pa=False)
+        if not isinstance(section, dict):
+            raise ConfigurationError("[labels] must be a table")
+        base = profile.path.resolve().parent if profile.path else Path.cwd()
+        problems = []
+
+        def flag(name: str) -> bool:
+            value = section.get(name, True)
+            if not isinstance(value, bool):
+                problems.append(f"[labels] {name} must be true or false, got {value!r}")
+                return True
+            return value
+
+        def path(name: str) -> Path | None:
+            value = section.get(name)
+            if value is None:
+                return None
+            if not isinstance(value, str) or not value:
+                problems.append(f"[labels] {name} must be a path")
+                return None
+            resolved = Path(os.path.expanduser(value))
+            return resolved if resolved.is_absolute() else base / resolved
+
+        settings = cls(flag("implicit"), flag("c2pa"), path("c2pa_chain"), path("c2pa_key"), path("trust_anchors"))
+        if settings.c2pa:
+            for name in ("c2pa_chain", "c2pa_key"):
+                value = getattr(settings, name)
+                if value is None:
+                    problems.append(f"[labels] {name} is missing (or set c2pa = false)")
+                elif not value.is_file():
+                    problems.append(f"[labels] {name}: {value} does not exist (run `aiobligations init`)")
+        if problems:
+            raise ConfigurationError(f"{profile.path or 'profile'}: " + "; ".join(problems))
+        return settings

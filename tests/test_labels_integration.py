@@ -1,0 +1,141 @@
+"""Labels end to end: obligations.label, the CLI, and the middleware labelling AI media responses."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from aiobligations import Obligations
+from aiobligations.demo import build_app, wrap
+from aiobligations.demo.models import ToyImageModel
+from aiobligations.errors import LabelError
+from aiobligations.keys import init_project
+from aiobligations.labels.formats import png
+from aiobligations.middleware import ObligationsMiddleware, Route, RoutePolicy
+
+
+@pytest.fixture
+def obligations(tmp_path: Path):
+    hub = Obligations.from_file(init_project(tmp_path))
+    yield hub
+    hub.close()
+
+
+def idat(data: bytes) -> bytes:
+    """The concatenated image data of a PNG: what labelling must never touch."""
+    out, pos = b"", 8
+    while pos < len(data):
+        length = int.from_bytes(data[pos : pos + 4], "big")
+        if data[pos + 4 : pos + 8] == b"IDAT":
+            out += data[pos + 8 : pos + 8 + length]
+        pos += 12 + length
+    return out
+
+
+def test_label_then_inspect_finds_one_conforming_bound_and_trusted_label(obligations) -> None:
+    original = ToyImageModel().generate("a lighthouse")
+
+    labelled = obligations.label(original, "image/png", interaction_id="ia-7")
+    report = obligations.labeller.inspect(labelled)
+
+    assert idat(original) == idat(labelled)
+    (found,) = report["gb45438"]
+    assert ("1", "ia-7") == (found["fields"]["Label"], found["fields"]["ProduceID"])
+    assert found["reserved_code1"].startswith("verified")
+    assert "Trusted" == report["c2pa"]["validation_state"]
+    assert 1 == len(png.read_labels(obligations.label(labelled, "image/png", interaction_id="ia-8")))
+    record = obligations.ledger.read(obligations.ledger.flush() - 2)
+    assert ("label", "ia-7", "image/png") == (record["kind"], record["interaction_id"], record["format"])
+    assert record["sha256_before"] != record["sha256_after"]
+
+
+def test_a_relabelled_or_edited_file_no_longer_verifies(obligations) -> None:
+    labelled = obligations.label(ToyImageModel().generate("x"), "image/png", interaction_id="ia-1")
+    position = labelled.index(b"IDAT") + 10
+    edited = labelled[:position] + bytes([labelled[position] ^ 1]) + labelled[position + 1 :]
+
+    with pytest.raises(LabelError):
+        obligations.labeller.inspect(edited)  # The IDAT CRC no longer matches: a malformed file.
+
+
+def test_bad_input_is_refused_with_a_clear_error(obligations) -> None:
+    with pytest.raises(LabelError, match="not a supported file"):
+        obligations.label(b"hello", "text/plain")
+    with pytest.raises(LabelError, match="not image/jpeg"):
+        obligations.label(ToyImageModel().generate("x"), "image/jpeg")
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "aiobligations.cli", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_cli_label_and_inspect_exit_statuses(tmp_path: Path) -> None:
+    init_project(tmp_path)
+    (tmp_path / "in.png").write_bytes(ToyImageModel().generate("cli"))
+    (tmp_path / "junk.bin").write_bytes(b"\x00garbage" * 10)
+
+    labelled = run_cli("label", "in.png", "out.png", cwd=tmp_path)
+    found = run_cli("inspect", "out.png", cwd=tmp_path)
+    none = run_cli("inspect", "in.png", cwd=tmp_path)
+    junk = run_cli("inspect", "junk.bin", cwd=tmp_path)
+    exists = run_cli("label", "in.png", "out.png", cwd=tmp_path)
+
+    assert 0 == labelled.returncode, labelled.stderr
+    assert 0 == found.returncode, found.stderr
+    assert "Trusted" == json.loads(found.stdout)["c2pa"]["validation_state"]
+    assert 1 == none.returncode
+    assert (2, 1) == (junk.returncode, len(junk.stderr.strip().splitlines()))
+    assert "not a supported file" in junk.stderr and "Traceback" not in junk.stderr
+    assert 2 == exists.returncode and "already exists" in exists.stderr
+
+
+def test_the_demo_images_route_returns_labelled_pngs(obligations) -> None:
+    app = wrap(build_app(stream_delay=0), obligations)
+
+    async def generate() -> httpx.Response:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+            return await client.post("/v1/images/generations", json={"prompt": "a cat", "n": 2})
+
+    response = asyncio.run(generate())
+
+    assert 200 == response.status_code
+    interaction_id = response.headers["ai-interaction-id"]
+    for item in response.json()["data"]:
+        report = obligations.labeller.inspect(base64.b64decode(item["b64_json"]))
+        (found,) = report["gb45438"]
+        assert interaction_id == found["fields"]["ProduceID"]
+        assert "Trusted" == report["c2pa"]["validation_state"]
+    records = [obligations.ledger.read(i) for i in range(obligations.ledger.flush())]
+    assert 2 == sum(1 for r in records if r["kind"] == "label")
+    (interaction,) = [r for r in records if r["kind"] == "interaction"]
+    assert {"applied": 2, "error": None} == interaction["labels"]
+
+
+def test_binary_media_responses_are_labelled(obligations) -> None:
+    image = ToyImageModel().generate("binary")
+
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"image/png"), (b"content-length", str(len(image)).encode())]})
+        await send({"type": "http.response.body", "body": image})
+
+    wrapped = ObligationsMiddleware(app, obligations=obligations,
+                                    policy=RoutePolicy([Route("/draw", methods=frozenset({"GET"}))]))
+
+    async def fetch() -> httpx.Response:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=wrapped), base_url="http://t") as client:
+            return await client.get("/draw")
+
+    response = asyncio.run(fetch())
+
+    assert str(len(response.content)) == response.headers["content-length"]
+    assert 1 == len(png.read_labels(response.content))
+    assert idat(image) == idat(response.content)
