@@ -29,7 +29,13 @@ helper over the bytes that labelling never touches, so the digest is the same be
 
 - PNG: every critical chunk (``IHDR``, ``PLTE``, ``IDAT``, ``IEND``), length, type, data and CRC;
 - JPEG: SOI and every segment except APPn and COM, then the scan data to the end of the file;
-- WebP: every RIFF chunk except ``VP8X``, ``XMP `` and ``EXIF``.
+- WebP: every RIFF chunk except ``VP8X``, ``XMP ``, ``EXIF`` and ``C2PA``;
+- WAV: the ``fmt `` and ``data`` chunks;
+- MP3: everything after the ID3v2 tag, less a trailing ID3v1 tag;
+- MP4: the content of every top-level ``mdat``.
+
+Other metadata (a C2PA manifest added after the label, a platform's own tags) may change without
+breaking the signature; the pixels or samples may not.
 
 The flow is: ``digest = fmt.content_digest(data)``; ``label = sign_label(label, digest, key)``;
 ``data = fmt.write_label(data, label.to_json())``. A verifier reads the label, recomputes the digest from
