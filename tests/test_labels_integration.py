@@ -139,3 +139,23 @@ def test_binary_media_responses_are_labelled(obligations) -> None:
     assert str(len(response.content)) == response.headers["content-length"]
     assert 1 == len(png.read_labels(response.content))
     assert idat(image) == idat(response.content)
+
+
+def test_a_file_labelled_by_another_producer_is_labelled_as_a_propagator(obligations) -> None:
+    from aiobligations.labels import AIGCLabel
+
+    theirs = AIGCLabel(content_producer="001191110102MACQD9K64010000", produce_id="their-42",
+                       content_propagator="001191110102MACQD9K64010000", propagate_id="their-42")
+    original = png.write_label(ToyImageModel().generate("shared"), theirs.to_json())
+
+    before = obligations.labeller.inspect(original)
+    labelled = obligations.label(original, "image/png", interaction_id="ours-1", c2pa=False)
+
+    assert "001191110102MACQD9K64010000" == before["gb45438"][0]["fields"]["ContentProducer"]
+    (payload,) = png.read_labels(labelled)
+    fields = AIGCLabel.parse(payload)
+    assert ("001191110102MACQD9K64010000", "their-42") == (fields.content_producer, fields.produce_id)
+    assert ("ours-1", obligations.labeller.propagator) == (fields.propagate_id, fields.content_propagator)
+    assert fields.reserved_code2.startswith("v1.")
+    record = obligations.ledger.read(obligations.ledger.flush() - 1)
+    assert "propagator" == record["role"]

@@ -8,6 +8,7 @@ label to the content (see :mod:`aiobligations.labels.annex_e`).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -98,15 +99,8 @@ class Labeller:
         }
         out = data
         if implicit:
-            label = annex_e.AIGCLabel(
-                content_producer=self.producer,
-                produce_id=produce_id,
-                content_propagator=self.propagator,
-                propagate_id=produce_id,
-            )
-            digest_of = getattr(module, "content_digest", None)
-            if self._key is not None and digest_of is not None:
-                label = annex_e.sign_label(label, digest_of(data), self._key)
+            label = self._implicit_label(module, data, produce_id)
+            evidence["role"] = "propagator" if label.content_producer != self.producer else "producer"
             out = module.write_label(out, label.to_json())
             evidence["gb45438"] = label.as_dict()
         if c2pa and self._c2pa_signer is not None:
@@ -117,6 +111,41 @@ class Labeller:
             evidence["c2pa"] = {"action": "c2pa.created", "digital_source_type": "trainedAlgorithmicMedia"}
         evidence["sha256_after"] = hashlib.sha256(out).hexdigest()
         return Labelled(out, evidence)
+
+    def _implicit_label(self, module: ModuleType, data: bytes, produce_id: str) -> annex_e.AIGCLabel:
+        """Our label for ``data``: as its producer, or as a propagator of another producer's label.
+
+        A file already labelled by another producer keeps that producer's fields (and its
+        ``ReservedCode1``); we fill in only ``ContentPropagator``, ``PropagateID`` and, when we can
+        bind it, ``ReservedCode2``, as the Measures' Art. 6 asks of platforms that pass content on.
+        """
+        existing = None
+        for payload in module.read_labels(data):
+            try:
+                existing = annex_e.AIGCLabel.parse(payload)
+                break
+            except LabelError:
+                continue
+        digest_of = getattr(module, "content_digest", None)
+        if existing is not None and existing.content_producer and existing.content_producer != self.producer:
+            reserved2 = ""
+            if self._key is not None and digest_of is not None:
+                signed = annex_e.sign_label(
+                    annex_e.AIGCLabel(existing.label, self.propagator, produce_id), digest_of(data), self._key
+                )
+                reserved2 = signed.reserved_code1
+            return dataclasses.replace(
+                existing, content_propagator=self.propagator, propagate_id=produce_id, reserved_code2=reserved2
+            )
+        label = annex_e.AIGCLabel(
+            content_producer=self.producer,
+            produce_id=produce_id,
+            content_propagator=self.propagator,
+            propagate_id=produce_id,
+        )
+        if self._key is not None and digest_of is not None:
+            label = annex_e.sign_label(label, digest_of(data), self._key)
+        return label
 
     def inspect(self, data: bytes, media_type: str | None = None) -> dict[str, Any]:
         """Every label found in ``data``, with conformance findings and verification results.
