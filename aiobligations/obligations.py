@@ -71,7 +71,8 @@ class Obligations:
         return self._labeller
 
     def label(self, data: bytes, media_type: str | None = None, *, interaction_id: str | None = None,
-              implicit: bool | None = None, c2pa: bool | None = None) -> bytes:
+              implicit: bool | None = None, c2pa: bool | None = None, explicit: bool | None = None,
+              watermark: bool | None = None) -> bytes:
         """Label a generated file as the profile says (GB 45438 implicit label, C2PA) and record it.
 
         Each label applied leaves a ``label`` record in the ledger: the interaction, the format, the
@@ -83,6 +84,8 @@ class Obligations:
             interaction_id: The interaction that produced it; its ``ProduceID``. A new id otherwise.
             implicit: Override the profile's ``[labels] implicit``.
             c2pa: Override the profile's ``[labels] c2pa``.
+            explicit: Override ``[labels] explicit`` (a caption on images, a cue on WAV audio).
+            watermark: Override ``[labels] watermark`` (an invisible mark in images).
 
         Returns:
             The labelled file.
@@ -98,6 +101,9 @@ class Obligations:
             produce_id=produce_id,
             implicit=settings.implicit if implicit is None else implicit,
             c2pa=settings.c2pa if c2pa is None else c2pa,
+            explicit=settings.explicit if explicit is None else explicit,
+            watermark=settings.watermark if watermark is None else watermark,
+            wording=settings.explicit_wording,
         )
         self.submit({"kind": "label", "interaction_id": produce_id, **labelled.evidence})
         return labelled.data

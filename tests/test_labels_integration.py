@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import json
 import subprocess
 import sys
@@ -42,7 +43,7 @@ def idat(data: bytes) -> bytes:
 def test_label_then_inspect_finds_one_conforming_bound_and_trusted_label(obligations) -> None:
     original = ToyImageModel().generate("a lighthouse")
 
-    labelled = obligations.label(original, "image/png", interaction_id="ia-7")
+    labelled = obligations.label(original, "image/png", interaction_id="ia-7", explicit=False, watermark=False)
     report = obligations.labeller.inspect(labelled)
 
     assert idat(original) == idat(labelled)
@@ -50,7 +51,8 @@ def test_label_then_inspect_finds_one_conforming_bound_and_trusted_label(obligat
     assert ("1", "ia-7") == (found["fields"]["Label"], found["fields"]["ProduceID"])
     assert found["reserved_code1"].startswith("verified")
     assert "Trusted" == report["c2pa"]["validation_state"]
-    assert 1 == len(png.read_labels(obligations.label(labelled, "image/png", interaction_id="ia-8")))
+    assert 1 == len(png.read_labels(obligations.label(labelled, "image/png", interaction_id="ia-8",
+                                                      explicit=False, watermark=False)))
     record = obligations.ledger.read(obligations.ledger.flush() - 2)
     assert ("label", "ia-7", "image/png") == (record["kind"], record["interaction_id"], record["format"])
     assert record["sha256_before"] != record["sha256_after"]
@@ -127,6 +129,7 @@ def test_binary_media_responses_are_labelled(obligations) -> None:
                     "headers": [(b"content-type", b"image/png"), (b"content-length", str(len(image)).encode())]})
         await send({"type": "http.response.body", "body": image})
 
+    obligations.label_settings = dataclasses.replace(obligations.label_settings, explicit=False, watermark=False)
     wrapped = ObligationsMiddleware(app, obligations=obligations,
                                     policy=RoutePolicy([Route("/draw", methods=frozenset({"GET"}))]))
 
@@ -159,3 +162,27 @@ def test_a_file_labelled_by_another_producer_is_labelled_as_a_propagator(obligat
     assert fields.reserved_code2.startswith("v1.")
     record = obligations.ledger.read(obligations.ledger.flush() - 1)
     assert "propagator" == record["role"]
+
+
+def test_the_profile_defaults_caption_watermark_label_and_sign(obligations) -> None:
+    import io
+
+    from PIL import Image
+
+    original = ToyImageModel().generate("defaults", "512x512")
+
+    labelled = obligations.label(original, "image/png", interaction_id="ia-d")
+    report = obligations.labeller.inspect(labelled)
+    stripped = io.BytesIO()
+    Image.open(io.BytesIO(labelled)).convert("RGB").save(stripped, "JPEG", quality=75)
+    after_reencode = obligations.labeller.inspect(stripped.getvalue())
+
+    assert idat(original) != idat(labelled)  # The caption and the mark are in the pixels.
+    assert "ia-d" == report["gb45438"][0]["fields"]["ProduceID"]
+    assert report["watermark"]["present"] and report["watermark"]["id_matches"]
+    assert "c2pa.watermarked.bound" in json.dumps(report["c2pa"])
+    assert ([], None) == (after_reencode["gb45438"], after_reencode["c2pa"])
+    assert after_reencode["watermark"]["present"] and after_reencode["labelled"]
+    record = obligations.ledger.read(obligations.ledger.flush() - 1)
+    assert ("caption", "AI生成") == (record["explicit"]["kind"], record["explicit"]["wording"])
+    assert "payload" in record["watermark"]

@@ -259,6 +259,7 @@ def sign(
     title: str | None = None,
     thumbnails: bool = False,
     extra_assertions: Iterable[Mapping[str, Any]] = (),
+    watermark: Mapping[str, Any] | None = None,
 ) -> bytes:
     """Embed a signed C2PA manifest that marks ``data`` as AI-generated; return the new bytes.
 
@@ -280,6 +281,9 @@ def sign(
         title: The manifest's ``title`` (a file name, usually).
         thumbnails: Embed a thumbnail of the content in the manifest (slower, larger files).
         extra_assertions: More assertions, each ``{"label": ..., "data": ...}``, appended as is.
+        watermark: The ``c2pa.soft-binding`` assertion of an invisible watermark embedded in the
+            content (see :func:`aiobligations.labels.watermark.soft_binding_assertion`); a
+            ``c2pa.watermarked.bound`` action is recorded with it.
 
     Raises:
         LabelError: The media type is unsupported, the file cannot be parsed, or signing fails
@@ -292,7 +296,7 @@ def sign(
     if not isinstance(signer, C2PASigner):
         raise ConfigurationError("signer must be a C2PASigner.")
     media_type = _check_media_type(media_type, c2pa.Builder.get_supported_mime_types())
-    manifest = _manifest(aigc=aigc, composite=composite, title=title, extra=extra_assertions)
+    manifest = _manifest(aigc=aigc, composite=composite, title=title, extra=extra_assertions, watermark=watermark)
     context = _context(c2pa, thumbnails=thumbnails)
     native = signer._native()
     out = io.BytesIO()
@@ -494,6 +498,7 @@ def _manifest(
     composite: bool,
     title: str | None,
     extra: Iterable[Mapping[str, Any]],
+    watermark: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     from aiobligations import __version__
 
@@ -504,7 +509,11 @@ def _manifest(
     actions = [{"action": "c2pa.created", "digitalSourceType": source}]
     if composite:
         actions.append({"action": "c2pa.edited", "digitalSourceType": source})
+    if watermark is not None:
+        actions.append({"action": "c2pa.watermarked.bound"})
     assertions: list[dict[str, Any]] = [{"label": "c2pa.actions", "data": {"actions": actions}}]
+    if watermark is not None:
+        assertions.append(dict(watermark))
     if aigc is not None:
         assertions.append({"label": AIGC_ASSERTION_LABEL, "data": {"AIGC": _aigc_fields(aigc)}})
     for item in extra:

@@ -18,14 +18,50 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from ..errors import LabelError
 from . import annex_e
-from .formats import jpeg, mp3, mp4, png, wav, webp
+from .formats import gif, jpeg, markdown, mp3, mp4, ooxml, pdf, png, tiff, wav, webp
 
 __all__ = ["FORMATS", "Labelled", "Labeller", "detect"]
 
-FORMATS: tuple[ModuleType, ...] = (png, jpeg, webp, wav, mp3, mp4)
+FORMATS: tuple[ModuleType, ...] = (png, jpeg, webp, gif, tiff, wav, mp3, mp4, pdf, ooxml, markdown)
 """The formats with implicit labels, in the order their signatures are sniffed."""
 
 _BY_TYPE = {media_type: module for module in FORMATS for media_type in module.MEDIA_TYPES}
+_IMAGES = (png, jpeg, webp)
+_PIL_FORMATS = {png: ("PNG", {}), jpeg: ("JPEG", {"quality": 95}), webp: ("WEBP", {"lossless": True})}
+
+
+def _raw_private(key: Ed25519PrivateKey) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
+    return key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+                             serialization.NoEncryption())
+
+
+def _pixels(data: bytes) -> Any:
+    """Decode an image to an RGB array (Pillow, numpy)."""
+    import io
+
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return np.asarray(image.convert("RGB"))
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise LabelError(f"the image cannot be decoded: {exc}") from None
+
+
+def _with_pixels(data: bytes, module: ModuleType, change: Any) -> bytes:
+    """Decode, change the pixels, encode again in the same format (explicit marks and watermarks only)."""
+    import io
+
+    from PIL import Image
+
+    pixels = change(_pixels(data))
+    fmt, options = _PIL_FORMATS[module]
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, format=fmt, **options)
+    return out.getvalue()
 
 
 def detect(data: bytes, media_type: str | None = None) -> ModuleType:
@@ -82,10 +118,21 @@ class Labeller:
         self.public_key: Ed25519PublicKey | None = key.public_key() if key is not None else None
         self._c2pa_signer = c2pa_signer
         self.trust_anchors = trust_anchors
+        # The watermark's key is derived from the provider's signing key, so `inspect` with the
+        # provider's configuration can find the mark after the metadata is gone.
+        self._watermark_key = (
+            hashlib.sha256(b"aiobligations/watermark/v1\n" + _raw_private(key)).digest() if key is not None else None
+        )
 
     def label(self, data: bytes, media_type: str | None = None, *, produce_id: str,
-              implicit: bool = True, c2pa: bool = True) -> Labelled:
+              implicit: bool = True, c2pa: bool = True, watermark: bool = False,
+              explicit: bool = False, wording: str = "AI生成") -> Labelled:
         """Label ``data``; return the labelled bytes and a JSON-ready evidence dict.
+
+        The order keeps every label valid: the explicit label (a caption drawn on an image, a cue
+        before audio) and the watermark change the content itself, so they come first (an image is
+        re-encoded for them, and only for them); then the implicit label (metadata), then the C2PA
+        manifest over the result.
 
         Raises:
             LabelError: the file is malformed or of an unsupported format (nothing is changed).
@@ -97,9 +144,33 @@ class Labeller:
             "format": module.MEDIA_TYPES[0],
             "sha256_before": hashlib.sha256(data).hexdigest(),
         }
+        # Read before anything changes the content: re-encoding for a caption drops metadata.
+        prior = module.read_labels(data) if implicit else []
+        if explicit:
+            from . import explicit as marks_explicit
+
+            if module in _IMAGES:
+                data = marks_explicit.caption_image(data, wording=wording)
+                evidence["explicit"] = {"kind": "caption", "wording": wording, "corner": "bottom-right"}
+            elif module is wav:
+                data = marks_explicit.add_audio_cue(data, at="start")
+                evidence["explicit"] = {"kind": "rhythm cue", "pattern": "short long short short", "at": "start"}
+        soft_binding = None
+        if watermark and module in _IMAGES and self._watermark_key is not None:
+            from . import watermark as marks  # numpy, PyWavelets and Pillow: the media extra.
+
+            try:
+                data = _with_pixels(data, module, lambda pixels: marks.embed(pixels, produce_id, self._watermark_key))
+            except LabelError as exc:
+                # Too small an image (or an undecodable one) carries no mark; the other labels still go on.
+                evidence["watermark"] = {"skipped": str(exc)}
+            else:
+                soft_binding = marks.soft_binding_assertion(produce_id, self._watermark_key)
+                evidence["watermark"] = {"alg": marks.SOFT_BINDING_ALG,
+                                         "payload": soft_binding["data"]["blocks"][0]["value"]}
         out = data
         if implicit:
-            label = self._implicit_label(module, data, produce_id)
+            label = self._implicit_label(module, data, produce_id, prior)
             evidence["role"] = "propagator" if label.content_producer != self.producer else "producer"
             out = module.write_label(out, label.to_json())
             evidence["gb45438"] = label.as_dict()
@@ -107,12 +178,14 @@ class Labeller:
             from .c2pa import sign  # Imported here: c2pa-python is the media extra.
 
             aigc = evidence.get("gb45438")
-            out = sign(out, module.MEDIA_TYPES[0], signer=self._c2pa_signer, aigc=aigc)
-            evidence["c2pa"] = {"action": "c2pa.created", "digital_source_type": "trainedAlgorithmicMedia"}
+            out = sign(out, module.MEDIA_TYPES[0], signer=self._c2pa_signer, aigc=aigc, watermark=soft_binding)
+            evidence["c2pa"] = {"action": "c2pa.created", "digital_source_type": "trainedAlgorithmicMedia",
+                                "watermarked": soft_binding is not None}
         evidence["sha256_after"] = hashlib.sha256(out).hexdigest()
         return Labelled(out, evidence)
 
-    def _implicit_label(self, module: ModuleType, data: bytes, produce_id: str) -> annex_e.AIGCLabel:
+    def _implicit_label(self, module: ModuleType, data: bytes, produce_id: str,
+                        prior: list[str]) -> annex_e.AIGCLabel:
         """Our label for ``data``: as its producer, or as a propagator of another producer's label.
 
         A file already labelled by another producer keeps that producer's fields (and its
@@ -120,7 +193,7 @@ class Labeller:
         bind it, ``ReservedCode2``, as the Measures' Art. 6 asks of platforms that pass content on.
         """
         existing = None
-        for payload in module.read_labels(data):
+        for payload in prior:
             try:
                 existing = annex_e.AIGCLabel.parse(payload)
                 break
@@ -183,5 +256,27 @@ class Labeller:
         if read is not None:
             found = read(data, module.MEDIA_TYPES[0], trust_anchors=self.trust_anchors)
             report["c2pa"] = found.as_dict() if found is not None else None
-        report["labelled"] = bool(payloads) or report["c2pa"] is not None
+        if module in _IMAGES and self._watermark_key is not None:
+            report["watermark"] = self._detect_watermark(data, module, payloads)
+        report["labelled"] = bool(payloads) or report["c2pa"] is not None or bool(
+            report.get("watermark", {}).get("present"))
         return report
+
+    def _detect_watermark(self, data: bytes, module: ModuleType, payloads: list[str]) -> dict[str, Any]:
+        """Look for our mark blind; with the label's ProduceID, check the ID it carries too."""
+        try:
+            from . import watermark as marks
+        except ImportError:  # pragma: no cover - without the media extra.
+            return {"checked": False, "reason": "the media extra (numpy, PyWavelets, Pillow) is not installed"}
+        produce_id = None
+        for payload in payloads:
+            try:
+                produce_id = annex_e.AIGCLabel.parse(payload).produce_id or None
+                break
+            except LabelError:
+                continue
+        try:
+            found = marks.detect(_pixels(data), self._watermark_key, produce_id=produce_id)
+        except (LabelError, ValueError) as exc:
+            return {"checked": False, "reason": str(exc)}
+        return {"checked": True, **dataclasses.asdict(found)}

@@ -17,6 +17,9 @@ TEMPLATE = """
 # Labels for synthetic content (Art. 38(2), 70(1); GB 45438-2025). Each can be turned off here,
 # per route (middleware) or per call.
 implicit = true                         # GB 45438 Annex E label in the file's metadata
+explicit = true                         # a visible caption on images, an audible cue on WAV audio
+explicit_wording = "AI生成"              # must name AI (人工智能/AI) and generation (生成/合成)
+watermark = true                        # an invisible watermark in images, found even after metadata is stripped
 c2pa = true                             # C2PA content credentials
 # Development certificates written by `aiobligations init`; in production point these at
 # certificates from a C2PA-trusted certification authority.
@@ -36,6 +39,9 @@ class LabelSettings:
 
     implicit: bool = True
     c2pa: bool = True
+    explicit: bool = False
+    watermark: bool = False
+    explicit_wording: str = "AI生成"
     c2pa_chain: Path | None = None
     c2pa_key: Path | None = None
     trust_anchors: Path | None = None
@@ -72,7 +78,27 @@ class LabelSettings:
             resolved = Path(os.path.expanduser(value))
             return resolved if resolved.is_absolute() else base / resolved
 
-        settings = cls(flag("implicit"), flag("c2pa"), path("c2pa_chain"), path("c2pa_key"), path("trust_anchors"))
+        wording = section.get("explicit_wording", "AI生成")
+        if not isinstance(wording, str):
+            problems.append("[labels] explicit_wording must be a string")
+            wording = "AI生成"
+        else:
+            from .explicit import validate_wording
+
+            try:
+                validate_wording(wording)
+            except ConfigurationError as exc:
+                problems.append(f"[labels] explicit_wording: {exc}")
+        settings = cls(
+            implicit=flag("implicit"),
+            c2pa=flag("c2pa"),
+            explicit=flag("explicit") if "explicit" in section else False,
+            watermark=flag("watermark") if "watermark" in section else False,
+            explicit_wording=wording,
+            c2pa_chain=path("c2pa_chain"),
+            c2pa_key=path("c2pa_key"),
+            trust_anchors=path("trust_anchors"),
+        )
         if settings.c2pa:
             for name in ("c2pa_chain", "c2pa_key"):
                 value = getattr(settings, name)

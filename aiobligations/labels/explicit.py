@@ -1,0 +1,421 @@
+"""Explicit (visible, audible) labels for AI-generated content: GB 45438-2025 §5.
+
+- Text (§5.1): a prompt before or after the content, whose wording holds both an AI element
+  ("人工智能" or "AI") and a generation element ("生成" or "合成").
+- Images (§5.2): a caption with that wording on an edge or corner, text at least 5 % of the
+  shortest side high, legible on any background.
+- Audio (§5.3): the rhythm cue "短长短短" (Morse "AI", · − · ·) at the start or the end. The
+  standard fixes no timing or pitch; the defaults follow existing implementations (a 120 ms unit,
+  800 Hz) and are configurable.
+
+Video captions (§5.4: ≥ 2 s on the opening frames, ≥ 5 % high) are not implemented yet.
+
+Explicit labels change the content, so apply them *before* implicit labels and C2PA: re-encoding
+an image or rewriting a WAV keeps neither XMP nor RIFF metadata chunks.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import threading
+import wave
+from collections.abc import MutableMapping
+from struct import error as struct_error
+from typing import TYPE_CHECKING, Any, Literal
+
+from ..errors import ConfigurationError, LabelError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+__all__ = [
+    "AI_ELEMENTS",
+    "DEFAULT_TEXT_WORDING",
+    "GENERATION_ELEMENTS",
+    "TEXT_WORDING",
+    "add_audio_cue",
+    "caption_image",
+    "label_chat_completion",
+    "label_text",
+    "rhythm_cue",
+    "validate_wording",
+]
+
+AI_ELEMENTS = ("人工智能", "AI")
+"""Strings of which a label's wording must contain one (GB 45438 §5: the AI element)."""
+
+GENERATION_ELEMENTS = ("生成", "合成")
+"""Strings of which a label's wording must contain one (GB 45438 §5: the generation element)."""
+
+_ENGLISH_GENERATION_ELEMENTS = ("generated", "synthesized", "synthesised", "synthetic")
+
+TEXT_WORDING = {"zh": "本内容由人工智能生成", "en": "AI-generated content"}
+"""Ready-made wordings. The English one needs ``allow_english=True``: GB 45438 names only the
+Chinese generation elements, so an English-only label is a choice the provider makes knowingly."""
+
+DEFAULT_TEXT_WORDING = "【本内容由人工智能生成】"
+"""The wording :func:`label_text` and :func:`label_chat_completion` use by default."""
+
+Position = Literal["prefix", "suffix", "both"]
+Corner = Literal["bottom-right", "bottom-left", "top-right", "top-left"]
+
+# ---------------------------------------------------------------------------------------------
+# Text
+
+
+def validate_wording(text: str, *, allow_english: bool = False) -> None:
+    """Check that ``text`` holds an AI element and a generation element (GB 45438 §5).
+
+    Valid: "AI生成", "人工智能生成", "本内容由AI生成", "AI合成". Invalid: "AI播客" (no generation
+    element), "虚拟主播" (neither). "AI" must be upper-case, so that words such as "said" do not
+    count.
+
+    Args:
+        text: The label's wording.
+        allow_english: Also accept "generated", "synthesized" or "synthetic" (any case) as the
+            generation element, for an English-only label such as "AI-generated content".
+
+    Raises:
+        ConfigurationError: an element is missing; the message names which.
+    """
+    if not isinstance(text, str):
+        raise ConfigurationError(f"label wording must be a string, got {type(text).__name__}")
+    has_ai = any(element in text for element in AI_ELEMENTS)
+    has_generation = any(element in text for element in GENERATION_ELEMENTS) or (
+        allow_english and any(element in text.lower() for element in _ENGLISH_GENERATION_ELEMENTS)
+    )
+    ai = "the AI element (人工智能 or AI)"
+    generation = "the generation element (生成 or 合成)"
+    if not has_ai and not has_generation:
+        raise ConfigurationError(f"label wording {text!r} lacks both {ai} and {generation}")
+    if not has_ai:
+        raise ConfigurationError(f"label wording {text!r} lacks {ai}")
+    if not has_generation:
+        raise ConfigurationError(f"label wording {text!r} lacks {generation}")
+
+
+def label_text(
+    text: str,
+    *,
+    wording: str = DEFAULT_TEXT_WORDING,
+    position: Position = "prefix",
+    separator: str = "\n",
+    allow_english: bool = False,
+) -> str:
+    """Return ``text`` with the label ``wording`` before it, after it or both (GB 45438 §5.1).
+
+    Idempotent: a text that already starts (for a prefix) or ends (for a suffix) with ``wording``
+    gets no second copy there. An empty text becomes the wording alone.
+
+    Args:
+        text: The generated text.
+        wording: The label; checked by :func:`validate_wording`.
+        position: ``"prefix"``, ``"suffix"`` or ``"both"``.
+        separator: Put between the label and the text.
+        allow_english: Passed to :func:`validate_wording`.
+
+    Raises:
+        ConfigurationError: the wording lacks an element, or ``position`` is unknown.
+    """
+    validate_wording(wording, allow_english=allow_english)
+    if position not in ("prefix", "suffix", "both"):
+        raise ConfigurationError(f"position must be 'prefix', 'suffix' or 'both', got {position!r}")
+    if not text:
+        return wording
+    if position in ("prefix", "both") and not text.startswith(wording):
+        text = f"{wording}{separator}{text}"
+    if position in ("suffix", "both") and not text.endswith(wording):
+        text = f"{text}{separator}{wording}"
+    return text
+
+
+def label_chat_completion(
+    payload: MutableMapping[str, Any],
+    wording: str = DEFAULT_TEXT_WORDING,
+    position: Position = "prefix",
+    *,
+    separator: str = "\n",
+    allow_english: bool = False,
+) -> int:
+    """Label, in place, each ``choices[i].message.content`` string of an OpenAI chat.completion.
+
+    Choices whose content is not a string (``None`` for tool calls, a list of parts) are left
+    alone. Labelling is idempotent, as with :func:`label_text`.
+
+    Returns:
+        The number of message contents that now carry the label.
+
+    Raises:
+        ConfigurationError: as :func:`label_text`.
+        LabelError: ``payload`` is not a mapping with a list of ``choices``.
+    """
+    validate_wording(wording, allow_english=allow_english)
+    if not isinstance(payload, MutableMapping) or not isinstance(payload.get("choices"), list):
+        raise LabelError("not a chat.completion: expected a JSON object with a list of choices")
+    labelled = 0
+    for choice in payload["choices"]:
+        message = choice.get("message") if isinstance(choice, MutableMapping) else None
+        if isinstance(message, MutableMapping) and isinstance(message.get("content"), str):
+            message["content"] = label_text(
+                message["content"],
+                wording=wording,
+                position=position,
+                separator=separator,
+                allow_english=allow_english,
+            )
+            labelled += 1
+    return labelled
+
+
+# ---------------------------------------------------------------------------------------------
+# Images
+
+_IMAGE_FORMATS = {"PNG", "JPEG", "WEBP"}
+_BOX_RGBA = (0, 0, 0, 184)  # ~72 % opaque black: white text stays readable over white or noise.
+_TEXT_RGBA = (255, 255, 255, 255)
+_FONT_LOCK = threading.Lock()
+
+
+def _text_height(font: Any, wording: str) -> int:
+    """The rendered ink height of ``wording`` above its baseline (cap height for Latin text)."""
+    top = font.getbbox(wording, anchor="ls")[1]
+    return max(0, -top)
+
+
+def _fit_font(wording: str, target: int) -> Any:
+    """The smallest CJK font size whose rendered text is at least ``target`` pixels high."""
+    from .fonts import cjk_font
+
+    size = max(4, math.ceil(target / 0.7))
+    for _ in range(64):
+        font = cjk_font(size)
+        height = _text_height(font, wording)
+        if height >= target:
+            return font
+        size += max(1, math.ceil((target - height) / 0.7))
+    raise LabelError(f"cannot render {wording!r} {target} px high with the CJK font")  # pragma: no cover
+
+
+def caption_image(
+    data: bytes,
+    *,
+    wording: str = "AI生成",
+    corner: Corner = "bottom-right",
+    min_height_ratio: float = 0.05,
+    min_text_px: int = 10,
+    allow_english: bool = False,
+) -> bytes:
+    """Return the image with ``wording`` drawn on a corner, in the same format (GB 45438 §5.2).
+
+    The text is white on a ~72 % opaque black rounded box, so it reads on light, dark and busy
+    backgrounds alike. Its rendered height above the baseline (for CJK text, nearly the full
+    glyph; for Latin, the cap height) is at least ``min_height_ratio`` of the shortest side and at
+    least ``min_text_px`` pixels, below which no text is legible.
+    PNG stays PNG (the mode is kept where it has colour and alpha: RGB, RGBA; palette and grey
+    images become RGB or RGBA), JPEG stays JPEG (quality 95, no chroma subsampling), WebP stays
+    WebP (lossless if the input was). ICC profiles and EXIF are kept; other metadata is not.
+
+    Raises:
+        ConfigurationError: bad wording, corner or ratio.
+        LabelError: not a decodable PNG, JPEG or WebP; animated; too small for a legible caption;
+            or no CJK font (the message says what to install).
+    """
+    try:
+        from PIL import Image, ImageDraw, UnidentifiedImageError
+    except ImportError as exc:  # pragma: no cover - Pillow comes with the media extra
+        raise LabelError("image captions need Pillow: pip install 'aiobligations[media]'") from exc
+
+    validate_wording(wording, allow_english=allow_english)
+    if corner not in ("bottom-right", "bottom-left", "top-right", "top-left"):
+        raise ConfigurationError(f"corner must be top-left, top-right, bottom-left or bottom-right, got {corner!r}")
+    if not 0 < min_height_ratio < 0.5:
+        raise ConfigurationError(f"min_height_ratio must be between 0 and 0.5, got {min_height_ratio!r}")
+    if not 1 <= min_text_px <= 1000:
+        raise ConfigurationError(f"min_text_px must be from 1 to 1000, got {min_text_px!r}")
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise LabelError(f"expected image bytes, got {type(data).__name__}")
+    try:
+        source = Image.open(io.BytesIO(data))
+        fmt = source.format
+        if fmt not in _IMAGE_FORMATS:
+            raise LabelError(f"cannot caption {fmt or 'unknown'} images: only PNG, JPEG and WebP")
+        if getattr(source, "n_frames", 1) > 1:
+            raise LabelError(f"cannot caption an animated {fmt}")
+        source.load()
+    except LabelError:
+        raise
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise LabelError(f"cannot decode the image: {exc}") from exc
+
+    width, height = source.size
+    shortest = min(width, height)
+    target = max(math.ceil(min_height_ratio * shortest), min_text_px)
+    pad_x, pad_y = max(2, round(0.4 * target)), max(2, round(0.3 * target))
+    margin = max(2, round(0.02 * shortest))
+    # FreeType faces are shared (cached) and not safe to render from two threads at once.
+    with _FONT_LOCK:
+        font = _fit_font(wording, target)
+        left, top, right, bottom = font.getbbox(wording, anchor="ls")
+        box_w, box_h = right - left + 2 * pad_x, bottom - top + 2 * pad_y
+        if box_w + 2 * margin > width or box_h + 2 * margin > height:
+            raise LabelError(
+                f"a {width}x{height} image is too small for {wording!r} at {target} px: use a shorter wording"
+            )
+        overlay = Image.new("RGBA", (box_w, box_h), (0, 0, 0, 0))
+        draw = ImageDraw.Draw(overlay)
+        draw.rounded_rectangle((0, 0, box_w - 1, box_h - 1), radius=max(1, box_h // 4), fill=_BOX_RGBA)
+        draw.text((pad_x - left, pad_y - top), wording, font=font, fill=_TEXT_RGBA, anchor="ls")
+    x0 = margin if corner.endswith("left") else width - margin - box_w
+    y0 = margin if corner.startswith("top") else height - margin - box_h
+    has_alpha = source.mode in ("RGBA", "LA", "PA") or (source.mode == "P" and "transparency" in source.info)
+    canvas = source.convert("RGBA")
+    canvas.alpha_composite(overlay, (x0, y0))
+
+    out = io.BytesIO()
+    keep = {key: source.info[key] for key in ("icc_profile", "exif") if source.info.get(key)}
+    if fmt == "JPEG":
+        canvas.convert("RGB").save(out, "JPEG", quality=95, subsampling=0, **keep)
+    elif fmt == "PNG":
+        canvas.convert("RGBA" if has_alpha else "RGB").save(out, "PNG", optimize=False, **keep)
+    else:
+        lossless = b"VP8L" in bytes(data[:4096])
+        image = canvas if has_alpha else canvas.convert("RGB")
+        if lossless:
+            image.save(out, "WEBP", lossless=True, **keep)
+        else:
+            image.save(out, "WEBP", quality=95, **keep)
+    return out.getvalue()
+
+
+# ---------------------------------------------------------------------------------------------
+# Audio
+
+
+def _numpy() -> Any:
+    try:
+        import numpy
+    except ImportError as exc:  # pragma: no cover - numpy comes with the media extra
+        raise LabelError("audio cues need numpy: pip install 'aiobligations[media]'") from exc
+    return numpy
+
+
+_PATTERN = (1, 3, 1, 1)  # 短长短短: Morse "AI" (· − · ·), in units; gaps are one unit.
+_FADE_S = 0.005
+
+
+def rhythm_cue(
+    sample_rate: int = 16000,
+    *,
+    unit_ms: int = 120,
+    frequency: float = 800.0,
+    amplitude: float = 0.3,
+) -> np.ndarray:
+    """Return the rhythm cue "短长短短" (GB 45438 §5.3 c) as mono float64 samples in [-1, 1].
+
+    Tones of 1, 3, 1 and 1 units with one-unit gaps (9 units, 1.08 s at the default 120 ms);
+    each tone fades in and out over 5 ms, so there are no clicks. The standard fixes neither
+    timing nor pitch; 1046.5 Hz (C6) is the other value in use.
+
+    Raises:
+        ConfigurationError: a parameter is out of range.
+    """
+    np = _numpy()
+    if not isinstance(sample_rate, int) or not 1000 <= sample_rate <= 768_000:
+        raise ConfigurationError(f"sample_rate must be an int from 1000 to 768000, got {sample_rate!r}")
+    if not 20 <= unit_ms <= 1000:
+        raise ConfigurationError(f"unit_ms must be from 20 to 1000, got {unit_ms!r}")
+    if not 0 < frequency < sample_rate / 2:
+        raise ConfigurationError(f"frequency must be above 0 and below {sample_rate / 2} Hz, got {frequency!r}")
+    if not 0 < amplitude <= 1:
+        raise ConfigurationError(f"amplitude must be in (0, 1], got {amplitude!r}")
+    unit = round(sample_rate * unit_ms / 1000)
+    fade = min(round(sample_rate * _FADE_S), unit // 2)
+    ramp = 0.5 - 0.5 * np.cos(np.pi * np.arange(fade) / fade) if fade else np.empty(0)
+    parts = []
+    for index, units in enumerate(_PATTERN):
+        n = units * unit
+        tone = amplitude * np.sin(2 * np.pi * frequency * np.arange(n) / sample_rate)
+        if fade:
+            tone[:fade] *= ramp
+            tone[n - fade :] *= ramp[::-1]
+        parts.append(tone)
+        if index < len(_PATTERN) - 1:
+            parts.append(np.zeros(unit))
+    return np.concatenate(parts)
+
+
+def _encode_pcm(samples: np.ndarray, sampwidth: int, channels: int) -> bytes:
+    """Little-endian interleaved PCM for float samples in [-1, 1] (8-bit is unsigned)."""
+    np = _numpy()
+    clipped = np.clip(samples, -1.0, 1.0)
+    if sampwidth == 1:
+        ints = np.round(clipped * 127).astype(np.int16) + 128
+        frames = ints.astype(np.uint8)
+    elif sampwidth == 2:
+        frames = np.round(clipped * 32767).astype("<i2")
+    elif sampwidth == 3:
+        ints = np.round(clipped * 8388607).astype("<i4")
+        frames = ints.view(np.uint8).reshape(-1, 4)[:, :3]
+    else:
+        frames = np.round(clipped * 2147483647).astype("<i4")
+    frames = np.repeat(frames, channels, axis=0) if frames.ndim == 2 else np.repeat(frames, channels)
+    return np.ascontiguousarray(frames).tobytes()
+
+
+def add_audio_cue(
+    wav_bytes: bytes,
+    *,
+    at: Literal["start", "end"] = "start",
+    unit_ms: int = 120,
+    frequency: float = 800.0,
+    amplitude: float = 0.3,
+    silence_ms: int = 200,
+) -> bytes:
+    """Return the PCM WAV with :func:`rhythm_cue` and ``silence_ms`` of silence before or after it.
+
+    The rate, sample width (8, 16, 24 or 32-bit integer) and channel count are kept; the original
+    sample data follow the cue (``at="start"``) or precede it (``at="end"``) bit for bit. Extra
+    RIFF chunks (LIST, an ``AIGC`` implicit label) are not kept: add implicit labels afterwards.
+
+    Raises:
+        ConfigurationError: ``at`` or a cue parameter is invalid.
+        LabelError: not a PCM WAV that the ``wave`` module reads, or truncated sample data.
+    """
+    if at not in ("start", "end"):
+        raise ConfigurationError(f"at must be 'start' or 'end', got {at!r}")
+    if not 0 <= silence_ms <= 10_000:
+        raise ConfigurationError(f"silence_ms must be from 0 to 10000, got {silence_ms!r}")
+    if not isinstance(wav_bytes, (bytes, bytearray, memoryview)):
+        raise LabelError(f"expected WAV bytes, got {type(wav_bytes).__name__}")
+    try:
+        with wave.open(io.BytesIO(bytes(wav_bytes)), "rb") as reader:
+            channels = reader.getnchannels()
+            sampwidth = reader.getsampwidth()
+            rate = reader.getframerate()
+            nframes = reader.getnframes()
+            if reader.getcomptype() != "NONE":
+                raise LabelError(f"cannot cue a compressed WAV ({reader.getcompname()})")
+            original = reader.readframes(nframes)
+    except LabelError:
+        raise
+    except (wave.Error, EOFError, OSError, ValueError, struct_error) as exc:
+        raise LabelError(f"not a readable PCM WAV: {exc}") from exc
+    if sampwidth not in (1, 2, 3, 4) or channels < 1 or rate < 1:
+        raise LabelError(f"unsupported WAV: {sampwidth * 8}-bit, {channels} channel(s), {rate} Hz")
+    if len(original) != nframes * sampwidth * channels:
+        raise LabelError(
+            f"truncated WAV: the header declares {nframes} frames, the data holds "
+            f"{len(original) // (sampwidth * channels)}"
+        )
+    cue = _encode_pcm(rhythm_cue(rate, unit_ms=unit_ms, frequency=frequency, amplitude=amplitude), sampwidth, channels)
+    silent_byte = b"\x80" if sampwidth == 1 else b"\x00"
+    silence = silent_byte * (round(rate * silence_ms / 1000) * sampwidth * channels)
+    body = cue + silence + original if at == "start" else original + silence + cue
+    out = io.BytesIO()
+    with wave.open(out, "wb") as writer:
+        writer.setnchannels(channels)
+        writer.setsampwidth(sampwidth)
+        writer.setframerate(rate)
+        writer.writeframes(body)
+    return out.getvalue()

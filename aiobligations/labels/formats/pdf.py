@@ -1,0 +1,420 @@
+"""PDF: the label as the string ``/AIGC`` in the Document Information dictionary, by incremental update.
+
+Writing never changes an existing byte: it appends (after a newline, if the file does not end with one)
+a new Info dictionary object holding every entry of the current Info dictionary except ``/AIGC``, copied
+as raw bytes, plus ``/AIGC (…)``; then a classic cross-reference section for that one object and a
+trailer that repeats the latest trailer's entries with a new ``/Size``, ``/Info`` and ``/Prev``; then
+``startxref`` and ``%%EOF``. Reading follows ``startxref`` and the ``/Prev`` chain to the latest
+``/Info`` and returns its ``/AIGC`` strings.
+
+Limits: only classic ``xref`` tables are supported; files whose latest cross-reference section is a
+cross-reference stream (PDF 1.5+ ``/Type /XRef``) and encrypted files (``/Encrypt``) are refused with
+:class:`~aiobligations.errors.LabelError`. The payload is written as a literal string when it is ASCII
+and as a UTF-16BE hex string with a byte-order mark otherwise.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from aiobligations.errors import LabelError
+from aiobligations.labels.annex_e import AIGCLabel
+
+__all__ = ["MEDIA_TYPES", "read_labels", "sniff", "write_label"]
+
+MEDIA_TYPES: tuple[str, ...] = ("application/pdf",)
+"""The media types this module handles."""
+
+_WS = b"\x00\t\n\x0c\r "
+_DELIMITERS = b"()<>[]{}/%"
+_MAX_DEPTH = 32
+_MAX_SECTIONS = 256
+_NUMBER = re.compile(rb"[+-]?(?:\d+\.?\d*|\.\d+)")
+_INT = re.compile(rb"\d{1,10}")
+_REGULAR = re.compile(rb"[^\x00\t\n\x0c\r ()<>\[\]{}/%]*")
+_SUBSECTION = re.compile(rb"(\d{1,10})[ \t]+(\d{1,10})")
+_ENTRY = re.compile(rb"(\d{1,10})[ \t]+(\d{1,5})[ \t]+([nf])")
+_ESCAPES = {
+    ord("n"): b"\n",
+    ord("r"): b"\r",
+    ord("t"): b"\t",
+    ord("b"): b"\b",
+    ord("f"): b"\f",
+}
+
+
+@dataclass(frozen=True)
+class _Name:
+    name: bytes
+
+
+@dataclass(frozen=True)
+class _Ref:
+    number: int
+    generation: int
+
+
+@dataclass
+class _Dict:
+    entries: list[
+        tuple[bytes, Any, bytes, bytes]
+    ]  # Decoded name, value, raw key, raw value.
+
+    def get(self, name: bytes) -> Any:
+        for key, value, _, _ in self.entries:
+            if key == name:
+                return value
+        return None
+
+
+def sniff(data: bytes) -> bool:
+    """Return whether ``data`` has a ``%PDF-`` header in its first 1024 bytes."""
+    return b"%PDF-" in bytes(data[:1024])
+
+
+def _skip(data: bytes, pos: int) -> int:
+    size = len(data)
+    while pos < size:
+        char = data[pos]
+        if char in _WS:
+            pos += 1
+        elif char == 0x25:  # % comment, to the end of the line.
+            while pos < size and data[pos] not in b"\r\n":
+                pos += 1
+        else:
+            break
+    return pos
+
+
+def _decode_name(raw: bytes) -> bytes:
+    out = bytearray()
+    i = 0
+    while i < len(raw):
+        if (
+            raw[i] == 0x23
+            and i + 2 < len(raw) + 0
+            and re.fullmatch(rb"[0-9A-Fa-f]{2}", raw[i + 1 : i + 3])
+        ):
+            out.append(int(raw[i + 1 : i + 3], 16))
+            i += 3
+        else:
+            out.append(raw[i])
+            i += 1
+    return bytes(out)
+
+
+def _literal(data: bytes, pos: int) -> tuple[bytes, int]:
+    """Parse a literal string whose ``(`` is at ``pos``."""
+    out = bytearray()
+    depth = 1
+    pos += 1
+    size = len(data)
+    while True:
+        if pos >= size:
+            raise LabelError("PDF literal string is not closed")
+        char = data[pos]
+        if char == 0x5C:  # Backslash.
+            pos += 1
+            if pos >= size:
+                raise LabelError("PDF literal string is not closed")
+            nxt = data[pos]
+            if nxt in _ESCAPES:
+                out += _ESCAPES[nxt]
+                pos += 1
+            elif 0x30 <= nxt <= 0x37:
+                end = pos
+                while end < size and end < pos + 3 and 0x30 <= data[end] <= 0x37:
+                    end += 1
+                out.append(int(data[pos:end], 8) & 0xFF)
+                pos = end
+            elif nxt == 0x0D:
+                pos += 2 if data[pos + 1 : pos + 2] == b"\n" else 1
+            elif nxt == 0x0A:
+                pos += 1
+            else:
+                out.append(nxt)
+                pos += 1
+            continue
+        if char == 0x28:
+            depth += 1
+        elif char == 0x29:
+            depth -= 1
+            if depth == 0:
+                return bytes(out), pos + 1
+        out.append(char)
+        pos += 1
+
+
+def _hex(data: bytes, pos: int) -> tuple[bytes, int]:
+    end = data.find(b">", pos)
+    if end < 0:
+        raise LabelError("PDF hex string is not closed")
+    digits = bytes(c for c in data[pos + 1 : end] if c not in _WS)
+    if not re.fullmatch(rb"[0-9A-Fa-f]*", digits):
+        raise LabelError("PDF hex string has a non-hex character")
+    if len(digits) % 2:
+        digits += b"0"
+    return bytes.fromhex(digits.decode("ascii")), end + 1
+
+
+def _object(data: bytes, pos: int, depth: int = 0) -> tuple[Any, int, int]:
+    """Parse one direct object; return it, its start (after whitespace) and its end."""
+    if depth > _MAX_DEPTH:
+        raise LabelError(f"PDF objects nest deeper than {_MAX_DEPTH}")
+    pos = _skip(data, pos)
+    if pos >= len(data):
+        raise LabelError("PDF truncated: an object was expected")
+    start = pos
+    char = data[pos]
+    if data[pos : pos + 2] == b"<<":
+        entries: list[tuple[bytes, Any, bytes, bytes]] = []
+        pos += 2
+        while True:
+            pos = _skip(data, pos)
+            if data[pos : pos + 2] == b">>":
+                return _Dict(entries), start, pos + 2
+            if pos >= len(data) or data[pos] != 0x2F:
+                raise LabelError(
+                    f"PDF dictionary at offset {start} has a key that is not a name"
+                )
+            key, key_start, key_end = _object(data, pos, depth + 1)
+            value, value_start, pos = _object(data, key_end, depth + 1)
+            entries.append(
+                (key.name, value, data[key_start:key_end], data[value_start:pos])
+            )
+    if char == 0x5B:  # [
+        items: list[Any] = []
+        pos += 1
+        while True:
+            pos = _skip(data, pos)
+            if data[pos : pos + 1] == b"]":
+                return items, start, pos + 1
+            value, _, pos = _object(data, pos, depth + 1)
+            items.append(value)
+    if char == 0x28:
+        text, end = _literal(data, pos)
+        return text, start, end
+    if char == 0x3C:
+        text, end = _hex(data, pos)
+        return text, start, end
+    if char == 0x2F:
+        match = _REGULAR.match(data, pos + 1)
+        assert match is not None
+        return _Name(_decode_name(match.group())), start, match.end()
+    number = _NUMBER.match(data, pos)
+    if number:
+        end = number.end()
+        if b"." not in number.group() and number.group()[:1] not in b"+-":
+            # Maybe ``N G R``.
+            after = _skip(data, end)
+            generation = _INT.match(data, after)
+            if generation:
+                keyword = _skip(data, generation.end())
+                if (
+                    data[keyword : keyword + 1] == b"R"
+                    and _REGULAR.match(data, keyword).end() == keyword + 1
+                ):  # type: ignore[union-attr]
+                    return (
+                        _Ref(int(number.group()), int(generation.group())),
+                        start,
+                        keyword + 1,
+                    )
+        try:
+            value: Any = int(number.group())
+        except ValueError:
+            value = float(number.group())
+        return value, start, end
+    word = _REGULAR.match(data, pos)
+    assert word is not None
+    token = word.group()
+    if token in (b"true", b"false", b"null"):
+        return {b"true": True, b"false": False, b"null": None}[token], start, word.end()
+    raise LabelError(f"PDF has an unexpected token {token[:20]!r} at offset {pos}")
+
+
+def _startxref(data: bytes) -> int:
+    index = data.rfind(b"startxref")
+    if index < 0:
+        raise LabelError("PDF has no startxref")
+    match = _INT.match(data, _skip(data, index + 9))
+    if not match:
+        raise LabelError("PDF startxref has no offset")
+    return int(match.group())
+
+
+def _section(
+    data: bytes, offset: int, table: dict[int, tuple[int, int, bytes]]
+) -> _Dict:
+    """Parse the classic xref section at ``offset`` into ``table`` (older entries never override); return its trailer."""
+    if offset >= len(data):
+        raise LabelError(f"PDF cross-reference offset {offset} is outside the file")
+    pos = _skip(data, offset)
+    if data[pos : pos + 4] != b"xref":
+        if re.match(rb"\d+\s+\d+\s+obj", data[pos : pos + 40]):
+            raise LabelError(
+                "PDF uses a cross-reference stream (PDF 1.5+), which is not supported"
+            )
+        raise LabelError(f"PDF has no xref table at offset {offset}")
+    pos += 4
+    while True:
+        pos = _skip(data, pos)
+        if data[pos : pos + 7] == b"trailer":
+            trailer, _, _ = _object(data, pos + 7)
+            if not isinstance(trailer, _Dict):
+                raise LabelError("PDF trailer is not a dictionary")
+            return trailer
+        match = _SUBSECTION.match(data, pos)
+        if not match:
+            raise LabelError(f"PDF xref table is malformed at offset {pos}")
+        first, count = int(match.group(1)), int(match.group(2))
+        if count * 18 > len(data) - match.end():
+            raise LabelError(
+                f"PDF xref subsection declares {count} entries, more than the file can hold"
+            )
+        pos = match.end()
+        for number in range(first, first + count):
+            pos = _skip(data, pos)
+            entry = _ENTRY.match(data, pos)
+            if not entry:
+                raise LabelError(f"PDF xref entry is malformed at offset {pos}")
+            table.setdefault(
+                number, (int(entry.group(1)), int(entry.group(2)), entry.group(3))
+            )
+            pos = entry.end()
+
+
+def _load(
+    data: bytes,
+) -> tuple[int, _Dict, dict[int, tuple[int, int, bytes]], _Dict | None]:
+    """Return the latest startxref, the latest trailer, the merged xref table and the Info dictionary."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"data must be bytes, got {type(data).__name__}")
+    if not sniff(data):
+        raise LabelError("not a PDF file: no %PDF- header")
+    data = bytes(data)
+    start = _startxref(data)
+    table: dict[int, tuple[int, int, bytes]] = {}
+    latest: _Dict | None = None
+    seen: set[int] = set()
+    offset: int | None = start
+    while offset is not None:
+        if offset in seen or len(seen) >= _MAX_SECTIONS:
+            raise LabelError("PDF /Prev chain loops or is too long")
+        seen.add(offset)
+        trailer = _section(data, offset, table)
+        if latest is None:
+            latest = trailer
+        prev = trailer.get(b"Prev")
+        if prev is not None and (
+            not isinstance(prev, int) or isinstance(prev, bool) or prev < 0
+        ):
+            raise LabelError("PDF trailer /Prev is not an offset")
+        offset = prev
+    assert latest is not None
+    if latest.get(b"Encrypt") is not None:
+        raise LabelError("PDF is encrypted; its Info strings cannot be labelled")
+    info = latest.get(b"Info")
+    if info is None:
+        return start, latest, table, None
+    if isinstance(info, _Dict):
+        return start, latest, table, info
+    if not isinstance(info, _Ref):
+        raise LabelError("PDF trailer /Info is neither a reference nor a dictionary")
+    entry = table.get(info.number)
+    if entry is None or entry[2] != b"n":
+        raise LabelError(
+            f"PDF Info object {info.number} is not in the cross-reference table"
+        )
+    head = (
+        re.compile(rb"(\d{1,10})\s+(\d{1,5})\s+obj").match(data, _skip(data, entry[0]))
+        if entry[0] < len(data)
+        else None
+    )
+    if head is None or int(head.group(1)) != info.number:
+        raise LabelError(
+            f"PDF Info object {info.number} is not at its cross-reference offset"
+        )
+    value, _, _ = _object(data, head.end())
+    if not isinstance(value, _Dict):
+        raise LabelError("PDF Info object is not a dictionary")
+    return start, latest, table, value
+
+
+def _text(value: bytes) -> str:
+    try:
+        if value[:2] == b"\xfe\xff":
+            return value[2:].decode("utf-16-be")
+        if value[:3] == b"\xef\xbb\xbf":
+            return value[3:].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise LabelError(f"PDF /AIGC string is not valid text: {exc}") from None
+    return value.decode("latin-1")
+
+
+def read_labels(data: bytes) -> list[str]:
+    """Return every ``/AIGC`` string in the latest Document Information dictionary.
+
+    Raises:
+        LabelError: the file is not a well-formed PDF with a classic xref table, is encrypted, or its
+            ``/AIGC`` value is not a string.
+    """
+    _, _, _, info = _load(data)
+    found: list[str] = []
+    if info is None:
+        return found
+    for key, value, _, _ in info.entries:
+        if key == b"AIGC":
+            if not isinstance(value, bytes):
+                raise LabelError("PDF /AIGC value is not a string")
+            found.append(_text(value))
+    return found
+
+
+def _pdf_string(text: str) -> bytes:
+    if text.isascii():
+        escaped = text.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
+        escaped = escaped.replace("\r", "\\r").replace("\n", "\\n")
+        return b"(" + escaped.encode("ascii") + b")"
+    return b"<FEFF" + text.encode("utf-16-be").hex().upper().encode("ascii") + b">"
+
+
+def write_label(data: bytes, payload: str) -> bytes:
+    """Return the PDF with an incremental update whose Info dictionary has exactly one ``/AIGC``.
+
+    The original bytes are an exact prefix of the result.
+
+    Raises:
+        LabelError: the file is malformed, uses cross-reference streams, is encrypted, or ``payload``
+            is not an Annex E label.
+    """
+    AIGCLabel.parse(payload)
+    start, trailer, table, info = _load(data)
+    data = bytes(data)
+    size = trailer.get(b"Size")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+        raise LabelError("PDF trailer has no valid /Size")
+    number = max(size, max(table, default=0) + 1)
+    prefix = data if data.endswith((b"\n", b"\r")) else data + b"\n"
+    parts = [
+        raw_key + b" " + raw_value
+        for key, _, raw_key, raw_value in (info.entries if info else [])
+        if key != b"AIGC"
+    ]
+    parts.append(b"/AIGC " + _pdf_string(payload))
+    obj = b"%d 0 obj\n<< " % number + b"\n".join(parts) + b" >>\nendobj\n"
+    xref_offset = len(prefix) + len(obj)
+    xref = b"xref\n%d 1\n%010d 00000 n\r\n" % (number, len(prefix))
+    kept = [
+        raw_key + b" " + raw_value
+        for key, _, raw_key, raw_value in trailer.entries
+        if key not in (b"Size", b"Prev", b"Info", b"XRefStm")
+    ]
+    kept += [b"/Size %d" % (number + 1), b"/Info %d 0 R" % number, b"/Prev %d" % start]
+    tail = (
+        b"trailer\n<< "
+        + b"\n".join(kept)
+        + b" >>\nstartxref\n%d\n%%%%EOF\n" % xref_offset
+    )
+    return prefix + obj + xref + tail
