@@ -32,6 +32,7 @@ PUBLIC_MODULES = [
     "aiobligations.labels.annex_e",
     "aiobligations.labels.c2pa",
     "aiobligations.labels.certs",
+    "aiobligations.labels.conformance",
     "aiobligations.labels.explicit",
     "aiobligations.labels.fonts",
     "aiobligations.labels.formats.gif",

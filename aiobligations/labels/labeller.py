@@ -20,13 +20,31 @@ from ..errors import LabelError
 from . import annex_e
 from .formats import gif, jpeg, markdown, mp3, mp4, ooxml, pdf, png, tiff, wav, webp
 
-__all__ = ["FORMATS", "Labelled", "Labeller", "detect"]
+__all__ = ["C2PA_UNSUPPORTED", "EXPLICIT", "FORMATS", "WATERMARKED", "Labelled", "Labeller", "detect"]
 
 FORMATS: tuple[ModuleType, ...] = (png, jpeg, webp, gif, tiff, wav, mp3, mp4, pdf, ooxml, markdown)
 """The formats with implicit labels, in the order their signatures are sniffed."""
 
 _BY_TYPE = {media_type: module for module in FORMATS for media_type in module.MEDIA_TYPES}
 _IMAGES = (png, jpeg, webp)
+
+EXPLICIT: dict[ModuleType, str] = {
+    png: "caption, corner, ≥ 5% high",
+    jpeg: "caption, corner, ≥ 5% high",
+    webp: "caption, corner, ≥ 5% high",
+    wav: "rhythm cue ·−·· at the start",
+}
+"""Formats that get an explicit label, and what it is."""
+
+WATERMARKED: tuple[ModuleType, ...] = _IMAGES
+"""Formats that carry the invisible watermark."""
+
+C2PA_UNSUPPORTED: dict[ModuleType, str] = {
+    ooxml: "c2pa-python 0.38 cannot read deflate-compressed packages",
+    markdown: "not a C2PA format",
+}
+"""Formats that get no C2PA manifest, and why."""
+_NO_C2PA = tuple(C2PA_UNSUPPORTED)
 _PIL_FORMATS = {png: ("PNG", {}), jpeg: ("JPEG", {"quality": 95}), webp: ("WEBP", {"lossless": True})}
 
 
@@ -174,7 +192,7 @@ class Labeller:
             evidence["role"] = "propagator" if label.content_producer != self.producer else "producer"
             out = module.write_label(out, label.to_json())
             evidence["gb45438"] = label.as_dict()
-        if c2pa and self._c2pa_signer is not None:
+        if c2pa and self._c2pa_signer is not None and module not in _NO_C2PA:
             from .c2pa import sign  # Imported here: c2pa-python is the media extra.
 
             aigc = evidence.get("gb45438")
@@ -253,7 +271,7 @@ class Labeller:
             from .c2pa import read
         except ImportError:  # pragma: no cover - without the media extra.
             read = None
-        if read is not None:
+        if read is not None and module not in _NO_C2PA:
             found = read(data, module.MEDIA_TYPES[0], trust_anchors=self.trust_anchors)
             report["c2pa"] = found.as_dict() if found is not None else None
         if module in _IMAGES and self._watermark_key is not None:
@@ -275,8 +293,11 @@ class Labeller:
                 break
             except LabelError:
                 continue
+        pixels = _pixels(data)
+        if (pixels.shape[0] // 16) * (pixels.shape[1] // 16) < 384:
+            return {"checked": False, "reason": "the image is too small to carry the watermark"}
         try:
-            found = marks.detect(_pixels(data), self._watermark_key, produce_id=produce_id)
+            found = marks.detect(pixels, self._watermark_key, produce_id=produce_id)
         except (LabelError, ValueError) as exc:
             return {"checked": False, "reason": str(exc)}
         return {"checked": True, **dataclasses.asdict(found)}
