@@ -262,6 +262,9 @@ class ObligationsMiddleware:
             if state["route"].label:
                 body, labelled = self._label_b64_images(body, interaction_id, state)
                 inserted = labelled
+            if state["route"].text_label:
+                body, labelled = self._label_text(body, state)
+                inserted = inserted or labelled
             if state["route"].body_notice:
                 body, noticed = self._json_notice(body, interaction_id, first_contact)
                 state["body_notice"] = "json-field" if noticed else "none"
@@ -295,6 +298,23 @@ class ObligationsMiddleware:
             return body, False
         state["labels"] += 1
         return labelled, True
+
+    def _label_text(self, body: bytes, state: dict[str, Any]) -> tuple[bytes, bool]:
+        """Put the explicit text label into each chat completion's content."""
+        if b'"choices"' not in body:
+            return body, False
+        from aiobligations.labels.explicit import label_chat_completion
+
+        try:
+            document = json.loads(body)
+            count = label_chat_completion(document)
+        except (ValueError, LabelError) as exc:
+            state["label_error"] = f"{type(exc).__name__}: {exc}"
+            return body, False
+        if not count:
+            return body, False
+        state["labels"] += count
+        return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode(), True
 
     def _label_b64_images(self, body: bytes, interaction_id: str, state: dict[str, Any]) -> tuple[bytes, bool]:
         """Label the images of an OpenAI-compatible ``b64_json`` response, in place."""
@@ -338,7 +358,8 @@ class ObligationsMiddleware:
         if route.label and content_type.startswith((b"image/", b"audio/", b"video/")):
             return _MEDIA
         if not route.body_notice:
-            return _JSON if route.label and content_type == b"application/json" else _PASS
+            wants_json = route.label or route.text_label
+            return _JSON if wants_json and content_type == b"application/json" else _PASS
         if content_type == b"text/event-stream":
             return _SSE
         if content_type == b"application/json" or content_type.endswith(b"+json"):

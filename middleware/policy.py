@@ -21,7 +21,11 @@ class Route:
         body_notice: Also put the notice in the body: a field in JSON objects, a first comment in
             an event stream, a banner in HTML.
         capture: Keep the request and response bodies (sealed, capped) in the interaction record.
-        label: Label synthetic media in the response (GB 45438, C2PA); used by the labels feature.
+        label: Label synthetic media in the response (GB 45438 labels, C2PA, watermark).
+        text_label: Also put an explicit text label ("【本内容由人工智能生成】") into the content of
+            chat completions (JSON responses). Off by default: it changes what the model said,
+            which the disclosure notice and the interface around the text already cover (GB 45438
+            §5.1 allows either).
 
     .. versionadded:: 0.1.0
     """
@@ -32,6 +36,7 @@ class Route:
     body_notice: bool = True
     capture: bool = True
     label: bool = True
+    text_label: bool = False
 
     def __post_init__(self) -> None:
         if not self.pattern.startswith("/"):

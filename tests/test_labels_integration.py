@@ -186,3 +186,17 @@ def test_the_profile_defaults_caption_watermark_label_and_sign(obligations) -> N
     record = obligations.ledger.read(obligations.ledger.flush() - 1)
     assert ("caption", "AI生成") == (record["explicit"]["kind"], record["explicit"]["wording"])
     assert "payload" in record["watermark"]
+
+
+def test_a_route_can_ask_for_the_explicit_text_label(obligations) -> None:
+    policy = RoutePolicy([Route("/v1/chat/completions", text_label=True)])
+    app = ObligationsMiddleware(build_app(stream_delay=0), obligations=obligations, policy=policy)
+
+    async def chat() -> httpx.Response:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+            return await client.post("/v1/chat/completions",
+                                     json={"model": "toy-1", "messages": [{"role": "user", "content": "你好"}]})
+
+    content = asyncio.run(chat()).json()["choices"][0]["message"]["content"]
+
+    assert content.startswith("【本内容由人工智能生成】")
