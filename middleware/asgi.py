@@ -9,6 +9,7 @@ one ``interaction`` record handed to ``ledger.submit``: the event loop never wai
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import base64
 import hashlib
@@ -256,11 +257,13 @@ class ObligationsMiddleware:
         start, chunks = held[0], held[1:]
         body = b"".join(chunks)
         inserted = False
+        # Labelling draws, marks and signs: CPU work of tens of milliseconds per image, done on a
+        # worker thread so the event loop keeps serving other requests meanwhile.
         if state["mode"] == _MEDIA and not more:
-            body, inserted = self._label_media(body, start, interaction_id, state)
+            body, inserted = await asyncio.to_thread(self._label_media, body, start, interaction_id, state)
         elif state["mode"] == _JSON and not more:
-            if state["route"].label:
-                body, labelled = self._label_b64_images(body, interaction_id, state)
+            if state["route"].label and b'"b64_json"' in body:
+                body, labelled = await asyncio.to_thread(self._label_b64_images, body, interaction_id, state)
                 inserted = labelled
             if state["route"].text_label:
                 body, labelled = self._label_text(body, state)
