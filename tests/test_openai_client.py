@@ -36,7 +36,7 @@ FLAVOURS = ["sync", "async"]
 
 
 class SubmittedRecords:
-    """Wraps ``Obligations.submit`` to let a test wait until the server has handed a record over.
+    """Wraps ``Obligations.submit`` to let a test wait until the server has handed an interaction over.
 
     The server submits an interaction's record just after the response's last byte has gone out,
     so a client can finish reading before the record exists; this waits on a condition, not a clock.
@@ -50,6 +50,8 @@ class SubmittedRecords:
 
     def __call__(self, record: dict[str, Any]) -> None:
         self._submit(record)
+        if record.get("kind") != "interaction":
+            return  # Label records share the interaction's id but come before its own record.
         with self._changed:
             self._ids.append(record.get("interaction_id", ""))
             self._changed.notify_all()
