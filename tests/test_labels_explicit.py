@@ -427,3 +427,18 @@ def test_caption_is_deterministic_across_threads() -> None:
     with ThreadPoolExecutor(4) as pool:
         results = list(pool.map(lambda _: caption_image(data), range(8)))
     assert all(expected == result for result in results)
+
+
+def test_markdown_gets_a_visible_label_at_the_end_once() -> None:
+    from aiobligations.labels.explicit import DEFAULT_TEXT_WORDING, label_markdown
+
+    source = "---\ntitle: x\n---\n# Title\n\nbody\n".encode()
+
+    once = label_markdown(source)
+    twice = label_markdown(once)
+
+    assert once == twice
+    assert once.decode().startswith("---\ntitle: x\n---\n# Title\n\nbody")
+    assert once.decode().rstrip().endswith(DEFAULT_TEXT_WORDING)
+    with pytest.raises(LabelError):
+        label_markdown(b"\xff\xfe not utf-8")

@@ -37,6 +37,7 @@ __all__ = [
     "add_audio_cue",
     "caption_image",
     "label_chat_completion",
+    "label_markdown",
     "label_text",
     "rhythm_cue",
     "validate_wording",
@@ -128,6 +129,30 @@ def label_text(
     if position in ("suffix", "both") and not text.endswith(wording):
         text = f"{text}{separator}{wording}"
     return text
+
+
+def label_markdown(data: bytes, *, wording: str = DEFAULT_TEXT_WORDING) -> bytes:
+    """Append the visible text label to a Markdown file, at the end (TC260-PG-20258A for Markdown).
+
+    The front matter (where the implicit label goes) and the body are kept; the label is added as a
+    final paragraph, once.
+
+    Raises:
+        LabelError: the file is not UTF-8 text.
+        ConfigurationError: the wording lacks an element.
+    """
+    validate_wording(wording)
+    try:
+        text = data.decode("utf-8-sig") if data.startswith(b"\xef\xbb\xbf") else data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise LabelError("a Markdown file must be UTF-8 text") from None
+    newline = "\r\n" if "\r\n" in text else "\n"
+    stripped = text.rstrip()
+    if stripped.endswith(wording):
+        return data
+    labelled = f"{stripped}{newline}{newline}{wording}{newline}"
+    prefix = b"\xef\xbb\xbf" if data.startswith(b"\xef\xbb\xbf") else b""
+    return prefix + labelled.encode("utf-8")
 
 
 def label_chat_completion(

@@ -33,6 +33,7 @@ EXPLICIT: dict[ModuleType, str] = {
     jpeg: "caption, corner, ≥ 5% high",
     webp: "caption, corner, ≥ 5% high",
     wav: "rhythm cue ·−·· at the start",
+    markdown: "text label at the end",
 }
 """Formats that get an explicit label, and what it is."""
 
@@ -173,6 +174,9 @@ class Labeller:
             elif module is wav:
                 data = marks_explicit.add_audio_cue(data, at="start")
                 evidence["explicit"] = {"kind": "rhythm cue", "pattern": "short long short short", "at": "start"}
+            elif module is markdown:
+                data = marks_explicit.label_markdown(data)
+                evidence["explicit"] = {"kind": "text", "wording": marks_explicit.DEFAULT_TEXT_WORDING, "at": "end"}
         soft_binding = None
         if watermark and module in _IMAGES and self._watermark_key is not None:
             from . import watermark as marks  # numpy, PyWavelets and Pillow: the media extra.
