@@ -48,6 +48,7 @@ PUBLIC_MODULES = [
     "aiobligations.labels.formats.webp",
     "aiobligations.labels.labeller",
     "aiobligations.labels.settings",
+    "aiobligations.labels.video",
     "aiobligations.labels.watermark",
     "aiobligations.labels.xmp",
     "aiobligations.ledger",

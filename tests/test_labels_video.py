@@ -12,8 +12,8 @@ av = pytest.importorskip("av")
 np = pytest.importorskip("numpy")
 pytest.importorskip("PIL")
 
-from aiobligations.errors import ConfigurationError, LabelError  # noqa: E402
-from aiobligations.labels.video import _overlay, caption_video  # noqa: E402
+from aiobligations.errors import ConfigurationError, LabelError
+from aiobligations.labels.video import _overlay, caption_video
 
 try:
     from aiobligations.labels.fonts import find_cjk_font

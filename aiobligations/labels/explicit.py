@@ -1,4 +1,4 @@
-"""Explicit (visible, audible) labels for AI-generated content: GB 45438-2025 §5.
+"""Explicit (visible, audible) labels for AI-generated content: GB 45438-2025 §5 (video: :mod:`.video`).
 
 - Text (§5.1): a prompt before or after the content, whose wording holds both an AI element
   ("人工智能" or "AI") and a generation element ("生成" or "合成").

@@ -34,6 +34,7 @@ EXPLICIT: dict[ModuleType, str] = {
     webp: "caption, corner, ≥ 5% high",
     wav: "rhythm cue ·−·· at the start",
     markdown: "text label at the end",
+    mp4: "caption on the opening 2 s, ≥ 5% high (H.264)",
 }
 """Formats that get an explicit label, and what it is."""
 
@@ -166,17 +167,12 @@ class Labeller:
         # Read before anything changes the content: re-encoding for a caption drops metadata.
         prior = module.read_labels(data) if implicit else []
         if explicit:
-            from . import explicit as marks_explicit
-
-            if module in _IMAGES:
-                data = marks_explicit.caption_image(data, wording=wording)
-                evidence["explicit"] = {"kind": "caption", "wording": wording, "corner": "bottom-right"}
-            elif module is wav:
-                data = marks_explicit.add_audio_cue(data, at="start")
-                evidence["explicit"] = {"kind": "rhythm cue", "pattern": "short long short short", "at": "start"}
-            elif module is markdown:
-                data = marks_explicit.label_markdown(data)
-                evidence["explicit"] = {"kind": "text", "wording": marks_explicit.DEFAULT_TEXT_WORDING, "at": "end"}
+            try:
+                data = self._explicit(module, data, wording, evidence)
+            except LabelError as exc:
+                # A file that cannot carry a visible label (an unsupported codec, too small) still
+                # gets the metadata label and C2PA; the evidence says why the explicit label is missing.
+                evidence["explicit"] = {"skipped": str(exc)}
         soft_binding = None
         if watermark and module in _IMAGES and self._watermark_key is not None:
             from . import watermark as marks  # numpy, PyWavelets and Pillow: the media extra.
@@ -205,6 +201,26 @@ class Labeller:
                                 "watermarked": soft_binding is not None}
         evidence["sha256_after"] = hashlib.sha256(out).hexdigest()
         return Labelled(out, evidence)
+
+    def _explicit(self, module: ModuleType, data: bytes, wording: str, evidence: dict[str, Any]) -> bytes:
+        """Add the visible or audible label that suits the format; record what was done."""
+        from . import explicit as marks_explicit
+
+        if module in _IMAGES:
+            data = marks_explicit.caption_image(data, wording=wording)
+            evidence["explicit"] = {"kind": "caption", "wording": wording, "corner": "bottom-right"}
+        elif module is wav:
+            data = marks_explicit.add_audio_cue(data, at="start")
+            evidence["explicit"] = {"kind": "rhythm cue", "pattern": "short long short short", "at": "start"}
+        elif module is mp4:
+            from .video import caption_video
+
+            data = caption_video(data, wording=wording)
+            evidence["explicit"] = {"kind": "caption", "wording": wording, "seconds": 2.0}
+        elif module is markdown:
+            data = marks_explicit.label_markdown(data)
+            evidence["explicit"] = {"kind": "text", "wording": marks_explicit.DEFAULT_TEXT_WORDING, "at": "end"}
+        return data
 
     def _implicit_label(self, module: ModuleType, data: bytes, produce_id: str,
                         prior: list[str]) -> annex_e.AIGCLabel:
