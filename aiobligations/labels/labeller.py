@@ -33,8 +33,9 @@ EXPLICIT: dict[ModuleType, str] = {
     jpeg: "caption, corner, ≥ 5% high",
     webp: "caption, corner, ≥ 5% high",
     wav: "rhythm cue ·−·· at the start",
+    mp3: "rhythm cue ·−·· at the start (re-encoded)",
     markdown: "text label at the end",
-    mp4: "caption on the opening 2 s, ≥ 5% high (H.264)",
+    mp4: "caption on the opening 2 s, ≥ 5% high (H.264); audio-only: the rhythm cue",
 }
 """Formats that get an explicit label, and what it is."""
 
@@ -213,10 +214,20 @@ class Labeller:
             data = marks_explicit.add_audio_cue(data, at="start")
             evidence["explicit"] = {"kind": "rhythm cue", "pattern": "short long short short", "at": "start"}
         elif module is mp4:
+            from .audio import add_cue_encoded, has_video
             from .video import caption_video
 
-            data = caption_video(data, wording=wording)
-            evidence["explicit"] = {"kind": "caption", "wording": wording, "seconds": 2.0}
+            if has_video(data):
+                data = caption_video(data, wording=wording)
+                evidence["explicit"] = {"kind": "caption", "wording": wording, "seconds": 2.0}
+            else:
+                data = add_cue_encoded(data, "mp4")
+                evidence["explicit"] = {"kind": "rhythm cue", "pattern": "short long short short", "at": "start"}
+        elif module is mp3:
+            from .audio import add_cue_encoded
+
+            data = add_cue_encoded(data, "mp3")
+            evidence["explicit"] = {"kind": "rhythm cue", "pattern": "short long short short", "at": "start"}
         elif module is markdown:
             data = marks_explicit.label_markdown(data)
             evidence["explicit"] = {"kind": "text", "wording": marks_explicit.DEFAULT_TEXT_WORDING, "at": "end"}
