@@ -218,6 +218,31 @@ def export(out: Path, start: str | None, end: str | None, since: str | None, con
     )
 
 
+@main.command("verify-receipt")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--key", required=True, help="The ledger's verifier key (name+id+key), or a file holding it.")
+@click.option("--record", "record", default=None, type=click.Path(dir_okay=False, path_type=Path),
+              help="The record's bytes, when the receipt does not carry them.")
+def verify_receipt_command(file: Path, key: str, record: Path | None) -> None:
+    """Check a receipt (C2SP tlog-proof) offline: the record was in the signed log.
+
+    Exits 0 when it verifies, 1 when it does not, 2 on unusable input.
+    """
+    from .ledger.receipts import InvalidReceipt, verify_receipt
+
+    text = _read_file_arg(str(file), "receipt")
+    assert text is not None
+    trusted = _read_text_arg(key, "--key").strip()
+    data = _read_input(record) if record is not None else None
+    try:
+        checkpoint = verify_receipt(text, trusted, record=data)
+    except InvalidReceipt:
+        _fail("BROKEN: the receipt does not verify", 1)
+    except (ConfigurationError, ValueError) as exc:
+        _fail(str(exc))
+    click.echo(f"verified: the record is in {checkpoint.origin} at tree size {checkpoint.size}")
+
+
 def _read_input(path: Path) -> bytes:
     try:
         if path.stat().st_size > MAX_LABEL_INPUT:

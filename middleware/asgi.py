@@ -118,7 +118,7 @@ class ObligationsMiddleware:
         self._ledger = self.obligations.ledger
         from .endpoints import Endpoints  # Import here: endpoints import the disclosure package.
 
-        self.endpoints = Endpoints(self.obligations)
+        self.endpoints = Endpoints(self.obligations, subject_of=self._known_subject)
         disclosure = self.endpoints.disclosure
         self._cookie = disclosure.cookie_name
         self._cookie_prefix = (self._cookie + "=").encode()
@@ -417,6 +417,11 @@ class ObligationsMiddleware:
             return f"cookie:{cookie_value}", None
         fresh = secrets.token_urlsafe(18)
         return f"cookie:{fresh}", fresh
+
+    def _known_subject(self, scope: Scope) -> str | None:
+        """The subject a request identifies, or ``None``: never a fresh cookie."""
+        subject, fresh = self._subject(scope)
+        return None if fresh is not None else subject
 
     def _read_cookie(self, header: bytes) -> str | None:
         for part in header.split(b";"):

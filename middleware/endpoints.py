@@ -6,7 +6,9 @@ service runs), so serving them costs a dictionary lookup.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from datetime import UTC, datetime
@@ -25,6 +27,7 @@ from aiobligations.disclosure import (
     short_notice,
     transparency_document,
 )
+from aiobligations.ledger.receipts import parse_receipt, receipt_for_interaction
 from aiobligations.obligations import Obligations
 
 __all__ = ["TRANSPARENCY_JSON", "Endpoints"]
@@ -33,6 +36,8 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Send = Callable[[Message], Awaitable[None]]
 Receive = Callable[[], Awaitable[Message]]
+
+_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 TRANSPARENCY_JSON = "/.well-known/ai-transparency"
 SECURITY_TXT = "/.well-known/security.txt"
@@ -48,9 +53,12 @@ class Endpoints:
     .. versionadded:: 0.1.0
     """
 
-    def __init__(self, obligations: Obligations, *, prefix: str = "/ai") -> None:
+    def __init__(self, obligations: Obligations, *, prefix: str = "/ai",
+                 subject_of: Callable[[Scope], str | None] | None = None) -> None:
         prefix = "/" + prefix.strip("/")
         self.obligations = obligations
+        self._subject_of = subject_of or (lambda scope: None)
+        self._receipts = f"{prefix}/receipts/"
         self.prefix = prefix
         self.disclosure = settings = obligations.disclosure
         profile = obligations.profile
@@ -95,7 +103,7 @@ class Endpoints:
 
     def handles(self, path: str) -> bool:
         """Whether ``path`` is one of these endpoints."""
-        return path in self._routes
+        return path in self._routes or path.startswith(self._receipts)
 
     def json_notice(self, interaction_id: str, first_contact: bool) -> bytes:
         """The ``ai_disclosure`` member inserted into JSON responses."""
@@ -138,7 +146,10 @@ class Endpoints:
         if scope["method"] not in ("GET", "HEAD"):
             await self.error(send, 405, "method_not_allowed", "use GET", extra=[(b"allow", b"GET, HEAD")])
             return
-        status, content_type, body = self._routes[scope["path"]](scope)
+        if scope["path"].startswith(self._receipts):
+            status, content_type, body = await asyncio.to_thread(self._receipt, scope)
+        else:
+            status, content_type, body = self._routes[scope["path"]](scope)
         headers = [
             (b"content-type", content_type),
             (b"content-length", str(len(body)).encode()),
@@ -177,6 +188,28 @@ class Endpoints:
             body = json.dumps({"error": {"code": "no_checkpoint", "message": "no checkpoint signed yet"}})
             return 404, b"application/json", body.encode()
         return 200, b"text/plain; charset=utf-8", note.encode()
+
+    def _receipt(self, scope: Scope) -> tuple[int, bytes, bytes]:
+        """The subject's receipt for one of their interactions (C2SP tlog-proof).
+
+        Only the interaction's own subject gets it; an unknown id and someone else's id get the
+        same 404, so ids cannot be probed. Runs on a worker thread: it reads the ledger.
+        """
+        interaction_id = scope["path"][len(self._receipts):]
+        subject = self._subject_of(scope)
+        missing = (404, b"application/json", json.dumps(
+            {"error": {"code": "not_found", "message": "no such interaction of yours"}}).encode())
+        if subject is None or not _UUID.match(interaction_id):
+            return missing
+        ledger = self.obligations.ledger
+        ledger.flush(timeout=5)
+        text = receipt_for_interaction(ledger, interaction_id)
+        if text is None:
+            return missing
+        record = json.loads(parse_receipt(text).extra or b"{}")
+        if record.get("subject") != ledger.pseudonym(subject):
+            return missing
+        return 200, b"text/plain; charset=utf-8", text.encode()
 
     def _security_txt(self, scope: Scope) -> tuple[int, bytes, bytes]:
         return 200, b"text/plain; charset=utf-8", security_txt(self.disclosure, now=datetime.now(UTC)).encode()

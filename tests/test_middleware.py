@@ -417,3 +417,25 @@ def test_streamed_html_is_held_only_until_its_body_tag(obligations) -> None:
     html = b"".join(sent_bodies).decode()
     assert html.index("<body>") < html.index("<aside") < html.index("<p>first</p>")
     assert b"content-length" not in headers
+
+
+class TestReceipts:
+    def test_only_the_subject_gets_the_receipt_of_their_interaction(self, obligations) -> None:
+        from aiobligations.ledger.receipts import verify_receipt
+
+        app = ObligationsMiddleware(json_app(COMPLETION), obligations=obligations)
+        mine = [(b"content-type", b"application/json"), (b"authorization", b"Bearer mine")]
+        theirs = [(b"authorization", b"Bearer theirs")]
+        interaction_id = asyncio.run(call(app, headers=mine))["headers"]["ai-interaction-id"]
+
+        receipt = asyncio.run(call(app, f"/ai/receipts/{interaction_id}", method="GET", headers=mine))
+        foreign = asyncio.run(call(app, f"/ai/receipts/{interaction_id}", method="GET", headers=theirs))
+        anonymous = asyncio.run(call(app, f"/ai/receipts/{interaction_id}", method="GET", headers=[]))
+        unknown = asyncio.run(call(app, f"/ai/receipts/{uuid.uuid4()}", method="GET", headers=mine))
+        garbage = asyncio.run(call(app, "/ai/receipts/../../etc/passwd", method="GET", headers=mine))
+
+        assert 200 == receipt["status"]
+        checkpoint = verify_receipt(receipt["body"].decode(), obligations.ledger.signer.verifier_key)
+        assert checkpoint.size >= 1
+        assert foreign["body"] == anonymous["body"] == unknown["body"] == garbage["body"]
+        assert {404} == {foreign["status"], anonymous["status"], unknown["status"], garbage["status"]}

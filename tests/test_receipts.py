@@ -447,3 +447,27 @@ class TestReceiptForInteraction:
         assert receipt_for_interaction(ledger, "nothing") is None
         with pytest.raises(TypeError):
             receipt_for_interaction(ledger, 1)  # type: ignore[arg-type]
+
+
+def test_the_cli_verifies_a_receipt_offline(make_ledger, signer, tmp_path) -> None:
+    import subprocess
+    import sys
+
+    from aiobligations.ledger.receipts import make_receipt
+
+    ledger = make_ledger()
+    index = ledger.append({"kind": "interaction", "interaction_id": "cli-1"})
+    (tmp_path / "r.tlog-proof").write_text(make_receipt(ledger, index))
+    (tmp_path / "bad.tlog-proof").write_text(make_receipt(ledger, index).replace("index 0", "index 1"))
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "aiobligations.cli", "verify-receipt", *args],
+                              capture_output=True, text=True, timeout=60)
+
+    good = run(str(tmp_path / "r.tlog-proof"), "--key", signer.verifier_key)
+    bad = run(str(tmp_path / "bad.tlog-proof"), "--key", signer.verifier_key)
+    missing = run(str(tmp_path / "none"), "--key", signer.verifier_key)
+
+    assert (0, 1, 2) == (good.returncode, bad.returncode, missing.returncode), (good.stderr, bad.stderr)
+    assert "verified" in good.stdout
+    assert 1 == len(missing.stderr.strip().splitlines())

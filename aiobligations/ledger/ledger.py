@@ -233,6 +233,10 @@ class Ledger:
         """How many records are durably sequenced."""
         return self._size
 
+    def pseudonym(self, subject: str) -> str:
+        """The keyed pseudonym that stands for ``subject`` in this ledger's records."""
+        return self._crypto.pseudonym(subject)
+
     @property
     def master_key(self) -> MasterKey:
         """The master key (for sealing what must wait outside the ledger, such as the spool)."""
