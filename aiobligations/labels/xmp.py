@@ -21,6 +21,7 @@ import xml.etree.ElementTree as ET
 from xml.sax.saxutils import escape, quoteattr
 
 from aiobligations.errors import LabelError
+from aiobligations.labels._xml import parse_untrusted
 
 __all__ = ["MAX_DEPTH", "MAX_XMP_SIZE", "TC260_NS", "build_packet", "get_aigc", "set_aigc"]
 
@@ -39,7 +40,6 @@ _XML_NS = "http://www.w3.org/XML/1998/namespace"
 _AIGC = f"{{{TC260_NS}}}AIGC"
 _DESCRIPTION = f"{{{_RDF_NS}}}Description"
 _RDF = f"{{{_RDF_NS}}}RDF"
-_DECLARATION = re.compile(r"<!(?!--|\[CDATA\[)")
 _PACKET_BEGIN = '<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>'
 _PACKET_END = '<?xpacket end="w"?>'
 _PREFERRED = {_X_NS: "x", _RDF_NS: "rdf", TC260_NS: "TC260"}
@@ -79,35 +79,7 @@ def _parse(xmp: bytes) -> tuple[ET.Element, dict[str, str]]:
         text = bytes(xmp).decode("utf-8")
     except UnicodeDecodeError as exc:
         raise LabelError(f"XMP packet is not UTF-8: {exc}") from None
-    text = text.lstrip("\ufeff")
-    if _DECLARATION.search(text):
-        raise LabelError("XMP packet contains a DTD or markup declaration (<!DOCTYPE, <!ENTITY, ...); refused")
-    # Parsing a str makes expat ignore any encoding declaration; the text is already UTF-8-decoded.
-    parser = ET.XMLPullParser(events=("start", "end", "start-ns"))
-    prefixes: dict[str, str] = {}
-    depth = 0
-    root: ET.Element | None = None
-    try:
-        for start in range(0, len(text), 65536):
-            parser.feed(text[start : start + 65536])
-            for event, item in parser.read_events():
-                if event == "start":
-                    depth += 1
-                    if depth > MAX_DEPTH:
-                        raise LabelError(f"XMP packet nests elements deeper than {MAX_DEPTH}")
-                    if root is None:
-                        root = item  # type: ignore[assignment]
-                elif event == "end":
-                    depth -= 1
-                else:
-                    prefix, uri = item  # type: ignore[misc]
-                    prefixes.setdefault(uri, prefix)
-        parser.close()
-    except ET.ParseError as exc:
-        raise LabelError(f"XMP packet is not well-formed XML: {exc}") from None
-    if root is None:  # pragma: no cover - expat refuses a document without a root element.
-        raise LabelError("XMP packet has no root element")
-    return root, prefixes
+    return parse_untrusted(text.lstrip("\ufeff"), "XMP packet", max_depth=MAX_DEPTH)
 
 
 def get_aigc(xmp: bytes) -> list[str]:

@@ -29,6 +29,7 @@ import zlib
 from xml.sax.saxutils import escape, quoteattr
 
 from aiobligations.errors import LabelError
+from aiobligations.labels._xml import parse_untrusted
 from aiobligations.labels.annex_e import AIGCLabel
 
 __all__ = [
@@ -68,7 +69,6 @@ _XML_NS = "http://www.w3.org/XML/1998/namespace"
 _DEFAULT_PART = "docProps/custom.xml"
 _RELS = "_rels/.rels"
 _TYPES = "[Content_Types].xml"
-_DECLARATION = re.compile(r"<!(?!--|\[CDATA\[)")
 _PREFIXES = {_CUSTOM_NS: "", _VT_NS: "vt", _REL_NS: "", _CT_NS: ""}
 
 
@@ -150,37 +150,8 @@ def _parse(xml: bytes, what: str) -> tuple[ET.Element, dict[str, str]]:
         )
     except UnicodeDecodeError as exc:
         raise LabelError(f"{what} is not UTF-8 or UTF-16: {exc}") from None
-    if _DECLARATION.search(text):
-        raise LabelError(
-            f"{what} contains a DTD or markup declaration (<!DOCTYPE, <!ENTITY, ...); refused"
-        )
     text = re.sub(r"^\s*<\?xml[^>]*\?>", "", text, count=1)
-    parser = ET.XMLPullParser(events=("start", "end", "start-ns"))
-    prefixes: dict[str, str] = {}
-    depth = 0
-    root: ET.Element | None = None
-    try:
-        parser.feed(text)
-        parser.close()
-        for event, item in parser.read_events():
-            if event == "start":
-                depth += 1
-                if depth > _MAX_DEPTH:
-                    raise LabelError(f"{what} nests elements deeper than {_MAX_DEPTH}")
-                if root is None:
-                    root = item  # type: ignore[assignment]
-            elif event == "end":
-                depth -= 1
-            else:
-                prefix, uri = item  # type: ignore[misc]
-                prefixes.setdefault(uri, prefix)
-    except ET.ParseError as exc:
-        raise LabelError(f"{what} is not well-formed XML: {exc}") from None
-    if (
-        root is None
-    ):  # pragma: no cover - expat refuses a document without a root element.
-        raise LabelError(f"{what} has no root element")
-    return root, prefixes
+    return parse_untrusted(text, what, max_depth=_MAX_DEPTH)
 
 
 def _serialise(root: ET.Element, seen: dict[str, str]) -> bytes:
