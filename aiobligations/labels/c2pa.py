@@ -21,6 +21,8 @@ from typing import Any
 
 from aiobligations.errors import ConfigurationError, LabelError
 
+from .annex_e import FIELDS
+
 __all__ = [
     "AIGC_ASSERTION_LABEL",
     "AIGC_FIELDS",
@@ -50,16 +52,8 @@ C2PA reverse-domain convention for custom assertions; it is this package's choic
 registered by TC260 or C2PA.
 """
 
-AIGC_FIELDS = (
-    "Label",
-    "ContentProducer",
-    "ProduceID",
-    "ReservedCode1",
-    "ContentPropagator",
-    "PropagateID",
-    "ReservedCode2",
-)
-"""The seven GB 45438-2025 Annex E elements, in the standard's order."""
+AIGC_FIELDS = FIELDS
+"""The seven GB 45438-2025 Annex E elements, in the standard's order (see :mod:`.annex_e`)."""
 
 ENV_PREFIX = "AIOBLIGATIONS_C2PA_"
 """Default prefix of the variables :meth:`C2PASigner.from_env` reads (``CHAIN``, ``KEY``, ``ALG``,
