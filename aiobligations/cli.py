@@ -290,8 +290,10 @@ def label(source: Path, target: Path, media_type: str | None, interaction_id: st
 @main.command()
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--media-type", default=None, help="The declared media type (checked against the content).")
+@click.option("--produce-id", default=None,
+              help="Check the watermark's payload against this ProduceID (when the metadata is gone).")
 @_config_option
-def inspect(file: Path, media_type: str | None, config: Path | None) -> None:
+def inspect(file: Path, media_type: str | None, produce_id: str | None, config: Path | None) -> None:
     """Print every label found in FILE as JSON: GB 45438 metadata, C2PA manifest and its validation.
 
     Exits 0 when a label was found, 1 when none, 2 on unusable input. With a configuration, the
@@ -311,7 +313,7 @@ def inspect(file: Path, media_type: str | None, config: Path | None) -> None:
         except ObligationError as exc:
             _fail(str(exc))
     try:
-        report = labeller.inspect(data, media_type)
+        report = labeller.inspect(data, media_type, produce_id=produce_id)
     except ObligationError as exc:
         _fail(f"{file}: {exc}")
     click.echo(json.dumps(report, ensure_ascii=False, indent=1))

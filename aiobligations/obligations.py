@@ -11,7 +11,7 @@ from .errors import ConfigurationError, LedgerError
 from .inference import OutputHook, inference
 from .interaction import uuid7
 from .labels.labeller import Labeller
-from .labels.settings import LabelSettings
+from .labels.settings import C2PA_ENV_CHAIN, LabelSettings
 from .keys import load_signer
 from .ledger.crypto import MasterKey
 from .ledger.ledger import Ledger
@@ -58,12 +58,16 @@ class Obligations:
             if settings.c2pa:
                 from .labels.c2pa import C2PASigner  # The media extra.
 
-                assert settings.c2pa_chain is not None and settings.c2pa_key is not None
-                signer = C2PASigner.from_files(settings.c2pa_chain, settings.c2pa_key)
+                if os.environ.get(C2PA_ENV_CHAIN):
+                    signer = C2PASigner.from_env()
+                else:
+                    assert settings.c2pa_chain is not None and settings.c2pa_key is not None
+                    signer = C2PASigner.from_files(settings.c2pa_chain, settings.c2pa_key)
             anchors = settings.trust_anchors.read_bytes() if settings.trust_anchors and settings.trust_anchors.is_file() else None
             provider = self.profile.provider
             self._labeller = Labeller(
                 producer=provider.code or ascii_safe(provider.name).replace(" ", "%20"),
+                propagator=settings.propagator or None,
                 key=self.ledger.signer.private_key,
                 c2pa_signer=signer,
                 trust_anchors=anchors,

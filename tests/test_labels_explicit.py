@@ -239,9 +239,9 @@ def test_caption_malformed_images_raise_label_error(data: bytes) -> None:
 
 
 def test_caption_rejects_other_formats_and_tiny_images() -> None:
-    """GIF is unsupported; an image too small for a 5 % caption is refused, not mislabelled."""
-    with pytest.raises(LabelError, match="GIF"):
-        caption_image(_encode(Image.new("RGB", (200, 200)), "GIF"))
+    """BMP is unsupported; an image too small for a 5 % caption is refused, not mislabelled."""
+    with pytest.raises(LabelError, match="BMP"):
+        caption_image(_encode(Image.new("RGB", (200, 200)), "BMP"))
     with pytest.raises(LabelError, match="too small"):
         caption_image(_encode(Image.new("RGB", (60, 20)), "PNG"), wording="本内容由人工智能生成合成")
     with pytest.raises(ConfigurationError):
@@ -442,3 +442,20 @@ def test_markdown_gets_a_visible_label_at_the_end_once() -> None:
     assert once.decode().rstrip().endswith(DEFAULT_TEXT_WORDING)
     with pytest.raises(LabelError):
         label_markdown(b"\xff\xfe not utf-8")
+
+
+@pytest.mark.parametrize("fmt", ["GIF", "TIFF"])
+def test_still_gif_and_tiff_get_a_caption_in_their_own_format(fmt: str) -> None:
+    from PIL import Image
+
+    source = io.BytesIO()
+    Image.new("RGB", (400, 300), (200, 220, 240)).save(source, fmt)
+
+    captioned = explicit.caption_image(source.getvalue())
+
+    with Image.open(io.BytesIO(captioned)) as image:
+        assert (fmt, (400, 300)) == (image.format, image.size)
+        pixels = np.asarray(image.convert("RGB")).astype(int)
+    corner = pixels[-40:, -120:]
+    assert (corner.sum(axis=2) < 200).mean() > 0.2  # The dark caption box is there.
+    assert (pixels[:100, :100] == (200, 220, 240)).all()  # The opposite corner is untouched.

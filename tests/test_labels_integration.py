@@ -200,3 +200,32 @@ def test_a_route_can_ask_for_the_explicit_text_label(obligations) -> None:
     content = asyncio.run(chat()).json()["choices"][0]["message"]["content"]
 
     assert content.startswith("【本内容由人工智能生成】")
+
+
+def test_inspect_checks_a_candidate_id_against_a_stripped_files_watermark(obligations) -> None:
+    import io
+
+    from PIL import Image
+
+    labelled = obligations.label(ToyImageModel().generate("stripped", "512x512"), "image/png", interaction_id="cand-1")
+    stripped = io.BytesIO()
+    Image.open(io.BytesIO(labelled)).convert("RGB").save(stripped, "JPEG", quality=80)
+
+    right = obligations.labeller.inspect(stripped.getvalue(), produce_id="cand-1")["watermark"]
+    wrong = obligations.labeller.inspect(stripped.getvalue(), produce_id="cand-2")["watermark"]
+
+    assert right["present"] and right["id_matches"]
+    assert wrong["present"] and not wrong["id_matches"]
+
+
+def test_the_signer_can_come_from_the_environment(tmp_path: Path, monkeypatch) -> None:
+    config = init_project(tmp_path)
+    keys = tmp_path / "keys" / "c2pa"
+    monkeypatch.setenv("AIOBLIGATIONS_C2PA_CHAIN", str(keys / "chain.pem"))
+    monkeypatch.setenv("AIOBLIGATIONS_C2PA_KEY", str(keys / "signer.key"))
+    text = config.read_text(encoding="utf-8").replace('c2pa_chain = "keys/c2pa/chain.pem"\n', "")
+    config.write_text(text.replace('c2pa_key = "keys/c2pa/signer.key"\n', ""), encoding="utf-8")
+
+    with Obligations.from_file(config) as hub:
+        labelled = hub.label(ToyImageModel().generate("env"), "image/png", explicit=False, watermark=False)
+        assert "Trusted" == hub.labeller.inspect(labelled)["c2pa"]["validation_state"]

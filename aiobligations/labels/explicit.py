@@ -196,7 +196,7 @@ def label_chat_completion(
 # ---------------------------------------------------------------------------------------------
 # Images
 
-_IMAGE_FORMATS = {"PNG", "JPEG", "WEBP"}
+_IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "TIFF")
 _BOX_RGBA = (0, 0, 0, 184)  # ~72 % opaque black: white text stays readable over white or noise.
 _TEXT_RGBA = (255, 255, 255, 255)
 _FONT_LOCK = threading.Lock()
@@ -239,11 +239,12 @@ def caption_image(
     least ``min_text_px`` pixels, below which no text is legible.
     PNG stays PNG (the mode is kept where it has colour and alpha: RGB, RGBA; palette and grey
     images become RGB or RGBA), JPEG stays JPEG (quality 95, no chroma subsampling), WebP stays
-    WebP (lossless if the input was). ICC profiles and EXIF are kept; other metadata is not.
+    WebP (lossless if the input was), a still GIF stays GIF (quantised to 256 colours) and TIFF
+    stays TIFF (uncompressed). ICC profiles and EXIF are kept; other metadata is not.
 
     Raises:
         ConfigurationError: bad wording, corner or ratio.
-        LabelError: not a decodable PNG, JPEG or WebP; animated; too small for a legible caption;
+        LabelError: not a decodable PNG, JPEG, WebP, GIF or TIFF; animated; too small for a legible caption;
             or no CJK font (the message says what to install).
     """
     try:
@@ -264,7 +265,7 @@ def caption_image(
         source = Image.open(io.BytesIO(data))
         fmt = source.format
         if fmt not in _IMAGE_FORMATS:
-            raise LabelError(f"cannot caption {fmt or 'unknown'} images: only PNG, JPEG and WebP")
+            raise LabelError(f"cannot caption {fmt or 'unknown'} images: only PNG, JPEG, WebP, GIF and TIFF")
         if getattr(source, "n_frames", 1) > 1:
             raise LabelError(f"cannot caption an animated {fmt}")
         source.load()
@@ -303,6 +304,11 @@ def caption_image(
         canvas.convert("RGB").save(out, "JPEG", quality=95, subsampling=0, **keep)
     elif fmt == "PNG":
         canvas.convert("RGBA" if has_alpha else "RGB").save(out, "PNG", optimize=False, **keep)
+    elif fmt == "GIF":
+        # GIF holds a palette: the captioned frame is quantised back to 256 colours.
+        canvas.convert("RGB").quantize(256, dither=Image.Dither.NONE).save(out, "GIF")
+    elif fmt == "TIFF":
+        canvas.convert("RGBA" if has_alpha else "RGB").save(out, "TIFF", compression="raw", **keep)
     else:
         lossless = b"VP8L" in bytes(data[:4096])
         image = canvas if has_alpha else canvas.convert("RGB")

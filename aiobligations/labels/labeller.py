@@ -27,11 +27,14 @@ FORMATS: tuple[ModuleType, ...] = (png, jpeg, webp, gif, tiff, wav, mp3, mp4, pd
 
 _BY_TYPE = {media_type: module for module in FORMATS for media_type in module.MEDIA_TYPES}
 _IMAGES = (png, jpeg, webp)
+_CAPTIONED = (png, jpeg, webp, gif, tiff)
 
 EXPLICIT: dict[ModuleType, str] = {
     png: "caption, corner, ≥ 5% high",
     jpeg: "caption, corner, ≥ 5% high",
     webp: "caption, corner, ≥ 5% high",
+    gif: "caption, corner, ≥ 5% high (still images)",
+    tiff: "caption, corner, ≥ 5% high",
     wav: "rhythm cue ·−·· at the start",
     mp3: "rhythm cue ·−·· at the start (re-encoded)",
     markdown: "text label at the end",
@@ -207,7 +210,7 @@ class Labeller:
         """Add the visible or audible label that suits the format; record what was done."""
         from . import explicit as marks_explicit
 
-        if module in _IMAGES:
+        if module in _CAPTIONED:
             data = marks_explicit.caption_image(data, wording=wording)
             evidence["explicit"] = {"kind": "caption", "wording": wording, "corner": "bottom-right"}
         elif module is wav:
@@ -269,8 +272,11 @@ class Labeller:
             label = annex_e.sign_label(label, digest_of(data), self._key)
         return label
 
-    def inspect(self, data: bytes, media_type: str | None = None) -> dict[str, Any]:
+    def inspect(self, data: bytes, media_type: str | None = None, *, produce_id: str | None = None) -> dict[str, Any]:
         """Every label found in ``data``, with conformance findings and verification results.
+
+        ``produce_id`` is a candidate id to check the watermark's payload against when the file's
+        metadata (and so its own ProduceID) is gone.
 
         Raises:
             LabelError: the file is malformed or of an unsupported format.
@@ -306,19 +312,20 @@ class Labeller:
             found = read(data, module.MEDIA_TYPES[0], trust_anchors=self.trust_anchors)
             report["c2pa"] = found.as_dict() if found is not None else None
         if module in _IMAGES and self._watermark_key is not None:
-            report["watermark"] = self._detect_watermark(data, module, payloads)
+            report["watermark"] = self._detect_watermark(data, module, payloads, produce_id)
         report["labelled"] = bool(payloads) or report["c2pa"] is not None or bool(
             report.get("watermark", {}).get("present"))
         return report
 
-    def _detect_watermark(self, data: bytes, module: ModuleType, payloads: list[str]) -> dict[str, Any]:
+    def _detect_watermark(self, data: bytes, module: ModuleType, payloads: list[str],
+                          candidate: str | None = None) -> dict[str, Any]:
         """Look for our mark blind; with the label's ProduceID, check the ID it carries too."""
         try:
             from . import watermark as marks
         except ImportError:  # pragma: no cover - without the media extra.
             return {"checked": False, "reason": "the media extra (numpy, PyWavelets, Pillow) is not installed"}
-        produce_id = None
-        for payload in payloads:
+        produce_id = candidate
+        for payload in payloads if candidate is None else ():
             try:
                 produce_id = annex_e.AIGCLabel.parse(payload).produce_id or None
                 break

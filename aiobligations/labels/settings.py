@@ -10,7 +10,10 @@ from typing import Any
 from ..errors import ConfigurationError
 from ..profile import Profile
 
-__all__ = ["TEMPLATE", "LabelSettings"]
+__all__ = ["C2PA_ENV_CHAIN", "TEMPLATE", "LabelSettings"]
+
+C2PA_ENV_CHAIN = "AIOBLIGATIONS_C2PA_CHAIN"
+"""When set (with ``AIOBLIGATIONS_C2PA_KEY``), the C2PA signer comes from the environment."""
 
 TEMPLATE = """
 [labels]
@@ -21,6 +24,9 @@ explicit = true                         # a visible caption on images, an audibl
 explicit_wording = "AI生成"              # must name AI (人工智能/AI) and generation (生成/合成)
 watermark = true                        # an invisible watermark in images, found even after metadata is stripped
 c2pa = true                             # C2PA content credentials
+# ContentPropagator on first write (Annex E note 1: the producer). A platform passing on
+# others' content sets its own code here.
+propagator = ""
 # Development certificates written by `aiobligations init`; in production point these at
 # certificates from a C2PA-trusted certification authority.
 c2pa_chain = "keys/c2pa/chain.pem"
@@ -42,6 +48,7 @@ class LabelSettings:
     explicit: bool = False
     watermark: bool = False
     explicit_wording: str = "AI生成"
+    propagator: str = ""
     c2pa_chain: Path | None = None
     c2pa_key: Path | None = None
     trust_anchors: Path | None = None
@@ -89,7 +96,19 @@ class LabelSettings:
                 validate_wording(wording)
             except ConfigurationError as exc:
                 problems.append(f"[labels] explicit_wording: {exc}")
+        propagator = section.get("propagator", "")
+        if not isinstance(propagator, str):
+            problems.append("[labels] propagator must be a string")
+            propagator = ""
+        elif propagator:
+            from .annex_e import check_charset
+
+            try:
+                check_charset(propagator)
+            except ValueError as exc:
+                problems.append(f"[labels] propagator: {exc}")
         settings = cls(
+            propagator=propagator,
             implicit=flag("implicit"),
             c2pa=flag("c2pa"),
             explicit=flag("explicit") if "explicit" in section else False,
@@ -99,7 +118,8 @@ class LabelSettings:
             c2pa_key=path("c2pa_key"),
             trust_anchors=path("trust_anchors"),
         )
-        if settings.c2pa:
+        # The signer may come from the environment instead (AIOBLIGATIONS_C2PA_CHAIN and _KEY).
+        if settings.c2pa and not os.environ.get(C2PA_ENV_CHAIN):
             for name in ("c2pa_chain", "c2pa_key"):
                 value = getattr(settings, name)
                 if value is None:
