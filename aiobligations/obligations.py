@@ -76,7 +76,7 @@ class Obligations:
 
     def label(self, data: bytes, media_type: str | None = None, *, interaction_id: str | None = None,
               implicit: bool | None = None, c2pa: bool | None = None, explicit: bool | None = None,
-              watermark: bool | None = None) -> bytes:
+              watermark: bool | None = None, composite: bool = False) -> bytes:
         """Label a generated file as the profile says (GB 45438 implicit label, C2PA) and record it.
 
         Each label applied leaves a ``label`` record in the ledger: the interaction, the format, the
@@ -90,6 +90,8 @@ class Obligations:
             c2pa: Override the profile's ``[labels] c2pa``.
             explicit: Override ``[labels] explicit`` (a caption on images, a cue on WAV audio).
             watermark: Override ``[labels] watermark`` (an invisible mark in images).
+            composite: The content edits real material with AI (C2PA digital source type
+                ``compositeWithTrainedAlgorithmicMedia`` instead of ``trainedAlgorithmicMedia``).
 
         Returns:
             The labelled file.
@@ -108,6 +110,7 @@ class Obligations:
             explicit=settings.explicit if explicit is None else explicit,
             watermark=settings.watermark if watermark is None else watermark,
             wording=settings.explicit_wording,
+            composite=composite,
         )
         self.submit({"kind": "label", "interaction_id": produce_id, **labelled.evidence})
         return labelled.data

@@ -229,3 +229,31 @@ def test_the_signer_can_come_from_the_environment(tmp_path: Path, monkeypatch) -
     with Obligations.from_file(config) as hub:
         labelled = hub.label(ToyImageModel().generate("env"), "image/png", explicit=False, watermark=False)
         assert "Trusted" == hub.labeller.inspect(labelled)["c2pa"]["validation_state"]
+
+
+def test_composite_content_is_declared_as_such(obligations) -> None:
+    labelled = obligations.label(ToyImageModel().generate("edit"), "image/png", composite=True,
+                                 explicit=False, watermark=False)
+
+    types = {a.get("digitalSourceType", "") for a in obligations.labeller.inspect(labelled)["c2pa"]["actions"]}
+
+    assert any(t.endswith("compositeWithTrainedAlgorithmicMedia") for t in types)
+
+
+@pytest.mark.parametrize("name", ["truncated.png", "entities.png", "empty.png"])
+def test_cli_inspect_of_hostile_files_is_one_line_and_exit_2(tmp_path: Path, name: str) -> None:
+    from aiobligations.labels.formats.png import _chunk
+
+    good = ToyImageModel().generate("hostile")
+    xmp = b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "aaaa">]><x:xmpmeta xmlns:x="adobe:ns:meta/">&a;</x:xmpmeta>'
+    hostile = {
+        "truncated.png": good[: len(good) // 2],
+        "entities.png": good[:33] + _chunk(b"iTXt", b"XML:com.adobe.xmp\x00\x00\x00\x00\x00" + xmp) + good[33:],
+        "empty.png": b"",
+    }[name]
+    (tmp_path / name).write_bytes(hostile)
+
+    result = run_cli("inspect", name, cwd=tmp_path)
+
+    assert 2 == result.returncode, result.stdout
+    assert 1 == len(result.stderr.strip().splitlines()) and "Traceback" not in result.stderr

@@ -150,7 +150,7 @@ class Labeller:
 
     def label(self, data: bytes, media_type: str | None = None, *, produce_id: str,
               implicit: bool = True, c2pa: bool = True, watermark: bool = False,
-              explicit: bool = False, wording: str = "AI生成") -> Labelled:
+              explicit: bool = False, wording: str = "AI生成", composite: bool = False) -> Labelled:
         """Label ``data``; return the labelled bytes and a JSON-ready evidence dict.
 
         The order keeps every label valid: the explicit label (a caption drawn on an image, a cue
@@ -200,8 +200,11 @@ class Labeller:
             from .c2pa import sign  # Imported here: c2pa-python is the media extra.
 
             aigc = evidence.get("gb45438")
-            out = sign(out, module.MEDIA_TYPES[0], signer=self._c2pa_signer, aigc=aigc, watermark=soft_binding)
-            evidence["c2pa"] = {"action": "c2pa.created", "digital_source_type": "trainedAlgorithmicMedia",
+            out = sign(out, module.MEDIA_TYPES[0], signer=self._c2pa_signer, aigc=aigc, watermark=soft_binding,
+                       composite=composite)
+            evidence["c2pa"] = {"action": "c2pa.created",
+                                "digital_source_type": "compositeWithTrainedAlgorithmicMedia" if composite
+                                else "trainedAlgorithmicMedia",
                                 "watermarked": soft_binding is not None}
         evidence["sha256_after"] = hashlib.sha256(out).hexdigest()
         return Labelled(out, evidence)
