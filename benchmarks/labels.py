@@ -15,7 +15,8 @@ What each figure measures (medians over the repetitions, in milliseconds):
 ``c2pa``
     Signing the 1080p JPEG with the development certificate, thumbnails off, and inspecting the
     result (``Labeller.inspect``: the GB label, its ReservedCode1 signature and the C2PA manifest
-    validated against the trust anchor). Targets: ≤ 25 ms each.
+    validated against the trust anchor). Targets: ≤ 25 ms each. ``inspect`` with the watermark
+    search as well is printed beside it; the watermark's own target is detect ≤ 250 ms.
 ``watermark``
     Run ``benchmarks/watermark.py`` for the watermark's figures.
 
@@ -127,11 +128,15 @@ def main(argv: list[str] | None = None) -> int:
 
         sign_ms = median_ms(lambda: sign(implicit_only, "image/jpeg", signer=signer), repeat)
         labelled = labeller.label(files["jpeg"], "image/jpeg", produce_id="bench-1").data
-        inspect_ms = median_ms(lambda: labeller.inspect(labelled), repeat)
+        inspect_ms = median_ms(lambda: labeller.inspect(labelled, watermark=False), repeat)
+        inspect_with_watermark_ms = median_ms(lambda: labeller.inspect(labelled), repeat)
         state = labeller.inspect(labelled)["c2pa"]["validation_state"]
     result["c2pa"] = {
         "sign_ms": sign_ms,
         "inspect_ms": inspect_ms,
+        "inspect_with_watermark_search_ms": inspect_with_watermark_ms,
+        "inspect_note": "inspect_ms: the GB label, its ReservedCode1 signature and C2PA validation; the "
+                        "watermark search (its own target: detect <= 250 ms) decodes the image on top",
         "validation_state": state,
         "thumbnails": False,
         "pass": sign_ms <= TARGET_C2PA_MS and inspect_ms <= TARGET_C2PA_MS and state == "Trusted",
