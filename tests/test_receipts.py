@@ -12,7 +12,6 @@ from conftest import ORIGIN
 
 from aiobligations.errors import ConfigurationError, ObligationError
 from aiobligations.ledger import Ledger, Signer, merkle
-from aiobligations.ledger import receipts as receipts_module
 from aiobligations.ledger.note import open_checkpoint
 from aiobligations.ledger.receipts import (
     HEADER,
@@ -422,9 +421,8 @@ class TestOverTime:
 class TestReceiptForInteraction:
     def test_finds_the_interaction_record(self, make_ledger: MakeLedger, monkeypatch: pytest.MonkeyPatch) -> None:
         """
-        The interaction record of the id is found across scan chunks; other kinds with the id are not.
+        The interaction record of the id is found through the index; other kinds with the id are not.
         """
-        monkeypatch.setattr(receipts_module, "_SCAN_CHUNK", 3)
         ledger = make_ledger()
         wanted = ledger.append({"kind": "interaction", "interaction_id": "id-1", "call": "chat"})
         fill(ledger, 5)

@@ -444,6 +444,7 @@ class Ledger:
         nodes: list[tuple[int, int, bytes]] = []
         results: list[tuple[Any, Any]] = []
         erased: list[str] = []
+        interactions: list[tuple[str, int]] = []
         ciphers = self._ciphers(items, new_keys)
         nonces = os.urandom(12 * len(items))
         node_hash = merkle.node_hash
@@ -493,6 +494,8 @@ class Ledger:
                     nodes.append((level, at, node))
             frontier.append(node)
             rows.append((index, ts, payload.kind, leaf, data))
+            if payload.interaction_id is not None:
+                interactions.append((payload.interaction_id, index))
             results.append((waiter, index))
             index += 1
 
@@ -513,6 +516,7 @@ class Ledger:
                 for p, k in new_keys.items()
             ],
             erased=erased,
+            interactions=interactions,
             checkpoint=checkpoint,
             checkpoint_history=history,
             last_ts=ts,

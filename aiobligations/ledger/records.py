@@ -50,10 +50,13 @@ class PreparedRecord:
     its own traceback, instead of being lost later.
     """
 
-    __slots__ = ("body", "kind", "kind_json", "personal", "subject")
+    __slots__ = ("body", "interaction_id", "kind", "kind_json", "personal", "subject")
 
-    def __init__(self, kind: str, body: bytes, subject: str | None, personal: bytes | None) -> None:
+    def __init__(self, kind: str, body: bytes, subject: str | None, personal: bytes | None,
+                 interaction_id: str | None = None) -> None:
         self.kind = kind
+        #: For ``interaction`` records, their id: the store indexes it so a receipt is one lookup.
+        self.interaction_id = interaction_id
         self.kind_json = _dumps(kind).encode()
         #: The caller's other fields as JSON members, with a leading comma (or empty).
         self.body = body
@@ -97,7 +100,10 @@ def prepare(record: Mapping[str, Any]) -> PreparedRecord:
         sealed = _dumps(personal).encode() if personal is not None else None
     except (TypeError, ValueError) as exc:
         raise TypeError(f"a ledger record must be JSON-serialisable: {exc}") from None
-    return PreparedRecord(kind, body, subject, sealed)
+    interaction_id = record.get("interaction_id") if kind == "interaction" else None
+    if not isinstance(interaction_id, str) or len(interaction_id) > 200:
+        interaction_id = None
+    return PreparedRecord(kind, body, subject, sealed, interaction_id)
 
 
 def format_ts(seconds: float) -> str:

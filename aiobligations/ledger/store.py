@@ -66,6 +66,8 @@ class Batch:
     """Rows of (pseudonym, wrapped key, master key id)."""
     erased: list[str] = field(default_factory=list)
     """Pseudonyms whose keys are deleted in this batch."""
+    interactions: list[tuple[str, int]] = field(default_factory=list)
+    """(interaction id, index) of the ``interaction`` records in this batch."""
     checkpoint: str | None = None
     checkpoint_history: bool = False
     """Also keep this checkpoint in the history table (done at most every so often)."""
@@ -131,6 +133,10 @@ class Store(Protocol):
         """Yield (index, ts, kind) for stored records in ``[start, end)``."""
         ...
 
+    def find_interaction(self, interaction_id: str) -> int | None:
+        """The index of the ``interaction`` record with this id, or ``None``."""
+        ...
+
     def prune(self, end: int, frontier: Sequence[bytes]) -> None:
         """Delete records before ``end``, keeping ``frontier``, the compact range of ``[0, end)``."""
         ...
@@ -160,6 +166,7 @@ CREATE TABLE IF NOT EXISTS nodes (
     PRIMARY KEY (level, idx)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS checkpoints (size INTEGER PRIMARY KEY, ts REAL NOT NULL, note TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS interactions (interaction_id TEXT PRIMARY KEY, idx INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS subject_keys (
     pseudonym TEXT PRIMARY KEY,
     wrapped BLOB NOT NULL,
@@ -319,6 +326,10 @@ class SQLiteStore:
                 )
             elif self.get_meta("schema") != _SCHEMA_VERSION:
                 raise UnusableInput(f"{self.path}: ledger schema version not supported by this aiobligations")
+            elif not self._readonly and "interactions" not in tables:
+                conn.execute(
+                    "CREATE TABLE interactions (interaction_id TEXT PRIMARY KEY, idx INTEGER NOT NULL) WITHOUT ROWID"
+                )
             return self._load_state()
         except sqlite3.DatabaseError as exc:
             raise UnusableInput(f"{self.path}: not a usable ledger database ({exc})") from None
@@ -387,6 +398,9 @@ class SQLiteStore:
                 _insert_rows(conn, "records", 5, batch.records)
             if batch.nodes:
                 _insert_rows(conn, "nodes", 3, batch.nodes)
+            if batch.interactions:
+                # The first record of an interaction id keeps it: ids are UUIDv7, a repeat is a replay.
+                conn.executemany("INSERT OR IGNORE INTO interactions VALUES (?,?)", batch.interactions)
             meta = [
                 ("tree", batch.size.to_bytes(8, "big") + _pack(batch.frontier)),
                 ("last_ts", repr(batch.last_ts).encode()),
@@ -482,6 +496,11 @@ class SQLiteStore:
         """The sequencing time of record ``index``, or ``None``."""
         row = self._reader().execute("SELECT ts FROM records WHERE idx=?", (index,)).fetchone()
         return None if row is None else row[0]
+
+    def find_interaction(self, interaction_id: str) -> int | None:
+        """The index of the ``interaction`` record with this id, or ``None``."""
+        row = self._reader().execute("SELECT idx FROM interactions WHERE interaction_id=?", (interaction_id,)).fetchone()
+        return None if row is None else int(row[0])
 
     def kinds_in(self, start: int, end: int) -> Iterator[tuple[int, float, str]]:
         """Yield (index, ts, kind) for records in ``[start, end)``."""
