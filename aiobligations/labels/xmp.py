@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
-from xml.sax.saxutils import escape, quoteattr
+from xml.sax.saxutils import escape
 
 from aiobligations.errors import LabelError
-from aiobligations.labels._xml import parse_untrusted
+from aiobligations.labels._xml import parse_untrusted, serialise
 
 __all__ = ["MAX_DEPTH", "MAX_XMP_SIZE", "TC260_NS", "build_packet", "get_aigc", "set_aigc"]
 
@@ -130,49 +130,4 @@ def set_aigc(xmp: bytes | None, payload: str) -> bytes:
 
 def _serialise(root: ET.Element, seen: dict[str, str]) -> str:
     """Serialise with every namespace declared on the root, keeping the file's own prefixes."""
-    uris: list[str] = []
-    for element in root.iter():
-        for name in (element.tag, *element.attrib):
-            if isinstance(name, str) and name.startswith("{"):
-                uri = name[1:].partition("}")[0]
-                if uri != _XML_NS and uri not in uris:
-                    uris.append(uri)
-    prefixes: dict[str, str] = {_XML_NS: "xml"}
-    used = {"xml"}
-    for number, uri in enumerate(uris):
-        prefix = seen.get(uri) or _PREFERRED.get(uri) or f"ns{number}"
-        if prefix in used or not prefix:
-            prefix = f"ns{number}"
-            while prefix in used:
-                prefix += "_"
-        prefixes[uri] = prefix
-        used.add(prefix)
-
-    def qname(name: str) -> str:
-        if name.startswith("{"):
-            uri, _, local = name[1:].partition("}")
-            return f"{prefixes[uri]}:{local}"
-        return name
-
-    out: list[str] = []
-
-    def write(element: ET.Element, declare: bool) -> None:
-        tag = qname(element.tag)
-        out.append(f"<{tag}")
-        if declare:
-            for uri in uris:
-                out.append(f" xmlns:{prefixes[uri]}={quoteattr(uri)}")
-        for name, value in element.attrib.items():
-            out.append(f" {qname(name)}={quoteattr(value, {chr(10): '&#10;', chr(13): '&#13;', chr(9): '&#9;'})}")
-        out.append(">")
-        if element.text:
-            out.append(escape(element.text))
-        for child in element:
-            write(child, False)
-            if child.tail:
-                out.append(escape(child.tail))
-        out.append(f"</{tag}>")
-
-    # Depth is bounded by MAX_DEPTH during parsing, so this recursion is bounded too.
-    write(root, True)
-    return "".join(out)
+    return serialise(root, seen, _PREFERRED)

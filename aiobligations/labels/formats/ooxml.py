@@ -26,10 +26,10 @@ import struct
 import xml.etree.ElementTree as ET
 import zipfile
 import zlib
-from xml.sax.saxutils import escape, quoteattr
+from xml.sax.saxutils import escape
 
 from aiobligations.errors import LabelError
-from aiobligations.labels._xml import parse_untrusted
+from aiobligations.labels._xml import parse_untrusted, serialise
 from aiobligations.labels.annex_e import AIGCLabel
 
 __all__ = [
@@ -156,66 +156,8 @@ def _parse(xml: bytes, what: str) -> tuple[ET.Element, dict[str, str]]:
 
 def _serialise(root: ET.Element, seen: dict[str, str]) -> bytes:
     """Serialise ``root`` with every namespace declared on it; the root's namespace is the default."""
-    uris: list[str] = []
-    for element in root.iter():
-        for name in (element.tag, *element.attrib):
-            if isinstance(name, str) and name.startswith("{"):
-                uri = name[1:].partition("}")[0]
-                if uri != _XML_NS and uri not in uris:
-                    uris.append(uri)
-    default = root.tag[1:].partition("}")[0] if root.tag.startswith("{") else None
-    prefixes: dict[str, str] = {_XML_NS: "xml"}
-    used = {"xml", ""}
-    for number, uri in enumerate(uris):
-        if uri == default:
-            prefixes[uri] = ""
-            continue
-        prefix = seen.get(uri) or _PREFIXES.get(uri) or f"ns{number}"
-        if prefix in used:
-            prefix = f"ns{number}"
-            while prefix in used:
-                prefix += "_"
-        prefixes[uri] = prefix
-        used.add(prefix)
-
-    def qname(name: str) -> str:
-        if name.startswith("{"):
-            uri, _, local = name[1:].partition("}")
-            prefix = prefixes[uri]
-            return f"{prefix}:{local}" if prefix else local
-        return name
-
-    out: list[str] = []
-
-    def write(element: ET.Element, declare: bool) -> None:
-        tag = qname(element.tag)
-        out.append(f"<{tag}")
-        if declare:
-            for uri in uris:
-                prefix = prefixes[uri]
-                out.append(
-                    f" xmlns={quoteattr(uri)}"
-                    if not prefix
-                    else f" xmlns:{prefix}={quoteattr(uri)}"
-                )
-        for name, value in element.attrib.items():
-            out.append(
-                f" {qname(name)}={quoteattr(value, {chr(10): '&#10;', chr(13): '&#13;', chr(9): '&#9;'})}"
-            )
-        if len(element) == 0 and not element.text:
-            out.append("/>")
-        else:
-            out.append(">")
-            out.append(escape(element.text or ""))
-            for child in element:
-                write(child, False)
-                out.append(escape(child.tail or ""))
-            out.append(f"</{tag}>")
-
-    write(root, True)
-    return (
-        '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n' + "".join(out)
-    ).encode("utf-8")
+    body = serialise(root, seen, _PREFIXES, default_namespace=True, self_close=True)
+    return ('<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n' + body).encode("utf-8")
 
 
 def _custom_part(
