@@ -17,7 +17,8 @@ import click
 
 from .errors import ConfigurationError, LedgerBroken, ObligationError, UnusableInput
 from .keys import init_project, load_signer
-from .ledger.bundle import export_bundle, verify_path
+from .ledger.bundle import export_bundle
+from .ledger.verify import verify_path
 from .profile import load_profile
 
 __all__ = ["main"]
@@ -120,7 +121,9 @@ def demo(port: int, host: str, config: Path | None) -> None:
     OpenAI-compatible: point the official openai client at http://HOST:PORT/v1. Ctrl-C or SIGTERM
     flushes the ledger and exits.
     """
-    from .demo import run_demo  # Imported here: it needs the server extra (starlette, uvicorn).
+    from .demo import (
+        run_demo,  # Imported here: it needs the server extra (starlette, uvicorn).
+    )
 
     try:
         run_demo(config=config or Path(DEFAULT_CONFIG), port=port, host=host)

@@ -64,6 +64,7 @@ PUBLIC_MODULES = [
     "aiobligations.ledger.retention",
     "aiobligations.ledger.spool",
     "aiobligations.ledger.store",
+    "aiobligations.ledger.verify",
     "aiobligations.obligations",
     "aiobligations.middleware",
     "aiobligations.middleware.asgi",

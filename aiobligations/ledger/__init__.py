@@ -4,12 +4,13 @@ Records are appended to an RFC 9162 Merkle tree, personal data is sealed per sub
 signed as C2SP signed notes, and an auditor verifies an exported bundle offline with a public key.
 """
 
-from .bundle import VerifyReport, export_bundle, verify_bundle, verify_database, verify_path
+from .bundle import export_bundle
 from .crypto import MasterKey
 from .ledger import Ledger
 from .note import Checkpoint, Signer, Verifier
 from .retention import Retention
 from .store import SQLiteStore, Store
+from .verify import VerifyReport, verify_bundle, verify_database, verify_path
 
 __all__ = [
     "Checkpoint",
