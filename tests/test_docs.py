@@ -72,6 +72,8 @@ PUBLIC_MODULES = [
     "aiobligations.middleware.endpoints",
     "aiobligations.middleware.policy",
     "aiobligations.profile",
+    "aiobligations.requests",
+    "aiobligations.requests.calendar",
 ]
 
 

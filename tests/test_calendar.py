@@ -1,0 +1,460 @@
+"""Working-day calendars and deadline arithmetic (aiobligations.requests.calendar)."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from structlog.testing import capture_logs
+
+from aiobligations.requests import (
+    CHINA_HOLIDAY_NOTICES,
+    DEFAULT_DEADLINE_DAYS,
+    ChinaCalendar,
+    WeekdayCalendar,
+    WorkingCalendar,
+    add_working_days,
+    is_overdue,
+    working_days_between,
+)
+
+BEIJING = ZoneInfo("Asia/Shanghai")
+
+
+def end_of(day: date) -> datetime:
+    """The last microsecond of ``day`` in Beijing, in UTC."""
+    return datetime.combine(day, time.max, tzinfo=BEIJING).astimezone(UTC)
+
+
+class TestChinaCalendar:
+    @pytest.mark.parametrize(
+        "day",
+        [
+            date(2024, 1, 1),  # 元旦, a Monday.
+            date(2024, 2, 12),  # 春节, a Monday.
+            date(2024, 10, 7),  # 国庆节, a Monday.
+            date(2025, 1, 1),  # 元旦, a Wednesday, no adjustment.
+            date(2025, 1, 28),  # 除夕: a statutory holiday from 2025.
+            date(2025, 5, 5),  # 劳动节, a Monday.
+            date(2025, 6, 2),  # 端午节, a Monday.
+            date(2025, 10, 8),  # 国庆节、中秋节, a Wednesday.
+            date(2026, 1, 2),  # 元旦, a Friday.
+            date(2026, 2, 23),  # 春节, the Monday after the break's second weekend.
+            date(2026, 5, 5),  # 劳动节, a Tuesday.
+            date(2026, 10, 7),  # 国庆节, a Wednesday.
+        ],
+    )
+    def test_holidays_are_not_working_days(self, day: date) -> None:
+        """
+        Weekdays inside an announced break are days off.
+        """
+        assert day.weekday() < 5
+        assert False is ChinaCalendar().is_working_day(day)
+
+    @pytest.mark.parametrize(
+        "day",
+        [
+            date(2024, 2, 4),  # Sunday.
+            date(2024, 5, 11),  # Saturday.
+            date(2025, 1, 26),  # Sunday.
+            date(2025, 10, 11),  # Saturday.
+            date(2026, 1, 4),  # Sunday.
+            date(2026, 2, 28),  # Saturday.
+            date(2026, 9, 20),  # Sunday.
+        ],
+    )
+    def test_makeup_weekend_days_are_working_days(self, day: date) -> None:
+        """
+        The weekend days a notice names as working days (调休上班) are working days.
+        """
+        assert day.weekday() >= 5
+        assert True is ChinaCalendar().is_working_day(day)
+
+    def test_spring_festival_2026_spans_nine_days(self) -> None:
+        """
+        The 2026 Spring Festival break runs from 2月15日 to 2月23日, between two makeup Saturdays.
+        """
+        calendar = ChinaCalendar()
+        days = [date(2026, 2, 13) + timedelta(days=offset) for offset in range(12)]
+
+        working = [calendar.is_working_day(day) for day in days]
+
+        # Fri 13, Sat 14 (makeup), Sun 15 … Mon 23 off, Tue 24.
+        assert [True, True] + [False] * 9 + [True] == working
+
+    def test_new_year_eve_2024_is_a_working_day(self) -> None:
+        """
+        In 2024 the notice only encouraged a day off on 除夕 (2月9日); it is a working day.
+        """
+        assert True is ChinaCalendar().is_working_day(date(2024, 2, 9))
+
+    def test_ordinary_days(self) -> None:
+        """
+        Outside the notices, Monday to Friday work and weekends do not.
+        """
+        calendar = ChinaCalendar()
+
+        assert True is calendar.is_working_day(date(2025, 3, 12))  # Wednesday.
+        assert False is calendar.is_working_day(date(2025, 3, 15))  # Saturday.
+        assert False is calendar.is_working_day(date(2025, 3, 16))  # Sunday.
+
+    @pytest.mark.parametrize("year", sorted(CHINA_HOLIDAY_NOTICES))
+    def test_notice_data_is_consistent(self, year: int) -> None:
+        """
+        Each year's days fall in that year, makeup days are weekends, and weekday days off minus
+        makeup days equal the statutory holiday days (11 before 2025, 13 from 2025).
+        """
+        days_off, working_days = CHINA_HOLIDAY_NOTICES[year]
+
+        assert {year} == {day.year for day in days_off | working_days}
+        assert set() == days_off & working_days
+        assert all(day.weekday() >= 5 for day in working_days)
+        weekday_days_off = sum(1 for day in days_off if day.weekday() < 5)
+        assert (11 if year < 2025 else 13) == weekday_days_off - len(working_days)
+
+    def test_covers(self) -> None:
+        """
+        covers() reports the years with an encoded notice.
+        """
+        calendar = ChinaCalendar()
+
+        assert calendar.covers(2024)
+        assert calendar.covers(2025)
+        assert calendar.covers(2026)
+        assert not calendar.covers(2023)
+        assert not calendar.covers(2099)
+
+    def test_uncovered_year_falls_back_to_weekdays_and_warns_once(self) -> None:
+        """
+        A year without a notice uses Monday to Friday and logs one warning for that year.
+        """
+        calendar = ChinaCalendar()
+
+        with capture_logs() as logs:
+            assert True is calendar.is_working_day(date(2099, 1, 1))  # Thursday.
+            assert False is calendar.is_working_day(date(2099, 1, 3))  # Saturday.
+            assert True is calendar.is_working_day(date(2099, 1, 5))  # Monday.
+            assert True is calendar.is_working_day(date(2098, 1, 1))  # Wednesday.
+
+        warnings = [entry for entry in logs if "calendar_year_not_covered" == entry["event"]]
+        assert [2099, 2098] == [entry["year"] for entry in warnings]
+        assert {"warning"} == {entry["log_level"] for entry in warnings}
+
+    def test_covered_year_does_not_warn(self) -> None:
+        """
+        Covered years log nothing.
+        """
+        with capture_logs() as logs:
+            ChinaCalendar().is_working_day(date(2025, 7, 1))
+
+        assert [] == logs
+
+    def test_extra_days_override_the_notices(self) -> None:
+        """
+        Extra holidays and extra working days win over the notices and the weekday rule.
+        """
+        calendar = ChinaCalendar(
+            extra_holidays=[date(2025, 3, 12), date(2099, 1, 1)],
+            extra_working_days=[date(2025, 10, 8), date(2025, 3, 15)],
+        )
+
+        assert False is calendar.is_working_day(date(2025, 3, 12))
+        assert False is calendar.is_working_day(date(2099, 1, 1))
+        assert True is calendar.is_working_day(date(2025, 10, 8))
+        assert True is calendar.is_working_day(date(2025, 3, 15))
+
+    def test_day_in_both_extras_is_rejected(self) -> None:
+        """
+        A day cannot be both an extra holiday and an extra working day; the error names it.
+        """
+        with pytest.raises(ValueError, match="2025-03-12"):
+            ChinaCalendar(extra_holidays=[date(2025, 3, 12)], extra_working_days=[date(2025, 3, 12)])
+
+    def test_datetimes_are_rejected(self) -> None:
+        """
+        A datetime never equals a date, so it is refused instead of silently missing.
+        """
+        with pytest.raises(TypeError, match="datetime.date"):
+            ChinaCalendar(extra_holidays=[datetime(2025, 3, 12)])
+        with pytest.raises(TypeError, match="date"):
+            ChinaCalendar().is_working_day(datetime(2025, 3, 12))  # type: ignore[arg-type]
+
+    def test_satisfies_the_protocol(self) -> None:
+        """
+        Both shipped calendars are WorkingCalendars.
+        """
+        assert isinstance(ChinaCalendar(), WorkingCalendar)
+        assert isinstance(WeekdayCalendar(), WorkingCalendar)
+
+
+class TestWeekdayCalendar:
+    def test_monday_to_friday(self) -> None:
+        """
+        Monday to Friday are working days, weekends are not, holidays do not exist.
+        """
+        calendar = WeekdayCalendar()
+        week = [date(2025, 9, 29) + timedelta(days=offset) for offset in range(7)]  # Mon 29 Sep.
+
+        assert [True] * 5 + [False] * 2 == [calendar.is_working_day(day) for day in week]
+        assert True is calendar.is_working_day(date(2025, 10, 1))  # National Day is not special.
+
+    def test_weekend_deadline(self) -> None:
+        """
+        A request on Friday with 1 working day is due Monday; one on Saturday likewise.
+        """
+        calendar = WeekdayCalendar()
+        friday = datetime(2025, 3, 14, 10, tzinfo=BEIJING)
+        saturday = datetime(2025, 3, 15, 10, tzinfo=BEIJING)
+
+        assert end_of(date(2025, 3, 17)) == add_working_days(friday, 1, calendar)
+        assert end_of(date(2025, 3, 17)) == add_working_days(saturday, 1, calendar)
+        assert end_of(date(2025, 3, 21)) == add_working_days(friday, 5, calendar)
+
+
+class TestAddWorkingDays:
+    def test_fifteen_days_over_national_day_2025(self) -> None:
+        """
+        15 working days from 30 Sep 2025 skip 1–8 Oct and count Saturday 11 Oct: due 28 Oct.
+        """
+        received = datetime(2025, 9, 30, 10, tzinfo=BEIJING)
+
+        deadline = add_working_days(received, DEFAULT_DEADLINE_DAYS, ChinaCalendar())
+
+        assert end_of(date(2025, 10, 28)) == deadline
+        assert datetime(2025, 10, 28, 15, 59, 59, 999999, tzinfo=UTC) == deadline
+
+    def test_fifteen_days_over_spring_festival_2026(self) -> None:
+        """
+        From Friday 13 Feb 2026: Sat 14 counts, 15–23 Feb do not, Sat 28 Feb counts: due 12 Mar.
+        """
+        received = datetime(2026, 2, 13, 9, tzinfo=BEIJING)
+
+        assert end_of(date(2026, 3, 12)) == add_working_days(received, 15, ChinaCalendar())
+
+    def test_request_during_a_holiday_counts_from_the_first_working_day(self) -> None:
+        """
+        A request on 1 Oct 2024 with 1 working day is due at the end of 8 Oct.
+        """
+        received = datetime(2024, 10, 1, 12, tzinfo=BEIJING)
+
+        assert end_of(date(2024, 10, 8)) == add_working_days(received, 1, ChinaCalendar())
+
+    def test_zero_days(self) -> None:
+        """
+        0 days is the end of the day of receipt if it is a working day, else of the next one.
+        """
+        calendar = ChinaCalendar()
+
+        assert end_of(date(2025, 9, 30)) == add_working_days(datetime(2025, 9, 30, 8, tzinfo=BEIJING), 0, calendar)
+        assert end_of(date(2025, 10, 9)) == add_working_days(datetime(2025, 10, 3, 8, tzinfo=BEIJING), 0, calendar)
+
+    def test_day_of_receipt_is_read_in_beijing(self) -> None:
+        """
+        00:30 on 9 Oct 2025 in Beijing is still 8 Oct (a holiday) in UTC; the Beijing day counts.
+        """
+        calendar = ChinaCalendar()
+        received = datetime(2025, 10, 8, 16, 30, tzinfo=UTC)  # 2025-10-09 00:30 Beijing.
+
+        # Received on Thursday 9 Oct, so counting starts on Friday 10 Oct.
+        assert end_of(date(2025, 10, 10)) == add_working_days(received, 1, calendar)
+        assert end_of(date(2025, 10, 9)) == add_working_days(received, 0, calendar)
+
+    def test_late_evening_in_beijing(self) -> None:
+        """
+        23:30 on Friday 7 Mar 2025 in Beijing is Friday there, whatever the caller's zone.
+        """
+        calendar = ChinaCalendar()
+        in_beijing = datetime(2025, 3, 7, 23, 30, tzinfo=BEIJING)
+        in_new_york = in_beijing.astimezone(ZoneInfo("America/New_York"))  # Friday 10:30.
+        late_utc = datetime(2025, 3, 7, 23, 30, tzinfo=UTC)  # Saturday 07:30 in Beijing.
+
+        assert end_of(date(2025, 3, 10)) == add_working_days(in_beijing, 1, calendar)
+        assert end_of(date(2025, 3, 10)) == add_working_days(in_new_york, 1, calendar)
+        assert end_of(date(2025, 3, 10)) == add_working_days(late_utc, 1, calendar)
+        assert end_of(date(2025, 3, 7)) == add_working_days(in_beijing, 0, calendar)
+        assert end_of(date(2025, 3, 10)) == add_working_days(late_utc, 0, calendar)
+
+    def test_other_time_zone(self) -> None:
+        """
+        With tz given, days begin and end there.
+        """
+        paris = ZoneInfo("Europe/Paris")
+        received = datetime(2025, 3, 7, 23, 30, tzinfo=UTC)  # Saturday 00:30 in Paris.
+
+        deadline = add_working_days(received, 1, WeekdayCalendar(), tz=paris)
+
+        assert datetime(2025, 3, 10, 23, 59, 59, 999999, tzinfo=paris) == deadline
+        assert UTC == deadline.tzinfo
+
+    def test_spans_into_an_uncovered_year(self) -> None:
+        """
+        A deadline that runs past the last notice falls back to weekdays and warns.
+        """
+        last = max(CHINA_HOLIDAY_NOTICES)
+        received = datetime(last, 12, 31, 10, tzinfo=BEIJING)
+
+        with capture_logs() as logs:
+            add_working_days(received, 15, ChinaCalendar())
+
+        assert [last + 1] == [entry["year"] for entry in logs if "calendar_year_not_covered" == entry["event"]]
+
+    @pytest.mark.parametrize("days", [-1, -15])
+    def test_negative_days_rejected(self, days: int) -> None:
+        """
+        Negative days raise a ValueError that names the value.
+        """
+        with pytest.raises(ValueError, match=f"got {days}"):
+            add_working_days(datetime(2025, 3, 7, tzinfo=BEIJING), days, ChinaCalendar())
+
+    def test_non_int_days_rejected(self) -> None:
+        """
+        days must be an int, not a float or a bool.
+        """
+        with pytest.raises(TypeError, match="days must be an int"):
+            add_working_days(datetime(2025, 3, 7, tzinfo=BEIJING), 1.5, ChinaCalendar())  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="days must be an int"):
+            add_working_days(datetime(2025, 3, 7, tzinfo=BEIJING), True, ChinaCalendar())
+
+    def test_naive_start_rejected(self) -> None:
+        """
+        A naive datetime has no day of receipt; the error says how to fix it.
+        """
+        with pytest.raises(ValueError, match="timezone-aware"):
+            add_working_days(datetime(2025, 3, 7, 10), 1, ChinaCalendar())
+        with pytest.raises(TypeError, match="start must be a datetime"):
+            add_working_days(date(2025, 3, 7), 1, ChinaCalendar())  # type: ignore[arg-type]
+
+    def test_calendar_without_working_days(self) -> None:
+        """
+        A calendar with no working days raises instead of looping forever.
+        """
+
+        class Never:
+            def is_working_day(self, day: date, /) -> bool:
+                return False
+
+        with pytest.raises(ValueError, match="no working day"):
+            add_working_days(datetime(2025, 3, 7, tzinfo=BEIJING), 1, Never())
+
+
+class TestWorkingDaysBetween:
+    def test_counts_after_start_up_to_end(self) -> None:
+        """
+        Working days after the start's day up to and including the end's day.
+        """
+        calendar = ChinaCalendar()
+        start = datetime(2025, 9, 30, 10, tzinfo=BEIJING)
+
+        assert 0 == working_days_between(start, start + timedelta(hours=1), calendar)
+        assert 0 == working_days_between(start, datetime(2025, 10, 8, 10, tzinfo=BEIJING), calendar)
+        assert 1 == working_days_between(start, datetime(2025, 10, 9, 10, tzinfo=BEIJING), calendar)
+        assert 3 == working_days_between(start, datetime(2025, 10, 12, 10, tzinfo=BEIJING), calendar)
+
+    def test_reversed_is_negative(self) -> None:
+        """
+        An end before the start gives the negative count.
+        """
+        calendar = WeekdayCalendar()
+        monday = datetime(2025, 3, 10, tzinfo=BEIJING)
+        friday = datetime(2025, 3, 14, tzinfo=BEIJING)
+
+        assert 4 == working_days_between(monday, friday, calendar)
+        assert -4 == working_days_between(friday, monday, calendar)
+
+    def test_naive_rejected(self) -> None:
+        """
+        Naive datetimes are refused, naming which argument.
+        """
+        with pytest.raises(ValueError, match="end must be timezone-aware"):
+            working_days_between(datetime(2025, 3, 10, tzinfo=UTC), datetime(2025, 3, 11), WeekdayCalendar())
+
+
+class TestIsOverdue:
+    def test_overdue_only_after_the_deadline(self) -> None:
+        """
+        Not overdue at the deadline itself; overdue a microsecond later.
+        """
+        deadline = end_of(date(2025, 10, 28))
+
+        assert not is_overdue(deadline, deadline - timedelta(days=1))
+        assert not is_overdue(deadline, deadline)
+        assert is_overdue(deadline, deadline + timedelta(microseconds=1))
+        assert is_overdue(deadline, datetime(2025, 10, 29, 0, 0, tzinfo=BEIJING))
+
+    def test_defaults_to_now(self) -> None:
+        """
+        Without now, the current time is used.
+        """
+        assert is_overdue(datetime(2000, 1, 1, tzinfo=UTC))
+        assert not is_overdue(datetime.now(UTC) + timedelta(days=1))
+
+    def test_naive_rejected(self) -> None:
+        """
+        A naive deadline or now is refused.
+        """
+        with pytest.raises(ValueError, match="deadline must be timezone-aware"):
+            is_overdue(datetime(2025, 1, 1), datetime(2025, 1, 1, tzinfo=UTC))
+        with pytest.raises(ValueError, match="now must be timezone-aware"):
+            is_overdue(datetime(2025, 1, 1, tzinfo=UTC), datetime(2025, 1, 1))
+
+
+ZONES = st.sampled_from([UTC, BEIJING, ZoneInfo("America/Los_Angeles"), ZoneInfo("Pacific/Kiritimati")])
+# Starts stay well inside the covered years so the properties test the notices, not the fallback.
+STARTS = st.datetimes(min_value=datetime(2024, 1, 1), max_value=datetime(2026, 10, 31), timezones=ZONES)
+CALENDARS = st.sampled_from([ChinaCalendar(), WeekdayCalendar()])
+
+
+class TestProperties:
+    @settings(max_examples=200)
+    @given(start=STARTS, days=st.integers(min_value=0, max_value=30), calendar=CALENDARS)
+    def test_deadline_is_monotonic_in_days(self, start: datetime, days: int, calendar: WorkingCalendar) -> None:
+        """
+        One more working day gives a later deadline; strictly later except from 0 to 1 on a day off.
+        """
+        earlier, later = add_working_days(start, days, calendar), add_working_days(start, days + 1, calendar)
+
+        if 0 == days and not calendar.is_working_day(start.astimezone(BEIJING).date()):
+            # Both mean "the end of the first working day after a day off", by definition.
+            assert earlier == later
+        else:
+            assert earlier < later
+
+    @settings(max_examples=200)
+    @given(start=STARTS, days=st.integers(min_value=0, max_value=30), calendar=CALENDARS)
+    def test_deadline_is_end_of_a_working_day(self, start: datetime, days: int, calendar: WorkingCalendar) -> None:
+        """
+        The deadline is UTC, and in Beijing it is the last microsecond of a working day after receipt.
+        """
+        deadline = add_working_days(start, days, calendar)
+        local = deadline.astimezone(BEIJING)
+
+        assert UTC == deadline.tzinfo
+        assert time.max == local.time()
+        assert calendar.is_working_day(local.date())
+        assert local.date() >= start.astimezone(BEIJING).date()
+
+    @settings(max_examples=200)
+    @given(start=STARTS, days=st.integers(min_value=1, max_value=30), calendar=CALENDARS)
+    def test_between_inverts_add(self, start: datetime, days: int, calendar: WorkingCalendar) -> None:
+        """
+        Counting the working days up to the deadline gives back the days added.
+        """
+        deadline = add_working_days(start, days, calendar)
+
+        assert days == working_days_between(start, deadline, calendar)
+
+    @settings(max_examples=100)
+    @given(start=STARTS, calendar=CALENDARS)
+    def test_zero_days_on_a_working_day_is_same_day(self, start: datetime, calendar: WorkingCalendar) -> None:
+        """
+        0 days: between gives 0 when received on a working day and 1 otherwise.
+        """
+        received_on = start.astimezone(BEIJING).date()
+
+        deadline = add_working_days(start, 0, calendar)
+
+        expected = 0 if calendar.is_working_day(received_on) else 1
+        assert expected == working_days_between(start, deadline, calendar)
