@@ -308,11 +308,13 @@ def inspect(file: Path, media_type: str | None, produce_id: str | None, config: 
     labeller = Labeller(producer="-")
     path = config or Path(DEFAULT_CONFIG)
     if config is not None or path.exists():
-        from .obligations import Obligations
+        # The profile's keys, but not its ledger: inspect runs beside a service that holds it.
+        from .labels.settings import LabelSettings, build_labeller
 
         try:
-            with Obligations.from_file(path) as obligations:
-                labeller = obligations.labeller
+            profile = load_profile(path)
+            key = load_signer(profile.ledger.signing_key, profile.ledger.origin).private_key
+            labeller = build_labeller(profile, LabelSettings.from_profile(profile), key)
         except ObligationError as exc:
             _fail(str(exc))
     try:

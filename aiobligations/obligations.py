@@ -6,12 +6,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .disclosure import DisclosureSettings, ascii_safe, short_notice
+from .disclosure import DisclosureSettings, short_notice
 from .errors import ConfigurationError, LedgerError
 from .inference import OutputHook, inference
 from .interaction import uuid7
 from .labels.labeller import Labeller
-from .labels.settings import C2PA_ENV_CHAIN, LabelSettings
+from .labels.settings import LabelSettings, build_labeller
 from .keys import load_signer
 from .ledger.crypto import MasterKey
 from .ledger.ledger import Ledger
@@ -53,25 +53,7 @@ class Obligations:
     def labeller(self) -> Labeller:
         """The provider's :class:`aiobligations.labels.labeller.Labeller`, built on first use."""
         if self._labeller is None:
-            settings = self.label_settings
-            signer = None
-            if settings.c2pa:
-                from .labels.c2pa import C2PASigner  # The media extra.
-
-                if os.environ.get(C2PA_ENV_CHAIN):
-                    signer = C2PASigner.from_env()
-                else:
-                    assert settings.c2pa_chain is not None and settings.c2pa_key is not None
-                    signer = C2PASigner.from_files(settings.c2pa_chain, settings.c2pa_key)
-            anchors = settings.trust_anchors.read_bytes() if settings.trust_anchors and settings.trust_anchors.is_file() else None
-            provider = self.profile.provider
-            self._labeller = Labeller(
-                producer=provider.code or ascii_safe(provider.name).replace(" ", "%20"),
-                propagator=settings.propagator or None,
-                key=self.ledger.signer.private_key,
-                c2pa_signer=signer,
-                trust_anchors=anchors,
-            )
+            self._labeller = build_labeller(self.profile, self.label_settings, self.ledger.signer.private_key)
         return self._labeller
 
     def label(self, data: bytes, media_type: str | None = None, *, interaction_id: str | None = None,

@@ -5,12 +5,17 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigurationError
 from ..profile import Profile
 
-__all__ = ["C2PA_ENV_CHAIN", "TEMPLATE", "LabelSettings"]
+if TYPE_CHECKING:  # pragma: no cover
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from .labeller import Labeller
+
+__all__ = ["C2PA_ENV_CHAIN", "TEMPLATE", "LabelSettings", "build_labeller"]
 
 C2PA_ENV_CHAIN = "AIOBLIGATIONS_C2PA_CHAIN"
 """When set (with ``AIOBLIGATIONS_C2PA_KEY``), the C2PA signer comes from the environment."""
@@ -129,3 +134,35 @@ class LabelSettings:
         if problems:
             raise ConfigurationError(f"{profile.path or 'profile'}: " + "; ".join(problems))
         return settings
+
+
+def build_labeller(profile: Profile, settings: LabelSettings, key: Ed25519PrivateKey) -> Labeller:
+    """The provider's :class:`~aiobligations.labels.labeller.Labeller`, as the profile describes it.
+
+    It needs no ledger, so ``aiobligations inspect`` can run beside a service that holds it.
+
+    Args:
+        profile: The provider's profile (``ContentProducer`` is its provider code, else its name).
+        settings: Its ``[labels]`` section.
+        key: The Ed25519 key that signs ``ReservedCode1`` (the ledger's signing key).
+    """
+    from ..disclosure import ascii_safe
+    from .labeller import Labeller
+
+    signer = None
+    if settings.c2pa:
+        from .c2pa import C2PASigner  # The media extra.
+
+        if os.environ.get(C2PA_ENV_CHAIN):
+            signer = C2PASigner.from_env()
+        elif settings.c2pa_chain is not None and settings.c2pa_key is not None:
+            signer = C2PASigner.from_files(settings.c2pa_chain, settings.c2pa_key)
+    anchors = settings.trust_anchors
+    provider = profile.provider
+    return Labeller(
+        producer=provider.code or ascii_safe(provider.name).replace(" ", "%20"),
+        propagator=settings.propagator or None,
+        key=key,
+        c2pa_signer=signer,
+        trust_anchors=anchors.read_bytes() if anchors is not None and anchors.is_file() else None,
+    )
