@@ -74,6 +74,7 @@ PUBLIC_MODULES = [
     "aiobligations.profile",
     "aiobligations.requests",
     "aiobligations.requests.calendar",
+    "aiobligations.requests.workflow",
 ]
 
 

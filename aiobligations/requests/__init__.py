@@ -1,4 +1,4 @@
-"""Users' requests: working-day calendars and the deadlines they set."""
+"""Users' requests: explanation requests and complaints (the desk), working-day calendars and deadlines."""
 
 from .calendar import (
     CHINA_HOLIDAY_NOTICES,
@@ -11,12 +11,34 @@ from .calendar import (
     is_overdue,
     working_days_between,
 )
+from .workflow import (
+    COMPLAINT_CATEGORIES,
+    Complaint,
+    Explainer,
+    Explanation,
+    InvalidRequest,
+    InvalidTransition,
+    NotFound,
+    Request,
+    RequestDesk,
+    Step,
+)
 
 __all__ = [
     "CHINA_HOLIDAY_NOTICES",
+    "COMPLAINT_CATEGORIES",
     "DEFAULT_DEADLINE_DAYS",
     "DEFAULT_TIMEZONE",
     "ChinaCalendar",
+    "Complaint",
+    "Explainer",
+    "Explanation",
+    "InvalidRequest",
+    "InvalidTransition",
+    "NotFound",
+    "Request",
+    "RequestDesk",
+    "Step",
     "WeekdayCalendar",
     "WorkingCalendar",
     "add_working_days",
