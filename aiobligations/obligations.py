@@ -48,6 +48,37 @@ class Obligations:
         self.output_hooks: list[OutputHook] = []
         """Functions that may transform each AI output (the labels feature plugs in here)."""
         self._labeller: Labeller | None = None
+        self._requests: Any = None
+        self.explainer_function: Any = None
+        """The function registered with :meth:`explainer`, if any."""
+
+    @property
+    def requests(self) -> Any:
+        """The :class:`aiobligations.requests.RequestDesk`: explanation requests and complaints.
+
+        Built on first use from the ledger's ``explanation`` and ``complaint`` records.
+        """
+        if self._requests is None:
+            from .requests import RequestDesk
+
+            self._requests = RequestDesk(self)
+        return self._requests
+
+    def explainer(self, function: Any) -> Any:
+        """Register the function that explains an interaction (Art. 39); use it as a decorator.
+
+        It receives the interaction record, opened from the ledger with its personal part, and
+        returns an :class:`aiobligations.requests.Explanation`, or ``None`` to leave the request to
+        a person.
+
+        Example:
+            >>> @obligations.explainer  # doctest: +SKIP
+            ... def explain(record): return Explanation("…", {"model": record["model"]})
+        """
+        self.explainer_function = function
+        if self._requests is not None:
+            self._requests.register_explainer(function)
+        return function
 
     @property
     def labeller(self) -> Labeller:

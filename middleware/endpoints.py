@@ -30,6 +30,8 @@ from aiobligations.disclosure import (
 from aiobligations.ledger.receipts import parse_receipt, receipt_for_interaction
 from aiobligations.obligations import Obligations
 
+from .requests import RequestEndpoints
+
 __all__ = ["TRANSPARENCY_JSON", "Endpoints"]
 
 Scope = MutableMapping[str, Any]
@@ -59,6 +61,7 @@ class Endpoints:
         self.obligations = obligations
         self._subject_of = subject_of or (lambda scope: None)
         self._receipts = f"{prefix}/receipts/"
+        self.requests = RequestEndpoints(obligations.requests, prefix=prefix, subject_of=self._subject_of)
         self.prefix = prefix
         self.disclosure = settings = obligations.disclosure
         profile = obligations.profile
@@ -103,7 +106,7 @@ class Endpoints:
 
     def handles(self, path: str) -> bool:
         """Whether ``path`` is one of these endpoints."""
-        return path in self._routes or path.startswith(self._receipts)
+        return path in self._routes or path.startswith(self._receipts) or self.requests.handles(path)
 
     def json_notice(self, interaction_id: str, first_contact: bool) -> bytes:
         """The ``ai_disclosure`` member inserted into JSON responses."""
@@ -142,7 +145,10 @@ class Endpoints:
         return html.encode("ascii", "xmlcharrefreplace")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Serve one of the endpoints (GET or HEAD)."""
+        """Serve one of the endpoints."""
+        if self.requests.handles(scope["path"]):
+            await self.requests(scope, receive, send)
+            return
         if scope["method"] not in ("GET", "HEAD"):
             await self.error(send, 405, "method_not_allowed", "use GET", extra=[(b"allow", b"GET, HEAD")])
             return

@@ -71,6 +71,7 @@ PUBLIC_MODULES = [
     "aiobligations.middleware.capture",
     "aiobligations.middleware.endpoints",
     "aiobligations.middleware.policy",
+    "aiobligations.middleware.requests",
     "aiobligations.profile",
     "aiobligations.requests",
     "aiobligations.requests.calendar",

@@ -724,7 +724,7 @@ class RequestDesk:
     def complaints(self) -> list[Complaint]:
         """Every complaint, oldest first (for operators)."""
         with self._lock:
-            return sorted(self._complaints.values(), key=lambda c: (c.received, c.id))
+            return sorted(self._complaints.values(), key=lambda c: c.received)  # Stable: ties keep ledger order.
 
     # -- queues, deadlines, reminders ----------------------------------------------------------
 
@@ -732,12 +732,12 @@ class RequestDesk:
         """Requests that still owe a step, most urgent first (for operators)."""
         with self._lock:
             found = [r for r in self._requests.values() if r.open]
-        return sorted(found, key=lambda r: (r.current_due or r.due, r.id))
+        return sorted(found, key=lambda r: r.current_due or r.due)  # Stable: ties keep ledger order.
 
     def requests(self) -> list[Request]:
         """Every request, oldest first (for operators and the audit report)."""
         with self._lock:
-            return sorted(self._requests.values(), key=lambda r: (r.received, r.id))
+            return sorted(self._requests.values(), key=lambda r: r.received)  # Stable: ties keep ledger order.
 
     def overdue(self, now: datetime | None = None) -> list[Request]:
         """Open requests whose current deadline has passed, most overdue first."""
