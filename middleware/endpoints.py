@@ -61,7 +61,7 @@ class Endpoints:
         self.obligations = obligations
         self._subject_of = subject_of or (lambda scope: None)
         self._receipts = f"{prefix}/receipts/"
-        self.requests = RequestEndpoints(obligations.requests, prefix=prefix, subject_of=self._subject_of)
+        self.requests = RequestEndpoints(lambda: obligations.requests, prefix=prefix, subject_of=self._subject_of)
         self.prefix = prefix
         self.disclosure = settings = obligations.disclosure
         profile = obligations.profile

@@ -60,18 +60,27 @@ class RequestEndpoints:
     """Serves ``{prefix}/explanations…`` and ``{prefix}/complaints`` over a :class:`RequestDesk`.
 
     Args:
-        desk: The request desk.
+        desk: The request desk, or a function returning it (the desk reads the ledger when it is
+            built, so a service that never gets a request never pays for that).
         prefix: Where the ``/ai`` endpoints live.
         subject_of: Names the subject of a request, or returns ``None`` when it has no identity.
 
     .. versionadded:: 0.1.0
     """
 
-    def __init__(self, desk: RequestDesk, *, prefix: str, subject_of: Callable[[Scope], str | None]) -> None:
-        self.desk = desk
+    def __init__(self, desk: RequestDesk | Callable[[], RequestDesk], *, prefix: str,
+                 subject_of: Callable[[Scope], str | None]) -> None:
+        self._desk = desk
         self._explanations = f"{prefix}/explanations"
         self._complaints = f"{prefix}/complaints"
         self._subject_of = subject_of
+
+    @property
+    def desk(self) -> RequestDesk:
+        """The request desk (built on first use when a factory was given)."""
+        if not isinstance(self._desk, RequestDesk):
+            self._desk = self._desk()
+        return self._desk
 
     def handles(self, path: str) -> bool:
         """Whether ``path`` is one of these endpoints."""
