@@ -325,5 +325,10 @@ def inspect(file: Path, media_type: str | None, produce_id: str | None, config: 
     sys.exit(0 if report["labelled"] else 1)
 
 
+from .requests.cli import requests_group  # noqa: E402 - registered after the group exists.
+
+main.add_command(requests_group)
+
+
 if __name__ == "__main__":  # pragma: no cover - exercised through the console script.
     main()

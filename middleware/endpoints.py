@@ -30,7 +30,8 @@ from aiobligations.disclosure import (
 from aiobligations.ledger.receipts import parse_receipt, receipt_for_interaction
 from aiobligations.obligations import Obligations
 
-from .requests import RequestEndpoints
+from .request_pages import RequestPages
+from .requests import OPERATOR_TOKENS_ENV, RequestEndpoints, load_operator_tokens
 
 __all__ = ["TRANSPARENCY_JSON", "Endpoints"]
 
@@ -61,7 +62,17 @@ class Endpoints:
         self.obligations = obligations
         self._subject_of = subject_of or (lambda scope: None)
         self._receipts = f"{prefix}/receipts/"
-        self.requests = RequestEndpoints(lambda: obligations.requests, prefix=prefix, subject_of=self._subject_of)
+        # Operators sign in with tokens from the environment (never from the profile file).
+        variable = str(obligations.profile.raw.get("requests", {}).get("operator_tokens_env", OPERATOR_TOKENS_ENV))
+        self.requests = RequestEndpoints(
+            lambda: obligations.requests,
+            prefix=prefix,
+            subject_of=self._subject_of,
+            operator_tokens=load_operator_tokens(variable=variable),
+        )
+        self.request_pages = RequestPages(lambda: self.requests.desk, prefix=prefix, subject_of=self._subject_of,
+                                          language=obligations.disclosure.language,
+                                          transparency_url=f"{prefix}/transparency")
         self.prefix = prefix
         self.disclosure = settings = obligations.disclosure
         profile = obligations.profile
@@ -106,7 +117,8 @@ class Endpoints:
 
     def handles(self, path: str) -> bool:
         """Whether ``path`` is one of these endpoints."""
-        return path in self._routes or path.startswith(self._receipts) or self.requests.handles(path)
+        return (path in self._routes or path.startswith(self._receipts) or self.requests.handles(path)
+                or self.request_pages.handles(path))
 
     def json_notice(self, interaction_id: str, first_contact: bool) -> bytes:
         """The ``ai_disclosure`` member inserted into JSON responses."""
@@ -148,6 +160,9 @@ class Endpoints:
         """Serve one of the endpoints."""
         if self.requests.handles(scope["path"]):
             await self.requests(scope, receive, send)
+            return
+        if self.request_pages.handles(scope["path"]):
+            await self.request_pages(scope, receive, send)
             return
         if scope["method"] not in ("GET", "HEAD"):
             await self.error(send, 405, "method_not_allowed", "use GET", extra=[(b"allow", b"GET, HEAD")])

@@ -4,19 +4,60 @@ Only the subject of an interaction may ask about it or read the answer. The subj
 request's identity (the app's identity hook, a digest of the API key, or the first-party cookie),
 never from the body. An unknown id and someone else's id get the same 404, so ids cannot be probed.
 The desk writes every step to the ledger, so its calls run on a worker thread.
+
+Operators work the queue under ``{prefix}/operator/…`` with ``Authorization: Bearer <token>``; the
+tokens come from an environment variable (see :func:`load_operator_tokens`), never from the profile
+file, and only their SHA-256 digests are kept. The subject's POSTs are rate limited per subject and
+per client address (token buckets in memory); over a limit the answer is 429 with ``Retry-After``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import json
-from collections.abc import Awaitable, Callable, MutableMapping
+import math
+import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from urllib.parse import parse_qs
 
-from aiobligations.requests.workflow import InvalidRequest, InvalidTransition, NotFound, Request, RequestDesk
+import structlog
 
-__all__ = ["MAX_BODY", "RequestEndpoints", "request_view"]
+from aiobligations.errors import ConfigurationError
+from aiobligations.requests.workflow import (
+    Complaint,
+    InvalidRequest,
+    InvalidTransition,
+    NotFound,
+    Request,
+    RequestDesk,
+    Step,
+)
+
+__all__ = [
+    "DEFAULT_ADDRESS_LIMIT",
+    "DEFAULT_SUBJECT_LIMIT",
+    "MAX_BODY",
+    "MIN_TOKEN_LENGTH",
+    "OPERATOR_TOKENS_ENV",
+    "RateLimit",
+    "RateLimiter",
+    "RequestEndpoints",
+    "complaint_view",
+    "load_operator_tokens",
+    "operator_request_view",
+    "request_view",
+    "token_digest",
+]
+
+log = structlog.get_logger("aiobligations.middleware.requests")
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -28,11 +69,169 @@ MAX_BODY = 64 << 10
 
 _NOT_FOUND = (404, "not_found", "no such request of yours")
 
+OPERATOR_TOKENS_ENV = "AIOBLIGATIONS_OPERATOR_TOKENS"
+"""The default environment variable holding the operator tokens, as ``id1:token1,id2:token2``."""
+
+MIN_TOKEN_LENGTH = 16
+"""The shortest operator token :func:`load_operator_tokens` accepts."""
+
 
 class _BadRequest(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str,
+                 headers: list[tuple[bytes, bytes]] | None = None) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
+        self.headers = headers or []
+
+
+# -- operator tokens ---------------------------------------------------------------------------
+
+
+def token_digest(token: str) -> str:
+    """The SHA-256 hex digest of an operator token (what :class:`RequestEndpoints` keeps)."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def load_operator_tokens(environ: Mapping[str, str] = os.environ,
+                         variable: str = OPERATOR_TOKENS_ENV) -> dict[str, str]:
+    """
+    Read operator tokens from an environment variable, as ``{sha256_hex(token): operator_id}``.
+
+    The value is ``id1:token1,id2:token2`` (spaces around entries are ignored; a token may contain
+    ``:`` but not ``,``). An unset or blank variable gives ``{}`` (no operator can sign in).
+
+    Raises:
+        ConfigurationError: The value is malformed (an entry without ``:``, an empty or spaced id, a
+            token shorter than :data:`MIN_TOKEN_LENGTH` or with spaces, a repeated id or token). The
+            message names the variable and the entry's position, never the value.
+
+    .. versionadded:: 0.1.0
+    """
+    raw = environ.get(variable)
+    if raw is None or not raw.strip():
+        return {}
+    tokens: dict[str, str] = {}
+    seen: set[str] = set()
+    for position, entry in enumerate(raw.split(","), start=1):
+        operator, sep, token = entry.strip().partition(":")
+        problem = None
+        if not sep or not operator or not token:
+            problem = "is not id:token"
+        elif any(c.isspace() for c in operator) or any(c.isspace() for c in token):
+            problem = "contains whitespace"
+        elif len(token) < MIN_TOKEN_LENGTH:
+            problem = f"has a token shorter than {MIN_TOKEN_LENGTH} characters"
+        elif operator in seen:
+            problem = "repeats an operator id"
+        else:
+            digest = token_digest(token)
+            if digest in tokens:
+                problem = "repeats a token"
+        if problem is not None:
+            raise ConfigurationError(
+                f"environment variable {variable} is malformed: entry {position} {problem} "
+                "(expected id1:token1,id2:token2)"
+            )
+        seen.add(operator)
+        tokens[digest] = operator
+    return tokens
+
+
+# -- rate limits -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """
+    A token bucket's shape: ``rate`` requests per ``period`` seconds, at most ``burst`` at once.
+
+    .. versionadded:: 0.1.0
+    """
+
+    rate: float
+    burst: int
+    period: float = 3600.0
+
+    def __post_init__(self) -> None:
+        for name in ("rate", "period"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+                raise ConfigurationError(f"RateLimit.{name} must be a positive number, got {value!r}")
+        if isinstance(self.burst, bool) or not isinstance(self.burst, int) or self.burst < 1:
+            raise ConfigurationError(f"RateLimit.burst must be an int, 1 or more, got {self.burst!r}")
+
+    @property
+    def per_second(self) -> float:
+        """How many requests a bucket regains each second."""
+        return self.rate / self.period
+
+
+DEFAULT_SUBJECT_LIMIT = RateLimit(10, 5)
+"""Per subject: 10 requests an hour, 5 at once."""
+
+DEFAULT_ADDRESS_LIMIT = RateLimit(60, 20)
+"""Per client address: 60 requests an hour, 20 at once."""
+
+
+class RateLimiter:
+    """
+    Token buckets in memory, one per key, for at most ``max_keys`` keys (least recently used go).
+
+    An evicted key starts again with a full bucket, so ``max_keys`` should exceed the keys active in
+    a ``period``. Thread-safe.
+
+    Args:
+        limit: The buckets' shape.
+        max_keys: How many keys to remember.
+        clock: Monotonic seconds (default :func:`time.monotonic`); tests pass their own.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(self, limit: RateLimit, *, max_keys: int = 10_000,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if isinstance(max_keys, bool) or not isinstance(max_keys, int) or max_keys < 1:
+            raise ConfigurationError(f"max_keys must be an int, 1 or more, got {max_keys!r}")
+        self.limit = limit
+        self.max_keys = max_keys
+        self.clock = clock
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        self._lock = threading.RLock()
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def _level(self, key: str, now: float) -> float:
+        entry = self._buckets.get(key)
+        if entry is None:
+            return float(self.limit.burst)
+        tokens, at = entry
+        return min(float(self.limit.burst), tokens + max(0.0, now - at) * self.limit.per_second)
+
+    def wait(self, key: str, now: float | None = None) -> float:
+        """Seconds until ``key`` may make a request (0 when it may now). Takes nothing."""
+        with self._lock:
+            now = self.clock() if now is None else now
+            level = self._level(key, now)
+            return 0.0 if level >= 1.0 else (1.0 - level) / self.limit.per_second
+
+    def take(self, key: str, now: float | None = None) -> None:
+        """Spend one request of ``key``'s bucket (callers check :meth:`wait` first)."""
+        with self._lock:
+            now = self.clock() if now is None else now
+            self._buckets[key] = (max(0.0, self._level(key, now) - 1.0), now)
+            self._buckets.move_to_end(key)
+            while len(self._buckets) > self.max_keys:
+                self._buckets.popitem(last=False)
+
+    def acquire(self, key: str) -> float:
+        """Take one request if allowed and return 0, else take nothing and return the seconds to wait."""
+        with self._lock:
+            now = self.clock()
+            waiting = self.wait(key, now)
+            if waiting == 0.0:
+                self.take(key, now)
+            return waiting
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -56,24 +255,99 @@ def request_view(request: Request) -> dict[str, Any]:
     }
 
 
+def _step_view(step: Step) -> dict[str, Any]:
+    return {"step": step.step, "at": _iso(step.at), "index": step.index, "by": step.by}
+
+
+def operator_request_view(request: Request) -> dict[str, Any]:
+    """What an operator sees of a request: everything, with its steps' ledger indices and ``by``."""
+    return {
+        **request_view(request),
+        "question": request.question,
+        "contact": request.contact,
+        "automated": request.automated,
+        "open": request.open,
+        "request_due": _iso(request.due),
+        "complained_at": _iso(request.complained_at),
+        "complaint_due": _iso(request.complaint_due),
+        "resolved_at": _iso(request.resolved_at),
+        "history": [_step_view(step) for step in request.history],
+    }
+
+
+def complaint_view(complaint: Complaint) -> dict[str, Any]:
+    """What an operator sees of a general complaint, an IP complaint or a report."""
+    return {
+        "id": complaint.id,
+        "category": complaint.category,
+        "status": complaint.state,
+        "received": _iso(complaint.received),
+        "due": _iso(complaint.due),
+        "text": complaint.text,
+        "contact": complaint.contact,
+        "work": complaint.work,
+        "right_holder": complaint.right_holder,
+        "output_ref": complaint.output_ref,
+        "outcome": complaint.outcome,
+        "resolved_at": _iso(complaint.resolved_at),
+        "history": [_step_view(step) for step in complaint.history],
+    }
+
+
 class RequestEndpoints:
-    """Serves ``{prefix}/explanations…`` and ``{prefix}/complaints`` over a :class:`RequestDesk`.
+    """Serves ``{prefix}/explanations…``, ``{prefix}/complaints`` and ``{prefix}/operator/…``.
+
+    Subject side: ``POST {prefix}/explanations``, ``GET {prefix}/explanations/{id}``,
+    ``POST {prefix}/explanations/{id}/complaints``, ``POST {prefix}/complaints``; the POSTs are rate
+    limited per subject and per client address (429 ``rate_limited`` with ``Retry-After``).
+
+    Operator side (``Authorization: Bearer <token>``; none → 401, unknown → 403):
+    ``GET {prefix}/operator/requests`` (open ones, most urgent first; ``?all=1`` for every one),
+    ``GET {prefix}/operator/requests/{id}``, ``POST {prefix}/operator/requests/{id}/review`` (no body),
+    ``…/answer`` (``{"text", "factors"?}``), ``…/reject`` (``{"reason"}``), ``…/resolve``
+    (``{"outcome"}``), ``GET {prefix}/operator/complaints`` (open ones; ``?all=1``) and
+    ``POST {prefix}/operator/complaints/{id}/resolve`` (``{"outcome"}``). Each step is recorded with
+    ``by`` = the operator id the token maps to.
 
     Args:
         desk: The request desk, or a function returning it (the desk reads the ledger when it is
             built, so a service that never gets a request never pays for that).
         prefix: Where the ``/ai`` endpoints live.
         subject_of: Names the subject of a request, or returns ``None`` when it has no identity.
+        operator_tokens: ``{sha256_hex(token): operator_id}``, e.g. from :func:`load_operator_tokens`.
+            Empty (the default): every operator call gets 401 or 403.
+        subject_limit: The per-subject limit on the subject's POSTs; ``None`` turns it off.
+        address_limit: The per-address limit (``scope["client"][0]``); ``None`` turns it off.
+        max_rate_keys: How many subjects (and, separately, addresses) the limiters remember.
+        clock: Monotonic seconds for the limiters (default :func:`time.monotonic`).
 
     .. versionadded:: 0.1.0
     """
 
     def __init__(self, desk: RequestDesk | Callable[[], RequestDesk], *, prefix: str,
-                 subject_of: Callable[[Scope], str | None]) -> None:
+                 subject_of: Callable[[Scope], str | None],
+                 operator_tokens: Mapping[str, str] | None = None,
+                 subject_limit: RateLimit | None = DEFAULT_SUBJECT_LIMIT,
+                 address_limit: RateLimit | None = DEFAULT_ADDRESS_LIMIT,
+                 max_rate_keys: int = 10_000,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._desk = desk
         self._explanations = f"{prefix}/explanations"
         self._complaints = f"{prefix}/complaints"
+        self._operator = f"{prefix}/operator/"
         self._subject_of = subject_of
+        tokens = dict(operator_tokens or {})
+        for digest, operator in tokens.items():
+            if not isinstance(digest, str) or len(digest) != 64 or not all(c in "0123456789abcdef" for c in digest):
+                raise ConfigurationError("operator_tokens must map SHA-256 hex digests (lowercase) to operator ids")
+            if not isinstance(operator, str) or not operator:
+                raise ConfigurationError("operator_tokens must map to non-empty operator ids")
+        self._operator_tokens = tuple(tokens.items())
+        self._clock = clock
+        self.subject_limiter = (RateLimiter(subject_limit, max_keys=max_rate_keys, clock=clock)
+                                if subject_limit is not None else None)
+        self.address_limiter = (RateLimiter(address_limit, max_keys=max_rate_keys, clock=clock)
+                                if address_limit is not None else None)
 
     @property
     def desk(self) -> RequestDesk:
@@ -84,14 +358,20 @@ class RequestEndpoints:
 
     def handles(self, path: str) -> bool:
         """Whether ``path`` is one of these endpoints."""
-        return path in (self._explanations, self._complaints) or path.startswith(self._explanations + "/")
+        return path in (self._explanations, self._complaints) or path.startswith(
+            (self._explanations + "/", self._operator))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Route one request; every failure is a JSON error with a fitting 4xx status."""
+        extra: list[tuple[bytes, bytes]] = []
         try:
-            status, body = await self._route(scope, receive)
+            if scope["path"].startswith(self._operator):
+                status, body = await self._operate(scope, receive)
+            else:
+                status, body = await self._route(scope, receive)
         except _BadRequest as exc:
             status, body = exc.status, {"error": {"code": exc.code, "message": exc.message}}
+            extra = exc.headers
         except NotFound:
             status, body = _NOT_FOUND[0], {"error": {"code": _NOT_FOUND[1], "message": _NOT_FOUND[2]}}
         except InvalidTransition as exc:
@@ -100,13 +380,116 @@ class RequestEndpoints:
             status, body = 422, {"error": {"code": "invalid_request", "message": str(exc)}}
         data = json.dumps(body, ensure_ascii=False).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
-                   (b"cache-control", b"no-store")]
+                   (b"cache-control", b"no-store"), *extra]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": data})
+
+    # -- rate limits ---------------------------------------------------------------------------
+
+    def _limit(self, scope: Scope, subject: str | None) -> None:
+        """Spend one request of the subject's and the address's buckets, or raise 429 (spending none)."""
+        checks: list[tuple[str, RateLimiter, str]] = []
+        if self.subject_limiter is not None and subject is not None:
+            checks.append(("subject", self.subject_limiter, subject))
+        client = scope.get("client")
+        if self.address_limiter is not None and client:
+            checks.append(("address", self.address_limiter, str(client[0])))
+        if not checks:
+            return
+        now = self._clock()
+        waits = [(limiter.wait(key, now), which) for which, limiter, key in checks]
+        waiting, which = max(waits)
+        if waiting > 0:
+            seconds = max(1, math.ceil(waiting))
+            log.info("rate_limited", limit=which, retry_after=seconds)  # No subject, no address.
+            raise _BadRequest(429, "rate_limited",
+                              f"too many requests from this {which}; try again in {seconds} s",
+                              [(b"retry-after", str(seconds).encode())])
+        for _, limiter, key in checks:
+            limiter.take(key, now)
+
+    # -- the operators' side -------------------------------------------------------------------
+
+    def _operator_of(self, scope: Scope) -> str:
+        """The operator id the request's bearer token maps to; 401 without a token, 403 with a wrong one."""
+        header = None
+        for name, value in scope.get("headers") or ():
+            if name.lower() == b"authorization":
+                header = value
+                break
+        scheme, _, token = (header or b"").decode("latin-1").strip().partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            log.info("operator_denied", reason="no_token")
+            raise _BadRequest(401, "unauthorized", "an operator token is required (Authorization: Bearer …)",
+                              [(b"www-authenticate", b'Bearer realm="aiobligations-operator"')])
+        digest = token_digest(token)
+        found = None
+        for known, operator in self._operator_tokens:  # Compare with every one: no early exit.
+            if hmac.compare_digest(known, digest):
+                found = operator
+        if found is None:
+            log.info("operator_denied", reason="unknown_token")
+            raise _BadRequest(403, "forbidden", "this token is not an operator's")
+        return found
+
+    async def _operate(self, scope: Scope, receive: Receive) -> tuple[int, dict[str, Any]]:
+        operator = self._operator_of(scope)
+        method = scope["method"]
+        parts = scope["path"][len(self._operator):].split("/")
+        query = parse_qs((scope.get("query_string") or b"").decode("latin-1"))
+        every = query.get("all", ["0"])[-1].lower() in ("1", "true", "yes")
+        desk = await asyncio.to_thread(lambda: self.desk)
+        try:
+            if parts == ["requests"]:
+                self._method(method, "GET")
+                found = await asyncio.to_thread(desk.requests if every else desk.open_requests)
+                return 200, {"requests": [operator_request_view(r) for r in found]}
+            if parts == ["complaints"]:
+                self._method(method, "GET")
+                found = await asyncio.to_thread(desk.complaints)
+                return 200, {"complaints": [complaint_view(c) for c in found if every or c.state == "received"]}
+            if len(parts) == 2 and parts[0] == "requests" and parts[1]:
+                self._method(method, "GET")
+                return 200, operator_request_view(await asyncio.to_thread(desk.request, parts[1]))
+            if len(parts) == 3 and parts[0] == "requests" and parts[1] and parts[2] in _REQUEST_ACTIONS:
+                self._method(method, "POST")
+                request_id, action = parts[1], parts[2]
+                payload = await self._json(receive, empty_ok=action == "review")
+                if action == "review":
+                    request = await asyncio.to_thread(desk.start_review, request_id, by=operator)
+                elif action == "answer":
+                    factors = payload.get("factors")
+                    if factors is not None and not isinstance(factors, dict):
+                        raise _BadRequest(422, "invalid_request", "'factors' must be a JSON object")
+                    request = await asyncio.to_thread(desk.answer, request_id, _field(payload, "text"),
+                                                      factors=factors, by=operator)
+                elif action == "reject":
+                    request = await asyncio.to_thread(desk.reject, request_id, _field(payload, "reason"),
+                                                      by=operator)
+                else:
+                    request = await asyncio.to_thread(desk.resolve, request_id, _field(payload, "outcome"),
+                                                      by=operator)
+                log.info("operator_step", operator=operator, request_id=request_id, step=request.state)
+                return 200, operator_request_view(request)
+            if len(parts) == 3 and parts[0] == "complaints" and parts[1] and parts[2] == "resolve":
+                self._method(method, "POST")
+                payload = await self._json(receive)
+                complaint = await asyncio.to_thread(desk.resolve_complaint, parts[1],
+                                                    _field(payload, "outcome"), by=operator)
+                log.info("operator_step", operator=operator, complaint_id=complaint.id, step=complaint.state)
+                return 200, complaint_view(complaint)
+        except NotFound as exc:
+            raise _BadRequest(404, "not_found", str(exc)) from None
+        raise _BadRequest(404, "not_found", "no such operator endpoint")
+
+    # -- the subject's side --------------------------------------------------------------------
 
     async def _route(self, scope: Scope, receive: Receive) -> tuple[int, dict[str, Any]]:
         path, method = scope["path"], scope["method"]
         subject = self._subject_of(scope)
+        if method == "POST":
+            self._limit(scope, subject)
         if path == self._explanations:
             self._method(method, "POST")
             payload = await self._json(receive)
@@ -160,7 +543,7 @@ class RequestEndpoints:
             raise _BadRequest(405, "method_not_allowed", f"use {allowed}")
 
     @staticmethod
-    async def _json(receive: Receive) -> dict[str, Any]:
+    async def _json(receive: Receive, *, empty_ok: bool = False) -> dict[str, Any]:
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -174,6 +557,8 @@ class RequestEndpoints:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
+        if empty_ok and not b"".join(chunks).strip():
+            return {}
         try:
             payload = json.loads(b"".join(chunks))
         except (ValueError, UnicodeDecodeError):
@@ -181,6 +566,9 @@ class RequestEndpoints:
         if not isinstance(payload, dict):
             raise _BadRequest(400, "invalid_json", "the body must be a JSON object")
         return payload
+
+
+_REQUEST_ACTIONS = frozenset({"review", "answer", "reject", "resolve"})
 
 
 def _field(payload: dict[str, Any], name: str, *, required: bool = True) -> Any:

@@ -573,7 +573,8 @@ class TestDocument:
         for key in ("purpose", "principles", "mechanism", "user_rights", "ip_notice", "labelling", "data_retention"):
             assert {"zh", "en"} == set(document[key]) and all(document[key].values()), key
         assert {"licence_number": "", "filing_number": ""} == document["registration"]
-        assert {"explanations": "/ai/explanations", "complaints": "/ai/complaints", "contact": "ops@t.example"} == {
+        assert {"explanations": "/ai/explanations", "complaints": "/ai/complaints", "form": "/ai/requests",
+                "contact": "ops@t.example"} == {
             k: v for k, v in document["remedies"].items() if k != "text"
         }
         assert {"zh", "en"} == set(document["remedies"]["text"])

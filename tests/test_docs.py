@@ -71,10 +71,13 @@ PUBLIC_MODULES = [
     "aiobligations.middleware.capture",
     "aiobligations.middleware.endpoints",
     "aiobligations.middleware.policy",
+    "aiobligations.middleware.openapi",
+    "aiobligations.middleware.request_pages",
     "aiobligations.middleware.requests",
     "aiobligations.profile",
     "aiobligations.requests",
     "aiobligations.requests.calendar",
+    "aiobligations.requests.cli",
     "aiobligations.requests.workflow",
 ]
 

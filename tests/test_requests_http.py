@@ -87,3 +87,31 @@ def test_the_whole_flow_with_the_official_client(obligations) -> None:
     desk = obligations.requests
     desk.resolve(result["request_id"], "Reviewed by a person; the answer stands.", by="operator-7")
     assert "resolved" == desk.request(result["request_id"]).state
+
+
+def test_text_that_is_not_unicode_gets_422_not_500(obligations) -> None:
+    app = wrap(build_app(stream_delay=0), obligations)
+
+    async def post() -> httpx.Response:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
+            return await http.post("/ai/complaints", headers=ME,
+                                   content=b'{"category": "general", "text": "\\ud800"}')
+
+    response = asyncio.run(post())
+
+    assert 422 == response.status_code
+    assert "surrogate" in response.json()["error"]["message"]
+
+
+def test_operators_sign_in_with_a_token_from_the_environment(obligations, monkeypatch) -> None:
+    from aiobligations.middleware import ObligationsMiddleware
+
+    monkeypatch.setenv("AIOBLIGATIONS_OPERATOR_TOKENS", "op-7:a-very-long-operator-token")
+    app = ObligationsMiddleware(build_app(stream_delay=0), obligations=obligations)
+
+    async def list_requests(token: str) -> httpx.Response:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
+            return await http.get("/ai/operator/requests", headers={"Authorization": f"Bearer {token}"})
+
+    assert 200 == asyncio.run(list_requests("a-very-long-operator-token")).status_code
+    assert 403 == asyncio.run(list_requests("wrong-token-but-long-enough")).status_code

@@ -123,6 +123,7 @@ def transparency_document(
             "text": t.remedies.as_dict(),
             "explanations": f"{base}/explanations",
             "complaints": f"{base}/complaints",
+            "form": f"{base}/requests",
             "contact": provider.contact,
         },
         "ip_notice": t.ip_notice.as_dict(),

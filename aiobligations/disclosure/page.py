@@ -28,6 +28,7 @@ _WORDS: dict[str, dict[str, str]] = {
         "purpose": "目的和用途", "principles": "基本原理", "mechanism": "主要运行机制",
         "registration": "许可和备案信息", "user_rights": "您的权利", "remedies": "救济渠道：解释和投诉",
         "explanations": "要求解释", "complaints": "投诉", "ip_notice": "知识产权",
+        "request_form": "在线提交和查看解释请求",
         "labelling": "人工智能生成内容标识", "data_retention": "记录的保存", "ledger": "防篡改记录（证据账本）",
         "ledger_intro": "每次交互都记录在一个只能追加、不能悄悄修改的日志中。任何人都可以用下面的公钥核验它的签名检查点。",
         "origin": "日志名称", "verifier_key": "核验公钥", "checkpoint": "最新检查点",
@@ -45,6 +46,7 @@ _WORDS: dict[str, dict[str, str]] = {
         "registration": "Licence and filing", "user_rights": "Your rights",
         "remedies": "Remedies: explanations and complaints", "explanations": "Ask for an explanation",
         "complaints": "Make a complaint", "ip_notice": "Intellectual property",
+        "request_form": "Ask for an explanation and follow it online",
         "labelling": "Labels on AI-generated content", "data_retention": "How records are kept",
         "ledger": "Tamper-evident records (evidence ledger)",
         "ledger_intro": "Every interaction is recorded in an append-only log that cannot be quietly changed. "
@@ -197,7 +199,9 @@ def render_transparency_page(document: Mapping[str, Any], lang: str) -> str:
     ])
     numbers = "<dl>" + _fact(w["licence"], str(registration.get("licence_number", "")), none, code=True) + _fact(
         w["filing"], str(registration.get("filing_number", "")), none, code=True) + "</dl>"
+    form = str(remedies.get("form", ""))
     remedy_links = "<dl>" + "".join([
+        _fact(w["request_form"], w["request_form"] if form else "", none, href=f"{form}?lang={lang}" if form else None),
         _fact(w["explanations"], f"POST {remedies.get('explanations', '')}", none, code=True),
         _fact(w["complaints"], f"POST {remedies.get('complaints', '')}", none, code=True),
         _fact(w["contact"], str(remedies.get("contact", "")), none, href=_mailto(str(remedies.get("contact", "")))),

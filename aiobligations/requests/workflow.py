@@ -215,6 +215,11 @@ def _text(name: str, value: Any, *, required: bool = True) -> str | None:
         raise InvalidRequest(f"{name} must be a non-empty string, got {value!r:.40}")
     if len(value) > _MAX_TEXT:
         raise InvalidRequest(f"{name} must be at most {_MAX_TEXT} characters, got {len(value)}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        # JSON allows lone surrogates ("\ud800"); no text holds them, and the ledger cannot store them.
+        raise InvalidRequest(f"{name} is not valid text (it holds an unpaired surrogate)") from None
     return value
 
 

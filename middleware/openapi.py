@@ -1,0 +1,346 @@
+"""An OpenAPI 3.1 description of the endpoints the middleware serves itself (Art. 38 and 39).
+
+It mirrors :mod:`middleware.requests` (explanations and complaints) and :mod:`middleware.endpoints`
+(receipts, the transparency document and page, the checkpoint, security.txt): the request bodies
+with their required fields, types and lengths, the responses each route can give, and the one
+error shape, ``{"error": {"code": ..., "message": ...}}``.
+
+The subject of a request is whoever the ``Authorization`` header names (any credential; the
+middleware keeps only a digest of it), or the app's identity hook, or the first-party cookie. It is
+described here as a bearer token: the subject's own API key.
+
+.. versionadded:: 0.1.0
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from aiobligations.requests.workflow import COMPLAINT_CATEGORIES
+
+from .requests import MAX_BODY
+
+__all__ = ["openapi_document"]
+
+MAX_TEXT = 20_000
+"""The longest text the request desk accepts (``aiobligations.requests.workflow._MAX_TEXT``)."""
+
+MAX_INTERACTION_ID = 200
+"""Longer interaction ids are never found (404)."""
+
+_STATES = ["received", "in_review", "answered", "rejected", "complained", "resolved"]
+
+_ERROR_REF = {"$ref": "#/components/schemas/Error"}
+
+
+def _text(description: str, *, max_length: int = MAX_TEXT) -> dict[str, Any]:
+    # Non-empty and not only whitespace: the endpoints answer 422 otherwise.
+    return {"type": "string", "minLength": 1, "maxLength": max_length, "pattern": r"\S",
+            "description": description}
+
+
+def _optional(schema: dict[str, Any]) -> dict[str, Any]:
+    out = dict(schema)
+    out["type"] = ["string", "null"]
+    out["description"] = schema["description"] + " Optional; null means not given."
+    return out
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": _ERROR_REF}}}
+
+
+def _nullable_time(description: str) -> dict[str, Any]:
+    return {"type": ["string", "null"], "format": "date-time", "description": description}
+
+
+def _components() -> dict[str, Any]:
+    return {
+        "securitySchemes": {
+            "subjectKey": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "The subject's own API key (the same credential the AI calls carry). "
+                               "The middleware names the subject by a digest of it; it is never stored.",
+            },
+        },
+        "schemas": {
+            "Error": {
+                "type": "object",
+                "required": ["error"],
+                "properties": {
+                    "error": {
+                        "type": "object",
+                        "required": ["code", "message"],
+                        "properties": {
+                            "code": {"type": "string", "description": "A stable, machine-readable code.",
+                                     "examples": ["not_found", "invalid_request", "invalid_json"]},
+                            "message": {"type": "string", "description": "A sentence for people."},
+                        },
+                    },
+                },
+            },
+            "ExplanationAsk": {
+                "type": "object",
+                "required": ["interaction_id", "question"],
+                "properties": {
+                    "interaction_id": _text("The id from the AI response's AI-Interaction-Id header.",
+                                            max_length=MAX_INTERACTION_ID),
+                    "question": _text("What the person wants explained."),
+                    "contact": _optional(_text("How to reach the person.")),
+                },
+            },
+            "ComplaintText": {
+                "type": "object",
+                "required": ["text"],
+                "properties": {"text": _text("Why the answer or rejection does not satisfy the person.")},
+            },
+            "Complaint": {
+                "type": "object",
+                "required": ["category", "text"],
+                "properties": {
+                    "category": {"type": "string", "enum": list(COMPLAINT_CATEGORIES),
+                                 "description": "general, ip (Art. 70(4)) or report of unlawful content (Art. 32)."},
+                    "text": _text("The complaint."),
+                    "work": _optional(_text("For ip (required there): the protected work.")),
+                    "right_holder": _optional(_text("For ip (required there): who holds the right.")),
+                    "output_ref": _optional(_text("For ip (required there) and report: the output "
+                                                  "concerned (an interaction id, a URL…).")),
+                    "contact": _optional(_text("How to reach the person.")),
+                },
+                "if": {"properties": {"category": {"const": "ip"}}, "required": ["category"]},
+                "then": {
+                    "required": ["work", "right_holder", "output_ref"],
+                    "properties": {"work": {"type": "string"}, "right_holder": {"type": "string"},
+                                   "output_ref": {"type": "string"}},
+                },
+            },
+            "Received": {
+                "type": "object",
+                "required": ["id", "status", "due"],
+                "properties": {
+                    "id": {"type": "string", "format": "uuid"},
+                    "status": {"type": "string", "const": "received"},
+                    "due": {"type": "string", "format": "date-time",
+                            "description": "The deadline, in working days under the provider's calendar."},
+                },
+            },
+            "Request": {
+                "type": "object",
+                "description": "What the subject sees of their explanation request.",
+                "required": ["id", "interaction_id", "status", "received", "due", "answered_at", "answer",
+                             "factors", "reason", "complaint", "outcome"],
+                "properties": {
+                    "id": {"type": "string"},
+                    "interaction_id": {"type": ["string", "null"]},
+                    "status": {"type": "string", "enum": _STATES},
+                    "received": {"type": "string", "format": "date-time"},
+                    "due": _nullable_time("The deadline the provider works to now; null once it owes nothing."),
+                    "answered_at": _nullable_time("When it was answered or rejected."),
+                    "answer": {"type": ["string", "null"]},
+                    "factors": {"type": ["object", "null"], "description": "Structured factors behind the answer."},
+                    "reason": {"type": ["string", "null"], "description": "Why it was rejected."},
+                    "complaint": {"type": ["string", "null"]},
+                    "outcome": {"type": ["string", "null"], "description": "How the complaint was resolved."},
+                },
+            },
+            "Transparency": {
+                "type": "object",
+                "description": "The provider's transparency document (Art. 38), from its profile.",
+                "required": ["provider", "service", "disclosure", "ledger", "version"],
+                "properties": {
+                    "provider": {"type": "object"},
+                    "service": {"type": "object"},
+                    "disclosure": {"type": "object"},
+                    "ledger": {
+                        "type": "object",
+                        "required": ["origin", "verifier_key", "checkpoint_url"],
+                        "properties": {"origin": {"type": "string"}, "verifier_key": {"type": "string"},
+                                       "checkpoint_url": {"type": "string"}},
+                    },
+                    "version": {"type": "string"},
+                },
+            },
+        },
+    }
+
+
+def _json_body(ref: str) -> dict[str, Any]:
+    return {
+        "required": True,
+        "description": f"A JSON object, at most {MAX_BODY} bytes (larger bodies get 413).",
+        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}},
+    }
+
+
+def _json_ok(ref: str, description: str) -> dict[str, Any]:
+    return {"description": description,
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}}}
+
+
+_BAD_BODY = _error("The body is not a JSON object (invalid_json), or it did not arrive (disconnected).")
+_TOO_LARGE = _error(f"The body is larger than {MAX_BODY} bytes (payload_too_large).")
+_WRONG_METHOD = _error("Another method is used on this path (method_not_allowed).")
+_INVALID = _error("A field is missing, empty, not a string, too long, or not allowed (invalid_request).")
+_NOT_FOUND = _error("No such request or interaction of yours, or no identity: the same 404 (not_found), "
+                    "so ids cannot be probed.")
+_RATE_LIMITED = {
+    **_error("Too many POSTs from this subject or client address (rate_limited); retry later."),
+    "headers": {"Retry-After": {"description": "Seconds to wait.", "schema": {"type": "integer", "minimum": 1}}},
+}
+_TEXT = {"text/plain; charset=utf-8": {"schema": {"type": "string"}}}
+
+
+def openapi_document(prefix: str = "/ai") -> dict[str, Any]:
+    """The OpenAPI 3.1 document of the middleware's own endpoints under ``prefix``.
+
+    Args:
+        prefix: Where the ``/ai`` endpoints live (the middleware's ``prefix``).
+
+    Returns:
+        A fresh ``dict`` (JSON-serialisable) each call.
+    """
+    prefix = "/" + prefix.strip("/")
+    subject = [{"subjectKey": []}]
+    paths: dict[str, Any] = {
+        f"{prefix}/explanations": {
+            "post": {
+                "operationId": "askExplanation",
+                "summary": "Ask for an explanation of one of your interactions (Art. 39).",
+                "security": subject,
+                "requestBody": _json_body("ExplanationAsk"),
+                "responses": {
+                    "201": _json_ok("Received", "The request is recorded; it is answered by the deadline."),
+                    "400": _BAD_BODY,
+                    "404": _NOT_FOUND,
+                    "405": _WRONG_METHOD,
+                    "413": _TOO_LARGE,
+                    "422": _INVALID,
+                    "429": _RATE_LIMITED,
+                },
+            },
+        },
+        f"{prefix}/explanations/{{request_id}}": {
+            "parameters": [{"name": "request_id", "in": "path", "required": True,
+                            "schema": {"type": "string", "minLength": 1, "pattern": "^[^/]+$"}}],
+            "get": {
+                "operationId": "readExplanation",
+                "summary": "Read your explanation request: its state, deadline, answer.",
+                "security": subject,
+                "responses": {
+                    "200": _json_ok("Request", "Your request."),
+                    "404": _NOT_FOUND,
+                    "405": _WRONG_METHOD,
+                },
+            },
+        },
+        f"{prefix}/explanations/{{request_id}}/complaints": {
+            "parameters": [{"name": "request_id", "in": "path", "required": True,
+                            "schema": {"type": "string", "minLength": 1, "pattern": "^[^/]+$"}}],
+            "post": {
+                "operationId": "complainAboutExplanation",
+                "summary": "Complain about the answer or rejection of your request; it gets its own deadline.",
+                "security": subject,
+                "requestBody": _json_body("ComplaintText"),
+                "responses": {
+                    "200": _json_ok("Request", "Your request, now complained."),
+                    "400": _BAD_BODY,
+                    "404": _NOT_FOUND,
+                    "405": _WRONG_METHOD,
+                    "409": _error("The request is not answered or rejected, or was complained about "
+                                  "already (invalid_transition)."),
+                    "413": _TOO_LARGE,
+                    "422": _INVALID,
+                    "429": _RATE_LIMITED,
+                },
+            },
+        },
+        f"{prefix}/complaints": {
+            "post": {
+                "operationId": "complain",
+                "summary": "A general complaint, an IP complaint (Art. 70(4)) or a report (Art. 32).",
+                "description": "Without an identity the complaint is recorded as anonymous.",
+                "security": [*subject, {}],
+                "requestBody": _json_body("Complaint"),
+                "responses": {
+                    "201": _json_ok("Received", "The complaint is recorded."),
+                    "400": _BAD_BODY,
+                    "405": _WRONG_METHOD,
+                    "413": _TOO_LARGE,
+                    "422": _INVALID,
+                    "429": _RATE_LIMITED,
+                },
+            },
+        },
+        f"{prefix}/receipts/{{interaction_id}}": {
+            "parameters": [{"name": "interaction_id", "in": "path", "required": True,
+                            "schema": {"type": "string", "format": "uuid"}}],
+            "get": {
+                "operationId": "readReceipt",
+                "summary": "Your receipt for one of your interactions: a C2SP tlog-proof, checkable offline.",
+                "security": subject,
+                "responses": {
+                    "200": {"description": "The receipt (verify it with `aiobligations verify-receipt`).",
+                            "content": _TEXT},
+                    "404": _error("No such interaction of yours, or not sequenced yet (not_found)."),
+                    "405": _WRONG_METHOD,
+                },
+            },
+        },
+        "/.well-known/ai-transparency": {
+            "get": {
+                "operationId": "transparency",
+                "summary": "The transparency document (Art. 38) as JSON.",
+                "security": [],
+                "responses": {"200": _json_ok("Transparency", "The document."), "405": _WRONG_METHOD},
+            },
+        },
+        f"{prefix}/transparency": {
+            "get": {
+                "operationId": "transparencyPage",
+                "summary": "The transparency page, in the language asked for (?lang=zh|en or Accept-Language).",
+                "security": [],
+                "parameters": [{"name": "lang", "in": "query", "required": False,
+                                "schema": {"type": "string"}}],
+                "responses": {
+                    "200": {"description": "The page.",
+                            "content": {"text/html; charset=utf-8": {"schema": {"type": "string"}}}},
+                    "405": _WRONG_METHOD,
+                },
+            },
+        },
+        f"{prefix}/checkpoint": {
+            "get": {
+                "operationId": "checkpoint",
+                "summary": "The ledger's latest signed checkpoint (a C2SP signed note).",
+                "security": [],
+                "responses": {
+                    "200": {"description": "The checkpoint.", "content": _TEXT},
+                    "404": _error("No checkpoint signed yet (no_checkpoint)."),
+                    "405": _WRONG_METHOD,
+                },
+            },
+        },
+        "/.well-known/security.txt": {
+            "get": {
+                "operationId": "securityTxt",
+                "summary": "Where to report security vulnerabilities (RFC 9116).",
+                "security": [],
+                "responses": {"200": {"description": "security.txt", "content": _TEXT}, "405": _WRONG_METHOD},
+            },
+        },
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "aiobligations: the provider's own endpoints",
+            "version": "0.1.0",
+            "description": "Explanations (Art. 39), complaints (Art. 70(4), Art. 32), receipts, "
+                           "the transparency document (Art. 38) and the ledger's checkpoint. Every "
+                           "error is `{\"error\": {\"code\", \"message\"}}`.",
+        },
+        "security": subject,
+        "paths": paths,
+        "components": copy.deepcopy(_components()),
+    }
