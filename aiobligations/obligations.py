@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,7 @@ class Obligations:
         """Functions that may transform each AI output (the labels feature plugs in here)."""
         self._labeller: Labeller | None = None
         self._requests: Any = None
+        self._requests_lock = threading.Lock()
         self.explainer_function: Any = None
         """The function registered with :meth:`explainer`, if any."""
 
@@ -61,7 +63,10 @@ class Obligations:
         if self._requests is None:
             from .requests import RequestDesk
 
-            self._requests = RequestDesk(self)
+            # Several threads may ask first (request handlers, the reminder): build one desk only.
+            with self._requests_lock:
+                if self._requests is None:
+                    self._requests = RequestDesk(self)
         return self._requests
 
     def explainer(self, function: Any) -> Any:

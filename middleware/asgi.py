@@ -84,6 +84,7 @@ class ObligationsMiddleware:
         capture_limit: The most bytes of each request and response body kept as evidence.
         buffer_limit: The largest JSON or HTML body that is held to insert a notice; bigger ones
             pass unchanged (the headers still disclose).
+        prefix: Where the middleware's own endpoints live (the ``/.well-known`` paths do not move).
         failure: ``"fail_open"`` (serve, and spool records the ledger cannot take, to replay them
             later) or ``"fail_closed"`` (answer 503 while the ledger cannot take records).
 
@@ -103,6 +104,7 @@ class ObligationsMiddleware:
         capture_limit: int = 1 << 20,
         buffer_limit: int = 8 << 20,
         failure: str = "fail_open",
+        prefix: str = "/ai",
     ) -> None:
         if failure not in _FAILURE_POLICIES:
             raise ConfigurationError(f"failure must be 'fail_open' or 'fail_closed', got {failure!r}")
@@ -118,7 +120,7 @@ class ObligationsMiddleware:
         self._ledger = self.obligations.ledger
         from .endpoints import Endpoints  # Import here: endpoints import the disclosure package.
 
-        self.endpoints = Endpoints(self.obligations, subject_of=self._known_subject)
+        self.endpoints = Endpoints(self.obligations, prefix=prefix, subject_of=self._known_subject)
         disclosure = self.endpoints.disclosure
         self._cookie = disclosure.cookie_name
         self._cookie_prefix = (self._cookie + "=").encode()

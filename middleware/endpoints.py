@@ -30,6 +30,7 @@ from aiobligations.disclosure import (
 from aiobligations.ledger.receipts import parse_receipt, receipt_for_interaction
 from aiobligations.obligations import Obligations
 
+from .openapi import openapi_document
 from .request_pages import RequestPages
 from .requests import OPERATOR_TOKENS_ENV, RequestEndpoints, load_operator_tokens
 
@@ -108,7 +109,9 @@ class Endpoints:
             SECURITY_TXT: self._security_txt,
             f"{prefix}/transparency": self._transparency_html,
             f"{prefix}/checkpoint": self._checkpoint,
+            f"{prefix}/openapi.json": self._openapi,
         }
+        self._openapi_json = json.dumps(openapi_document(prefix), ensure_ascii=False, indent=1).encode()
 
     @property
     def disclosure_header(self) -> bytes:
@@ -202,6 +205,9 @@ class Endpoints:
                 accept = value.decode("latin-1")
         lang = negotiate_language(accept, query, self.disclosure.language)
         return 200, b"text/html; charset=utf-8", self._pages[lang]
+
+    def _openapi(self, scope: Scope) -> tuple[int, bytes, bytes]:
+        return 200, b"application/json", self._openapi_json
 
     def _checkpoint(self, scope: Scope) -> tuple[int, bytes, bytes]:
         note = self.obligations.ledger.checkpoint

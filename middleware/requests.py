@@ -47,6 +47,7 @@ __all__ = [
     "MAX_BODY",
     "MIN_TOKEN_LENGTH",
     "OPERATOR_TOKENS_ENV",
+    "REMIND_EVERY",
     "RateLimit",
     "RateLimiter",
     "RequestEndpoints",
@@ -63,6 +64,9 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
+
+REMIND_EVERY = 3600.0
+"""Seconds between two runs of the desk's reminders (due soon, overdue), triggered by requests."""
 
 MAX_BODY = 64 << 10
 """The largest request body these endpoints read; larger ones get 413."""
@@ -344,6 +348,8 @@ class RequestEndpoints:
                 raise ConfigurationError("operator_tokens must map to non-empty operator ids")
         self._operator_tokens = tuple(tokens.items())
         self._clock = clock
+        self._last_remind = float("-inf")
+        self._desk_lock = threading.Lock()
         self.subject_limiter = (RateLimiter(subject_limit, max_keys=max_rate_keys, clock=clock)
                                 if subject_limit is not None else None)
         self.address_limiter = (RateLimiter(address_limit, max_keys=max_rate_keys, clock=clock)
@@ -353,7 +359,10 @@ class RequestEndpoints:
     def desk(self) -> RequestDesk:
         """The request desk (built on first use when a factory was given)."""
         if not isinstance(self._desk, RequestDesk):
-            self._desk = self._desk()
+            # Requests and the reminder thread may both ask first: build the desk exactly once.
+            with self._desk_lock:
+                if not isinstance(self._desk, RequestDesk):
+                    self._desk = self._desk()
         return self._desk
 
     def handles(self, path: str) -> bool:
@@ -485,7 +494,22 @@ class RequestEndpoints:
 
     # -- the subject's side --------------------------------------------------------------------
 
+    def _remind_now_and_then(self) -> None:
+        """Log due-soon and overdue reminders at most once an hour, riding on incoming requests."""
+        now = self._clock()
+        if now - self._last_remind < REMIND_EVERY:
+            return
+        self._last_remind = now
+        asyncio.get_running_loop().run_in_executor(None, self._remind)
+
+    def _remind(self) -> None:
+        try:
+            self.desk.remind()
+        except Exception:  # pragma: no cover - a reminder must never break a request.
+            pass
+
     async def _route(self, scope: Scope, receive: Receive) -> tuple[int, dict[str, Any]]:
+        self._remind_now_and_then()
         path, method = scope["path"], scope["method"]
         subject = self._subject_of(scope)
         if method == "POST":

@@ -115,3 +115,20 @@ def test_operators_sign_in_with_a_token_from_the_environment(obligations, monkey
 
     assert 200 == asyncio.run(list_requests("a-very-long-operator-token")).status_code
     assert 403 == asyncio.run(list_requests("wrong-token-but-long-enough")).status_code
+
+
+def test_the_prefix_moves_the_endpoints_and_the_openapi_document_is_served(obligations) -> None:
+    from aiobligations.middleware import ObligationsMiddleware
+
+    app = ObligationsMiddleware(build_app(stream_delay=0), obligations=obligations, prefix="/compliance")
+
+    async def fetch() -> tuple[httpx.Response, httpx.Response, httpx.Response]:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
+            return (await http.get("/compliance/openapi.json"), await http.get("/compliance/transparency"),
+                    await http.get("/.well-known/ai-transparency"))
+
+    openapi_doc, page, document = asyncio.run(fetch())
+
+    assert "/compliance/explanations" in openapi_doc.json()["paths"]
+    assert 200 == page.status_code
+    assert "/compliance/explanations" == document.json()["remedies"]["explanations"]
