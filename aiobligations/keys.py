@@ -19,7 +19,18 @@ from .errors import ConfigurationError
 from .ledger.crypto import MasterKey
 from .ledger.note import Signer
 
-__all__ = ["CONFIG_TEMPLATE", "init_project", "load_signer", "write_private_files"]
+__all__ = ["CONFIG_TEMPLATE", "REQUESTS_TEMPLATE", "init_project", "load_signer", "write_private_files"]
+
+REQUESTS_TEMPLATE = """
+[requests]
+# Explanation requests and complaints (Art. 39, 32, 70). The law says "in time" (及时) and sets no
+# number of days: this is your policy, counted in working days on mainland China's calendar.
+deadline_days = 15
+# Operators sign in to /ai/operator/... with bearer tokens from this environment variable, as
+# "id1:token1,id2:token2" (tokens of 16 characters or more). Never put tokens in this file.
+operator_tokens_env = "AIOBLIGATIONS_OPERATOR_TOKENS"
+"""
+
 
 CONFIG_TEMPLATE = """\
 # aiobligations.toml: the provider's profile. Written by `aiobligations init`; edit it.
@@ -63,7 +74,9 @@ log = "6m"
 risk = "2y"          # Art. 41: at least two years
 assessment = "5y"    # Art. 34: at least five years
 
-""" + DISCLOSURE_TEMPLATE + LABELS_TEMPLATE
+""" + DISCLOSURE_TEMPLATE + LABELS_TEMPLATE + REQUESTS_TEMPLATE
+
+
 
 
 def write_private_files(files: dict[Path, bytes], *, force: bool = False) -> None:

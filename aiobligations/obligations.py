@@ -66,7 +66,13 @@ class Obligations:
             # Several threads may ask first (request handlers, the reminder): build one desk only.
             with self._requests_lock:
                 if self._requests is None:
-                    self._requests = RequestDesk(self)
+                    section = self.profile.raw.get("requests", {})
+                    days = section.get("deadline_days", 15) if isinstance(section, dict) else 15
+                    if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= 365:
+                        raise ConfigurationError(
+                            f"[requests] deadline_days must be a whole number of working days from 1 to 365, got {days!r}"
+                        )
+                    self._requests = RequestDesk(self, deadline_days=days)
         return self._requests
 
     def explainer(self, function: Any) -> Any:

@@ -132,3 +132,12 @@ def test_the_prefix_moves_the_endpoints_and_the_openapi_document_is_served(oblig
     assert "/compliance/explanations" in openapi_doc.json()["paths"]
     assert 200 == page.status_code
     assert "/compliance/explanations" == document.json()["remedies"]["explanations"]
+
+
+def test_the_deadline_comes_from_the_profile(tmp_path: Path) -> None:
+    config = init_project(tmp_path)
+    config.write_text(config.read_text(encoding="utf-8").replace("deadline_days = 15", "deadline_days = 5"),
+                      encoding="utf-8")
+
+    with Obligations.from_file(config) as hub:
+        assert 5 == hub.requests.deadline_days
