@@ -349,7 +349,6 @@ class RequestEndpoints:
         self._operator_tokens = tuple(tokens.items())
         self._clock = clock
         self._last_remind = float("-inf")
-        self._desk_lock = threading.Lock()
         self.subject_limiter = (RateLimiter(subject_limit, max_keys=max_rate_keys, clock=clock)
                                 if subject_limit is not None else None)
         self.address_limiter = (RateLimiter(address_limit, max_keys=max_rate_keys, clock=clock)
@@ -359,10 +358,8 @@ class RequestEndpoints:
     def desk(self) -> RequestDesk:
         """The request desk (built on first use when a factory was given)."""
         if not isinstance(self._desk, RequestDesk):
-            # Requests and the reminder thread may both ask first: build the desk exactly once.
-            with self._desk_lock:
-                if not isinstance(self._desk, RequestDesk):
-                    self._desk = self._desk()
+            # Threads may race here; the factory (Obligations.requests) builds the desk only once.
+            self._desk = self._desk()
         return self._desk
 
     def handles(self, path: str) -> bool:
