@@ -66,6 +66,9 @@ checkpoint_interval = 0
 queue_size = 65536
 # When the queue is full: "raise" (fail at once, the request path's choice) or "wait".
 on_full = "raise"
+# Where records are sealed, hashed and committed: "process" (a writer process beside the service,
+# so the serving process's core and GIL stay free for requests) or "thread" (inside the service).
+writer = "process"
 
 [ledger.retention]
 # Periods may be lengthened, never set below the legal floors shown.

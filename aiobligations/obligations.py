@@ -16,6 +16,7 @@ from .labels.settings import LabelSettings, build_labeller
 from .keys import load_signer
 from .ledger.crypto import MasterKey
 from .ledger.ledger import Ledger
+from .ledger.process import ProcessLedger
 from .ledger.spool import Spool
 from .ledger.store import SQLiteStore
 from .profile import Profile, load_profile
@@ -196,17 +197,19 @@ class Obligations:
         folder = Path(settings.path).parent
         if not folder.is_dir():
             raise ConfigurationError(f"the ledger's folder {folder} does not exist")
-        return Ledger(
-            SQLiteStore(settings.path),
-            origin=settings.origin,
-            signer=signer,
-            master_key=master,
-            queue_size=settings.queue_size,
-            on_full=settings.on_full,
-            max_batch=settings.max_batch,
-            checkpoint_interval=settings.checkpoint_interval,
-            retention=settings.retention,
-        )
+        options: dict[str, Any] = {
+            "origin": settings.origin,
+            "signer": signer,
+            "master_key": master,
+            "queue_size": settings.queue_size,
+            "on_full": settings.on_full,
+            "max_batch": settings.max_batch,
+            "checkpoint_interval": settings.checkpoint_interval,
+            "retention": settings.retention,
+        }
+        if settings.writer == "process":
+            return ProcessLedger(settings.path, **options)
+        return Ledger(SQLiteStore(settings.path), **options)
 
     def close(self) -> None:
         """Flush and close the ledger. Idempotent."""

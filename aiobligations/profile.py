@@ -60,6 +60,8 @@ class LedgerSettings:
     on_full: str = "raise"
     max_batch: int = 4096
     retention: Retention = field(default_factory=Retention)
+    writer: str = "process"
+    """``"process"``: seal and commit in a writer process; ``"thread"``: in this process."""
 
 
 @dataclass(frozen=True)
@@ -180,6 +182,9 @@ def parse_profile(data: Mapping[str, Any], *, base: Path, source: str = "profile
     on_full = lg.get("on_full", "raise")
     if on_full not in ("raise", "wait"):
         errors.add(f"[ledger] on_full must be 'raise' or 'wait', got {on_full!r}")
+    writer = lg.get("writer", "process")
+    if writer not in ("process", "thread"):
+        errors.add(f"[ledger] writer must be 'process' or 'thread', got {writer!r}")
     retention_table = lg.get("retention", {})
     retention = Retention()
     if not isinstance(retention_table, Mapping):
@@ -199,6 +204,7 @@ def parse_profile(data: Mapping[str, Any], *, base: Path, source: str = "profile
         on_full=on_full if on_full in ("raise", "wait") else "raise",
         max_batch=_number(lg, "max_batch", 4096, errors, integer=True),
         retention=retention,
+        writer=writer if writer in ("process", "thread") else "process",
     )
     errors.raise_if_any()
     return Profile(provider=provider, service=service, ledger=ledger, raw=data)

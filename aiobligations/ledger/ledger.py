@@ -40,7 +40,7 @@ from .note import Checkpoint, Signer, Verifier
 from .reader import TreeReader, checkpoint_of
 from .records import PreparedRecord, format_ts, parse_record, prepare
 from .retention import Retention
-from .store import NODE_STRIDE, Batch, SQLiteStore, Store
+from .store import NODE_STRIDE, Batch, SQLiteStore, Store, StoreState
 
 __all__ = ["Ledger"]
 
@@ -51,6 +51,8 @@ _OP_FLUSH = 1
 _OP_ERASE = 2
 _OP_SIGN = 3
 _OP_CALL = 4
+_OP_DEFER = 5  # A record built on the writer's side: payload (factory, args).
+_OP_REMOTE = 6  # Maintenance a writer process runs by name: payload (name, args).
 
 _ON_FULL = ("raise", "wait")
 
@@ -128,6 +130,28 @@ class Ledger:
         history_interval: float = 60.0,
         batch_delay: float = 0.002,
     ) -> None:
+        self._configure(origin=origin, signer=signer, queue_size=queue_size, on_full=on_full,
+                        full_timeout=full_timeout, max_batch=max_batch, checkpoint_interval=checkpoint_interval,
+                        retention=retention, history_interval=history_interval, batch_delay=batch_delay)
+        self._store = store
+        state = store.open()
+        try:
+            if state.stored_end != state.size:
+                raise UnusableInput(
+                    f"{store!r}: the tree state says {state.size} records but the last stored index is "
+                    f"{state.stored_end - 1}; run `aiobligations verify` on it"
+                )
+            crypto = SubjectCrypto(master_key, self._ledger_secret(master_key))
+        except BaseException:
+            store.close()
+            raise
+        self._adopt(state, crypto)
+        self._start()
+
+    def _configure(self, *, origin: str, signer: Signer, queue_size: int, on_full: str, full_timeout: float,
+                   max_batch: int, checkpoint_interval: float, retention: Retention | None,
+                   history_interval: float, batch_delay: float) -> None:
+        """Check and keep the options (shared with the writer-process ledger)."""
         if not isinstance(queue_size, int) or queue_size < 1:
             raise ConfigurationError(f"queue_size must be a positive integer, got {queue_size!r}")
         if on_full not in _ON_FULL:
@@ -138,32 +162,23 @@ class Ledger:
             raise ConfigurationError(f"checkpoint_interval must be >= 0, got {checkpoint_interval!r}")
         if not origin or "\n" in origin:
             raise ConfigurationError(f"origin must be one non-empty line, got {origin!r}")
+        if batch_delay < 0:
+            raise ConfigurationError(f"batch_delay must be >= 0, got {batch_delay!r}")
         self.origin = origin
         self.signer = signer
         self.verifier = Verifier.from_key(signer.verifier_key)
         self.retention = retention or Retention()
-        self._store = store
         self._queue_size = queue_size
         self._on_full = on_full
         self._full_timeout = full_timeout
         self._max_batch = max_batch
         self._interval = checkpoint_interval
         self._history_interval = history_interval
-        if batch_delay < 0:
-            raise ConfigurationError(f"batch_delay must be >= 0, got {batch_delay!r}")
         self._batch_delay = batch_delay
 
-        state = store.open()
-        try:
-            if state.stored_end != state.size:
-                raise UnusableInput(
-                    f"{store!r}: the tree state says {state.size} records but the last stored index is "
-                    f"{state.stored_end - 1}; run `aiobligations verify` on it"
-                )
-            self._crypto = SubjectCrypto(master_key, self._ledger_secret(master_key))
-        except BaseException:
-            store.close()
-            raise
+    def _adopt(self, state: StoreState, crypto: SubjectCrypto) -> None:
+        """Take the opened store's state as this ledger's."""
+        self._crypto = crypto
         self._size = state.size
         self._frontier = state.frontier
         self._last_ts = state.last_ts
@@ -171,10 +186,12 @@ class Ledger:
         self._signed_size = self._checkpoint_size(state.checkpoint)
         self._last_sign = 0.0
         self._last_history = 0.0
-        self.reader = TreeReader(store, state.pruned_start, state.pruned_frontier)
+        self.reader = TreeReader(self._store, state.pruned_start, state.pruned_frontier)
         # Everything of the sealing associated data but the index and the pseudonym.
-        self._aad_prefix = sealing_aad(origin, 0, "")[:-2]
+        self._aad_prefix = sealing_aad(self.origin, 0, "")[:-2]
 
+    def _start(self) -> None:
+        """Start the writer thread."""
         self._queue: deque[tuple[int, Any, Any]] = deque()
         self._waiting = 0  # Queued items someone waits on; approximate, read without a lock.
         self._wake = threading.Event()
@@ -251,7 +268,7 @@ class Ledger:
         if self._closing:
             raise LedgerClosed("the ledger is closed")
         queue = self._queue
-        if len(queue) >= self._queue_size and item[0] == _OP_RECORD:
+        if len(queue) >= self._queue_size and item[0] in (_OP_RECORD, _OP_DEFER):
             if self._on_full == "raise":
                 raise LedgerFull(
                     f"the ledger queue is full ({self._queue_size} records waiting); "
@@ -288,6 +305,23 @@ class Ledger:
             LedgerClosed: the ledger is closed.
         """
         self._enqueue((_OP_RECORD, prepare(record), None))
+
+    def submit_deferred(self, factory: Any, args: tuple[Any, ...]) -> None:
+        """Queue a record that the writer builds later as ``factory(*args)`` (the cheapest request path).
+
+        The request path then pays only for a tuple: building the record's dict, finding fields in
+        bodies and serialising JSON happen on the writer's side, off the event loop (in a writer
+        process, off its core too). ``factory`` must be a module-level function of an
+        ``aiobligations`` module returning a record dict, and ``args`` plain values (str, bytes,
+        int, float, bool, None, and tuples, lists and dicts of them), so a writer process can
+        import the one and receive the other. If ``factory`` raises, a ``record.build_failed``
+        record (its name and the error, nothing personal) takes the record's place.
+
+        Raises:
+            LedgerFull: the queue is full and the policy is ``"raise"``.
+            LedgerClosed: the ledger is closed.
+        """
+        self._enqueue((_OP_DEFER, (factory, args), None))
 
     def append(self, record: Mapping[str, Any], *, timeout: float | None = None) -> int:
         """Append a record and return its index once it is durably stored.
@@ -423,6 +457,10 @@ class Ledger:
         ledger as it was: waiters get the error, records nobody waits for are queued again.
         """
         new_keys: dict[str, bytes] = {}
+        for position, item in enumerate(items):
+            if item[0] == _OP_DEFER:
+                # Built once: if the batch fails, the retried item is the built record.
+                items[position] = (_OP_RECORD, _build(*item[1]), item[2])
         try:
             results = self._commit(items, new_keys, sign)
         except Exception as exc:
@@ -520,6 +558,7 @@ class Ledger:
             checkpoint=checkpoint,
             checkpoint_history=history,
             last_ts=ts,
+            extra_meta=self._batch_meta(items),
         )
         self._store.write_batch(batch)
         self._size = index
@@ -532,6 +571,10 @@ class Ledger:
             if history:
                 self._last_history = ts
         return results
+
+    def _batch_meta(self, items: list[tuple[int, Any, Any]]) -> list[tuple[str, bytes]]:
+        """Extra ``meta`` rows to store with a batch (a writer process notes its progress)."""
+        return []
 
     def _ciphers(self, items: list[tuple[int, Any, Any]], created: dict[str, bytes]) -> dict[str, Any]:
         """Open the key of every subject with personal data in ``items``.
@@ -579,14 +622,14 @@ class Ledger:
         results = []
         for item in items:
             op, _, waiter = item
-            if op in (_OP_RECORD, _OP_ERASE) and waiter is not None:
+            if op in (_OP_RECORD, _OP_ERASE) and waiter is not None and getattr(waiter, "waits", True):
                 results.append((waiter, error))
             elif self._give_up:
                 results.append((waiter, error))
             else:
                 retry.append(item)
         if self._give_up:
-            lost = sum(1 for op, _, waiter in items if op == _OP_RECORD and waiter is None)
+            lost = sum(1 for op, _, waiter in items if op == _OP_RECORD and not getattr(waiter, "waits", False))
             if lost:
                 log.error("ledger_records_lost", records=lost, reason="the store kept failing while closing")
         self._waiting += sum(1 for item in retry if item[2] is not None)
@@ -785,6 +828,60 @@ class Ledger:
     def open(cls, path: str | os.PathLike[str], **kwargs: Any) -> Ledger:
         """Open (or create) a ledger in the SQLite file ``path``; other arguments as the constructor."""
         return cls(SQLiteStore(path), **kwargs)
+
+
+_FACTORIES: dict[str, Any] = {}
+
+
+def _resolve_factory(name: str) -> Any:
+    """The record factory ``"module:function"`` names; only ``aiobligations`` modules qualify.
+
+    Raises:
+        LedgerError: the name is malformed, outside ``aiobligations``, or names nothing callable.
+    """
+    found = _FACTORIES.get(name)
+    if found is not None:
+        return found
+    module_name, _, attribute = name.partition(":")
+    if not attribute or not (module_name == "aiobligations" or module_name.startswith("aiobligations.")):
+        raise LedgerError(f"{name!r} is not a record factory of aiobligations")
+    import importlib
+
+    try:
+        found = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as exc:
+        raise LedgerError(f"cannot load the record factory {name!r}: {exc}") from None
+    if not callable(found):
+        raise LedgerError(f"the record factory {name!r} is not callable")
+    _FACTORIES[name] = found
+    return found
+
+
+def _factory_name(factory: Any) -> str:
+    """The ``"module:function"`` name a writer process resolves ``factory`` by.
+
+    Raises:
+        LedgerError: ``factory`` is not a module-level function of an ``aiobligations`` module.
+    """
+    if isinstance(factory, str):
+        _resolve_factory(factory)
+        return factory
+    name = f"{getattr(factory, '__module__', '')}:{getattr(factory, '__qualname__', '')}"
+    if _resolve_factory(name) is not factory:
+        raise LedgerError(f"{name!r} does not name the factory it was given")
+    return name
+
+
+def _build(factory: Any, args: tuple[Any, ...]) -> PreparedRecord:
+    """Build and prepare a deferred record; a failure becomes a ``record.build_failed`` record."""
+    name = factory if isinstance(factory, str) else getattr(factory, "__qualname__", repr(factory))
+    try:
+        function = _resolve_factory(factory) if isinstance(factory, str) else factory
+        return prepare(function(*args))
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"[:500]
+        log.error("ledger_record_build_failed", factory=name, error=error)
+        return prepare({"kind": "record.build_failed", "factory": name, "error": error})
 
 
 def _new_key() -> bytes:

@@ -72,6 +72,8 @@ class Batch:
     checkpoint_history: bool = False
     """Also keep this checkpoint in the history table (done at most every so often)."""
     last_ts: float = 0.0
+    extra_meta: list[tuple[str, bytes]] = field(default_factory=list)
+    """More ``meta`` rows to write in the same transaction (a writer process's last sequence number)."""
 
 
 class Store(Protocol):
@@ -334,6 +336,10 @@ class SQLiteStore:
         except sqlite3.DatabaseError as exc:
             raise UnusableInput(f"{self.path}: not a usable ledger database ({exc})") from None
 
+    def reload_state(self) -> StoreState:
+        """Read the persisted state again (a reader beside a writer process, after it pruned)."""
+        return self._load_state()
+
     def _load_state(self) -> StoreState:
         assert self._writer is not None
         state = StoreState()
@@ -412,6 +418,7 @@ class SQLiteStore:
                         "INSERT OR REPLACE INTO checkpoints VALUES (?,?,?)",
                         (batch.size, batch.last_ts, batch.checkpoint),
                     )
+            meta.extend(batch.extra_meta)
             conn.executemany("INSERT OR REPLACE INTO meta VALUES (?,?)", meta)
         if batch.erased:
             # Push the deletion out of the WAL into the main file, whose freed pages secure_delete
