@@ -21,6 +21,16 @@ def current_trace_ids() -> tuple[str | None, str | None]:
     return format(context.trace_id, "032x"), format(context.span_id, "016x")
 
 
+def current_span_if_recording() -> Any:
+    """The current span when it records (an SDK is configured and sampled it), else ``None``.
+
+    The middleware asks once per request, so that finding the model and usage in the bodies (for
+    the GenAI attributes) is only paid for when a span will keep them.
+    """
+    span = trace.get_current_span()
+    return span if span.is_recording() else None
+
+
 def annotate_span(attributes: Mapping[str, Any]) -> None:
     """Set attributes on the current span if it is recording; ``None`` values are skipped.
 

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
-__all__ = ["current_interaction_id", "interaction_scope", "uuid7"]
+__all__ = ["current_interaction_id", "interaction_scope", "uuid7", "uuid7_text"]
 
 _current: ContextVar[str | None] = ContextVar("aiobligations_interaction_id", default=None)
 
@@ -42,6 +42,18 @@ def uuid7() -> uuid.UUID:
     value &= ~(0x3 << 62)
     value |= 0x2 << 62  # RFC 9562 variant
     return uuid.UUID(int=value)
+
+
+def uuid7_text() -> str:
+    """A new UUIDv7 as its canonical text, without building a :class:`uuid.UUID` (the request path's way)."""
+    value = (((time.time_ns() // 1_000_000) & _MILLIS) << 80) | _random_bits80()
+    text = "%032x" % ((value & _CLEAR_VERSION_VARIANT) | _VERSION_VARIANT)
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+
+
+_MILLIS = (1 << 48) - 1
+_CLEAR_VERSION_VARIANT = ~((0xF << 76) | (0x3 << 62))
+_VERSION_VARIANT = (0x7 << 76) | (0x2 << 62)
 
 
 def current_interaction_id() -> str | None:

@@ -159,6 +159,20 @@ class Obligations:
         if self.spool.pending:
             self.spool.replay_soon()
 
+    def submit_deferred(self, factory: Any, args: tuple[Any, ...]) -> None:
+        """Like :meth:`submit`, for a record the ledger builds as ``factory(*args)``.
+
+        See :meth:`aiobligations.ledger.Ledger.submit_deferred`. If the ledger cannot take it, the
+        record is built here and spooled: never a silent loss.
+        """
+        try:
+            self.ledger.submit_deferred(factory, args)
+        except LedgerError as exc:
+            self.spool.put(factory(*args), reason=type(exc).__name__)
+            return
+        if self.spool.pending:
+            self.spool.replay_soon()
+
     def inference(self, func: Any = None, **options: Any) -> Any:
         """Decorate a function that calls a model (sync, async, generator or async generator).
 

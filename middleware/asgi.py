@@ -24,13 +24,14 @@ from typing import Any
 
 import structlog
 
-from aiobligations.adapters.otel import annotate_span, current_trace_ids
-from aiobligations.errors import ConfigurationError, LabelError
-from aiobligations.interaction import interaction_scope, uuid7
+from aiobligations.adapters.otel import annotate_span, current_span_if_recording, current_trace_ids
+from aiobligations.errors import ConfigurationError, LabelError, LedgerError
+from aiobligations.interaction import _current as _current_interaction
+from aiobligations.interaction import uuid7_text
 from aiobligations.ledger.records import format_ts
 from aiobligations.obligations import Obligations
 
-from .capture import BodyCapture, body_text, find_string_field, find_true, find_usage
+from .capture import BodyCapture, find_string_field, find_usage, interaction_record
 from .policy import Route, RoutePolicy
 
 __all__ = ["ObligationsMiddleware"]
@@ -129,6 +130,9 @@ class ObligationsMiddleware:
         self._static_headers = [
             (b"link", b'</.well-known/ai-transparency>; rel="describedby"'),
         ]
+        # Every endpoint of ours lives under one of these; other paths skip the lookup.
+        self._own_prefixes = (prefix.rstrip("/") + "/", "/.well-known/")
+        self._fail_closed = failure == "fail_closed"
 
     def __repr__(self) -> str:
         return f"ObligationsMiddleware({self.app!r})"
@@ -138,7 +142,7 @@ class ObligationsMiddleware:
             await self.app(scope, receive, send)
             return
         path = scope["path"]
-        if self.endpoints.handles(path):
+        if path.startswith(self._own_prefixes) and self.endpoints.handles(path):
             await self.endpoints(scope, receive, send)
             return
         route = self.policy.match(scope["method"], path)
@@ -150,21 +154,24 @@ class ObligationsMiddleware:
     # -- one AI interaction ------------------------------------------------------------------------
 
     async def _interaction(self, route: Route, scope: Scope, receive: Receive, send: Send) -> None:
-        if self._failure == "fail_closed" and not self._ledger.accepting:
+        if self._fail_closed and not self._ledger.accepting:
             await self.endpoints.error(send, 503, "evidence_unavailable",
                                        "the service cannot record this interaction now; try again later")
             return
-        interaction_id = str(uuid7())
+        interaction_id = uuid7_text()
         started = time.time()
         clock = time.perf_counter()
         subject, new_cookie = self._subject(scope)
         first_contact = self._first_contact(subject, new_cookie)
-        annotate_span({"aiobligations.interaction_id": interaction_id,
-                       "aiobligations.disclosure.mode": self.endpoints.disclosure.mode})
-        request_body = BodyCapture(self._capture_limit if route.capture else 0)
-        response_body = BodyCapture(self._capture_limit if route.capture else 0)
+        span = current_span_if_recording()
+        if span is not None:
+            span.set_attribute("aiobligations.interaction_id", interaction_id)
+            span.set_attribute("aiobligations.disclosure.mode", self.endpoints.disclosure.mode)
+        limit = self._capture_limit if route.capture else 0
+        request_body = BodyCapture(limit)
+        response_body = BodyCapture(limit)
         state: dict[str, Any] = {"status": None, "first_byte": None, "outcome": "completed", "mode": _PASS,
-                                 "body_notice": "none", "done": False, "route": route, "labels": 0}
+                                 "body_notice": "none", "done": False, "route": route, "labels": 0, "span": span}
         held: list[Any] = []  # [start message, body chunks...] while a JSON/HTML body is held.
 
         async def observe_receive() -> Message:
@@ -223,14 +230,15 @@ class ObligationsMiddleware:
             response_body.add(body)
             await send(message)
 
+        token = _current_interaction.set(interaction_id)
         try:
-            with interaction_scope(interaction_id):
-                await self.app(scope, observe_receive, disclose_send)
+            await self.app(scope, observe_receive, disclose_send)
         except BaseException as exc:
             state["outcome"] = "disconnected" if _is_disconnect(exc) else "error"
             state["error"] = type(exc).__name__
             raise
         finally:
+            _current_interaction.reset(token)
             if held:
                 state["outcome"] = state["outcome"] if state["outcome"] != "completed" else "error"
             self._record(route, scope, interaction_id, subject, first_contact, started, clock, state,
@@ -280,8 +288,8 @@ class ObligationsMiddleware:
         if inserted:
             headers = [(k, v) for k, v in start["headers"] if k.lower() != b"content-length"]
             if not more:
-                headers.append((b"content-length", str(len(body)).encode()))
-            start = {**start, "headers": headers}
+                headers.append((b"content-length", b"%d" % len(body)))
+            start["headers"] = headers  # The start message is our own copy (see disclose_send).
         response_body.add(body)
         await send(start)
         await send({"type": "http.response.body", "body": body, "more_body": more})
@@ -347,7 +355,7 @@ class ObligationsMiddleware:
         return [
             (b"ai-disclosure", self.endpoints.disclosure_header),
             (b"ai-interaction-id", interaction_id.encode()),
-            *self._static_headers,
+            self._static_headers[0],
         ]
 
     def _body_mode(self, route: Route, method: str, status: int, headers: list[tuple[bytes, bytes]]) -> int:
@@ -385,9 +393,9 @@ class ObligationsMiddleware:
         if not stripped.startswith(b"{") or not stripped.endswith(b"}") or b'"ai_disclosure"' in body:
             return body, False
         notice = self.endpoints.json_notice(interaction_id, first_contact)
-        inner = stripped[1:-1].strip()
-        separator = b"," if inner else b""
-        return stripped[:-1].rstrip() + separator + b'"ai_disclosure":' + notice + b"}", True
+        # Every member of a JSON object starts with a quoted key: without a quote it is empty.
+        separator = b"," if stripped.find(b'"', 1) != -1 else b""
+        return b"".join((stripped[:-1].rstrip(), separator, b'"ai_disclosure":', notice, b"}")), True
 
     def _html_notice(self, body: bytes, interaction_id: str, first_contact: bool, lang: str) -> tuple[bytes, bool]:
         match = _BODY_TAG.search(body)
@@ -457,60 +465,45 @@ class ObligationsMiddleware:
     def _record(self, route: Route, scope: Scope, interaction_id: str, subject: str, first_contact: bool,
                 started: float, clock: float, state: dict[str, Any], request_body: BodyCapture,
                 response_body: BodyCapture) -> None:
-        """Close the interaction into one record and submit it; never raises."""
+        """Close the interaction and hand it to the ledger; never raises.
+
+        The request path only gathers plain values: the record's dict, the fields found in the
+        bodies and its JSON are built by :func:`~aiobligations.middleware.capture.interaction_record`
+        on the ledger's side (in its writer process by default), off this event loop.
+        """
         try:
             now = time.perf_counter()
-            record: dict[str, Any] = {
-                "kind": "interaction",
-                "interaction_id": interaction_id,
-                "route": scope["path"],
-                "method": scope["method"],
-                "status": state["status"],
-                "outcome": state["outcome"],
-                "started": format_ts(started),
-                "duration_ms": round((now - clock) * 1000, 3),
-                "disclosure": {
-                    "header": route.disclose and state["status"] is not None,
-                    "body": state["body_notice"],
-                    "notice": "first-contact" if first_contact else "short",
-                    "document": self.endpoints.document_version,
-                },
-                "request_bytes": request_body.size,
-                "response_bytes": response_body.size,
-                "subject": subject,
-            }
-            if state["first_byte"] is not None:
-                record["first_byte_ms"] = round((state["first_byte"] - clock) * 1000, 3)
-            if "error" in state:
-                record["error"] = state["error"]
-            if state["labels"] or "label_error" in state:
-                record["labels"] = {"applied": state["labels"], "error": state.get("label_error")}
-            request = request_body.value()
-            model = find_string_field(request, b"model")
-            if model:
-                record["model"] = model[:200]
-            if find_true(request, b"stream"):
-                record["stream"] = True
-            usage = find_usage(response_body.value())
-            if usage:
-                record["usage"] = usage
-            annotate_span({"gen_ai.request.model": record.get("model"),
-                           "gen_ai.usage.input_tokens": usage.get("input_tokens"),
-                           "gen_ai.usage.output_tokens": usage.get("output_tokens")})
-            trace_id, span_id = current_trace_ids()
-            if trace_id:
-                record["trace_id"], record["span_id"] = trace_id, span_id
-            if route.capture:
-                record["personal"] = {
-                    "request": body_text(request),
-                    "response": body_text(response_body.value()),
-                    "capture_limit": self._capture_limit,
-                    "truncated": request_body.truncated or response_body.truncated,
-                }
-            self.obligations.submit(record)
+            first_byte = state["first_byte"]
+            labels = state["labels"]
+            label_error = state.get("label_error")
+            span = state["span"]
+            if span is not None:
+                request = request_body.value()
+                model = find_string_field(request, b"model")
+                usage = find_usage(response_body.value())
+                annotate_span({"gen_ai.request.model": model[:200] if model else None,
+                               "gen_ai.usage.input_tokens": usage.get("input_tokens"),
+                               "gen_ai.usage.output_tokens": usage.get("output_tokens")})
+            trace_id, span_id = current_trace_ids() if span is not None else _NO_TRACE
+            args = (
+                interaction_id, scope["path"], scope["method"], state["status"], state["outcome"], started,
+                now - clock, None if first_byte is None else first_byte - clock,
+                route.disclose and state["status"] is not None, state["body_notice"], first_contact,
+                self.endpoints.document_version, request_body.size, response_body.size, subject,
+                state.get("error"), labels if (labels or label_error is not None) else None, label_error,
+                trace_id, span_id, route.capture, request_body.chunks(), response_body.chunks(),
+                self._capture_limit, request_body.truncated or response_body.truncated,
+            )
+            try:
+                self._ledger.submit_deferred(interaction_record, args)
+            except LedgerError:
+                self.obligations.submit_deferred(interaction_record, args)  # Spools it.
         except Exception as exc:  # pragma: no cover - evidence must never break the response.
             log.error("interaction_record_failed", error=f"{type(exc).__name__}: {exc}",
                       interaction_id=interaction_id)
+
+
+_NO_TRACE = (None, None)
 
 
 def _is_disconnect(exc: BaseException) -> bool:

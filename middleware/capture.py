@@ -7,7 +7,9 @@ import json
 import re
 from typing import Any
 
-__all__ = ["BodyCapture", "body_text", "find_string_field", "find_true", "find_usage"]
+from aiobligations.ledger.records import format_ts
+
+__all__ = ["BodyCapture", "body_text", "find_string_field", "find_true", "find_usage", "interaction_record"]
 
 
 class BodyCapture:
@@ -40,6 +42,10 @@ class BodyCapture:
     def truncated(self) -> bool:
         """Whether more was seen than kept."""
         return self.size > self._kept
+
+    def chunks(self) -> list[bytes]:
+        """The kept bytes as the chunks they arrived in (no copy; join them to read them)."""
+        return self._chunks
 
     def value(self) -> bytes:
         """The kept bytes."""
@@ -113,3 +119,72 @@ def find_usage(data: bytes) -> dict[str, int]:
         if isinstance(value, int) and not isinstance(value, bool):
             found[ours] = value
     return found
+
+
+def interaction_record(
+    interaction_id: str, route: str, method: str, status: int | None, outcome: str, started: float,
+    duration: float, first_byte: float | None, header_disclosed: bool, body_notice: str,
+    first_contact: bool, document_version: str, request_bytes: int, response_bytes: int, subject: str,
+    error: str | None, labels_applied: int | None, label_error: str | None, trace_id: str | None,
+    span_id: str | None, capture: bool, request_chunks: list[bytes], response_chunks: list[bytes],
+    capture_limit: int, truncated: bool,
+) -> dict[str, Any]:
+    """Build the ``interaction`` record of one request from what the middleware gathered.
+
+    The ledger calls it on its side (see :meth:`aiobligations.ledger.Ledger.submit_deferred`), so
+    the event loop pays only for a tuple of plain values (``duration`` and ``first_byte`` are
+    seconds since the request arrived): the dict, the model and usage found in
+    the bodies, and the bodies as JSON-ready evidence are made here, in the writer.
+
+    Returns:
+        The record, ready for the ledger: ``kind``, ``interaction_id``, ``route``, ``method``,
+        ``status``, ``outcome``, ``started``, ``duration_ms``, ``disclosure``, byte counts, ``subject``,
+        then what is known of ``first_byte_ms``, ``error``, ``labels``, ``model``, ``stream``,
+        ``usage``, ``trace_id``/``span_id``, and ``personal`` (the captured bodies, sealed).
+    """
+    record: dict[str, Any] = {
+        "kind": "interaction",
+        "interaction_id": interaction_id,
+        "route": route,
+        "method": method,
+        "status": status,
+        "outcome": outcome,
+        "started": format_ts(started),
+        "duration_ms": round(duration * 1000, 3),
+        "disclosure": {
+            "header": header_disclosed,
+            "body": body_notice,
+            "notice": "first-contact" if first_contact else "short",
+            "document": document_version,
+        },
+        "request_bytes": request_bytes,
+        "response_bytes": response_bytes,
+        "subject": subject,
+    }
+    if first_byte is not None:
+        record["first_byte_ms"] = round(first_byte * 1000, 3)
+    if error is not None:
+        record["error"] = error
+    if labels_applied is not None:
+        record["labels"] = {"applied": labels_applied, "error": label_error}
+    request = b"".join(request_chunks)
+    model = find_string_field(request, b"model")
+    if model:
+        record["model"] = model[:200]
+    if find_true(request, b"stream"):
+        record["stream"] = True
+    response = b"".join(response_chunks)
+    del response_chunks
+    usage = find_usage(response)
+    if usage:
+        record["usage"] = usage
+    if trace_id:
+        record["trace_id"], record["span_id"] = trace_id, span_id
+    if capture:
+        record["personal"] = {
+            "request": body_text(request),
+            "response": body_text(response),
+            "capture_limit": capture_limit,
+            "truncated": truncated,
+        }
+    return record

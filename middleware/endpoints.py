@@ -102,6 +102,7 @@ class Endpoints:
         )
         self._header_prefix = header.encode()
         self._date_separator = b"; " if settings.header_form == ";" else b", "
+        self._dated: tuple[int, bytes] = (-1, b"")
         self.meta_tag = meta_tag(settings.mode).encode()
         self._json_notice = {flag: self._json_notice_parts(flag) for flag in (False, True)}
         self._routes = {
@@ -115,8 +116,12 @@ class Endpoints:
 
     @property
     def disclosure_header(self) -> bytes:
-        """The ``AI-Disclosure`` value, dated now."""
-        return self._header_prefix + self._date_separator + b"date=@%d" % int(time.time())
+        """The ``AI-Disclosure`` value, dated now (made once a second)."""
+        now = int(time.time())
+        cached = self._dated
+        if cached[0] != now:
+            cached = self._dated = (now, self._header_prefix + self._date_separator + b"date=@%d" % now)
+        return cached[1]
 
     def handles(self, path: str) -> bool:
         """Whether ``path`` is one of these endpoints."""

@@ -36,7 +36,7 @@ FLAVOURS = ["sync", "async"]
 
 
 class SubmittedRecords:
-    """Wraps ``Obligations.submit`` to let a test wait until the server has handed an interaction over.
+    """Wraps ``Obligations.submit`` and the ledger's ``submit_deferred`` to let a test wait until the server has handed an interaction over.
 
     The server submits an interaction's record just after the response's last byte has gone out,
     so a client can finish reading before the record exists; this waits on a condition, not a clock.
@@ -44,9 +44,17 @@ class SubmittedRecords:
 
     def __init__(self, hub: Obligations) -> None:
         self._submit = hub.submit
+        self._submit_deferred = hub.ledger.submit_deferred
         self._ids: list[str] = []
         self._changed = threading.Condition()
         hub.submit = self  # type: ignore[method-assign]
+        hub.ledger.submit_deferred = self.deferred  # type: ignore[method-assign]
+
+    def deferred(self, factory: Any, args: tuple[Any, ...]) -> None:
+        self._submit_deferred(factory, args)
+        with self._changed:
+            self._ids.append(args[0])  # The middleware's interaction records: the id comes first.
+            self._changed.notify_all()
 
     def __call__(self, record: dict[str, Any]) -> None:
         self._submit(record)
