@@ -64,8 +64,9 @@ __all__ = ["ProcessLedger"]
 
 log = structlog.get_logger("aiobligations.ledger")
 
-_HEADER = struct.Struct(">I")
-_MAX_FRAME = 1 << 31
+_HEADER = struct.Struct(">II")  # Lengths of the marshal part and of the raw bytes after it.
+_OUT_OF_BAND = 64 << 10  # Byte lists at least this big travel outside the marshal part.
+_MARKER = "\x00aiobligations:out-of-band"
 _MAX_IOV = 512
 
 
@@ -73,16 +74,75 @@ _MAX_IOV = 512
 
 
 def _send(sock: socket.socket, message: Any) -> None:
-    """Send one length-prefixed ``marshal`` frame (the peer is our own process: plain data only)."""
+    """Send one frame: a ``marshal`` part (the peer is our own process: plain data only) and raw bytes.
+
+    Lists of bytes at the top level of a deferred record's arguments (captured bodies, up to the
+    capture cap each) are not copied into the marshal part: they are written straight from the
+    objects that hold them (``sendmsg`` gathers them), and a marker with their length stands in.
+    So sending a record never doubles what the serving process holds.
+    """
+    raw: list[bytes] = []
+    if isinstance(message, list):
+        message = [_detach(item, raw) for item in message]
     data = marshal.dumps(message)
-    views = [memoryview(_HEADER.pack(len(data))), memoryview(data)]
-    while views:
-        sent = sock.sendmsg(views[:_MAX_IOV])
-        while views and sent >= len(views[0]):
-            sent -= len(views[0])
-            views.pop(0)
+    views = [memoryview(_HEADER.pack(len(data), sum(len(b) for b in raw))), memoryview(data)]
+    views.extend(memoryview(b) for b in raw if b)
+    position = 0
+    while position < len(views):
+        sent = sock.sendmsg(views[position : position + _MAX_IOV])
+        while position < len(views) and sent >= len(views[position]):
+            sent -= len(views[position])
+            position += 1
         if sent:
-            views[0] = views[0][sent:]
+            views[position] = views[position][sent:]
+
+
+def _detach(item: Any, raw: list[bytes]) -> Any:
+    """Move a deferred item's big byte lists out of its marshal part (see :func:`_send`)."""
+    if not (isinstance(item, tuple) and len(item) == 4 and item[1] == _OP_DEFER):
+        return item
+    seq, op, (name, args), waits = item
+    moved = None
+    for position, value in enumerate(args):
+        size = _size_if_bytes(value) if type(value) is list else -1
+        if size >= _OUT_OF_BAND:
+            if moved is None:
+                moved = list(args)
+            raw.extend(value)
+            moved[position] = (_MARKER, size)
+    if moved is None:
+        return item
+    return (seq, op, (name, tuple(moved)), waits)
+
+
+def _size_if_bytes(value: list[Any]) -> int:
+    total = 0
+    for chunk in value:
+        if type(chunk) is not bytes:
+            return -1
+        total += len(chunk)
+    return total
+
+
+def _attach(frame: Any, raw: bytes) -> Any:
+    """Put the raw bytes back where their markers stand (the child's half of :func:`_send`)."""
+    if not raw or not isinstance(frame, list):
+        return frame
+    view = memoryview(raw)
+    offset = 0
+    for index, item in enumerate(frame):
+        if not (isinstance(item, tuple) and len(item) == 4 and item[1] == _OP_DEFER):
+            continue
+        seq, op, (name, args), waits = item
+        if not any(type(a) is tuple and len(a) == 2 and a[0] == _MARKER for a in args):
+            continue
+        restored = list(args)
+        for position, value in enumerate(args):
+            if type(value) is tuple and len(value) == 2 and value[0] == _MARKER:
+                restored[position] = [bytes(view[offset : offset + value[1]])]
+                offset += value[1]
+        frame[index] = (seq, op, (name, tuple(restored)), waits)
+    return frame
 
 
 def _recv(reader: IO[bytes]) -> Any:
@@ -91,13 +151,14 @@ def _recv(reader: IO[bytes]) -> Any:
         header = reader.read(_HEADER.size)
         if len(header) < _HEADER.size:
             return None
-        (length,) = _HEADER.unpack(header)
+        length, raw_length = _HEADER.unpack(header)
         data = reader.read(length)
+        raw = reader.read(raw_length) if raw_length else b""
     except (OSError, ValueError):  # ValueError: the reader was closed under us.
         return None
-    if len(data) < length:
+    if len(data) < length or len(raw) < raw_length:
         return None
-    return marshal.loads(data)
+    return _attach(marshal.loads(data), raw)
 
 
 def _error_wire(exc: BaseException) -> tuple[str, str]:
