@@ -58,6 +58,7 @@ PUBLIC_MODULES = [
     "aiobligations.ledger.ledger",
     "aiobligations.ledger.merkle",
     "aiobligations.ledger.note",
+    "aiobligations.ledger.process",
     "aiobligations.ledger.reader",
     "aiobligations.ledger.receipts",
     "aiobligations.ledger.records",

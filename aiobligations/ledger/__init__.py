@@ -8,6 +8,7 @@ from .bundle import export_bundle
 from .crypto import MasterKey
 from .ledger import Ledger
 from .note import Checkpoint, Signer, Verifier
+from .process import ProcessLedger
 from .retention import Retention
 from .store import SQLiteStore, Store
 from .verify import VerifyReport, verify_bundle, verify_database, verify_path
@@ -16,6 +17,7 @@ __all__ = [
     "Checkpoint",
     "Ledger",
     "MasterKey",
+    "ProcessLedger",
     "Retention",
     "SQLiteStore",
     "Signer",
