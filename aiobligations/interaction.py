@@ -46,7 +46,11 @@ def uuid7() -> uuid.UUID:
 
 def uuid7_text() -> str:
     """A new UUIDv7 as its canonical text, without building a :class:`uuid.UUID` (the request path's way)."""
-    value = (((time.time_ns() // 1_000_000) & _MILLIS) << 80) | _random_bits80()
+    pool = getattr(_random, "pool", b"")
+    if len(pool) < 10:
+        pool = os.urandom(4000)
+    _random.pool = pool[10:]
+    value = (((time.time_ns() // 1_000_000) & _MILLIS) << 80) | int.from_bytes(pool[:10], "big")
     text = "%032x" % ((value & _CLEAR_VERSION_VARIANT) | _VERSION_VARIANT)
     return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 

@@ -130,6 +130,8 @@ class ObligationsMiddleware:
         self._static_headers = [
             (b"link", b'</.well-known/ai-transparency>; rel="describedby"'),
         ]
+        self._link_header = self._static_headers[0]
+        self._dated: tuple[int, bytes] = (-1, b"")  # The AI-Disclosure value of the current second.
         # Every endpoint of ours lives under one of these; other paths skip the lookup.
         self._own_prefixes = (prefix.rstrip("/") + "/", "/.well-known/")
         self._fail_closed = failure == "fail_closed"
@@ -195,7 +197,13 @@ class ObligationsMiddleware:
                 if mode == _HTML:
                     state["lang"] = self.endpoints.language(scope)
                 if route.disclose:
-                    headers.extend(self._disclosure_headers(interaction_id))
+                    now = int(time.time())
+                    dated = self._dated
+                    if dated[0] != now:
+                        dated = self._dated = (now, self.endpoints.disclosure_header)
+                    headers.append((b"ai-disclosure", dated[1]))
+                    headers.append((b"ai-interaction-id", interaction_id.encode()))
+                    headers.append(self._link_header)
                 if new_cookie is not None:
                     headers.append((b"set-cookie", self._set_cookie(new_cookie, scope)))
                 if mode == _SSE:
@@ -286,10 +294,13 @@ class ObligationsMiddleware:
             body, inserted = self._html_notice(body, interaction_id, first_contact, state["lang"])
             state["body_notice"] = "html-banner" if inserted else "none"
         if inserted:
-            headers = [(k, v) for k, v in start["headers"] if k.lower() != b"content-length"]
+            # The start message and its header list are our own copies (see disclose_send).
+            headers = start["headers"]
+            for position in range(len(headers) - 1, -1, -1):
+                if headers[position][0].lower() == b"content-length":
+                    del headers[position]
             if not more:
                 headers.append((b"content-length", b"%d" % len(body)))
-            start["headers"] = headers  # The start message is our own copy (see disclose_send).
         response_body.add(body)
         await send(start)
         await send({"type": "http.response.body", "body": body, "more_body": more})
@@ -350,13 +361,6 @@ class ObligationsMiddleware:
         return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode(), bool(state["labels"])
 
     # -- disclosure ----------------------------------------------------------------------------------
-
-    def _disclosure_headers(self, interaction_id: str) -> list[tuple[bytes, bytes]]:
-        return [
-            (b"ai-disclosure", self.endpoints.disclosure_header),
-            (b"ai-interaction-id", interaction_id.encode()),
-            self._static_headers[0],
-        ]
 
     def _body_mode(self, route: Route, method: str, status: int, headers: list[tuple[bytes, bytes]]) -> int:
         if method == "HEAD" or status in (204, 304) or not 200 <= status < 300:
@@ -491,8 +495,9 @@ class ObligationsMiddleware:
                 route.disclose and state["status"] is not None, state["body_notice"], first_contact,
                 self.endpoints.document_version, request_body.size, response_body.size, subject,
                 state.get("error"), labels if (labels or label_error is not None) else None, label_error,
-                trace_id, span_id, route.capture, request_body.chunks(), response_body.chunks(),
-                self._capture_limit, request_body.truncated or response_body.truncated,
+                trace_id, span_id, route.capture, request_body.kept, response_body.kept,
+                self._capture_limit, request_body.size > request_body.kept_bytes
+                or response_body.size > response_body.kept_bytes,
             )
             try:
                 self._ledger.submit_deferred(interaction_record, args)

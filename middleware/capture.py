@@ -19,39 +19,38 @@ class BodyCapture:
         limit: The most bytes kept; the rest is only counted.
     """
 
-    __slots__ = ("_chunks", "_kept", "limit", "size")
+    __slots__ = ("kept", "kept_bytes", "limit", "size")
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
+        #: How many bytes passed.
         self.size = 0
-        self._kept = 0
-        self._chunks: list[bytes] = []
+        #: How many of them are kept.
+        self.kept_bytes = 0
+        #: The kept bytes, as the chunks they arrived in (no copy; join them to read them).
+        self.kept: list[bytes] = []
 
     def add(self, chunk: bytes) -> None:
         """Tee one chunk: count it and keep what still fits."""
         if not chunk:
             return
         self.size += len(chunk)
-        room = self.limit - self._kept
+        room = self.limit - self.kept_bytes
         if room > 0:
             piece = chunk if len(chunk) <= room else chunk[:room]
-            self._chunks.append(piece)
-            self._kept += len(piece)
+            self.kept.append(piece)
+            self.kept_bytes += len(piece)
 
     @property
     def truncated(self) -> bool:
         """Whether more was seen than kept."""
-        return self.size > self._kept
-
-    def chunks(self) -> list[bytes]:
-        """The kept bytes as the chunks they arrived in (no copy; join them to read them)."""
-        return self._chunks
+        return self.size > self.kept_bytes
 
     def value(self) -> bytes:
-        """The kept bytes."""
-        if len(self._chunks) > 1:
-            self._chunks = [b"".join(self._chunks)]
-        return self._chunks[0] if self._chunks else b""
+        """The kept bytes, joined (the chunks are then replaced by the one joined chunk)."""
+        if len(self.kept) > 1:
+            self.kept = [b"".join(self.kept)]
+        return self.kept[0] if self.kept else b""
 
 
 def body_text(data: bytes) -> dict[str, Any]:

@@ -281,6 +281,16 @@ class ProcessLedger(Ledger):
         """Whether :meth:`submit` would take a record now (a writer process runs, queue not full)."""
         return self._connected.is_set() and super().accepting
 
+    def submit_deferred(self, factory: Any, args: tuple[Any, ...]) -> None:
+        """See :meth:`Ledger.submit_deferred` (here with the queue's checks inlined: the request path)."""
+        queue = self._queue
+        if self._closing or len(queue) >= self._queue_size:
+            super().submit_deferred(factory, args)  # Raises, or waits for room, by the policy.
+            return
+        queue.append((_OP_DEFER, (factory, args), None))
+        if not self._wake.is_set():
+            self._wake.set()
+
     # -- the child -----------------------------------------------------------------------------
 
     def _spawn(self) -> dict[str, Any]:
