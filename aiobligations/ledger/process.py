@@ -41,7 +41,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
 from .. import errors
-from ..errors import LedgerError
+from ..errors import ConfigurationError, LedgerError
 from .crypto import MasterKey, SubjectCrypto
 from .ledger import (
     _OP_DEFER,
@@ -53,11 +53,12 @@ from .ledger import (
     Ledger,
     _build,
     _factory_name,
+    _resolve_factory,
     _Waiter,
 )
 from .note import Signer
 from .records import PreparedRecord
-from .retention import Retention
+from .retention import DAY, Retention
 from .store import SQLiteStore
 
 __all__ = ["ProcessLedger"]
@@ -247,7 +248,9 @@ class ProcessLedger(Ledger):
             "queue_size": max(queue_size * 2, 1024),
             "max_batch": max_batch,
             "checkpoint_interval": checkpoint_interval,
-            "retention": retention.as_dict() if retention is not None else None,
+            # In days: a plain number is a number of days to Retention.
+            "retention": {kind: seconds / DAY for kind, seconds in retention.as_dict().items()}
+            if retention is not None else None,
             "history_interval": history_interval,
             "token": self._token,
         }
@@ -356,6 +359,10 @@ class ProcessLedger(Ledger):
             if self._stopping:
                 self._abandon(frame)
                 return
+        try:
+            marshal.dumps([payload for _, payload, _ in frame])
+        except (ValueError, TypeError):
+            frame = [self._plain(op, payload, waiter) for op, payload, waiter in frame]
         with self._conn_lock:
             with self._ack_lock:
                 wire = []
@@ -372,6 +379,29 @@ class ProcessLedger(Ledger):
                 # The child is gone; the receiver starts another and sends everything
                 # unacknowledged again. Until then this thread waits and the queue fills.
                 self._connected.clear()
+
+    @staticmethod
+    def _plain(op: int, payload: Any, waiter: Any) -> tuple[int, Any, Any]:
+        """An item whose payload ``marshal`` cannot carry, made one it can.
+
+        A deferred record whose arguments are not plain values is built here instead (a factory
+        that then fails gives ``record.build_failed``, as it would in the writer).
+        """
+        try:
+            marshal.dumps(payload)
+            return op, payload, waiter
+        except (ValueError, TypeError):
+            pass
+        if op == _OP_DEFER:
+            name, args = payload
+            try:
+                factory = _resolve_factory(name)
+            except LedgerError:
+                factory = name
+            record = _build(factory, args)
+            return _OP_RECORD, (record.kind, record.body, record.subject, record.personal,
+                                record.interaction_id), waiter
+        raise LedgerError(f"a ledger item cannot be sent to the writer process: {payload!r:.200}")
 
     def _abandon(self, frame: list[tuple[int, Any, Any]]) -> None:
         """Closing with no writer process: release the waiters; count the records lost."""
@@ -473,6 +503,8 @@ class ProcessLedger(Ledger):
             delay = min(delay * 2, 5.0)
 
     def _resend(self, ready: dict[str, Any]) -> None:
+        if ready.get("master_key_used") == "pending" and self._config.get("pending_master_key"):
+            self._adopt_master(self._config["pending_master_key"])  # The dead writer had rotated.
         self._take_state(ready["size"], ready["checkpoint"], ready["signed_size"])
         stored = ready.get("writer_seq")
         results = []
@@ -513,10 +545,22 @@ class ProcessLedger(Ledger):
 
     def rotate_master_key(self, new: MasterKey) -> int:
         """Re-wrap every subject key under ``new`` (in the writer process); see :meth:`Ledger.rotate_master_key`."""
-        count = self._remote("rotate", (new._raw,))
-        self._crypto.master = new
-        self._config["master_key"] = new._raw
+        # A writer started while the rotation is under way (or after it, if its answer was lost)
+        # tries the new key when the old one no longer opens the ledger.
+        self._config["pending_master_key"] = new._raw
+        try:
+            count = self._remote("rotate", (new._raw,))
+        except BaseException:
+            if self._config.get("master_key") != new._raw:
+                self._config.pop("pending_master_key", None)
+            raise
+        self._adopt_master(new._raw, new)
         return count
+
+    def _adopt_master(self, raw: bytes, key: MasterKey | None = None) -> None:
+        self._crypto.master = key if key is not None else MasterKey(raw)
+        self._config["master_key"] = raw
+        self._config.pop("pending_master_key", None)
 
     def prune(self, end: int | None = None, *, now: float | None = None) -> int:
         """Delete expired records (in the writer process); see :meth:`Ledger.prune`."""
@@ -550,7 +594,8 @@ class ProcessLedger(Ledger):
                 lost = sum(1 for op, _, waiter in self._unacked.values() if op in (_OP_RECORD, _OP_DEFER))
             if lost:
                 log.error("ledger_records_lost", records=lost, reason="the writer process did not store them")
-            self._stop_child(timeout=30.0 if timeout is None else max(timeout, 1.0))
+            with self._conn_lock:  # A writer being started now is the one stopped.
+                self._stop_child(timeout=30.0 if timeout is None else max(timeout, 1.0))
             self._receiver.join(10.0)
             if self._reader is not None:
                 self._reader.close()
@@ -669,15 +714,23 @@ def _serve(fd: int) -> int:
     config = _recv(reader)
     if not isinstance(config, dict):
         return 2
+    used = "configured"
     try:
-        ledger = _ChildLedger(config, sock)
+        try:
+            ledger = _ChildLedger(config, sock)
+        except ConfigurationError:
+            pending = config.get("pending_master_key")
+            if not pending:
+                raise
+            ledger = _ChildLedger({**config, "master_key": pending}, sock)  # A rotation went through.
+            used = "pending"
     except Exception as exc:
         try:
             _send(sock, ("failed", _error_wire(exc)))
         except OSError:
             pass
         return 1
-    ledger.send(("ready", ledger.ready()))
+    ledger.send(("ready", {**ledger.ready(), "master_key_used": used}))
     try:
         while True:
             frame = _recv(reader)
