@@ -58,10 +58,16 @@ What each figure measures
       else): what the middleware costs the machine per request, all threads counted;
     - ``other_threads_cpu_us``: process CPU minus event-loop-thread CPU, per request (the writer).
 
-    The target (added ≤ 60 µs per request; ours/OTel ≤ 1.0) is checked against
-    ``ours_added_us_median`` = the larger of ``block_wall_incl_flush_us`` and
-    ``block_process_cpu_us`` (``basis`` says which), and likewise ``otel_added_us_median``: the
-    honest, larger figure, not the request thread's CPU alone.
+    - ``block_machine_cpu_us``: process CPU plus the CPU of the ledger's writer process (every
+      thread, from ``/proc/<pid>/task/*/schedstat``) over the same block, flush included: all the
+      CPU the middleware costs the machine per request, in whichever process it is spent.
+
+    The target (added CPU ≤ 60 µs per request; ours/OTel ≤ 1.0) is checked against
+    ``ours_added_us_median`` = ``block_machine_cpu_us`` (``basis``), and likewise
+    ``otel_added_us_median``: not the request thread's CPU alone. ``block_wall_incl_flush_us`` is
+    context: with the writer in its own process it measures how long the writer takes to drain a
+    burst of 2,000 records queued in a few milliseconds (a pipeline running on the other core),
+    not what a request costs.
 
 ``uvicorn``
     Each server is its own process: ``uvicorn`` (``--http`` / ``--loop``, default ``auto``: httptools
@@ -300,8 +306,20 @@ async def _check_responses(apps: dict[str, Any], template: dict[str, Any], heade
     return seen
 
 
+def _writer_cpu_ns(pid: int | None) -> int:
+    """CPU time of every thread of the ledger's writer process, from ``schedstat`` (nanoseconds)."""
+    if pid is None:
+        return 0
+    total = 0
+    with contextlib.suppress(OSError):
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                total += int(Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[0])
+    return total
+
+
 async def _block(app: Any, n: int, template: dict[str, Any], headers: list[Any],
-                 flush: Callable[[], Any] | None) -> dict[str, Any]:
+                 flush: Callable[[], Any] | None, writer_pid: int | None = None) -> dict[str, Any]:
     """``n`` requests through ``app``, each timed; the block timed as a whole (ending with ``flush``)."""
     perf, tcpu, pcpu = time.perf_counter_ns, time.thread_time_ns, time.process_time_ns
     walls, cpus = array("q"), array("q")
@@ -314,6 +332,7 @@ async def _block(app: Any, n: int, template: dict[str, Any], headers: list[Any],
     async def send(message: Any) -> None:
         return None
 
+    w0 = _writer_cpu_ns(writer_pid)
     p0, c0, t0 = pcpu(), tcpu(), perf()
     for i in range(n):
         scope = {**template, "headers": headers[i % keys]}
@@ -327,7 +346,9 @@ async def _block(app: Any, n: int, template: dict[str, Any], headers: list[Any],
     if flush is not None:
         flush()
     t1, c1, p1 = perf(), tcpu(), pcpu()
-    return {"walls": walls, "cpus": cpus, "wall": t1 - t0, "thread_cpu": c1 - c0, "process_cpu": p1 - p0}
+    writer = _writer_cpu_ns(writer_pid) - w0
+    return {"walls": walls, "cpus": cpus, "wall": t1 - t0, "thread_cpu": c1 - c0, "process_cpu": p1 - p0,
+            "machine_cpu": p1 - p0 + writer}
 
 
 def bench_in_process(tmp: Path, rounds: int, block: int, warmup: int) -> dict[str, Any]:
@@ -348,6 +369,7 @@ def bench_in_process(tmp: Path, rounds: int, block: int, warmup: int) -> dict[st
             progress("opentelemetry-instrumentation-asgi is not installed: no OpenTelemetry comparison")
         template, headers = _scope_template(), _header_sets()
         flushes = {name: (obligations.ledger.flush if name == "ours" else None) for name in apps}
+        writer_pid = getattr(obligations.ledger, "writer_pid", None)
 
         async def main() -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
             checked = await _check_responses(apps, template, headers)
@@ -359,7 +381,8 @@ def bench_in_process(tmp: Path, rounds: int, block: int, warmup: int) -> dict[st
                 order = names[r % len(names):] + names[: r % len(names)]
                 for name in order:
                     gc.collect()
-                    results[name].append(await _block(apps[name], block, template, headers, flushes[name]))
+                    results[name].append(await _block(apps[name], block, template, headers, flushes[name],
+                                                      writer_pid if name == "ours" else None))
                 if r == 0 or (r + 1) % 5 == 0 or r + 1 == rounds:
                     means = {n: results[n][-1]["process_cpu"] / block / 1000 for n in names}
                     progress(f"  round {r + 1}/{rounds}: process CPU per request "
@@ -441,6 +464,7 @@ def _added(variant: list[dict[str, Any]], bare: list[dict[str, Any]], block: int
         "block_wall_incl_flush_us": [(v["wall"] - b["wall"]) / block for v, b in zip(variant, bare)],
         "block_process_cpu_us": [(v["process_cpu"] - b["process_cpu"]) / block for v, b in zip(variant, bare)],
         "block_thread_cpu_us": [(v["thread_cpu"] - b["thread_cpu"]) / block for v, b in zip(variant, bare)],
+        "block_machine_cpu_us": [(v["machine_cpu"] - b["machine_cpu"]) / block for v, b in zip(variant, bare)],
     }
     for key, values in per_round.items():
         figures[key] = _us(statistics.median(values))
@@ -448,9 +472,7 @@ def _added(variant: list[dict[str, Any]], bare: list[dict[str, Any]], block: int
     others = [((v["process_cpu"] - v["thread_cpu"]) - (b["process_cpu"] - b["thread_cpu"])) / block
               for v, b in zip(variant, bare)]
     figures["other_threads_cpu_us"] = _us(statistics.median(others))
-    wall, cpu = figures["block_wall_incl_flush_us"], figures["block_process_cpu_us"]
-    figures["checked"] = {"us": max(wall, cpu),
-                          "basis": "block_wall_incl_flush_us" if wall >= cpu else "block_process_cpu_us"}
+    figures["checked"] = {"us": figures["block_machine_cpu_us"], "basis": "block_machine_cpu_us"}
     return figures
 
 

@@ -359,10 +359,6 @@ class ProcessLedger(Ledger):
             if self._stopping:
                 self._abandon(frame)
                 return
-        try:
-            marshal.dumps([payload for _, payload, _ in frame])
-        except (ValueError, TypeError):
-            frame = [self._plain(op, payload, waiter) for op, payload, waiter in frame]
         with self._conn_lock:
             with self._ack_lock:
                 wire = []
@@ -374,11 +370,27 @@ class ProcessLedger(Ledger):
             if self._sock is None or not self._connected.is_set():
                 return  # A new child is starting: it gets everything unacknowledged, these included.
             try:
-                _send(self._sock, wire)
+                try:
+                    _send(self._sock, wire)
+                except (ValueError, TypeError):
+                    # marshal refused an item before a byte was written: make every item plain.
+                    _send(self._sock, self._make_plain(wire))
             except OSError:
                 # The child is gone; the receiver starts another and sends everything
                 # unacknowledged again. Until then this thread waits and the queue fills.
                 self._connected.clear()
+
+    def _make_plain(self, wire: list[tuple[int, int, Any, bool]]) -> list[tuple[int, int, Any, bool]]:
+        """Replace the items ``marshal`` cannot carry, in the frame and among the unacknowledged."""
+        fixed = []
+        with self._ack_lock:
+            for seq, op, payload, waits in wire:
+                entry = self._unacked.get(seq)
+                op, payload, waiter = self._plain(op, payload, entry[2] if entry is not None else None)
+                if entry is not None:
+                    self._unacked[seq] = (op, payload, waiter)
+                fixed.append((seq, op, payload, waits))
+        return fixed
 
     @staticmethod
     def _plain(op: int, payload: Any, waiter: Any) -> tuple[int, Any, Any]:
