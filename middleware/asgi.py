@@ -131,6 +131,8 @@ class ObligationsMiddleware:
             (b"link", b'</.well-known/ai-transparency>; rel="describedby"'),
         ]
         self._link_header = self._static_headers[0]
+        # The JSON notice around its interaction id, rendered once (see Endpoints.json_notice).
+        self._notice_parts = {flag: self.endpoints.json_notice_parts(flag) for flag in (False, True)}
         self._dated: tuple[int, bytes] = (-1, b"")  # The AI-Disclosure value of the current second.
         # Every endpoint of ours lives under one of these; other paths skip the lookup.
         self._own_prefixes = (prefix.rstrip("/") + "/", "/.well-known/")
@@ -225,6 +227,24 @@ class ObligationsMiddleware:
                 state["first_byte"] = time.perf_counter()
             mode = state["mode"]
             if held:
+                if (not more and len(held) == 1 and mode == _JSON and not route.text_label
+                        and not (route.label and b'"b64_json"' in body)):
+                    # The common case, a complete JSON answer in one message: the notice goes in here.
+                    start = held.pop()
+                    if route.body_notice:
+                        body, noticed = self._json_notice(body, interaction_id, first_contact)
+                        if noticed:
+                            state["body_notice"] = "json-field"
+                            headers = start["headers"]  # Our own copy (see above).
+                            for position in range(len(headers) - 1, -1, -1):
+                                if headers[position][0].lower() == b"content-length":
+                                    del headers[position]
+                            headers.append((b"content-length", b"%d" % len(body)))
+                            message = {"type": "http.response.body", "body": body, "more_body": False}
+                    response_body.add(body)
+                    await send(start)
+                    await send(message)
+                    return
                 held.append(body)
                 if more and not self._ready(held, mode):
                     return
@@ -396,10 +416,11 @@ class ObligationsMiddleware:
         stripped = body.rstrip()
         if not stripped.startswith(b"{") or not stripped.endswith(b"}") or b'"ai_disclosure"' in body:
             return body, False
-        notice = self.endpoints.json_notice(interaction_id, first_contact)
+        head, tail = self._notice_parts[first_contact]
         # Every member of a JSON object starts with a quoted key: without a quote it is empty.
         separator = b"," if stripped.find(b'"', 1) != -1 else b""
-        return b"".join((stripped[:-1].rstrip(), separator, b'"ai_disclosure":', notice, b"}")), True
+        return b"".join((stripped[:-1].rstrip(), separator, b'"ai_disclosure":', head, interaction_id.encode(),
+                         tail, b"}")), True
 
     def _html_notice(self, body: bytes, interaction_id: str, first_contact: bool, lang: str) -> tuple[bytes, bool]:
         match = _BODY_TAG.search(body)

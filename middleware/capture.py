@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from aiobligations.ledger.records import format_ts
@@ -125,7 +126,7 @@ def interaction_record(
     duration: float, first_byte: float | None, header_disclosed: bool, body_notice: str,
     first_contact: bool, document_version: str, request_bytes: int, response_bytes: int, subject: str,
     error: str | None, labels_applied: int | None, label_error: str | None, trace_id: str | None,
-    span_id: str | None, capture: bool, request_chunks: list[bytes], response_chunks: list[bytes],
+    span_id: str | None, capture: bool, request_chunks: Sequence[bytes], response_chunks: Sequence[bytes],
     capture_limit: int, truncated: bool,
 ) -> dict[str, Any]:
     """Build the ``interaction`` record of one request from what the middleware gathered.
@@ -187,3 +188,8 @@ def interaction_record(
             "truncated": truncated,
         }
     return record
+
+
+#: The arguments of :func:`interaction_record` that hold captured bodies: a writer process gets them
+#: without a copy (see :mod:`aiobligations.ledger.process`).
+interaction_record.out_of_band_args = (21, 22)  # type: ignore[attr-defined]

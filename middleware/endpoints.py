@@ -133,6 +133,10 @@ class Endpoints:
         head, tail = self._json_notice[first_contact]
         return head + interaction_id.encode() + tail
 
+    def json_notice_parts(self, first_contact: bool) -> tuple[bytes, bytes]:
+        """The ``ai_disclosure`` member before and after its interaction id (a UUID, nothing to escape)."""
+        return self._json_notice[first_contact]
+
     def _json_notice_parts(self, first_contact: bool) -> tuple[bytes, bytes]:
         # Rendered once: per response only the interaction id (a UUID, nothing to escape) changes.
         notice: dict[str, Any] = {

@@ -424,7 +424,7 @@ class TestDeferred:
         ledger.submit_deferred(interaction_record, interaction_args("0190-aaaa", chunks))
         assert 1 == ledger.flush()
 
-        assert "aiobligations.middleware.capture:interaction_record" == ledger._factory_names[interaction_record]
+        assert "aiobligations.middleware.capture:interaction_record" == ledger._factory_names[interaction_record][0]
         record = ledger.read(0)
         assert ("interaction", "0190-aaaa", "qwen-max") == (record["kind"], record["interaction_id"], record["model"])
         assert {"input_tokens": 12, "output_tokens": 3} == record["usage"]

@@ -77,14 +77,15 @@ _MAX_IOV = 512
 def _send(sock: socket.socket, message: Any) -> None:
     """Send one frame: a ``marshal`` part (the peer is our own process: plain data only) and raw bytes.
 
-    Lists of bytes at the top level of a deferred record's arguments (captured bodies, up to the
-    capture cap each) are not copied into the marshal part: they are written straight from the
-    objects that hold them (``sendmsg`` gathers them), and a marker with their length stands in.
-    So sending a record never doubles what the serving process holds.
+    The arguments a record factory names in its ``out_of_band_args`` (positions of lists of bytes:
+    captured bodies, up to the capture cap each) are not copied into the marshal part when they are
+    big: they are written straight from the objects that hold them (``sendmsg`` gathers them), and
+    a marker with their length stands in. So sending a record never doubles what the serving
+    process holds.
     """
     raw: list[bytes] = []
     if isinstance(message, list):
-        message = [_detach(item, raw) for item in message]
+        message = [_detach(item, raw) if item[1] == _OP_DEFER and item[2][2] else item for item in message]
     data = marshal.dumps(message)
     views = [memoryview(_HEADER.pack(len(data), sum(len(b) for b in raw))), memoryview(data)]
     views.extend(memoryview(b) for b in raw if b)
@@ -98,14 +99,20 @@ def _send(sock: socket.socket, message: Any) -> None:
             views[position] = views[position][sent:]
 
 
-def _detach(item: Any, raw: list[bytes]) -> Any:
+def _detach(item: tuple[int, int, Any, bool], raw: list[bytes]) -> Any:
     """Move a deferred item's big byte lists out of its marshal part (see :func:`_send`)."""
-    if not (isinstance(item, tuple) and len(item) == 4 and item[1] == _OP_DEFER):
-        return item
-    seq, op, (name, args), waits = item
+    seq, op, (name, args, positions), waits = item
     moved = None
-    for position, value in enumerate(args):
-        size = _size_if_bytes(value) if type(value) is list else -1
+    for position in positions:
+        value = args[position] if position < len(args) else None
+        if type(value) is not list and type(value) is not tuple:
+            continue
+        size = 0
+        for chunk in value:
+            if type(chunk) is not bytes:
+                size = -1
+                break
+            size += len(chunk)
         if size >= _OUT_OF_BAND:
             if moved is None:
                 moved = list(args)
@@ -113,16 +120,7 @@ def _detach(item: Any, raw: list[bytes]) -> Any:
             moved[position] = (_MARKER, size)
     if moved is None:
         return item
-    return (seq, op, (name, tuple(moved)), waits)
-
-
-def _size_if_bytes(value: list[Any]) -> int:
-    total = 0
-    for chunk in value:
-        if type(chunk) is not bytes:
-            return -1
-        total += len(chunk)
-    return total
+    return (seq, op, (name, tuple(moved), positions), waits)
 
 
 def _attach(frame: Any, raw: bytes) -> Any:
@@ -132,17 +130,19 @@ def _attach(frame: Any, raw: bytes) -> Any:
     view = memoryview(raw)
     offset = 0
     for index, item in enumerate(frame):
-        if not (isinstance(item, tuple) and len(item) == 4 and item[1] == _OP_DEFER):
+        if item[1] != _OP_DEFER or not item[2][2]:
             continue
-        seq, op, (name, args), waits = item
-        if not any(type(a) is tuple and len(a) == 2 and a[0] == _MARKER for a in args):
-            continue
-        restored = list(args)
-        for position, value in enumerate(args):
+        seq, op, (name, args, positions), waits = item
+        restored = None
+        for position in positions:
+            value = args[position] if position < len(args) else None
             if type(value) is tuple and len(value) == 2 and value[0] == _MARKER:
+                if restored is None:
+                    restored = list(args)
                 restored[position] = [bytes(view[offset : offset + value[1]])]
                 offset += value[1]
-        frame[index] = (seq, op, (name, tuple(restored)), waits)
+        if restored is not None:
+            frame[index] = (seq, op, (name, tuple(restored), positions), waits)
     return frame
 
 
@@ -229,7 +229,7 @@ class ProcessLedger(Ledger):
         self.path = Path(path)
         self._start_timeout = start_timeout
         self._token = os.urandom(8).hex()
-        self._factory_names: dict[Any, str] = {}
+        self._factory_names: dict[Any, tuple[str, tuple[int, ...]]] = {}
         self._seq = 0
         self._unacked: OrderedDict[int, tuple[int, Any, Any]] = OrderedDict()
         self._ack_lock = threading.Lock()  # Guards _unacked; never held across a blocking call.
@@ -405,7 +405,7 @@ class ProcessLedger(Ledger):
         except (ValueError, TypeError):
             pass
         if op == _OP_DEFER:
-            name, args = payload
+            name, args = payload[0], payload[1]
             try:
                 factory = _resolve_factory(name)
             except LedgerError:
@@ -424,17 +424,21 @@ class ProcessLedger(Ledger):
         Ledger._release([(waiter, error) for _, _, waiter in frame if waiter is not None])
 
     def _wire(self, op: int, payload: Any) -> tuple[int, Any]:
-        """An item as plain values for the child: ``(op, payload)``."""
+        """An item as plain values for the child: ``(op, payload)``.
+
+        A deferred record travels as ``(factory name, args, out-of-band positions)``.
+        """
         if op == _OP_DEFER:
             factory, args = payload
-            name = self._factory_names.get(factory)
-            if name is None:
+            known = self._factory_names.get(factory)
+            if known is None:
                 try:
-                    name = self._factory_names[factory] = _factory_name(factory)
+                    known = self._factory_names[factory] = (
+                        _factory_name(factory), tuple(getattr(factory, "out_of_band_args", ())))
                 except LedgerError:
                     op, payload = _OP_RECORD, _build(factory, args)  # Not importable by name: built here.
-            if name is not None:
-                return op, (name, args)
+            if known is not None:
+                return op, (known[0], args, known[1])
         if op == _OP_RECORD:
             return op, (payload.kind, payload.body, payload.subject, payload.personal, payload.interaction_id)
         return op, payload
@@ -713,7 +717,8 @@ def _item(op: int, payload: Any) -> tuple[int, Any]:
         kind, body, subject, personal, interaction_id = payload
         return op, PreparedRecord(kind, body, subject, personal, interaction_id)
     if op == _OP_DEFER:
-        return op, tuple(payload)
+        name, args = payload[0], payload[1]
+        return op, (name, tuple(args))
     if op in (_OP_ERASE, _OP_FLUSH, _OP_SIGN):
         return op, payload
     raise LedgerError(f"unknown ledger item {op!r}")
