@@ -315,7 +315,9 @@ class Ledger:
         ``aiobligations`` module returning a record dict, and ``args`` plain values (str, bytes,
         int, float, bool, None, and tuples, lists and dicts of them), so a writer process can
         import the one and receive the other. If ``factory`` raises, a ``record.build_failed``
-        record (its name and the error, nothing personal) takes the record's place.
+        record (its name and the error, nothing personal) takes the record's place. A factory may
+        name, in an ``out_of_band_args`` attribute, the positions of arguments that are lists of
+        bytes (captured bodies): a writer process receives big ones without a copy.
 
         Raises:
             LedgerFull: the queue is full and the policy is ``"raise"``.
