@@ -250,6 +250,17 @@ class TestChildDeath:
         ledger.close()
         assert ledger.size == verify_path(tmp_path / "ledger.db").checkpoint_size
 
+    def test_interrupt_and_terminate_leave_the_writer_to_its_parent(self, open_ledger) -> None:
+        """Ctrl-C or a service manager's SIGTERM to the group must not kill the writer before the service closes it."""
+        ledger = open_ledger()
+        pid = ledger.writer_pid
+        assert 0 == ledger.append({"kind": "log", "n": 0})
+        os.kill(pid, signal.SIGINT)
+        os.kill(pid, signal.SIGTERM)
+        assert 1 == ledger.append({"kind": "log", "n": 1})
+        assert pid == ledger.writer_pid  # Same child: it ignored both, the ledger did not restart it.
+        os.kill(pid, 0)
+
     def test_a_stopped_then_killed_child_loses_nothing(self, open_ledger) -> None:
         """SIGSTOP, queue records the child never reads, SIGKILL: all are stored exactly once."""
         ledger = open_ledger()
