@@ -76,6 +76,20 @@ class Obligations:
                     self._requests = RequestDesk(self, deadline_days=days)
         return self._requests
 
+    def erase_subject(self, subject: str) -> int:
+        """Crypto-shred a person everywhere this hub keeps them (Art. 49(2) with PIPL's erasure).
+
+        The ledger deletes the person's key (every sealed record of theirs becomes unreadable, every
+        proof still verifies) and, when the request desk is in use, it drops their texts from memory.
+        Prefer this to ``ledger.erase_subject`` in a running service.
+
+        Returns:
+            The index of the ledger's ``subject.erased`` record.
+        """
+        if self._requests is not None:
+            return int(self._requests.erase_subject(subject))
+        return self.ledger.erase_subject(subject)
+
     def explainer(self, function: Any) -> Any:
         """Register the function that explains an interaction (Art. 39); use it as a decorator.
 

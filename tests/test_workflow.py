@@ -313,3 +313,22 @@ def test_erasure_keeps_facts_but_not_texts(config: Path, clock: Clock) -> None:
         complained = desk.complain(request.id, "alice", "new text")
         assert ("complained", None) == (complained.state, complained.complaint)
         assert "personal" not in hub.ledger.read(complained.history[-1].index)
+
+
+def test_the_hub_erases_through_the_desk_once_it_is_in_use(hub: Obligations, clock: Clock) -> None:
+    """``Obligations.erase_subject`` shreds the key and, with a desk in use, drops its texts too."""
+    request = hub.requests.ask(interaction(hub), "alice", "why?", contact="a@x")
+    assert "why?" == hub.requests.request(request.id).question
+    index = hub.erase_subject("alice")
+    assert "subject.erased" == hub.ledger.read(index)["kind"]
+    assert (None, None) == (hub.requests.request(request.id).question, hub.requests.request(request.id).contact)
+
+
+def test_the_hub_erases_in_the_ledger_without_a_desk(hub: Obligations) -> None:
+    interaction_id = interaction(hub, "bob", secret="x")
+    index = hub.erase_subject("bob")
+    assert "subject.erased" == hub.ledger.read(index)["kind"]
+    assert hub._requests is None  # Erasure did not build a desk it did not need.
+    records = [hub.ledger.read(i) for i in range(hub.ledger.size)]
+    record = next(r for r in records if r.get("interaction_id") == interaction_id)
+    assert "personal" not in record and "sealed" in record
