@@ -28,7 +28,6 @@ from aiobligations.adapters.otel import annotate_span, current_span_if_recording
 from aiobligations.errors import ConfigurationError, LabelError, LedgerError
 from aiobligations.interaction import _current as _current_interaction
 from aiobligations.interaction import uuid7_text
-from aiobligations.ledger.records import format_ts
 from aiobligations.obligations import Obligations
 
 from .capture import BodyCapture, find_string_field, find_usage, interaction_record

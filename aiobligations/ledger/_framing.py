@@ -1,0 +1,122 @@
+"""The wire between a :class:`~aiobligations.ledger.process.ProcessLedger` and its writer process.
+
+A frame is two lengths (``>II``), a ``marshal`` part (the peer is our own process: plain data
+only) and raw bytes: the big byte lists a deferred record's factory names in its
+``out_of_band_args``, written straight from the objects that hold them.
+"""
+
+from __future__ import annotations
+
+import marshal
+import socket
+import struct
+from typing import IO, Any
+
+from .. import errors
+from ..errors import LedgerError
+from .ledger import _OP_DEFER
+
+_HEADER = struct.Struct(">II")  # Lengths of the marshal part and of the raw bytes after it.
+_OUT_OF_BAND = 64 << 10  # Byte lists at least this big travel outside the marshal part.
+_MARKER = "\x00aiobligations:out-of-band"
+_MAX_IOV = 512
+
+
+def _send(sock: socket.socket, message: Any) -> None:
+    """Send one frame: a ``marshal`` part (the peer is our own process: plain data only) and raw bytes.
+
+    The arguments a record factory names in its ``out_of_band_args`` (positions of lists of bytes:
+    captured bodies, up to the capture cap each) are not copied into the marshal part when they are
+    big: they are written straight from the objects that hold them (``sendmsg`` gathers them), and
+    a marker with their length stands in. So sending a record never doubles what the serving
+    process holds.
+    """
+    raw: list[bytes] = []
+    if isinstance(message, list):
+        message = [_detach(item, raw) if item[1] == _OP_DEFER and item[2][2] else item for item in message]
+    data = marshal.dumps(message)
+    views = [memoryview(_HEADER.pack(len(data), sum(len(b) for b in raw))), memoryview(data)]
+    views.extend(memoryview(b) for b in raw if b)
+    position = 0
+    while position < len(views):
+        sent = sock.sendmsg(views[position : position + _MAX_IOV])
+        while position < len(views) and sent >= len(views[position]):
+            sent -= len(views[position])
+            position += 1
+        if sent:
+            views[position] = views[position][sent:]
+
+
+def _detach(item: tuple[int, int, Any, bool], raw: list[bytes]) -> Any:
+    """Move a deferred item's big byte lists out of its marshal part (see :func:`_send`)."""
+    seq, op, (name, args, positions), waits = item
+    moved = None
+    for position in positions:
+        value = args[position] if position < len(args) else None
+        if type(value) is not list and type(value) is not tuple:
+            continue
+        size = 0
+        for chunk in value:
+            if type(chunk) is not bytes:
+                size = -1
+                break
+            size += len(chunk)
+        if size >= _OUT_OF_BAND:
+            if moved is None:
+                moved = list(args)
+            raw.extend(value)
+            moved[position] = (_MARKER, size)
+    if moved is None:
+        return item
+    return (seq, op, (name, tuple(moved), positions), waits)
+
+
+def _attach(frame: Any, raw: bytes) -> Any:
+    """Put the raw bytes back where their markers stand (the child's half of :func:`_send`)."""
+    if not raw or not isinstance(frame, list):
+        return frame
+    view = memoryview(raw)
+    offset = 0
+    for index, item in enumerate(frame):
+        if item[1] != _OP_DEFER or not item[2][2]:
+            continue
+        seq, op, (name, args, positions), waits = item
+        restored = None
+        for position in positions:
+            value = args[position] if position < len(args) else None
+            if type(value) is tuple and len(value) == 2 and value[0] == _MARKER:
+                if restored is None:
+                    restored = list(args)
+                restored[position] = [bytes(view[offset : offset + value[1]])]
+                offset += value[1]
+        if restored is not None:
+            frame[index] = (seq, op, (name, tuple(restored), positions), waits)
+    return frame
+
+
+def _recv(reader: IO[bytes]) -> Any:
+    """Read one frame, or ``None`` at end of file or a reset (the peer is gone)."""
+    try:
+        header = reader.read(_HEADER.size)
+        if len(header) < _HEADER.size:
+            return None
+        length, raw_length = _HEADER.unpack(header)
+        data = reader.read(length)
+        raw = reader.read(raw_length) if raw_length else b""
+    except (OSError, ValueError):  # ValueError: the reader was closed under us.
+        return None
+    if len(data) < length or len(raw) < raw_length:
+        return None
+    return _attach(marshal.loads(data), raw)
+
+
+def _error_wire(exc: BaseException) -> tuple[str, str]:
+    return type(exc).__name__, str(exc)
+
+
+def _error_from_wire(wire: Any) -> BaseException:
+    name, message = wire
+    cls = getattr(errors, name, None)
+    if not (isinstance(cls, type) and issubclass(cls, Exception)):
+        return LedgerError(f"{name}: {message}")
+    return cls(message)
