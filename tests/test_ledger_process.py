@@ -586,3 +586,34 @@ class TestMaintenance:
         assert "cannot start" not in str(result.get("error", ""))
         assert 2 == ledger.append({"kind": "log"}, timeout=DEADLINE)
         assert {"who": "alice"} == ledger.read(0)["personal"]
+
+
+class TestFork:
+    @pytest.mark.parametrize("writer", ["process", "thread"])
+    def test_a_forked_child_cannot_write_or_close_the_parents_ledger(
+        self, writer: str, open_ledger, make_ledger
+    ) -> None:
+        """After a fork the child gets a clear error, and its close() leaves the parent's ledger working."""
+        ledger = open_ledger() if writer == "process" else make_ledger()
+        assert 0 == ledger.append({"kind": "log", "n": 0})
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # The child: report what happened through the pipe, then leave at once.
+            try:
+                os.close(read)
+                try:
+                    ledger.submit({"kind": "log", "n": "from the child"})
+                    outcome = "accepted"
+                except LedgerError as exc:
+                    outcome = str(exc)
+                ledger.close()
+                os.write(write, outcome.encode())
+            finally:
+                os._exit(0)
+        os.close(write)
+        with os.fdopen(read, "rb") as pipe:
+            outcome = pipe.read().decode()
+        assert 0 == os.waitpid(pid, 0)[1]
+        assert "before the process forked" in outcome
+        assert 1 == ledger.append({"kind": "log", "n": 1})  # The parent's ledger still works.
+        assert [0, 1] == [ledger.read(i)["n"] for i in range(ledger.size)]

@@ -16,6 +16,7 @@ import json
 import os
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Mapping
 from hashlib import sha256
@@ -192,6 +193,8 @@ class Ledger:
 
     def _start(self) -> None:
         """Start the writer thread."""
+        self._forked = False
+        _LEDGERS.add(self)
         self._queue: deque[tuple[int, Any, Any]] = deque()
         self._waiting = 0  # Queued items someone waits on; approximate, read without a lock.
         self._wake = threading.Event()
@@ -266,7 +269,7 @@ class Ledger:
 
     def _enqueue(self, item: tuple[int, Any, Any]) -> None:
         if self._closing:
-            raise LedgerClosed("the ledger is closed")
+            raise LedgerClosed(_FORKED if self._forked else "the ledger is closed")
         queue = self._queue
         if len(queue) >= self._queue_size and item[0] in (_OP_RECORD, _OP_DEFER):
             if self._on_full == "raise":
@@ -674,6 +677,9 @@ class Ledger:
         with self._close_lock:
             if self._closed:
                 return
+            if self._forked:
+                self._closed = True  # The writer, the store and the lock belong to the parent.
+                return
             if self._thread.is_alive():
                 waiter = _Waiter()
                 try:
@@ -831,6 +837,23 @@ class Ledger:
         """Open (or create) a ledger in the SQLite file ``path``; other arguments as the constructor."""
         return cls(SQLiteStore(path), **kwargs)
 
+
+_FORKED = (
+    "this ledger was opened before the process forked: its writer belongs to the parent. "
+    "Open the ledger (Obligations.from_file) in each worker, after the fork (e.g. no --preload)"
+)
+_LEDGERS: weakref.WeakSet[Ledger] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    """A forked child must not write through, or close, a ledger its parent opened."""
+    for ledger in list(_LEDGERS):
+        ledger._forked = True
+        ledger._closing = True
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 _FACTORIES: dict[str, Any] = {}
 

@@ -482,6 +482,11 @@ class ProcessLedger(Ledger):
         with self._close_lock:
             if self._closed:
                 return
+            if self._forked:
+                # The socket and the writer process are the parent's: shutting the socket down here
+                # would cut the parent off from its writer.
+                self._closed = True
+                return
             if self._thread.is_alive() and self._connected.is_set():
                 waiter = _Waiter()
                 try:
