@@ -31,14 +31,15 @@ def current_span_if_recording() -> Any:
     return span if span.is_recording() else None
 
 
-def annotate_span(attributes: Mapping[str, Any]) -> None:
-    """Set attributes on the current span if it is recording; ``None`` values are skipped.
+def annotate_span(attributes: Mapping[str, Any], span: Any = None) -> None:
+    """Set attributes on ``span`` (default: the current span) if it is recording; ``None`` values are skipped.
 
     Compliance facts (the interaction id, the disclosure mode) and the GenAI semantic-convention
     names for model and usage go on the span the app is already in: never a span of our own per
     request or per ASGI message.
     """
-    span = trace.get_current_span()
+    if span is None:
+        span = trace.get_current_span()
     if not span.is_recording():
         return
     for key, value in attributes.items():

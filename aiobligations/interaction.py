@@ -32,32 +32,26 @@ def _random_bits80() -> int:
     return int.from_bytes(pool[:10], "big")
 
 
+_MILLIS = (1 << 48) - 1
+_CLEAR_VERSION_VARIANT = ~((0xF << 76) | (0x3 << 62))
+_VERSION_VARIANT = (0x7 << 76) | (0x2 << 62)  # version 7, RFC 9562 variant
+
+
+def _uuid7_int() -> int:
+    """48 bits of Unix milliseconds, then random bits, with the version and variant set."""
+    value = (((time.time_ns() // 1_000_000) & _MILLIS) << 80) | _random_bits80()
+    return (value & _CLEAR_VERSION_VARIANT) | _VERSION_VARIANT
+
+
 def uuid7() -> uuid.UUID:
     """A new RFC 9562 UUIDv7: 48 bits of Unix milliseconds, then random bits; sorts by time."""
-    millis = time.time_ns() // 1_000_000
-    value = (millis & ((1 << 48) - 1)) << 80
-    value |= _random_bits80()
-    value &= ~(0xF << 76)
-    value |= 0x7 << 76  # version 7
-    value &= ~(0x3 << 62)
-    value |= 0x2 << 62  # RFC 9562 variant
-    return uuid.UUID(int=value)
+    return uuid.UUID(int=_uuid7_int())
 
 
 def uuid7_text() -> str:
     """A new UUIDv7 as its canonical text, without building a :class:`uuid.UUID` (the request path's way)."""
-    pool = getattr(_random, "pool", b"")
-    if len(pool) < 10:
-        pool = os.urandom(4000)
-    _random.pool = pool[10:]
-    value = (((time.time_ns() // 1_000_000) & _MILLIS) << 80) | int.from_bytes(pool[:10], "big")
-    text = "%032x" % ((value & _CLEAR_VERSION_VARIANT) | _VERSION_VARIANT)
+    text = "%032x" % _uuid7_int()
     return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
-
-
-_MILLIS = (1 << 48) - 1
-_CLEAR_VERSION_VARIANT = ~((0xF << 76) | (0x3 << 62))
-_VERSION_VARIANT = (0x7 << 76) | (0x2 << 62)
 
 
 def current_interaction_id() -> str | None:

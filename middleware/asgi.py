@@ -25,7 +25,7 @@ from typing import Any
 import structlog
 
 from aiobligations.adapters.otel import annotate_span, current_span_if_recording, current_trace_ids
-from aiobligations.errors import ConfigurationError, LabelError, LedgerError
+from aiobligations.errors import ConfigurationError, LabelError
 from aiobligations.interaction import _current as _current_interaction
 from aiobligations.interaction import uuid7_text
 from aiobligations.obligations import Obligations
@@ -126,11 +126,8 @@ class ObligationsMiddleware:
         self._cookie_prefix = (self._cookie + "=").encode()
         self._notice = self.endpoints.short_notice
         self._noticed: OrderedDict[str, None] = OrderedDict()
-        self._static_headers = [
-            (b"link", b'</.well-known/ai-transparency>; rel="describedby"'),
-        ]
-        self._link_header = self._static_headers[0]
-        # The JSON notice around its interaction id, rendered once (see Endpoints.json_notice).
+        self._link_header = (b"link", b'</.well-known/ai-transparency>; rel="describedby"')
+        # The JSON notice around its interaction id, rendered once (see Endpoints.json_notice_parts).
         self._notice_parts = {flag: self.endpoints.json_notice_parts(flag) for flag in (False, True)}
         self._dated: tuple[int, bytes] = (-1, b"")  # The AI-Disclosure value of the current second.
         # Every endpoint of ours lives under one of these; other paths skip the lookup.
@@ -168,8 +165,8 @@ class ObligationsMiddleware:
         first_contact = self._first_contact(subject, new_cookie)
         span = current_span_if_recording()
         if span is not None:
-            span.set_attribute("aiobligations.interaction_id", interaction_id)
-            span.set_attribute("aiobligations.disclosure.mode", self.endpoints.disclosure.mode)
+            annotate_span({"aiobligations.interaction_id": interaction_id,
+                           "aiobligations.disclosure.mode": self.endpoints.disclosure.mode}, span)
         limit = self._capture_limit if route.capture else 0
         request_body = BodyCapture(limit)
         response_body = BodyCapture(limit)
@@ -234,11 +231,7 @@ class ObligationsMiddleware:
                         body, noticed = self._json_notice(body, interaction_id, first_contact)
                         if noticed:
                             state["body_notice"] = "json-field"
-                            headers = start["headers"]  # Our own copy (see above).
-                            for position in range(len(headers) - 1, -1, -1):
-                                if headers[position][0].lower() == b"content-length":
-                                    del headers[position]
-                            headers.append((b"content-length", b"%d" % len(body)))
+                            _set_content_length(start["headers"], len(body))
                             message = {"type": "http.response.body", "body": body, "more_body": False}
                     response_body.add(body)
                     await send(start)
@@ -313,13 +306,7 @@ class ObligationsMiddleware:
             body, inserted = self._html_notice(body, interaction_id, first_contact, state["lang"])
             state["body_notice"] = "html-banner" if inserted else "none"
         if inserted:
-            # The start message and its header list are our own copies (see disclose_send).
-            headers = start["headers"]
-            for position in range(len(headers) - 1, -1, -1):
-                if headers[position][0].lower() == b"content-length":
-                    del headers[position]
-            if not more:
-                headers.append((b"content-length", b"%d" % len(body)))
+            _set_content_length(start["headers"], None if more else len(body))
         response_body.add(body)
         await send(start)
         await send({"type": "http.response.body", "body": body, "more_body": more})
@@ -507,7 +494,7 @@ class ObligationsMiddleware:
                 usage = find_usage(response_body.value())
                 annotate_span({"gen_ai.request.model": model[:200] if model else None,
                                "gen_ai.usage.input_tokens": usage.get("input_tokens"),
-                               "gen_ai.usage.output_tokens": usage.get("output_tokens")})
+                               "gen_ai.usage.output_tokens": usage.get("output_tokens")}, span)
             trace_id, span_id = current_trace_ids() if span is not None else _NO_TRACE
             args = (
                 interaction_id, scope["path"], scope["method"], state["status"], state["outcome"], started,
@@ -519,16 +506,25 @@ class ObligationsMiddleware:
                 self._capture_limit, request_body.size > request_body.kept_bytes
                 or response_body.size > response_body.kept_bytes,
             )
-            try:
-                self._ledger.submit_deferred(interaction_record, args)
-            except LedgerError:
-                self.obligations.submit_deferred(interaction_record, args)  # Spools it.
+            self.obligations.submit_deferred(interaction_record, args)
         except Exception as exc:  # pragma: no cover - evidence must never break the response.
             log.error("interaction_record_failed", error=f"{type(exc).__name__}: {exc}",
                       interaction_id=interaction_id)
 
 
 _NO_TRACE = (None, None)
+
+
+def _set_content_length(headers: list[tuple[bytes, bytes]], length: int | None) -> None:
+    """Replace a held response's ``Content-Length`` in place (the list is the middleware's own copy).
+
+    ``None`` drops it: a body still streaming is then chunked by the server.
+    """
+    for position in range(len(headers) - 1, -1, -1):
+        if headers[position][0].lower() == b"content-length":
+            del headers[position]
+    if length is not None:
+        headers.append((b"content-length", b"%d" % length))
 
 
 def _is_disconnect(exc: BaseException) -> bool:

@@ -128,11 +128,6 @@ class Endpoints:
         return (path in self._routes or path.startswith(self._receipts) or self.requests.handles(path)
                 or self.request_pages.handles(path))
 
-    def json_notice(self, interaction_id: str, first_contact: bool) -> bytes:
-        """The ``ai_disclosure`` member inserted into JSON responses."""
-        head, tail = self._json_notice[first_contact]
-        return head + interaction_id.encode() + tail
-
     def json_notice_parts(self, first_contact: bool) -> tuple[bytes, bytes]:
         """The ``ai_disclosure`` member before and after its interaction id (a UUID, nothing to escape)."""
         return self._json_notice[first_contact]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import importlib
 import json
 import os
 import threading
@@ -627,14 +628,14 @@ class Ledger:
         results = []
         for item in items:
             op, _, waiter = item
-            if op in (_OP_RECORD, _OP_ERASE) and waiter is not None and getattr(waiter, "waits", True):
+            if op in (_OP_RECORD, _OP_ERASE) and _waits(waiter):
                 results.append((waiter, error))
             elif self._give_up:
                 results.append((waiter, error))
             else:
                 retry.append(item)
         if self._give_up:
-            lost = sum(1 for op, _, waiter in items if op == _OP_RECORD and not getattr(waiter, "waits", False))
+            lost = sum(1 for op, _, waiter in items if op == _OP_RECORD and not _waits(waiter))
             if lost:
                 log.error("ledger_records_lost", records=lost, reason="the store kept failing while closing")
         self._waiting += sum(1 for item in retry if item[2] is not None)
@@ -855,6 +856,12 @@ def _after_fork_in_child() -> None:
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
+def _waits(waiter: Any) -> bool:
+    """Whether someone waits on an item: a waiter, unless it says otherwise (a writer process's
+    stand-in for a parent's item carries ``waits``)."""
+    return waiter is not None and getattr(waiter, "waits", True)
+
+
 _FACTORIES: dict[str, Any] = {}
 
 
@@ -870,8 +877,6 @@ def _resolve_factory(name: str) -> Any:
     module_name, _, attribute = name.partition(":")
     if not attribute or not (module_name == "aiobligations" or module_name.startswith("aiobligations.")):
         raise LedgerError(f"{name!r} is not a record factory of aiobligations")
-    import importlib
-
     try:
         found = getattr(importlib.import_module(module_name), attribute)
     except (ImportError, AttributeError) as exc:

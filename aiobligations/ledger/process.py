@@ -174,16 +174,6 @@ class ProcessLedger(Ledger):
         """Whether :meth:`submit` would take a record now (a writer process runs, queue not full)."""
         return self._connected.is_set() and super().accepting
 
-    def submit_deferred(self, factory: Any, args: tuple[Any, ...]) -> None:
-        """See :meth:`Ledger.submit_deferred` (here with the queue's checks inlined: the request path)."""
-        queue = self._queue
-        if self._closing or len(queue) >= self._queue_size:
-            super().submit_deferred(factory, args)  # Raises, or waits for room, by the policy.
-            return
-        queue.append((_OP_DEFER, (factory, args), None))
-        if not self._wake.is_set():
-            self._wake.set()
-
     # -- the child -----------------------------------------------------------------------------
 
     def _spawn(self) -> dict[str, Any]:
@@ -300,9 +290,7 @@ class ProcessLedger(Ledger):
                 factory = _resolve_factory(name)
             except LedgerError:
                 factory = name
-            record = _build(factory, args)
-            return _OP_RECORD, (record.kind, record.body, record.subject, record.personal,
-                                record.interaction_id), waiter
+            return _OP_RECORD, _prepared_wire(_build(factory, args)), waiter
         raise LedgerError(f"a ledger item cannot be sent to the writer process: {payload!r:.200}")
 
     def _abandon(self, frame: list[tuple[int, Any, Any]]) -> None:
@@ -330,7 +318,7 @@ class ProcessLedger(Ledger):
             if known is not None:
                 return op, (known[0], args, known[1])
         if op == _OP_RECORD:
-            return op, (payload.kind, payload.body, payload.subject, payload.personal, payload.interaction_id)
+            return op, _prepared_wire(payload)
         return op, payload
 
     # -- receiving -------------------------------------------------------------------------------
@@ -369,13 +357,9 @@ class ProcessLedger(Ledger):
                 entry = unacked.pop(seq, None)
                 if entry is not None:
                     results.append((entry[2], _error_from_wire(value) if failed else value))
-            while unacked:
-                seq = next(iter(unacked))
-                if seq > done:
-                    break
-                entry = unacked.pop(seq)
-                if entry[2] is not None:  # pragma: no cover - waited items are acknowledged by name.
-                    results.append((entry[2], LedgerError("the ledger's writer gave no answer for this item")))
+            for _, _, waiter in self._pop_through(done):
+                if waiter is not None:  # pragma: no cover - waited items are acknowledged by name.
+                    results.append((waiter, LedgerError("the ledger's writer gave no answer for this item")))
         Ledger._release(results)
 
     def _restart(self) -> None:
@@ -415,24 +399,30 @@ class ProcessLedger(Ledger):
         stored = ready.get("writer_seq")
         results = []
         with self._ack_lock:
-            unacked = self._unacked
             if stored is not None and stored[0] == self._token:
-                while unacked:
-                    seq = next(iter(unacked))
-                    if seq > stored[1]:
-                        break
-                    op, _, waiter = unacked.pop(seq)
+                for op, _, waiter in self._pop_through(stored[1]):
                     if waiter is not None:
                         value: Any = self._size if op in (_OP_FLUSH, _OP_SIGN) else LedgerError(
                             "the ledger's writer process stored this record, then died before saying "
                             "at which index"
                         )
                         results.append((waiter, value))
-            wire = [(seq, op, payload, waiter is not None) for seq, (op, payload, waiter) in unacked.items()]
+            wire = [(seq, op, payload, waiter is not None) for seq, (op, payload, waiter) in self._unacked.items()]
         Ledger._release(results)
         if wire:
             assert self._sock is not None
             _send(self._sock, wire)
+
+    def _pop_through(self, last: int) -> list[tuple[int, Any, Any]]:
+        """Remove and return the unacknowledged items up to sequence number ``last`` (under ``_ack_lock``)."""
+        unacked = self._unacked
+        popped = []
+        while unacked:
+            seq = next(iter(unacked))
+            if seq > last:
+                break
+            popped.append(unacked.pop(seq))
+        return popped
 
     def _fail_waiters(self, error: LedgerError) -> None:
         """Callers waiting on items the dead child never acknowledged get ``error``."""
@@ -585,7 +575,11 @@ class _ChildLedger(Ledger):
         if local:
             Ledger._release(local)
         if done >= 0 or acks:
-            self.send(("ack", done, acks, self._size, self._checkpoint, self._signed_size))
+            self.acknowledge(done, acks)
+
+    def acknowledge(self, done: int, acks: list[tuple[int, bool, Any]]) -> None:
+        """Tell the parent: items up to ``done`` are stored; ``acks`` answer the waited ones by number."""
+        self.send(("ack", done, acks, self._size, self._checkpoint, self._signed_size))
 
     def ready(self) -> dict[str, Any]:
         stored = self._store.get_meta("writer_seq")
@@ -605,15 +599,16 @@ class _ChildLedger(Ledger):
         raise LedgerError(f"unknown ledger operation {name!r}")
 
 
+def _prepared_wire(record: PreparedRecord) -> tuple[Any, ...]:
+    """A prepared record as plain values, in :class:`PreparedRecord`'s argument order."""
+    return (record.kind, record.body, record.subject, record.personal, record.interaction_id)
+
+
 def _item(op: int, payload: Any) -> tuple[int, Any]:
     if op == _OP_RECORD:
-        if isinstance(payload, PreparedRecord):
-            return op, payload
-        kind, body, subject, personal, interaction_id = payload
-        return op, PreparedRecord(kind, body, subject, personal, interaction_id)
+        return op, PreparedRecord(*payload)
     if op == _OP_DEFER:
-        name, args = payload[0], payload[1]
-        return op, (name, tuple(args))
+        return op, (payload[0], payload[1])  # (factory name, args); the out-of-band positions are spent.
     if op in (_OP_ERASE, _OP_FLUSH, _OP_SIGN):
         return op, payload
     raise LedgerError(f"unknown ledger item {op!r}")
@@ -655,8 +650,7 @@ def _serve(fd: int) -> int:
                         value, failed = ledger.remote(*payload), False
                     except Exception as exc:
                         value, failed = _error_wire(exc), True
-                    ledger.send(("ack", -1, [(seq, failed, value)], ledger._size, ledger._checkpoint,
-                                 ledger._signed_size))
+                    ledger.acknowledge(-1, [(seq, failed, value)])
                     continue
                 op, item = _item(op, payload)
                 ledger._enqueue((op, item, waiter))
