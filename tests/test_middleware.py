@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -282,6 +283,24 @@ class TestFailures:
         assert 1 == obligations.spool.replay()
         (record,) = records(obligations)
         assert ("LedgerFull", result["headers"]["ai-interaction-id"]) == (record["spooled"], record["interaction_id"])
+
+    def test_the_next_recorded_request_replays_the_spool(self, obligations) -> None:
+        """Spooled evidence goes back into the ledger as soon as the request path finds it accepting again."""
+        app = ObligationsMiddleware(json_app(COMPLETION), obligations=obligations)
+        ledger = obligations.ledger
+        ledger._queue_size = 0
+        spooled = asyncio.run(call(app))
+        obligations.spool._queue.put(None)
+        obligations.spool._thread.join(5)
+        ledger._queue_size = 65536
+
+        recorded = asyncio.run(call(app))  # No replay() here: the request path must start it.
+        for thread in [t for t in threading.enumerate() if t.name == "aiobligations-spool-replay"]:
+            thread.join(10)
+
+        assert 0 == obligations.spool.pending
+        ids = {record["interaction_id"] for record in records(obligations)}
+        assert {spooled["headers"]["ai-interaction-id"], recorded["headers"]["ai-interaction-id"]} == ids
 
     @pytest.mark.parametrize("body", [b"{not json", b"\xff\xfe\x00garbage", b"x" * (3 << 20), b""])
     def test_hostile_request_bodies_pass_through(self, obligations, body) -> None:
