@@ -14,6 +14,7 @@ __all__ = [
     "LedgerClosed",
     "LedgerError",
     "LedgerFull",
+    "LedgerLocked",
     "ObligationError",
     "RetentionError",
     "UnusableInput",
@@ -38,6 +39,10 @@ class LedgerFull(LedgerError):
 
 class LedgerClosed(LedgerError):
     """The ledger has been closed; nothing more can be appended."""
+
+
+class LedgerLocked(LedgerError):
+    """Another process holds the ledger file's writer lock (its shared writer, or a ``writer = "thread"`` ledger)."""
 
 
 class RetentionError(LedgerError):

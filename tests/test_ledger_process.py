@@ -400,14 +400,23 @@ class TestStartFailures:
         monkeypatch.setattr("aiobligations.ledger.process.subprocess.Popen", Recording)
         return started
 
-    def test_a_second_writer_on_the_same_file_is_refused(self, open_ledger, children) -> None:
-        """The child cannot take the file's lock; the error names the process holding it."""
+    def test_a_second_ledger_on_the_same_file_shares_its_writer(self, open_ledger, children) -> None:
+        """The second opener finds the running writer process and starts none of its own."""
         first = open_ledger()
-        with pytest.raises(LedgerError, match=f"already open for writing by process {first.writer_pid}"):
-            open_ledger()
-        assert 2 == len(children)
-        assert children[1].returncode is not None
-        assert 0 == first.append({"kind": "log"})
+        second = open_ledger()
+        assert 1 == len(children)
+        assert first.writer_pid == second.writer_pid
+        assert [0, 1] == [first.append({"kind": "log", "n": 0}), second.append({"kind": "log", "n": 1})]
+        first.close()
+        assert 2 == second.append({"kind": "log", "n": 2})  # The writer stays while a peer remains.
+        assert children[0].poll() is None
+
+    def test_a_thread_ledger_holding_the_file_is_named(self, open_ledger, make_ledger, tmp_path: Path) -> None:
+        """A writer = "thread" ledger keeps the file to itself; a process ledger says so, in time."""
+        held = make_ledger()
+        with pytest.raises(LedgerError, match="already open for writing by process"):
+            open_ledger(start_timeout=3.0)
+        assert 0 == held.append({"kind": "log"})
 
     def test_another_master_key_is_a_configuration_error(self, open_ledger, children) -> None:
         """The child's ConfigurationError reaches the caller as that class."""
@@ -589,16 +598,39 @@ class TestMaintenance:
 
 
 class TestFork:
-    @pytest.mark.parametrize("writer", ["process", "thread"])
-    def test_a_forked_child_cannot_write_or_close_the_parents_ledger(
-        self, writer: str, open_ledger, make_ledger
-    ) -> None:
-        """After a fork the child gets a clear error, and its close() leaves the parent's ledger working."""
-        ledger = open_ledger() if writer == "process" else make_ledger()
+    def test_a_forked_child_writes_through_the_shared_writer(self, open_ledger) -> None:
+        """gunicorn --preload: a child of a process that opened the ledger becomes a peer of its own."""
+        ledger = open_ledger()
         assert 0 == ledger.append({"kind": "log", "n": 0})
         read, write = os.pipe()
         pid = os.fork()
         if pid == 0:  # The child: report what happened through the pipe, then leave at once.
+            try:
+                os.close(read)
+                try:
+                    index = ledger.append({"kind": "log", "n": "from the child"}, timeout=DEADLINE)
+                    outcome = f"stored at {index}"
+                except LedgerError as exc:
+                    outcome = str(exc)
+                ledger.close()
+                os.write(write, outcome.encode())
+            finally:
+                os._exit(0)
+        os.close(write)
+        with os.fdopen(read, "rb") as pipe:
+            outcome = pipe.read().decode()
+        assert 0 == os.waitpid(pid, 0)[1]
+        assert "stored at 1" == outcome
+        assert 2 == ledger.append({"kind": "log", "n": 1})  # The parent's ledger still works.
+        assert [0, "from the child", 1] == [ledger.read(i)["n"] for i in range(ledger.size)]
+
+    def test_a_forked_child_cannot_write_or_close_a_thread_ledger(self, make_ledger) -> None:
+        """writer = "thread": the child gets a clear error naming the fix; the parent's ledger goes on."""
+        ledger = make_ledger()
+        assert 0 == ledger.append({"kind": "log", "n": 0})
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:
             try:
                 os.close(read)
                 try:
@@ -614,6 +646,6 @@ class TestFork:
         with os.fdopen(read, "rb") as pipe:
             outcome = pipe.read().decode()
         assert 0 == os.waitpid(pid, 0)[1]
-        assert "before the process forked" in outcome
-        assert 1 == ledger.append({"kind": "log", "n": 1})  # The parent's ledger still works.
+        assert "before the process forked" in outcome and "writer" in outcome
+        assert 1 == ledger.append({"kind": "log", "n": 1})
         assert [0, 1] == [ledger.read(i)["n"] for i in range(ledger.size)]

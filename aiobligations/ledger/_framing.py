@@ -7,7 +7,10 @@ only) and raw bytes: the big byte lists a deferred record's factory names in its
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import marshal
+import os
 import socket
 import struct
 from typing import IO, Any
@@ -94,13 +97,19 @@ def _attach(frame: Any, raw: bytes) -> Any:
     return frame
 
 
-def _recv(reader: IO[bytes]) -> Any:
-    """Read one frame, or ``None`` at end of file or a reset (the peer is gone)."""
+def _recv(reader: IO[bytes], limit: int | None = None) -> Any:
+    """Read one frame, or ``None`` at end of file or a reset (the peer is gone).
+
+    ``limit`` bounds the frame's size (a handshake from a peer not yet authenticated): a bigger
+    one reads as ``None``, nothing of it is parsed.
+    """
     try:
         header = reader.read(_HEADER.size)
         if len(header) < _HEADER.size:
             return None
         length, raw_length = _HEADER.unpack(header)
+        if limit is not None and length + raw_length > limit:
+            return None
         data = reader.read(length)
         raw = reader.read(raw_length) if raw_length else b""
     except (OSError, ValueError):  # ValueError: the reader was closed under us.
@@ -120,3 +129,91 @@ def _error_from_wire(wire: Any) -> BaseException:
     if not (isinstance(cls, type) and issubclass(cls, Exception)):
         return LedgerError(f"{name}: {message}")
     return cls(message)
+
+
+# -- where the shared writer listens, and how its peers know each other ---------------------------
+
+_MAX_SOCKET_PATH = 100  # sockaddr_un holds 108 bytes; keep a margin.
+
+
+def writer_address(path: str | os.PathLike[str]) -> str | bytes:
+    """The address of the one writer of the ledger file ``path``, for every process on this host.
+
+    A socket file beside the database (``<database>.writer``, 0600) when its path is short enough
+    for a Unix socket address; otherwise a Linux abstract address named after the database's real
+    path. Either way the writer checks each peer's user id and a key proof before taking anything.
+    """
+    real = os.path.realpath(path)
+    candidate = real + ".writer"
+    if len(os.fsencode(candidate)) <= _MAX_SOCKET_PATH:
+        return candidate
+    return b"\0aiobligations-writer-" + hashlib.sha256(os.fsencode(real)).hexdigest()[:40].encode()
+
+
+def auth_key(signer_key: bytes, origin: str) -> bytes:
+    """The key a writer and its peers prove to each other that they serve the same ledger.
+
+    Derived from the checkpoint signing key, which every process of one service holds and which
+    master-key rotation does not change.
+    """
+    return hmac.new(signer_key, b"aiobligations/ledger-writer-auth\n" + origin.encode(), hashlib.sha256).digest()
+
+
+def proof(key: bytes, role: bytes, *nonces: bytes) -> bytes:
+    """An HMAC over ``role`` and the handshake's nonces."""
+    return hmac.new(key, role + b"\n" + b"".join(nonces), hashlib.sha256).digest()
+
+
+def peer_uid(sock: socket.socket) -> int:
+    """The user id of the process at the other end of a Unix socket (SO_PEERCRED)."""
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return struct.unpack("3i", creds)[2]
+
+
+class SocketReader:
+    """Reads exact byte counts from a socket through a buffer of its own, with no lock inside.
+
+    ``socket.makefile`` would do the same with a lock that a forked child can inherit held (the
+    parent's receiving thread sits in ``read``), and then even dropping the object deadlocks. This
+    one can be dropped anywhere. Closing it leaves the socket open.
+    """
+
+    __slots__ = ("_buffer", "_size", "_sock")
+
+    def __init__(self, sock: socket.socket, size: int = 1 << 16) -> None:
+        self._sock = sock
+        self._size = size
+        self._buffer = bytearray()
+
+    def read(self, count: int) -> bytes:
+        """``count`` bytes, or fewer at end of file."""
+        buffer = self._buffer
+        if len(buffer) >= count:
+            data = bytes(buffer[:count])
+            del buffer[:count]
+            return data
+        if count - len(buffer) > self._size:
+            # A big frame: receive it in place rather than through the buffer.
+            out = bytearray(count)
+            view = memoryview(out)
+            have = len(buffer)
+            view[:have] = buffer
+            buffer.clear()
+            while have < count:
+                got = self._sock.recv_into(view[have:])
+                if not got:
+                    return bytes(out[:have])
+                have += got
+            return bytes(out)
+        while len(buffer) < count:
+            chunk = self._sock.recv(self._size)
+            if not chunk:
+                break
+            buffer += chunk
+        data = bytes(buffer[:count])
+        del buffer[:count]
+        return data
+
+    def close(self) -> None:
+        """Drop what is buffered (the socket is its owner's to close)."""
+        self._buffer = bytearray()

@@ -269,7 +269,7 @@ class Ledger:
         return not self._closing and len(self._queue) < self._queue_size
 
     def _enqueue(self, item: tuple[int, Any, Any]) -> None:
-        if self._closing:
+        if self._closing and not (self._forked and self._resume_after_fork()):
             raise LedgerClosed(_FORKED if self._forked else "the ledger is closed")
         queue = self._queue
         if len(queue) >= self._queue_size and item[0] in (_OP_RECORD, _OP_DEFER):
@@ -296,6 +296,10 @@ class Ledger:
         queue.append(item)
         if not self._wake.is_set():
             self._wake.set()
+
+    def _resume_after_fork(self) -> bool:
+        """Whether a forked child can write through this ledger after all (a writer process's peer can)."""
+        return False
 
     def submit(self, record: Mapping[str, Any]) -> None:
         """Queue a record without waiting for it to be written (the request path's way).
@@ -840,8 +844,9 @@ class Ledger:
 
 
 _FORKED = (
-    "this ledger was opened before the process forked: its writer belongs to the parent. "
-    "Open the ledger (Obligations.from_file) in each worker, after the fork (e.g. no --preload)"
+    "this ledger was opened before the process forked, and its writer thread belongs to the parent. "
+    "Use the shared writer process ([ledger] writer = \"process\", the default), which forked "
+    "workers join, or open the ledger in each worker after the fork (no --preload)"
 )
 _LEDGERS: weakref.WeakSet[Ledger] = weakref.WeakSet()
 

@@ -24,6 +24,8 @@ a final checkpoint and closes the database.
 
 from __future__ import annotations
 
+import contextlib
+import hmac
 import marshal
 import os
 import socket
@@ -31,6 +33,7 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from pathlib import Path
 from typing import IO, Any
@@ -40,7 +43,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
 from ..errors import ConfigurationError, LedgerError
-from ._framing import _error_from_wire, _error_wire, _recv, _send
+from ._framing import SocketReader, _error_from_wire, _recv, _send, auth_key, proof, writer_address
 from .crypto import MasterKey, SubjectCrypto
 from .ledger import (
     _OP_DEFER,
@@ -143,53 +146,170 @@ class ProcessLedger(Ledger):
             if retention is not None else None,
             "history_interval": history_interval,
             "token": self._token,
+            "address": writer_address(self.path),
         }
-        ready = self._spawn()
+        self._auth = auth_key(self._config["signer_key"], origin)
+        self._writer_pid: int | None = None
+        self._closed_event = threading.Event()
+        self._last_peer = False
+        self._fork_pending = False
+        self._fork_lock = threading.Lock()
+        ready = self._connect()
         self._connected.set()
         try:
             store = SQLiteStore(self.path, create=False, readonly=True)
             state = store.open()
         except BaseException:
-            self._stop_child(timeout=5.0)
+            with contextlib.suppress(OSError):
+                self._sock.shutdown(socket.SHUT_RDWR)  # type: ignore[union-attr]
             raise
         self._store = store
         secret = master_key.unwrap(store.get_meta("pseudonym_secret") or b"", SubjectCrypto.secret_label)
         self._adopt(state, SubjectCrypto(master_key, secret))
         self._take_state(ready["size"], ready["checkpoint"], ready["signed_size"])
         self._start()
+        self._start_receiver()
+        _PROCESS_LEDGERS.add(self)
+
+    # -- after a fork ------------------------------------------------------------------------------
+
+    def _resume_after_fork(self) -> bool:
+        """In a forked child (gunicorn ``--preload``), become a peer of the writer process of its own.
+
+        The parent's connection, threads and unacknowledged items stay the parent's: the child
+        starts afresh with a new token, its own connection to the same writer process and its own
+        threads. Runs on the child's first write, so a fork that only execs costs nothing.
+        """
+        with self._fork_lock:
+            if not self._fork_pending:
+                return not self._closing
+            self._token = os.urandom(8).hex()
+            self._config = {**self._config, "token": self._token}
+            self._seq = 0
+            self._unacked = OrderedDict()
+            self._ack_lock = threading.Lock()
+            self._conn_lock = threading.Lock()
+            self._connected = threading.Event()
+            self._closed_event = threading.Event()
+            self._stopping = False
+            self._process = None
+            # The parent's socket: closing our copy of the descriptor leaves the parent's connection
+            # be (a close, never a shutdown).
+            if self._sock is not None:
+                with contextlib.suppress(OSError):
+                    os.close(self._sock.detach())
+            self._sock = self._reader = None
+            self._start()
+            self._start_receiver()
+            self._fork_pending = False
+            return True
+
+    def _start_receiver(self) -> None:
         self._receiver = threading.Thread(target=self._receive, name="aiobligations-ledger-receiver", daemon=True)
         self._receiver.start()
 
     def __repr__(self) -> str:
-        pid = self._process.pid if self._process is not None else None
-        return f"ProcessLedger(origin={self.origin!r}, size={self._size}, writer_pid={pid})"
+        return f"ProcessLedger(origin={self.origin!r}, size={self._size}, writer_pid={self._writer_pid})"
 
     @property
     def writer_pid(self) -> int | None:
-        """The process id of the current writer process (for monitoring and CPU pinning)."""
-        return self._process.pid if self._process is not None else None
+        """The process id of the ledger's writer process (shared by every process of the service)."""
+        return self._writer_pid
 
     @property
     def accepting(self) -> bool:
         """Whether :meth:`submit` would take a record now (a writer process runs, queue not full)."""
         return self._connected.is_set() and super().accepting
 
-    # -- the child -----------------------------------------------------------------------------
+    # -- the writer process ------------------------------------------------------------------------
 
-    def _spawn(self) -> dict[str, Any]:
-        """Start a child, hand it the configuration, and wait until it has the ledger open."""
+    def _connect(self) -> dict[str, Any]:
+        """Connect to the ledger's writer process, starting one if none runs; return its greeting.
+
+        Several processes may start one at the same moment: the one that takes the file's lock
+        serves, the others answer "busy" and their starters connect to the one that serves.
+
+        Raises:
+            ConfigurationError, UnusableInput, LedgerError: the writer could not open the ledger,
+                or none could be reached within ``start_timeout``.
+        """
+        deadline = time.monotonic() + self._start_timeout
+        busy = "no writer process answered"
+        while True:
+            ready = self._dial()
+            if ready is not None:
+                return ready
+            started = self._spawn()
+            if isinstance(started, dict):
+                return started
+            busy = started
+            if time.monotonic() > deadline:
+                raise LedgerError(
+                    f"{busy}. The processes of a service share one writer process per ledger, but a "
+                    "ledger opened with writer = \"thread\" keeps the file to itself: close it, or "
+                    "open it with writer = \"process\""
+                )
+            time.sleep(0.02)
+
+    def _dial(self) -> dict[str, Any] | None:
+        """Connect to a running writer process and prove we hold the key; ``None`` if none answers."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(self._start_timeout)
+            sock.connect(self._config["address"])
+            reader = SocketReader(sock)
+            challenge = _recv(reader, limit=4096)
+            if not (isinstance(challenge, tuple) and len(challenge) == 2 and challenge[0] == "challenge"
+                    and isinstance(challenge[1], bytes)):
+                raise OSError("no challenge")
+            ours = os.urandom(16)
+            _send(sock, ("hello", self._token, proof(self._auth, b"peer", challenge[1], ours), ours))
+            ready = _recv(reader, limit=1 << 20)
+            if not (isinstance(ready, tuple) and len(ready) == 2 and ready[0] == "ready"
+                    and isinstance(ready[1], dict)):
+                raise OSError("no greeting")
+            if not hmac.compare_digest(ready[1].get("proof", b""), proof(self._auth, b"writer", ours, challenge[1])):
+                raise LedgerError(
+                    f"the process listening at {self._config['address']!r} does not hold this ledger's key"
+                )
+            sock.settimeout(None)
+        except OSError:
+            sock.close()
+            return None
+        except BaseException:
+            sock.close()
+            raise
+        self._sock, self._reader = sock, reader
+        self._hand_over_process()
+        self._writer_pid = ready[1].get("pid")
+        return ready[1]
+
+    def _hand_over_process(self) -> None:
+        """Stop tracking the writer we started; it may serve other processes for a long time yet.
+
+        It stays registered so that it is reaped once it exits (no zombie, no warning).
+        """
+        if self._process is not None:
+            _STARTED.append(self._process)
+            self._process = None
+        _reap_started()
+
+    def _spawn(self) -> dict[str, Any] | str:
+        """Start a writer process and hand it the configuration; its greeting, or why it is busy."""
+        _reap_started()
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             process = subprocess.Popen(
                 [sys.executable, "-m", "aiobligations.ledger._writer", str(child.fileno())],
                 pass_fds=(child.fileno(),), stdin=subprocess.DEVNULL, close_fds=True,
+                start_new_session=True,  # Not in the service's process group: it stops when its peers leave.
             )
         except OSError as exc:
             parent.close()
             child.close()
             raise LedgerError(f"cannot start the ledger's writer process: {exc}") from None
         child.close()
-        reader = parent.makefile("rb", buffering=1 << 16)
+        reader = SocketReader(parent)
         try:
             parent.settimeout(self._start_timeout)
             _send(parent, self._config)
@@ -205,26 +325,38 @@ class ProcessLedger(Ledger):
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+            if isinstance(ready, tuple) and len(ready) == 2 and ready[0] == "busy":
+                return str(ready[1])
             if isinstance(ready, tuple) and len(ready) == 2 and ready[0] == "failed":
                 raise _error_from_wire(ready[1])
             raise LedgerError(f"the ledger's writer process exited ({process.returncode}) before opening the ledger")
         self._process, self._sock, self._reader = process, parent, reader
+        self._writer_pid = process.pid
         return ready[1]
 
-    def _stop_child(self, timeout: float) -> None:
-        process, sock = self._process, self._sock
+    def _leave(self, timeout: float) -> None:
+        """Say goodbye to the writer process: it stores what we sent, and stops if we were the last."""
+        sock = self._sock
         if sock is not None:
             try:
-                sock.shutdown(socket.SHUT_WR)
+                _send(sock, ("bye",))
             except OSError:
                 pass
-        if process is not None:
+            else:
+                if not self._closed_event.wait(timeout):
+                    log.error("ledger_writer_no_goodbye", pid=self._writer_pid,
+                              reason=f"no answer within {timeout} s")
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        process = self._process
+        if process is not None and self._closed_event.is_set() and self._last_peer:
             try:
-                process.wait(timeout)
+                process.wait(timeout)  # Ours, and it stops now: reap it.
             except subprocess.TimeoutExpired:
                 log.error("ledger_writer_process_killed", pid=process.pid, reason=f"did not exit within {timeout} s")
                 process.kill()
                 process.wait()
+        self._hand_over_process()
 
     # -- sending (the writer thread) -------------------------------------------------------------
 
@@ -338,11 +470,16 @@ class ProcessLedger(Ledger):
                 if message is None:
                     if self._stopping:
                         return
-                    self._restart()
-                    if self._stopping:
-                        return
+                    self._restart(died=reader is not None)
                     continue
-                self._acknowledged(message)
+                kind = message[0]
+                if kind == "ack":
+                    self._acknowledged(message)
+                elif kind == "state":
+                    self._take_state(*message[1:])
+                elif kind == "closed":
+                    self._last_peer = bool(message[1])
+                    self._closed_event.set()
             except Exception as exc:  # pragma: no cover - a bug; the receiver must not die.
                 log.error("ledger_receiver_error", error=f"{type(exc).__name__}: {exc}")
                 time.sleep(0.05)
@@ -362,14 +499,18 @@ class ProcessLedger(Ledger):
                     results.append((waiter, LedgerError("the ledger's writer gave no answer for this item")))
         Ledger._release(results)
 
-    def _restart(self) -> None:
-        """The child died: start another, drop what it stored, send the rest again (in order)."""
+    def _restart(self, *, died: bool = True) -> None:
+        """The writer died: reach (or start) the next, drop what it stored, send the rest again (in order)."""
         self._connected.clear()
         process = self._process
-        code = process.wait() if process is not None else None
+        code = None
+        if process is not None:  # We started it: reap it.
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                code = process.wait(5.0)
         with self._ack_lock:
             pending = len(self._unacked)
-        log.error("ledger_writer_process_died", returncode=code, unacknowledged=pending)
+        if died:
+            log.error("ledger_writer_process_died", pid=self._writer_pid, returncode=code, unacknowledged=pending)
         delay = 0.05
         while not self._stopping:
             with self._conn_lock:
@@ -379,7 +520,7 @@ class ProcessLedger(Ledger):
                     self._sock.close()
                 self._sock = self._reader = None
                 try:
-                    ready = self._spawn()
+                    ready = self._connect()
                 except Exception as exc:
                     log.error("ledger_writer_process_start_failed", error=f"{type(exc).__name__}: {exc}",
                               retry_in_s=delay)
@@ -387,7 +528,10 @@ class ProcessLedger(Ledger):
                 else:
                     self._resend(ready)
                     self._connected.set()
-                    log.warning("ledger_writer_process_restarted", pid=self.writer_pid)
+                    if died:
+                        log.warning("ledger_writer_process_reached", pid=self.writer_pid)
+                    else:
+                        log.info("ledger_writer_process_joined", pid=self.writer_pid)
                     return
             time.sleep(delay)
             delay = min(delay * 2, 5.0)
@@ -473,10 +617,12 @@ class ProcessLedger(Ledger):
             if self._closed:
                 return
             if self._forked:
-                # The socket and the writer process are the parent's: shutting the socket down here
-                # would cut the parent off from its writer.
+                # Forked and never written through: the socket and the writer are the parent's;
+                # shutting the socket down here would cut the parent off from its writer.
                 self._closed = True
                 return
+            if self._thread.is_alive() and not self._connected.is_set():
+                self._connected.wait(self._start_timeout if timeout is None else min(timeout, self._start_timeout))
             if self._thread.is_alive() and self._connected.is_set():
                 waiter = _Waiter()
                 try:
@@ -491,13 +637,13 @@ class ProcessLedger(Ledger):
                 self._room.notify_all()
             self._stopping = True
             self._thread.join()
+            with self._conn_lock:  # A writer being started now is the one we leave.
+                self._leave(timeout=30.0 if timeout is None else max(timeout, 1.0))
+            self._receiver.join(10.0)
             with self._ack_lock:
                 lost = sum(1 for op, _, waiter in self._unacked.values() if op in (_OP_RECORD, _OP_DEFER))
             if lost:
                 log.error("ledger_records_lost", records=lost, reason="the writer process did not store them")
-            with self._conn_lock:  # A writer being started now is the one stopped.
-                self._stop_child(timeout=30.0 if timeout is None else max(timeout, 1.0))
-            self._receiver.join(10.0)
             if self._reader is not None:
                 self._reader.close()
             if self._sock is not None:
@@ -506,155 +652,30 @@ class ProcessLedger(Ledger):
             self._closed = True
 
 
-# -- the child's side ------------------------------------------------------------------------------
-
-
-class _Seq:
-    """The child's stand-in for a waiter in the parent: the item's sequence number."""
-
-    __slots__ = ("seq", "waits")
-
-    def __init__(self, seq: int, waits: bool) -> None:
-        self.seq = seq
-        self.waits = waits
-
-
-class _ChildLedger(Ledger):
-    """The ledger the writer process runs; it acknowledges what it commits to the parent."""
-
-    def __init__(self, config: dict[str, Any], sock: socket.socket) -> None:
-        self._sock = sock
-        self._send_lock = threading.Lock()
-        self._token = config["token"]
-        retention = Retention(config["retention"]) if config["retention"] is not None else None
-        super().__init__(
-            SQLiteStore(config["path"]),
-            origin=config["origin"],
-            signer=Signer(config["signer_name"], Ed25519PrivateKey.from_private_bytes(config["signer_key"])),
-            master_key=MasterKey(config["master_key"]),
-            queue_size=config["queue_size"],
-            on_full="wait",
-            full_timeout=3600.0,
-            max_batch=config["max_batch"],
-            checkpoint_interval=config["checkpoint_interval"],
-            retention=retention,
-            history_interval=config["history_interval"],
-            batch_delay=0.0,  # The parent already gathered the batch.
-        )
-
-    def send(self, message: Any) -> None:
-        with self._send_lock:
-            try:
-                _send(self._sock, message)
-            except OSError:
-                pass  # The parent is gone; the main loop sees the end of file and closes.
-
-    def _batch_meta(self, items: list[tuple[int, Any, Any]]) -> list[tuple[str, bytes]]:
-        last = -1
-        for item in items:
-            waiter = item[2]
-            if type(waiter) is _Seq and waiter.seq > last:
-                last = waiter.seq
-        return [("writer_seq", f"{self._token}:{last}".encode())] if last >= 0 else []
-
-    def _release(self, results: list[tuple[Any, Any]]) -> None:  # type: ignore[override]
-        done = -1
-        acks = []
-        local = []
-        for waiter, value in results:
-            if type(waiter) is _Seq:
-                if isinstance(value, BaseException):
-                    acks.append((waiter.seq, True, _error_wire(value)))
-                else:
-                    if waiter.seq > done:
-                        done = waiter.seq
-                    if waiter.waits:
-                        acks.append((waiter.seq, False, value))
-            elif waiter is not None:
-                local.append((waiter, value))
-        if local:
-            Ledger._release(local)
-        if done >= 0 or acks:
-            self.acknowledge(done, acks)
-
-    def acknowledge(self, done: int, acks: list[tuple[int, bool, Any]]) -> None:
-        """Tell the parent: items up to ``done`` are stored; ``acks`` answer the waited ones by number."""
-        self.send(("ack", done, acks, self._size, self._checkpoint, self._signed_size))
-
-    def ready(self) -> dict[str, Any]:
-        stored = self._store.get_meta("writer_seq")
-        writer_seq = None
-        if stored:
-            token, _, seq = stored.decode().partition(":")
-            writer_seq = (token, int(seq))
-        return {"size": self._size, "checkpoint": self._checkpoint, "signed_size": self._signed_size,
-                "writer_seq": writer_seq, "pid": os.getpid()}
-
-    def remote(self, name: str, args: tuple[Any, ...]) -> Any:
-        if name == "prune":
-            end, now = args
-            return self.prune(end, now=now)
-        if name == "rotate":
-            return self.rotate_master_key(MasterKey(args[0]))
-        raise LedgerError(f"unknown ledger operation {name!r}")
-
-
 def _prepared_wire(record: PreparedRecord) -> tuple[Any, ...]:
     """A prepared record as plain values, in :class:`PreparedRecord`'s argument order."""
     return (record.kind, record.body, record.subject, record.personal, record.interaction_id)
 
 
-def _item(op: int, payload: Any) -> tuple[int, Any]:
-    if op == _OP_RECORD:
-        return op, PreparedRecord(*payload)
-    if op == _OP_DEFER:
-        return op, (payload[0], payload[1])  # (factory name, args); the out-of-band positions are spent.
-    if op in (_OP_ERASE, _OP_FLUSH, _OP_SIGN):
-        return op, payload
-    raise LedgerError(f"unknown ledger item {op!r}")
+_PROCESS_LEDGERS: weakref.WeakSet[ProcessLedger] = weakref.WeakSet()
+_STARTED: list[subprocess.Popen[bytes]] = []
+"""Writer processes this process started that may still serve other processes: reaped when they exit."""
 
 
-def _serve(fd: int) -> int:
-    """The writer process: open the ledger, then store what the parent sends until it hangs up."""
-    sock = socket.socket(fileno=fd)
-    reader = sock.makefile("rb", buffering=1 << 16)
-    config = _recv(reader)
-    if not isinstance(config, dict):
-        return 2
-    used = "configured"
-    try:
-        try:
-            ledger = _ChildLedger(config, sock)
-        except ConfigurationError:
-            pending = config.get("pending_master_key")
-            if not pending:
-                raise
-            ledger = _ChildLedger({**config, "master_key": pending}, sock)  # A rotation went through.
-            used = "pending"
-    except Exception as exc:
-        try:
-            _send(sock, ("failed", _error_wire(exc)))
-        except OSError:
-            pass
-        return 1
-    ledger.send(("ready", {**ledger.ready(), "master_key_used": used}))
-    try:
-        while True:
-            frame = _recv(reader)
-            if frame is None:
-                break
-            for seq, op, payload, waits in frame:
-                waiter = _Seq(seq, waits)
-                if op == _OP_REMOTE:
-                    try:
-                        value, failed = ledger.remote(*payload), False
-                    except Exception as exc:
-                        value, failed = _error_wire(exc), True
-                    ledger.acknowledge(-1, [(seq, failed, value)])
-                    continue
-                op, item = _item(op, payload)
-                ledger._enqueue((op, item, waiter))
-    finally:
-        ledger.close()
-    return 0
+def _reap_started() -> None:
+    _STARTED[:] = [process for process in _STARTED if process.poll() is None]
 
+
+def _after_fork_in_child() -> None:
+    """A forked child resumes its process ledgers on first write, as peers of their own."""
+    for ledger in list(_PROCESS_LEDGERS):
+        if not ledger._closed:
+            ledger._fork_lock = threading.Lock()  # The parent's may have been held by a thread.
+            ledger._fork_pending = True
+            ledger._store.after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    # Registered after the module ledger.py's own hook, so it runs after it (after-fork hooks run
+    # in registration order): that one marks every ledger forked and closing first.
+    os.register_at_fork(after_in_child=_after_fork_in_child)

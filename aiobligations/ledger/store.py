@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Protocol
 
-from ..errors import LedgerError, UnusableInput
+from ..errors import LedgerError, LedgerLocked, UnusableInput
 
 __all__ = ["NODE_STRIDE", "Batch", "SQLiteStore", "Store", "StoreState"]
 
@@ -97,6 +97,14 @@ class Store(Protocol):
 
     def write_batch(self, batch: Batch) -> None:
         """Store one batch atomically and durably, or raise and store none of it."""
+        ...
+
+    def drop_meta(self, keys: Sequence[str]) -> None:
+        """Delete metadata values (from the writer thread)."""
+        ...
+
+    def tree_head(self) -> tuple[int, str | None]:
+        """The durable tree size and latest checkpoint, as stored now (whoever wrote them)."""
         ...
 
     def get_keys(self, pseudonyms: Sequence[str]) -> dict[str, tuple[bytes, str]]:
@@ -291,9 +299,8 @@ class SQLiteStore:
             handle.seek(0)
             holder = handle.read().strip() or "another process"
             handle.close()
-            raise LedgerError(
-                f"{self.path} is already open for writing by {holder}; a ledger has one writer. "
-                "With several worker processes, give each its own ledger, or run one process"
+            raise LedgerLocked(
+                f"{self.path} is already open for writing by {holder}; a ledger has one writer"
             ) from None
         handle.seek(0)
         handle.truncate()
@@ -341,9 +348,9 @@ class SQLiteStore:
         return self._load_state()
 
     def _load_state(self) -> StoreState:
-        assert self._writer is not None
+        conn = self._writer if self._writer is not None else self._reader()
         state = StoreState()
-        meta = dict(self._writer.execute("SELECT key, value FROM meta"))
+        meta = dict(conn.execute("SELECT key, value FROM meta"))
         tree = meta.get("tree")
         if tree:
             state.size = int.from_bytes(tree[:8], "big")
@@ -355,7 +362,7 @@ class SQLiteStore:
         if pruned:
             state.pruned_start = int.from_bytes(pruned[:8], "big")
             state.pruned_frontier = _unpack(pruned[8:])
-        row = self._writer.execute("SELECT max(idx) FROM records").fetchone()
+        row = conn.execute("SELECT max(idx) FROM records").fetchone()
         state.stored_end = state.pruned_start if row[0] is None else row[0] + 1
         return state
 
@@ -424,6 +431,30 @@ class SQLiteStore:
             # Push the deletion out of the WAL into the main file, whose freed pages secure_delete
             # has zeroed, so the key is gone from disk and not only from the table.
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def drop_meta(self, keys: Sequence[str]) -> None:
+        """Delete metadata values (from the writer thread)."""
+        conn = self._writer
+        assert conn is not None
+        with self._transaction(conn):
+            conn.executemany("DELETE FROM meta WHERE key=?", [(key,) for key in keys])
+
+    def tree_head(self) -> tuple[int, str | None]:
+        """The durable tree size and latest checkpoint, as stored now (whoever wrote them)."""
+        conn = self._reader()
+        rows = dict(conn.execute("SELECT key, value FROM meta WHERE key IN ('tree', 'checkpoint')"))
+        tree = rows.get("tree")
+        checkpoint = rows.get("checkpoint")
+        return (int.from_bytes(tree[:8], "big") if tree else 0,
+                bytes(checkpoint).decode() if checkpoint else None)
+
+    def after_fork(self) -> None:
+        """In a forked child: forget the parent's connections (never use or close them here)."""
+        self._local = threading.local()
+        self._readers = []
+        self._readers_lock = threading.Lock()
+        self._writer = None
+        self._lock_handle = None
 
     def replace_keys(self, rows: Sequence[tuple[str, bytes, str]], meta: dict[str, bytes]) -> None:
         """Rewrite wrapped keys and metadata in one transaction (master key rotation)."""
