@@ -85,12 +85,16 @@ def test_errors_are_one_line(config: Path) -> None:
     assert nothing.exit_code == 2 and len(nothing.output.strip().splitlines()) == 1
 
 
-def test_while_the_service_holds_the_ledger(config: Path) -> None:
-    with Obligations.from_file(config):
-        result = run(config, "list")
-    assert result.exit_code == 2
-    line = result.output.strip()
-    assert len(line.splitlines()) == 1 and "Stop the service" in line and "operator HTTP endpoints" in line
+def test_while_the_service_runs(config: Path) -> None:
+    """The CLI joins the running service's ledger writer; each side sees the other's steps at once."""
+    request_id = _ask(config)
+    with Obligations.from_file(config) as service:
+        desk = service.requests
+        assert run(config, "review", request_id, "--by", "op-1").exit_code == 0
+        assert "in_review" == desk.request(request_id).state
+        desk.answer(request_id, "Because.", by="op-2")
+        shown = json.loads(run(config, "show", request_id, "--json").output)
+        assert "answered" == shown["status"] and "Because." == shown["answer"]
 
 
 def test_overdue_is_marked(config: Path) -> None:

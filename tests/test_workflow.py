@@ -65,7 +65,7 @@ def interaction(hub: Obligations, subject: str = "alice", **personal: Any) -> st
 
 
 def db_bytes(config: Path) -> bytes:
-    return b"".join(path.read_bytes() for path in config.parent.rglob("*.db*"))
+    return b"".join(path.read_bytes() for path in config.parent.rglob("*.db*") if path.is_file())
 
 
 def test_full_flow_leaves_a_sealed_record_per_step(hub: Obligations, config: Path, clock: Clock) -> None:

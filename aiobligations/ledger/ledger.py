@@ -832,6 +832,25 @@ class Ledger:
 
         return self._in_writer(prune)
 
+    def durable_size(self) -> int:
+        """How many records are durably stored now, whichever process of the service wrote them.
+
+        :attr:`size` is what this process has heard of; this asks the store.
+        """
+        return self._store.tree_head()[0]
+
+    def lock(self, name: str) -> Any:
+        """An exclusive lock named ``name`` shared by every process using this ledger.
+
+        Use it as a context manager around a read-check-append sequence that must not interleave
+        with another process's (the request desk's state transitions do).
+        """
+        return self._store.lock(name)
+
+    def indices_of(self, kinds: tuple[str, ...], start: int, end: int) -> list[int]:
+        """The indices of stored records of these kinds in ``[start, end)`` (for caches that follow the log)."""
+        return self._store.indices_of(kinds, start, end)
+
     @property
     def first_index(self) -> int:
         """The first stored index (0 unless the log was pruned)."""

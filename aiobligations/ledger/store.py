@@ -107,6 +107,14 @@ class Store(Protocol):
         """The durable tree size and latest checkpoint, as stored now (whoever wrote them)."""
         ...
 
+    def indices_of(self, kinds: Sequence[str], start: int, end: int) -> list[int]:
+        """The indices of stored records of these kinds in ``[start, end)``, in order."""
+        ...
+
+    def lock(self, name: str) -> contextlib.AbstractContextManager[None]:
+        """An exclusive lock named ``name`` across every process using this ledger (held by a block)."""
+        ...
+
     def get_keys(self, pseudonyms: Sequence[str]) -> dict[str, tuple[bytes, str]]:
         """The wrapped keys (and master key ids) that exist among ``pseudonyms``."""
         ...
@@ -447,6 +455,37 @@ class SQLiteStore:
         checkpoint = rows.get("checkpoint")
         return (int.from_bytes(tree[:8], "big") if tree else 0,
                 bytes(checkpoint).decode() if checkpoint else None)
+
+    def indices_of(self, kinds: Sequence[str], start: int, end: int) -> list[int]:
+        """The indices of stored records of these kinds in ``[start, end)``, in order."""
+        marks = ",".join("?" * len(kinds))
+        return [row[0] for row in self._reader().execute(
+            f"SELECT idx FROM records WHERE idx >= ? AND idx < ? AND kind IN ({marks}) ORDER BY idx",
+            (start, end, *kinds),
+        )]
+
+    @contextlib.contextmanager
+    def lock(self, name: str) -> Iterator[None]:
+        """An exclusive lock named ``name`` across every process using this ledger (held by a block).
+
+        An advisory ``flock`` on ``<database>.<name>.lock``: the kernel releases it if the holder
+        dies. Not reentrant: a process must not take the same lock twice at once.
+
+        Raises:
+            UnusableInput: the lock file cannot be created.
+        """
+        if not name.isidentifier():
+            raise ValueError(f"a lock name must be an identifier, got {name!r}")
+        path = self.path.with_name(f"{self.path.name}.{name}.lock")
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise UnusableInput(f"{path}: cannot create the lock file ({exc.strerror})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # Releases the lock.
 
     def after_fork(self) -> None:
         """In a forked child: forget the parent's connections (never use or close them here)."""

@@ -1,8 +1,9 @@
 """``aiobligations requests …``: work the explanation-request queue from the command line.
 
-Each command opens the configured ledger itself. The ledger has a single writer, so while the
-service runs these commands fail with one line saying so: stop the service, or use the operator
-HTTP endpoints (``{prefix}/operator/…``) instead.
+Each command opens the configured ledger itself. While the service runs, the command joins the
+ledger's shared writer process like one more worker, and the desk follows the log: a step taken here
+is seen by every worker of the service at once, and a step no longer allowed (another operator took
+it meanwhile) is refused with one line.
 
 Exit statuses: 0 success, 1 no such request, 2 unusable input, configuration or a refused step.
 
@@ -72,8 +73,7 @@ def _desk(config: Path | None) -> Iterator[RequestDesk]:
     try:
         hub = Obligations.from_file(path)
     except LedgerError as exc:
-        _fail(f"cannot open the ledger: {exc}. Stop the service first, or use the operator HTTP "
-              "endpoints (/ai/operator/…) while it runs")
+        _fail(f"cannot open the ledger: {exc}")
     except ObligationError as exc:
         _fail(str(exc))
     try:

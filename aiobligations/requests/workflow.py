@@ -21,9 +21,10 @@ desk knowing that a request existed, when it was due and what became of it, but 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
@@ -76,6 +77,7 @@ _NOT_FOUND = "no such request"
 _NO_INTERACTION = "no such interaction"
 _NO_COMPLAINT = "no such complaint"
 _MAX_TEXT = 20_000
+_FOLLOWED = ("explanation", "complaint", "subject.erased")
 
 
 class NotFound(ObligationError, LookupError):
@@ -264,16 +266,66 @@ class RequestDesk:
         # (known while it is sealed readable, needed to seal later steps for the same person).
         self._pseudonyms: dict[str, str] = {}
         self._subjects: dict[str, str] = {}
+        self._seen = 0  # The log is folded in up to here.
+        self._holding = False  # This desk holds the cross-process lock (under self._lock).
         self._rebuild()
 
     # -- rebuilding from the ledger ------------------------------------------------------------
 
     def _rebuild(self) -> None:
+        self.ledger.flush()
+        self._catch_up()
+
+    def _catch_up(self, end: int | None = None) -> None:
+        """Fold in the desk's records stored since the last look, whichever process wrote them.
+
+        Every process of a service has its own desk over one ledger; each follows the log, so a
+        request made through one worker is seen by every other as soon as it is stored. Called
+        (under the desk's lock) before every read and every step.
+        """
         ledger = self.ledger
-        ledger.flush()
-        for index, _, kind in list(ledger._store.kinds_in(ledger.first_index, ledger.size)):
-            if kind == "explanation" or kind == "complaint":
-                self._apply(ledger.read(index), index)
+        if end is None:
+            end = ledger.durable_size()
+        if end <= self._seen:
+            return
+        for index in ledger.indices_of(_FOLLOWED, self._seen, end):
+            try:
+                record = ledger.read(index)
+            except IndexError:  # Pruned meanwhile.
+                continue
+            if record.get("kind") == "subject.erased":
+                pseudonym = record.get("subject")
+                if isinstance(pseudonym, str):
+                    self._forget_pseudonym(pseudonym)
+            else:
+                self._apply(record, index)
+        self._seen = end
+
+    @contextlib.contextmanager
+    def _synced(self) -> Iterator[None]:
+        """Hold the desk's lock, with everything stored so far folded in."""
+        with self._lock:
+            self._catch_up()
+            yield
+
+    @contextlib.contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """Hold the desk across every process of the service: check a step and record it, undisturbed.
+
+        Two workers answering one request at once would otherwise both see ``in_review``. The
+        ledger's cross-process lock is held from the catch-up to the durable append.
+        """
+        with self._lock:
+            if self._holding:
+                yield
+                return
+            with self.ledger.lock("desk"):
+                self._holding = True
+                try:
+                    self._catch_up()
+                    yield
+                finally:
+                    self._holding = False
 
     def _apply(self, record: Mapping[str, Any], index: int) -> None:
         """Fold one stored step into the state. The ledger is the truth: nothing is refused here."""
@@ -391,19 +443,16 @@ class RequestDesk:
 
     def _append(self, record: dict[str, Any]) -> int:
         index = self.ledger.append(record)
-        # Apply what was written, through the same fold as a rebuild, so both agree by construction;
-        # a rebuild reads the subject back as its pseudonym.
-        stored = dict(record)
-        if "subject" in stored:
-            stored["subject"] = self.ledger.pseudonym(stored["subject"])
-        self._apply(stored, index)
+        # Fold in what was written, read back through the same fold as a rebuild (and as any other
+        # process's desk), so all agree by construction.
+        self._catch_up(index + 1)
         return index
 
     def _step(self, request_id: str, step: str, *, by: str | None, extra: dict[str, Any] | None = None,
               personal: dict[str, Any] | None = None) -> Request:
         if by is not None and (not isinstance(by, str) or not by):
             raise InvalidRequest(f"by must be a non-empty string (an operator id), got {by!r}")
-        with self._lock:
+        with self._exclusive():
             current = self._requests.get(request_id) if isinstance(request_id, str) else None
             if current is None:
                 raise NotFound(_NOT_FOUND)
@@ -442,7 +491,7 @@ class RequestDesk:
         _text("question", question)
         _text("contact", contact, required=False)
         self._interaction(interaction_id, subject)
-        with self._lock:
+        with self._exclusive():
             now = self._now()
             request_id = str(uuid7())
             self._subjects[request_id] = subject
@@ -496,7 +545,7 @@ class RequestDesk:
         Raises:
             NotFound: No such request, or it belongs to another subject (the same error).
         """
-        with self._lock:
+        with self._synced():
             request = self._requests.get(request_id) if isinstance(request_id, str) else None
             if request is None or not self._owns(request_id, subject):
                 raise NotFound(_NOT_FOUND)
@@ -518,7 +567,7 @@ class RequestDesk:
             InvalidRequest: The text is empty or too long.
         """
         _text("text", text)
-        with self._lock:
+        with self._exclusive():
             self.get(request_id, subject)
             due = self._due(self._now())
             request = self._step(request_id, "complained", by="subject", extra={"due": _ts(due)},
@@ -530,7 +579,7 @@ class RequestDesk:
 
     def request(self, request_id: str) -> Request:
         """Any request, for operators. Raises NotFound when there is no such request."""
-        with self._lock:
+        with self._synced():
             found = self._requests.get(request_id) if isinstance(request_id, str) else None
             if found is None:
                 raise NotFound(_NOT_FOUND)
@@ -559,7 +608,7 @@ class RequestDesk:
         personal: dict[str, Any] = {"text": text}
         if factors is not None:
             personal["factors"] = dict(factors)
-        with self._lock:
+        with self._exclusive():
             on_time = self._now() <= self.request(request_id).due
             request = self._step(request_id, "answered", by=by, extra={"on_time": on_time}, personal=personal)
         log.info("explanation_answered", request_id=request_id, on_time=on_time, automated=by == "explainer")
@@ -568,7 +617,7 @@ class RequestDesk:
     def reject(self, request_id: str, reason: str, *, by: str) -> Request:
         """Reject a request in review, with the reason the person will read."""
         _text("reason", reason)
-        with self._lock:
+        with self._exclusive():
             on_time = self._now() <= self.request(request_id).due
             request = self._step(request_id, "rejected", by=by, extra={"on_time": on_time},
                                  personal={"reason": reason})
@@ -578,7 +627,7 @@ class RequestDesk:
     def resolve(self, request_id: str, outcome: str, *, by: str) -> Request:
         """Resolve the complaint about a request, with the outcome the person will read."""
         _text("outcome", outcome)
-        with self._lock:
+        with self._exclusive():
             due = self.request(request_id).complaint_due
             on_time = due is None or self._now() <= due
             return self._step(request_id, "resolved", by=by, extra={"on_time": on_time},
@@ -635,7 +684,7 @@ class RequestDesk:
             log.error("explainer_failed", request_id=request_id,
                       error=f"returned {type(explanation).__name__}, not Explanation or None")
             return request
-        with self._lock:
+        with self._exclusive():
             if self._requests[request_id].state != "received":
                 return self._requests[request_id]  # A person took it meanwhile.
             self.start_review(request_id, by="explainer")
@@ -683,7 +732,7 @@ class RequestDesk:
             "contact": _text("contact", contact, required=False),
         }
         personal = {"subject": subject, "text": text, **{k: v for k, v in fields.items() if v is not None}}
-        with self._lock:
+        with self._exclusive():
             now = self._now()
             complaint_id = str(uuid7())
             self._subjects[complaint_id] = subject
@@ -703,7 +752,7 @@ class RequestDesk:
 
     def get_complaint(self, complaint_id: str, subject: str) -> Complaint:
         """The subject's own complaint. Raises NotFound for unknown and foreign ids alike."""
-        with self._lock:
+        with self._synced():
             found = self._complaints.get(complaint_id) if isinstance(complaint_id, str) else None
             if found is None or not self._owns(complaint_id, subject):
                 raise NotFound(_NO_COMPLAINT)
@@ -714,7 +763,7 @@ class RequestDesk:
         _text("outcome", outcome)
         if not isinstance(by, str) or not by:
             raise InvalidRequest(f"by must be a non-empty string (an operator id), got {by!r}")
-        with self._lock:
+        with self._exclusive():
             found = self._complaints.get(complaint_id) if isinstance(complaint_id, str) else None
             if found is None:
                 raise NotFound(_NO_COMPLAINT)
@@ -728,20 +777,20 @@ class RequestDesk:
 
     def complaints(self) -> list[Complaint]:
         """Every complaint, oldest first (for operators)."""
-        with self._lock:
+        with self._synced():
             return sorted(self._complaints.values(), key=lambda c: c.received)  # Stable: ties keep ledger order.
 
     # -- queues, deadlines, reminders ----------------------------------------------------------
 
     def open_requests(self) -> list[Request]:
         """Requests that still owe a step, most urgent first (for operators)."""
-        with self._lock:
+        with self._synced():
             found = [r for r in self._requests.values() if r.open]
         return sorted(found, key=lambda r: r.current_due or r.due)  # Stable: ties keep ledger order.
 
     def requests(self) -> list[Request]:
         """Every request, oldest first (for operators and the audit report)."""
-        with self._lock:
+        with self._synced():
             return sorted(self._requests.values(), key=lambda r: r.received)  # Stable: ties keep ledger order.
 
     def overdue(self, now: datetime | None = None) -> list[Request]:
@@ -823,7 +872,7 @@ class RequestDesk:
         Returns:
             The index of the ledger's ``subject.erased`` record.
         """
-        with self._lock:
+        with self._exclusive():
             index = self.ledger.erase_subject(subject)
             self.forget(subject)
             return index
@@ -831,7 +880,10 @@ class RequestDesk:
     def forget(self, subject: str) -> None:
         """Drop a subject's texts from memory only (after the ledger erased them some other way)."""
         with self._lock:
-            pseudonym = self.ledger.pseudonym(subject)
+            self._forget_pseudonym(self.ledger.pseudonym(subject))
+
+    def _forget_pseudonym(self, pseudonym: str) -> None:
+        with self._lock:
             blank = {"question": None, "contact": None, "answer": None, "factors": None, "reason": None,
                      "complaint": None, "outcome": None}
             for key, owner in list(self._pseudonyms.items()):
