@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from .interaction import interaction_scope, uuid7
-from .ledger.records import format_ts
+from .records import InteractionRecord, interaction_record
 
 if TYPE_CHECKING:  # pragma: no cover
     from .obligations import Obligations
@@ -102,29 +102,19 @@ def inference(
 
     def close(interaction: Interaction, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any,
               outcome: str, error: str | None) -> None:
-        record: dict[str, Any] = {
-            "kind": "interaction",
-            "interaction_id": interaction.id,
-            "call": interaction.name,
-            "outcome": outcome,
-            "started": format_ts(interaction.started),
-            "duration_ms": round((time.time() - interaction.started) * 1000, 3),
-            "disclosure": {"notice": "available", "channel": "inference"},
-            **interaction.fields,
-        }
-        if error is not None:
-            record["error"] = error
-        if interaction.subject:
-            record["subject"] = interaction.subject
-            if capture:
-                record["personal"] = {
-                    "input": _json_safe({"args": list(args), "kwargs": kwargs}, capture_limit),
-                    "output": _json_safe(output, capture_limit),
-                }
-        elif capture:
-            # Without a subject nothing can be sealed; inputs and outputs are left out, not stored in clear.
-            record["capture"] = "skipped: no subject to seal it for"
-        obligations.submit(record)
+        personal = None
+        if interaction.subject and capture:
+            personal = {
+                "input": _json_safe({"args": list(args), "kwargs": kwargs}, capture_limit),
+                "output": _json_safe(output, capture_limit),
+            }
+        record = InteractionRecord(
+            "inference", interaction.id, outcome, interaction.started, time.time() - interaction.started,
+            interaction.subject or None, error,
+            call=interaction.name, fields=dict(interaction.fields), personal=personal,
+            capture_skipped=capture and not interaction.subject,
+        )
+        obligations.submit(interaction_record(*record))
 
     def hooked(interaction: Interaction, value: Any) -> Any:
         for hook in obligations.output_hooks:

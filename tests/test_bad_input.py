@@ -776,7 +776,7 @@ class TestFailingStore:
         finally:
             if closer.is_alive():
                 # Unstick the writer so that the thread and the store do not outlive the test.
-                ledger._give_up = True
+                ledger._writer.give_up = True
                 closer.join(40)
         assert 1 == verify_database(tmp_path / "recovering.db", key=signer.verifier_key).end
 
@@ -790,7 +790,7 @@ class TestFailingStore:
 
         ledger.close(timeout=0.3)
 
-        assert not ledger._thread.is_alive()
+        assert not ledger._writer.thread.is_alive()
         assert "ledger_records_lost" in capsys.readouterr().out
 
 

@@ -28,11 +28,11 @@ import pytest
 
 from aiobligations.errors import ConfigurationError, LedgerError, UnusableInput
 from aiobligations.ledger import MasterKey, Retention, Signer, merkle, verify_path
-from aiobligations.ledger.ledger import _OP_FLUSH, _OP_RECORD, _OP_REMOTE, _Waiter
+from aiobligations.ledger._items import OP_FLUSH, OP_RECORD, OP_REMOTE, Waiter
 from aiobligations.ledger.note import open_checkpoint
 from aiobligations.ledger.process import ProcessLedger
 from aiobligations.ledger.retention import DAY
-from aiobligations.middleware.capture import interaction_record
+from aiobligations.records import InteractionRecord, interaction_record
 
 from conftest import ORIGIN
 
@@ -55,7 +55,7 @@ def open_ledger(tmp_path: Path, signer: Signer, master: MasterKey) -> Iterator[C
     yield make
     for ledger in opened:
         pid = ledger.writer_pid
-        if pid is not None and not ledger._closed:
+        if pid is not None and not ledger.closed:
             try:
                 os.kill(pid, signal.SIGCONT)  # A test that failed while its child was stopped.
             except ProcessLookupError:
@@ -76,8 +76,8 @@ def records(ledger: ProcessLedger) -> list[dict[str, Any]]:
 
 
 def unacked_ops(ledger: ProcessLedger) -> list[int]:
-    with ledger._ack_lock:
-        return [op for op, _, _ in ledger._unacked.values()]
+    with ledger._writer._ack_lock:
+        return [op for op, _, _ in ledger._writer._unacked.values()]
 
 
 def process_gone(pid: int) -> bool:
@@ -89,13 +89,15 @@ def process_gone(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
 
 
-def interaction_args(interaction_id: str, request_chunks: list[Any], subject: str = "alice") -> tuple[Any, ...]:
-    """The 25 arguments the ASGI middleware hands :func:`interaction_record`."""
+def interaction_args(interaction_id: str, request_chunks: list[Any], subject: str = "alice") -> InteractionRecord:
+    """What the ASGI middleware hands :func:`interaction_record` for one request."""
     response = b'{"choices":[{"message":{"content":"ok"}}],"usage":{"prompt_tokens":12,"completion_tokens":3}}'
-    return (
-        interaction_id, "/v1/chat/completions", "POST", 200, "completed", time.time(),
-        0.125, 0.04, True, "injected", True, "2026-01", 80, len(response), subject,
-        None, None, None, None, None, True, request_chunks, [response], 1 << 20, False,
+    return InteractionRecord(
+        "http", interaction_id, "completed", time.time(), 0.125, subject,
+        route="/v1/chat/completions", method="POST", status=200, first_byte=0.04, header_disclosed=True,
+        body_notice="injected", first_contact=True, document_version="2026-01", request_bytes=80,
+        response_bytes=len(response), capture=True, request_chunks=request_chunks, response_chunks=[response],
+        capture_limit=1 << 20,
     )
 
 
@@ -320,20 +322,20 @@ class TestResend:
 
     @staticmethod
     def fabricate(ledger: ProcessLedger, entries: list[tuple[int, Any, Any]]) -> list[int]:
-        with ledger._ack_lock:
+        with ledger._writer._ack_lock:
             seqs = []
             for entry in entries:
-                seq = ledger._seq
-                ledger._seq = seq + 1
-                ledger._unacked[seq] = entry
+                seq = ledger._writer._seq
+                ledger._writer._seq = seq + 1
+                ledger._writer._unacked[seq] = entry
                 seqs.append(seq)
         return seqs
 
     @staticmethod
     def resend(ledger: ProcessLedger, writer_seq: tuple[str, int] | None) -> None:
-        with ledger._conn_lock:
-            ledger._resend({"size": ledger.size, "checkpoint": ledger.checkpoint,
-                            "signed_size": ledger._signed_size, "writer_seq": writer_seq})
+        with ledger._writer._conn_lock:
+            ledger._writer._resend({"size": ledger.size, "checkpoint": ledger.checkpoint,
+                            "signed_size": ledger._writer.signed_size, "writer_seq": writer_seq})
 
     @staticmethod
     def record(label: str) -> tuple[str, bytes, None, None, None]:
@@ -344,37 +346,37 @@ class TestResend:
         ledger = open_ledger()
         ledger.append({"kind": "log"})
         size = ledger.flush()
-        stored_waiter, stored_flush, later_waiter, later_flush = _Waiter(), _Waiter(), _Waiter(), _Waiter()
+        stored_waiter, stored_flush, later_waiter, later_flush = Waiter(), Waiter(), Waiter(), Waiter()
         seqs = self.fabricate(ledger, [
-            (_OP_RECORD, self.record("stored-unwaited"), None),
-            (_OP_RECORD, self.record("stored-waited"), stored_waiter),
-            (_OP_FLUSH, None, stored_flush),
-            (_OP_RECORD, self.record("resent-waited"), later_waiter),
-            (_OP_RECORD, self.record("resent-unwaited"), None),
-            (_OP_FLUSH, None, later_flush),
+            (OP_RECORD, self.record("stored-unwaited"), None),
+            (OP_RECORD, self.record("stored-waited"), stored_waiter),
+            (OP_FLUSH, None, stored_flush),
+            (OP_RECORD, self.record("resent-waited"), later_waiter),
+            (OP_RECORD, self.record("resent-unwaited"), None),
+            (OP_FLUSH, None, later_flush),
         ])
 
-        self.resend(ledger, (ledger._token, seqs[2]))
+        self.resend(ledger, (ledger._writer._token, seqs[2]))
 
-        assert not set(seqs[:3]) & set(ledger._unacked)
+        assert not set(seqs[:3]) & set(ledger._writer._unacked)
         with pytest.raises(LedgerError, match="stored this record"):
             stored_waiter.wait(5)
         assert size == stored_flush.wait(5)
         assert size == later_waiter.wait(DEADLINE)
         assert size + 2 == later_flush.wait(DEADLINE)
         assert ["resent-waited", "resent-unwaited"] == [r.get("label") for r in records(ledger)[size:]]
-        assert not ledger._unacked
+        assert not ledger._writer._unacked
 
     @pytest.mark.parametrize("writer_seq", [("0" * 16, 1 << 40), None], ids=["another-token", "none"])
     def test_a_foreign_or_missing_writer_seq_drops_nothing(self, open_ledger, writer_seq) -> None:
         """Another ledger's token (or none stored) says nothing about our items: all are sent."""
         ledger = open_ledger()
         size = ledger.append({"kind": "log"}) + 1
-        waiter, flush = _Waiter(), _Waiter()
+        waiter, flush = Waiter(), Waiter()
         self.fabricate(ledger, [
-            (_OP_RECORD, self.record("unwaited"), None),
-            (_OP_RECORD, self.record("waited"), waiter),
-            (_OP_FLUSH, None, flush),
+            (OP_RECORD, self.record("unwaited"), None),
+            (OP_RECORD, self.record("waited"), waiter),
+            (OP_FLUSH, None, flush),
         ])
 
         self.resend(ledger, writer_seq)
@@ -382,7 +384,7 @@ class TestResend:
         assert size + 1 == waiter.wait(DEADLINE)
         assert size + 2 == flush.wait(DEADLINE)
         assert ["unwaited", "waited"] == [r.get("label") for r in records(ledger)[size:]]
-        assert not ledger._unacked
+        assert not ledger._writer._unacked
 
 
 class TestStartFailures:
@@ -444,7 +446,7 @@ class TestDeferred:
         ledger.submit_deferred(interaction_record, interaction_args("0190-aaaa", chunks))
         assert 1 == ledger.flush()
 
-        assert "aiobligations.middleware.capture:interaction_record" == ledger._factory_names[interaction_record][0]
+        assert "aiobligations.records:interaction_record" == ledger._writer._factory_names[interaction_record][0]
         record = ledger.read(0)
         assert ("interaction", "0190-aaaa", "qwen-max") == (record["kind"], record["interaction_id"], record["model"])
         assert {"input_tokens": 12, "output_tokens": 3} == record["usage"]
@@ -459,7 +461,7 @@ class TestDeferred:
 
         record = ledger.read(0)
         assert "record.build_failed" == record["kind"]
-        assert "aiobligations.middleware.capture:interaction_record" == record["factory"]
+        assert "aiobligations.records:interaction_record" == record["factory"]
         assert record["error"].startswith("TypeError")
         assert "subject" not in record and "personal" not in record and "sealed" not in record
 
@@ -487,7 +489,7 @@ class TestDeferred:
             accepted = 0
         for n in range(100, 200):
             ledger.submit({"kind": "log", "n": n})
-        wait_until(lambda: not ledger._queue, "the writer thread to take the records")
+        wait_until(lambda: not ledger._writer.queue, "the writer thread to take the records")
 
         marker = ledger.append({"kind": "log", "marker": True}, timeout=DEADLINE)
 
@@ -575,11 +577,11 @@ class TestMaintenance:
         thread = threading.Thread(target=rotate)
         try:
             thread.start()
-            wait_until(lambda: unacked_ops(ledger).count(_OP_REMOTE) == 1, "the rotation to be sent")
-            with ledger._conn_lock:
+            wait_until(lambda: unacked_ops(ledger).count(OP_REMOTE) == 1, "the rotation to be sent")
+            with ledger._writer._conn_lock:
                 pass  # The rotation's frame is in the socket.
-            assert ledger._sock is not None
-            ledger._sock.shutdown(socket.SHUT_RD)  # What the child says from now on is lost.
+            assert ledger._writer._sock is not None
+            ledger._writer._sock.shutdown(socket.SHUT_RD)  # What the child says from now on is lost.
         finally:
             os.kill(pid, signal.SIGCONT)
         database = sqlite3.connect(f"file:{tmp_path / 'ledger.db'}?mode=ro", uri=True)

@@ -270,7 +270,7 @@ class TestFailures:
     def test_fail_open_spools_and_replays(self, obligations, tmp_path: Path) -> None:
         app = ObligationsMiddleware(json_app(COMPLETION), obligations=obligations)
         ledger = obligations.ledger
-        ledger._queue_size = 0  # Nothing fits: every submit raises LedgerFull.
+        ledger._writer.queue_size = 0  # Nothing fits: every submit raises LedgerFull.
 
         result = asyncio.run(call(app))
         assert 200 == result["status"]
@@ -278,7 +278,7 @@ class TestFailures:
         obligations.spool._thread.join(5)
         assert obligations.spool.path.exists()
         assert b"CANARY" not in obligations.spool.path.read_bytes()
-        ledger._queue_size = 65536
+        ledger._writer.queue_size = 65536
 
         assert 1 == obligations.spool.replay()
         (record,) = records(obligations)
@@ -288,11 +288,11 @@ class TestFailures:
         """Spooled evidence goes back into the ledger as soon as the request path finds it accepting again."""
         app = ObligationsMiddleware(json_app(COMPLETION), obligations=obligations)
         ledger = obligations.ledger
-        ledger._queue_size = 0
+        ledger._writer.queue_size = 0
         spooled = asyncio.run(call(app))
         obligations.spool._queue.put(None)
         obligations.spool._thread.join(5)
-        ledger._queue_size = 65536
+        ledger._writer.queue_size = 65536
 
         recorded = asyncio.run(call(app))  # No replay() here: the request path must start it.
         for thread in [t for t in threading.enumerate() if t.name == "aiobligations-spool-replay"]:

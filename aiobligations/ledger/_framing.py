@@ -17,7 +17,7 @@ from typing import IO, Any
 
 from .. import errors
 from ..errors import LedgerError
-from .ledger import _OP_DEFER
+from ._items import OP_DEFER
 
 _HEADER = struct.Struct(">II")  # Lengths of the marshal part and of the raw bytes after it.
 _OUT_OF_BAND = 64 << 10  # Byte lists at least this big travel outside the marshal part.
@@ -36,7 +36,7 @@ def _send(sock: socket.socket, message: Any) -> None:
     """
     raw: list[bytes] = []
     if isinstance(message, list):
-        message = [_detach(item, raw) if item[1] == _OP_DEFER and item[2][2] else item for item in message]
+        message = [_detach(item, raw) if item[1] == OP_DEFER and item[2][2] else item for item in message]
     data = marshal.dumps(message)
     views = [memoryview(_HEADER.pack(len(data), sum(len(b) for b in raw))), memoryview(data)]
     views.extend(memoryview(b) for b in raw if b)
@@ -81,7 +81,7 @@ def _attach(frame: Any, raw: bytes) -> Any:
     view = memoryview(raw)
     offset = 0
     for index, item in enumerate(frame):
-        if item[1] != _OP_DEFER or not item[2][2]:
+        if item[1] != OP_DEFER or not item[2][2]:
             continue
         seq, op, (name, args, positions), waits = item
         restored = None

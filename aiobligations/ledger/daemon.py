@@ -35,7 +35,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from ..errors import ConfigurationError, LedgerError, LedgerLocked
 from ._framing import SocketReader, _error_wire, _recv, _send, auth_key, peer_uid, proof
 from .crypto import MasterKey
-from .ledger import _OP_DEFER, _OP_ERASE, _OP_FLUSH, _OP_RECORD, _OP_REMOTE, _OP_SIGN, Ledger
+from ._items import OP_DEFER, OP_ERASE, OP_FLUSH, OP_RECORD, OP_REMOTE, OP_SIGN, Item, release
+from .ledger import Ledger
 from .note import Signer
 from .records import PreparedRecord
 from .retention import Retention
@@ -86,29 +87,41 @@ class _Seq:
         self.waits = waits
 
 
-class _WriterLedger(Ledger):
-    """The ledger the writer process runs: it acknowledges what it commits to each peer."""
+class _Log:
+    """The ledger the writer process runs, and what it tells its peers as batches commit."""
 
     def __init__(self, config: dict[str, Any], master: bytes) -> None:
-        self._peers_seen: list[_Peer] = []
+        self.peers: list[_Peer] = []
         self._broadcast: str | None = None
         retention = Retention(config["retention"]) if config["retention"] is not None else None
-        super().__init__(
+        ledger = Ledger.__new__(Ledger)
+        ledger._open_thread_writer(
             SQLiteStore(config["path"]),
             origin=config["origin"],
             signer=Signer(config["signer_name"], Ed25519PrivateKey.from_private_bytes(config["signer_key"])),
             master_key=MasterKey(master),
-            queue_size=config["queue_size"],
-            on_full="wait",
-            full_timeout=3600.0,
-            max_batch=config["max_batch"],
-            checkpoint_interval=config["checkpoint_interval"],
             retention=retention,
+            checkpoint_interval=config["checkpoint_interval"],
             history_interval=config["history_interval"],
-            batch_delay=0.0,  # The peers already gathered their batches.
+            options={
+                "queue_size": config["queue_size"],
+                "on_full": "wait",
+                "full_timeout": 3600.0,
+                "max_batch": config["max_batch"],
+                "batch_delay": 0.0,  # The peers already gathered their batches.
+                "deliver": self.deliver,
+                "batch_meta": self.batch_meta,
+            },
         )
+        self.ledger = ledger
+        self.writer = ledger._writer
 
-    def _batch_meta(self, items: list[tuple[int, Any, Any]]) -> list[tuple[str, bytes]]:
+    def state(self) -> tuple[int, str | None, int]:
+        writer = self.writer
+        return writer.size, writer.checkpoint, writer.signed_size
+
+    def batch_meta(self, items: list[Item]) -> list[tuple[str, bytes]]:
+        """Each peer's last number in the batch, stored with it: what a new writer resumes from."""
         last: dict[str, int] = {}
         for item in items:
             waiter = item[2]
@@ -116,7 +129,8 @@ class _WriterLedger(Ledger):
                 last[waiter.peer.token] = waiter.seq
         return [(SEQ_PREFIX + token, b"%d" % seq) for token, seq in last.items()]
 
-    def _release(self, results: list[tuple[Any, Any]]) -> None:
+    def deliver(self, results: list[tuple[Any, Any]]) -> None:
+        """Acknowledge to each peer what of its own is stored (or failed); tell the others the new state."""
         by_peer: dict[_Peer, tuple[list[int], list[tuple[int, bool, Any]]]] = {}
         local = []
         for waiter, value in results:
@@ -132,43 +146,45 @@ class _WriterLedger(Ledger):
             elif waiter is not None:
                 local.append((waiter, value))
         if local:
-            Ledger._release(local)
-        state = (self._size, self._checkpoint, self._signed_size)
+            release(local)
+        state = self.state()
         for peer, (done, acks) in by_peer.items():
             peer.send(("ack", done[0], acks, *state))
-        if self._checkpoint != self._broadcast:
+        if state[1] != self._broadcast:
             # Peers with nothing in this batch still learn the new size and checkpoint, so every
             # process serves the same checkpoint and finds the same records.
-            self._broadcast = self._checkpoint
-            for peer in list(self._peers_seen):
+            self._broadcast = state[1]
+            for peer in list(self.peers):
                 if peer not in by_peer:
                     peer.send(("state", *state))
 
     def ready(self, token: str) -> dict[str, Any]:
         """What a peer needs on connecting: the tree's state and its own last stored number."""
-        stored = self._store.get_meta(SEQ_PREFIX + token)
-        return {"size": self._size, "checkpoint": self._checkpoint, "signed_size": self._signed_size,
+        stored = self.ledger._store.get_meta(SEQ_PREFIX + token)
+        size, checkpoint, signed_size = self.state()
+        return {"size": size, "checkpoint": checkpoint, "signed_size": signed_size,
                 "writer_seq": (token, int(stored)) if stored else None, "pid": os.getpid()}
 
     def remote(self, name: str, args: tuple[Any, ...]) -> Any:
         if name == "prune":
             end, now = args
-            return self.prune(end, now=now)
+            return self.ledger.prune(end, now=now)
         if name == "rotate":
-            return self.rotate_master_key(MasterKey(args[0]))
+            return self.ledger.rotate_master_key(MasterKey(args[0]))
         raise LedgerError(f"unknown ledger operation {name!r}")
 
     def forget(self, token: str) -> None:
         """Drop a departed peer's sequence row (it left cleanly: nothing of it is left to resend)."""
-        self._in_writer(lambda: self._store.drop_meta([SEQ_PREFIX + token]))
+        store = self.ledger._store
+        self.writer.in_writer(lambda: store.drop_meta([SEQ_PREFIX + token]))
 
 
 def _item(op: int, payload: Any) -> tuple[int, Any]:
-    if op == _OP_RECORD:
+    if op == OP_RECORD:
         return op, PreparedRecord(*payload)
-    if op == _OP_DEFER:
+    if op == OP_DEFER:
         return op, (payload[0], payload[1])  # (factory name, args); the out-of-band positions are spent.
-    if op in (_OP_ERASE, _OP_FLUSH, _OP_SIGN):
+    if op in (OP_ERASE, OP_FLUSH, OP_SIGN):
         return op, payload
     raise LedgerError(f"unknown ledger item {op!r}")
 
@@ -176,8 +192,8 @@ def _item(op: int, payload: Any) -> tuple[int, Any]:
 class _Server:
     """Accepts peers, reads their frames into the ledger's queue, and stops when the last one leaves."""
 
-    def __init__(self, ledger: _WriterLedger, listener: socket.socket, address: str | bytes, key: bytes) -> None:
-        self.ledger = ledger
+    def __init__(self, log_: _Log, listener: socket.socket, address: str | bytes, key: bytes) -> None:
+        self.log = log_
         self.listener = listener
         self.address = address
         self.key = key
@@ -191,7 +207,7 @@ class _Server:
             if self.stopping:
                 return False
             self.peers.add(peer)
-            self.ledger._peers_seen = list(self.peers)
+            self.log.peers = list(self.peers)
         return True
 
     def serve(self) -> None:
@@ -212,7 +228,7 @@ class _Server:
                 os.unlink(self.address)
         with contextlib.suppress(OSError):
             self.listener.close()
-        self.ledger.close()
+        self.log.ledger.close()
         last = self.last
         if last is not None:
             if last.bye:
@@ -238,7 +254,7 @@ class _Server:
         peer = _Peer(conn, token, reader)
         if not self.add(peer):
             raise LedgerError("the writer is stopping")
-        peer.send(("ready", {**self.ledger.ready(token), "proof": proof(self.key, b"writer", theirs, ours)}))
+        peer.send(("ready", {**self.log.ready(token), "proof": proof(self.key, b"writer", theirs, ours)}))
         self.start(peer)
 
     def start(self, peer: _Peer) -> None:
@@ -246,7 +262,8 @@ class _Server:
 
     def read(self, peer: _Peer) -> None:
         """Take one peer's frames into the queue, in order, until it leaves."""
-        ledger = self.ledger
+        log_ = self.log
+        writer = log_.writer
         try:
             while True:
                 frame = _recv(peer.reader)
@@ -254,23 +271,22 @@ class _Server:
                     break
                 if type(frame) is tuple:
                     if frame and frame[0] == "bye":
-                        ledger.flush()  # Everything it sent before is stored.
-                        ledger.forget(peer.token)
+                        log_.ledger.flush()  # Everything it sent before is stored.
+                        log_.forget(peer.token)
                         peer.bye = True
                         break
                     continue
                 for seq, op, payload, waits in frame:
                     waiter = _Seq(peer, seq, waits)
-                    if op == _OP_REMOTE:
+                    if op == OP_REMOTE:
                         try:
-                            value, failed = ledger.remote(*payload), False
+                            value, failed = log_.remote(*payload), False
                         except Exception as exc:
                             value, failed = _error_wire(exc), True
-                        peer.send(("ack", -1, [(seq, failed, value)], ledger._size, ledger._checkpoint,
-                                   ledger._signed_size))
+                        peer.send(("ack", -1, [(seq, failed, value)], *log_.state()))
                         continue
                     op, item = _item(op, payload)
-                    ledger._enqueue((op, item, waiter))
+                    writer.enqueue((op, item, waiter))
         except Exception as exc:  # pragma: no cover - a bug; the peer is dropped, the writer goes on.
             log.error("ledger_writer_peer_error", error=f"{type(exc).__name__}: {exc}")
         self.leave(peer)
@@ -278,7 +294,7 @@ class _Server:
     def leave(self, peer: _Peer) -> None:
         with self.lock:
             self.peers.discard(peer)
-            self.ledger._peers_seen = list(self.peers)
+            self.log.peers = list(self.peers)
             if self.peers or self.stopping:
                 last = False
             else:
@@ -325,12 +341,12 @@ def serve(fd: int) -> int:
     used = "configured"
     try:
         try:
-            ledger = _WriterLedger(config, config["master_key"])
+            log_ = _Log(config, config["master_key"])
         except ConfigurationError:
             pending = config.get("pending_master_key")
             if not pending:
                 raise
-            ledger = _WriterLedger(config, pending)  # A rotation went through.
+            log_ = _Log(config, pending)  # A rotation went through.
             used = "pending"
     except LedgerLocked as exc:
         _send_quietly(sock, ("busy", str(exc)))  # Another writer is starting or stopping: use that one.
@@ -341,13 +357,13 @@ def serve(fd: int) -> int:
     try:
         listener = _listen(config["address"])
     except OSError as exc:
-        ledger.close()
+        log_.ledger.close()
         _send_quietly(sock, ("failed", ("LedgerError", f"the ledger's writer cannot listen: {exc}")))
         return 1
-    server = _Server(ledger, listener, config["address"], auth_key(config["signer_key"], config["origin"]))
+    server = _Server(log_, listener, config["address"], auth_key(config["signer_key"], config["origin"]))
     first = _Peer(sock, config["token"], reader)
     server.add(first)
-    first.send(("ready", {**ledger.ready(first.token), "master_key_used": used}))
+    first.send(("ready", {**log_.ready(first.token), "master_key_used": used}))
     server.start(first)
     server.serve()
     return 0

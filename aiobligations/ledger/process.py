@@ -1,30 +1,27 @@
-"""A ledger whose writer is its own process, so the serving process keeps its core for requests.
+"""The shared writer process's peers: how a serving process hands its records to the one writer.
 
-A model server's event loop runs on one core under one GIL. The in-process writer thread seals,
-hashes and commits every record on that same core, and each time it takes the GIL the loop waits.
-:class:`ProcessLedger` keeps the :class:`~aiobligations.ledger.Ledger` API and its queue, but its
-writer thread only batches what callers queue and sends it, over a Unix socket pair, to a child
-process (``python -m aiobligations.ledger._writer``) that runs an ordinary ledger over the same
-SQLite file: it builds deferred records, seals, hashes, commits, signs checkpoints, and answers
-with acknowledgements. Reads (records, proofs, the checkpoint) happen in the serving process on
-read-only SQLite connections, which WAL lets run beside the writer.
+The ledger's writer process (:mod:`aiobligations.ledger.daemon`) seals, hashes and commits for every
+process of the service. :class:`PeerWriter` is the writer a :class:`~aiobligations.ledger.Ledger`
+uses in each of them: its thread only gathers what callers queue and sends it, in frames, over a
+Unix socket. Reads (records, proofs, the checkpoint) stay in the serving process, on read-only
+SQLite connections beside the writer (WAL allows it). :func:`ProcessLedger` opens such a ledger.
 
-Nothing is lost when the child dies: every item stays in the parent until the child acknowledges
-it as committed. A new child is started at once (with back-off while it cannot start); it reports
-the last sequence number it committed (stored in the same transaction as the records), so the
-parent drops what is already stored and sends the rest again, in order: nothing twice, nothing
-missing. A caller waiting on a record that was stored but whose acknowledgement died with the
-child gets a :class:`~aiobligations.errors.LedgerError` saying so. While no child runs, the queue
-fills and ``submit`` raises :class:`~aiobligations.errors.LedgerFull` (which the hub spools).
+Nothing is lost when the writer process dies: every item stays in the peer until the writer
+acknowledges it as committed. The peers reach the next writer at once (whichever starts it first
+serves; back-off while none can start); it reports the last number of each peer's it committed
+(stored in the same transaction as the records), so each peer drops what is already stored and
+sends the rest again, in order: nothing twice, nothing missing. A caller waiting on a record that
+was stored but whose acknowledgement died with the writer gets a
+:class:`~aiobligations.errors.LedgerError` saying so. While no writer runs, the queue fills and
+``submit`` raises :class:`~aiobligations.errors.LedgerFull` (which the hub spools).
 
-The child gets its keys over the socket pair, never on its command line or in its environment. It
-exits when the parent closes the socket, or dies (end of file): it stores what it received, signs
-a final checkpoint and closes the database.
+The keys reach a writer the peer starts over a socket pair, never its command line or environment.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hmac
 import marshal
 import os
@@ -35,69 +32,59 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
 import structlog
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
-
-from ..errors import ConfigurationError, LedgerError
-from ._framing import SocketReader, _error_from_wire, _recv, _send, auth_key, proof, writer_address
-from .crypto import MasterKey, SubjectCrypto
-from .ledger import (
-    _OP_DEFER,
-    _OP_ERASE,
-    _OP_FLUSH,
-    _OP_RECORD,
-    _OP_REMOTE,
-    _OP_SIGN,
-    Ledger,
-    _build,
-    _factory_name,
-    _resolve_factory,
-    _Waiter,
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
 )
+
+from ..errors import LedgerError
+from ._framing import (
+    SocketReader,
+    _error_from_wire,
+    _recv,
+    _send,
+    auth_key,
+    proof,
+    writer_address,
+)
+from ._items import (
+    OP_DEFER,
+    OP_FLUSH,
+    OP_RECORD,
+    OP_REMOTE,
+    OP_SIGN,
+    Item,
+    Waiter,
+    build,
+    factory_name,
+    release,
+    resolve_factory,
+)
+from .crypto import MasterKey, SubjectCrypto
+from .ledger import Ledger, _check_options
 from .note import Signer
 from .records import PreparedRecord
 from .retention import DAY, Retention
 from .store import SQLiteStore
+from .writer import Writer
 
-__all__ = ["ProcessLedger"]
+__all__ = ["PeerWriter", "ProcessLedger"]
 
 log = structlog.get_logger("aiobligations.ledger")
 
-# -- the parent's side -----------------------------------------------------------------------------
+class PeerWriter(Writer):
+    """A writer that hands batches to the ledger's shared writer process (starting it if none runs).
 
-
-class ProcessLedger(Ledger):
-    """A :class:`Ledger` whose sealing, hashing and commits run in a child process.
-
-    Same API and guarantees as :class:`Ledger` (``append`` returns a durable index, ``submit``
-    never blocks on disk, ``flush``, ``erase_subject``, reads and proofs); what changes is where
-    the CPU work happens. :class:`aiobligations.Obligations` builds one when the profile says
-    ``[ledger] writer = "process"`` (the default).
-
-    Example:
-        >>> ledger = ProcessLedger("ledger.db", origin="example.com/ai/ledger", signer=signer,
-        ...                        master_key=MasterKey.generate())  # doctest: +SKIP
-
-    Args:
-        path: The SQLite file (created by the child if missing; its folder must exist).
-        origin, signer, master_key, queue_size, on_full, full_timeout, max_batch,
-        checkpoint_interval, retention, history_interval, batch_delay: As for :class:`Ledger`.
-            ``batch_delay`` (default 10 ms) is how long the parent gathers records nobody waits
-            on before it sends them, in one frame, to the child: each wake-up of the sending
-            thread takes the GIL from the event loop, so fewer, larger frames cost the loop less.
-            A record nobody waits on is durable within about this delay plus one commit.
-        start_timeout: How long to wait for the child to open the ledger.
-
-    Raises:
-        ConfigurationError, UnusableInput, LedgerError: the child could not open the ledger
-            (the same errors :class:`Ledger` raises), or did not answer within ``start_timeout``.
-
-    .. versionadded:: 0.2.0
+    Built by :func:`ProcessLedger`; see the module's description for what it guarantees.
     """
+
+    remote = True
 
     def __init__(
         self,
@@ -106,19 +93,18 @@ class ProcessLedger(Ledger):
         origin: str,
         signer: Signer,
         master_key: MasterKey,
-        queue_size: int = 65536,
-        on_full: str = "raise",
-        full_timeout: float = 5.0,
-        max_batch: int = 4096,
-        checkpoint_interval: float = 0.0,
-        retention: Retention | None = None,
-        history_interval: float = 60.0,
-        batch_delay: float = 0.01,
-        start_timeout: float = 30.0,
+        queue_size: int,
+        on_full: str,
+        full_timeout: float,
+        max_batch: int,
+        checkpoint_interval: float,
+        retention: Retention | None,
+        history_interval: float,
+        batch_delay: float,
+        start_timeout: float,
     ) -> None:
-        self._configure(origin=origin, signer=signer, queue_size=queue_size, on_full=on_full,
-                        full_timeout=full_timeout, max_batch=max_batch, checkpoint_interval=checkpoint_interval,
-                        retention=retention, history_interval=history_interval, batch_delay=batch_delay)
+        super().__init__(queue_size=queue_size, on_full=on_full, full_timeout=full_timeout, max_batch=max_batch,
+                         batch_delay=batch_delay)
         self.path = Path(path)
         self._start_timeout = start_timeout
         self._token = os.urandom(8).hex()
@@ -154,26 +140,42 @@ class ProcessLedger(Ledger):
         self._last_peer = False
         self._fork_pending = False
         self._fork_lock = threading.Lock()
+        self._size = 0
+        self._checkpoint: str | None = None
+        self._signed_size = 0
+        self.crypto: SubjectCrypto | None = None  # The ledger's, once it is composed.
+        self.store: SQLiteStore | None = None  # The ledger's read-only store, for a fork.
         ready = self._connect()
         self._connected.set()
-        try:
-            store = SQLiteStore(self.path, create=False, readonly=True)
-            state = store.open()
-        except BaseException:
-            with contextlib.suppress(OSError):
-                self._sock.shutdown(socket.SHUT_RDWR)  # type: ignore[union-attr]
-            raise
-        self._store = store
-        secret = master_key.unwrap(store.get_meta("pseudonym_secret") or b"", SubjectCrypto.secret_label)
-        self._adopt(state, SubjectCrypto(master_key, secret))
         self._take_state(ready["size"], ready["checkpoint"], ready["signed_size"])
-        self._start()
+
+    def begin(self) -> None:
+        """Start the sending and receiving threads (once the ledger over this writer exists)."""
+        self.start()
         self._start_receiver()
-        _PROCESS_LEDGERS.add(self)
+        _PEERS.add(self)
+
+    def hang_up(self) -> None:
+        """Drop the connection before :meth:`begin` (the ledger could not be composed)."""
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.shutdown(socket.SHUT_RDWR)
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    @property
+    def checkpoint(self) -> str | None:
+        return self._checkpoint
+
+    @property
+    def signed_size(self) -> int:
+        return self._signed_size
 
     # -- after a fork ------------------------------------------------------------------------------
 
-    def _resume_after_fork(self) -> bool:
+    def resume_after_fork(self) -> bool:
         """In a forked child (gunicorn ``--preload``), become a peer of the writer process of its own.
 
         The parent's connection, threads and unacknowledged items stay the parent's: the child
@@ -182,7 +184,7 @@ class ProcessLedger(Ledger):
         """
         with self._fork_lock:
             if not self._fork_pending:
-                return not self._closing
+                return not self.closing
             self._token = os.urandom(8).hex()
             self._config = {**self._config, "token": self._token}
             self._seq = 0
@@ -199,7 +201,7 @@ class ProcessLedger(Ledger):
                 with contextlib.suppress(OSError):
                     os.close(self._sock.detach())
             self._sock = self._reader = None
-            self._start()
+            self.start()
             self._start_receiver()
             self._fork_pending = False
             return True
@@ -208,18 +210,15 @@ class ProcessLedger(Ledger):
         self._receiver = threading.Thread(target=self._receive, name="aiobligations-ledger-receiver", daemon=True)
         self._receiver.start()
 
-    def __repr__(self) -> str:
-        return f"ProcessLedger(origin={self.origin!r}, size={self._size}, writer_pid={self._writer_pid})"
-
     @property
-    def writer_pid(self) -> int | None:
+    def pid(self) -> int | None:
         """The process id of the ledger's writer process (shared by every process of the service)."""
         return self._writer_pid
 
     @property
     def accepting(self) -> bool:
         """Whether :meth:`submit` would take a record now (a writer process runs, queue not full)."""
-        return self._connected.is_set() and super().accepting
+        return self._connected.is_set() and not self.closing and len(self.queue) < self.queue_size
 
     # -- the writer process ------------------------------------------------------------------------
 
@@ -235,11 +234,17 @@ class ProcessLedger(Ledger):
         """
         deadline = time.monotonic() + self._start_timeout
         busy = "no writer process answered"
+        pause = 0.02
         while True:
             ready = self._dial()
             if ready is not None:
                 return ready
-            started = self._spawn()
+            # One starter at a time: workers that start together wait here, then find its writer.
+            with self._spawn_lock():
+                ready = self._dial()
+                if ready is not None:
+                    return ready
+                started = self._spawn()
             if isinstance(started, dict):
                 return started
             busy = started
@@ -249,7 +254,23 @@ class ProcessLedger(Ledger):
                     "ledger opened with writer = \"thread\" keeps the file to itself: close it, or "
                     "open it with writer = \"process\""
                 )
-            time.sleep(0.02)
+            time.sleep(pause)  # A writer is stopping (its lock is about to go), or the file is held.
+            pause = min(pause * 2, 0.5)
+
+    @contextlib.contextmanager
+    def _spawn_lock(self) -> Iterator[None]:
+        """Held while this process starts a writer (``<database>.spawn.lock``); released if it dies."""
+        path = f"{self.path}.spawn.lock"
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        except OSError:
+            yield  # The folder's problem is the writer's to report, with its own words.
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
 
     def _dial(self) -> dict[str, Any] | None:
         """Connect to a running writer process and prove we hold the key; ``None`` if none answers."""
@@ -360,12 +381,7 @@ class ProcessLedger(Ledger):
 
     # -- sending (the writer thread) -------------------------------------------------------------
 
-    def _idle_timeout(self) -> float | None:
-        return None  # The child signs idle checkpoints on its own clock.
-
-    def _write(self, items: list[tuple[int, Any, Any]], *, sign: bool = False) -> None:
-        if not items:
-            return
+    def handle(self, items: list[Item]) -> None:
         frame = [(*self._wire(op, payload), waiter) for op, payload, waiter in items]
         while not self._connected.wait(0.2):
             if self._stopping:
@@ -416,40 +432,41 @@ class ProcessLedger(Ledger):
             return op, payload, waiter
         except (ValueError, TypeError):
             pass
-        if op == _OP_DEFER:
+        if op == OP_DEFER:
             name, args = payload[0], payload[1]
             try:
-                factory = _resolve_factory(name)
+                factory = resolve_factory(name)
             except LedgerError:
                 factory = name
-            return _OP_RECORD, _prepared_wire(_build(factory, args)), waiter
+            return OP_RECORD, _prepared_wire(build(factory, args)), waiter
         raise LedgerError(f"a ledger item cannot be sent to the writer process: {payload!r:.200}")
 
     def _abandon(self, frame: list[tuple[int, Any, Any]]) -> None:
         """Closing with no writer process: release the waiters; count the records lost."""
         error = LedgerError("the ledger closed while its writer process was down")
-        lost = sum(1 for op, _, waiter in frame if waiter is None and op in (_OP_RECORD, _OP_DEFER))
+        lost = sum(1 for op, _, waiter in frame if waiter is None and op in (OP_RECORD, OP_DEFER))
         if lost:
             log.error("ledger_records_lost", records=lost, reason="the writer process was down at close")
-        Ledger._release([(waiter, error) for _, _, waiter in frame if waiter is not None])
+        release([(waiter, error) for _, _, waiter in frame if waiter is not None])
 
     def _wire(self, op: int, payload: Any) -> tuple[int, Any]:
-        """An item as plain values for the child: ``(op, payload)``.
+        """An item as plain values for the writer process: ``(op, payload)``.
 
         A deferred record travels as ``(factory name, args, out-of-band positions)``.
         """
-        if op == _OP_DEFER:
+        if op == OP_DEFER:
             factory, args = payload
             known = self._factory_names.get(factory)
             if known is None:
                 try:
                     known = self._factory_names[factory] = (
-                        _factory_name(factory), tuple(getattr(factory, "out_of_band_args", ())))
+                        factory_name(factory), tuple(getattr(factory, "out_of_band_args", ())))
                 except LedgerError:
-                    op, payload = _OP_RECORD, _build(factory, args)  # Not importable by name: built here.
+                    op, payload = OP_RECORD, build(factory, args)  # Not importable by name: built here.
             if known is not None:
-                return op, (known[0], args, known[1])
-        if op == _OP_RECORD:
+                # marshal carries plain tuples only (an InteractionRecord is a named one).
+                return op, (known[0], args if type(args) is tuple else tuple(args), known[1])
+        if op == OP_RECORD:
             return op, _prepared_wire(payload)
         return op, payload
 
@@ -497,7 +514,7 @@ class ProcessLedger(Ledger):
             for _, _, waiter in self._pop_through(done):
                 if waiter is not None:  # pragma: no cover - waited items are acknowledged by name.
                     results.append((waiter, LedgerError("the ledger's writer gave no answer for this item")))
-        Ledger._release(results)
+        release(results)
 
     def _restart(self, *, died: bool = True) -> None:
         """The writer died: reach (or start) the next, drop what it stored, send the rest again (in order)."""
@@ -546,13 +563,13 @@ class ProcessLedger(Ledger):
             if stored is not None and stored[0] == self._token:
                 for op, _, waiter in self._pop_through(stored[1]):
                     if waiter is not None:
-                        value: Any = self._size if op in (_OP_FLUSH, _OP_SIGN) else LedgerError(
+                        value: Any = self._size if op in (OP_FLUSH, OP_SIGN) else LedgerError(
                             "the ledger's writer process stored this record, then died before saying "
                             "at which index"
                         )
                         results.append((waiter, value))
             wire = [(seq, op, payload, waiter is not None) for seq, (op, payload, waiter) in self._unacked.items()]
-        Ledger._release(results)
+        release(results)
         if wire:
             assert self._sock is not None
             _send(self._sock, wire)
@@ -574,17 +591,22 @@ class ProcessLedger(Ledger):
         with self._ack_lock:
             for seq in [seq for seq, entry in self._unacked.items() if entry[2] is not None]:
                 results.append((self._unacked.pop(seq)[2], error))
-        Ledger._release(results)
+        release(results)
 
     # -- maintenance ------------------------------------------------------------------------------
 
+    def call(self, name: str, args: tuple[Any, ...]) -> Any:
+        """Run maintenance in the writer process, in order with the records: ``prune`` or ``rotate``."""
+        if name == "rotate":
+            return self._rotate(args[0])
+        return self._remote(name, args)
+
     def _remote(self, name: str, args: tuple[Any, ...]) -> Any:
-        waiter = _Waiter()
-        self._enqueue((_OP_REMOTE, (name, args), waiter))
+        waiter = Waiter()
+        self.enqueue((OP_REMOTE, (name, args), waiter))
         return waiter.wait(None)
 
-    def rotate_master_key(self, new: MasterKey) -> int:
-        """Re-wrap every subject key under ``new`` (in the writer process); see :meth:`Ledger.rotate_master_key`."""
+    def _rotate(self, new: MasterKey) -> int:
         # A writer started while the rotation is under way (or after it, if its answer was lost)
         # tries the new key when the old one no longer opens the ledger.
         self._config["pending_master_key"] = new._raw
@@ -595,61 +617,50 @@ class ProcessLedger(Ledger):
                 self._config.pop("pending_master_key", None)
             raise
         self._adopt_master(new._raw, new)
-        return count
+        return int(count)
 
     def _adopt_master(self, raw: bytes, key: MasterKey | None = None) -> None:
-        self._crypto.master = key if key is not None else MasterKey(raw)
+        if self.crypto is not None:
+            self.crypto.master = key if key is not None else MasterKey(raw)
         self._config["master_key"] = raw
         self._config.pop("pending_master_key", None)
-
-    def prune(self, end: int | None = None, *, now: float | None = None) -> int:
-        """Delete expired records (in the writer process); see :meth:`Ledger.prune`."""
-        first = self._remote("prune", (end, now))
-        state = self._store.reload_state()
-        self.reader.set_pruned(state.pruned_start, state.pruned_frontier)
-        return first
 
     # -- closing ----------------------------------------------------------------------------------
 
     def close(self, timeout: float | None = 30.0) -> None:
-        """Flush, have the child sign a final checkpoint and exit, and close. Idempotent."""
-        with self._close_lock:
-            if self._closed:
+        """Hand over everything queued, have the writer sign a checkpoint, and leave it. Idempotent."""
+        with self.close_lock:
+            if self.closed:
                 return
-            if self._forked:
+            if self.forked:
                 # Forked and never written through: the socket and the writer are the parent's;
                 # shutting the socket down here would cut the parent off from its writer.
-                self._closed = True
+                self.closed = True
                 return
-            if self._thread.is_alive() and not self._connected.is_set():
+            if self.thread.is_alive() and not self._connected.is_set():
                 self._connected.wait(self._start_timeout if timeout is None else min(timeout, self._start_timeout))
-            if self._thread.is_alive() and self._connected.is_set():
-                waiter = _Waiter()
+            if self.thread.is_alive() and self._connected.is_set():
+                waiter = Waiter()
                 try:
-                    self._enqueue((_OP_SIGN, None, waiter))
+                    self.enqueue((OP_SIGN, None, waiter))
                     waiter.wait(timeout)
                 except LedgerError as exc:
                     log.error("ledger_close_failed", error=str(exc))
-                    self._give_up = True
-            self._closing = True
-            self._wake.set()
-            with self._room:
-                self._room.notify_all()
+                    self.give_up = True
             self._stopping = True
-            self._thread.join()
+            self.stop()
             with self._conn_lock:  # A writer being started now is the one we leave.
                 self._leave(timeout=30.0 if timeout is None else max(timeout, 1.0))
             self._receiver.join(10.0)
             with self._ack_lock:
-                lost = sum(1 for op, _, waiter in self._unacked.values() if op in (_OP_RECORD, _OP_DEFER))
+                lost = sum(1 for op, _, waiter in self._unacked.values() if op in (OP_RECORD, OP_DEFER))
             if lost:
                 log.error("ledger_records_lost", records=lost, reason="the writer process did not store them")
             if self._reader is not None:
                 self._reader.close()
             if self._sock is not None:
                 self._sock.close()
-            self._store.close()
-            self._closed = True
+            self.closed = True
 
 
 def _prepared_wire(record: PreparedRecord) -> tuple[Any, ...]:
@@ -657,7 +668,7 @@ def _prepared_wire(record: PreparedRecord) -> tuple[Any, ...]:
     return (record.kind, record.body, record.subject, record.personal, record.interaction_id)
 
 
-_PROCESS_LEDGERS: weakref.WeakSet[ProcessLedger] = weakref.WeakSet()
+_PEERS: weakref.WeakSet[PeerWriter] = weakref.WeakSet()
 _STARTED: list[subprocess.Popen[bytes]] = []
 """Writer processes this process started that may still serve other processes: reaped when they exit."""
 
@@ -667,15 +678,85 @@ def _reap_started() -> None:
 
 
 def _after_fork_in_child() -> None:
-    """A forked child resumes its process ledgers on first write, as peers of their own."""
-    for ledger in list(_PROCESS_LEDGERS):
-        if not ledger._closed:
-            ledger._fork_lock = threading.Lock()  # The parent's may have been held by a thread.
-            ledger._fork_pending = True
-            ledger._store.after_fork()
+    """A forked child resumes its peers on first write, as peers of their own."""
+    for writer in list(_PEERS):
+        if not writer.closed:
+            writer._fork_lock = threading.Lock()  # The parent's may have been held by a thread.
+            writer._fork_pending = True
+            if writer.store is not None:
+                writer.store.after_fork()
 
 
 if hasattr(os, "register_at_fork"):
-    # Registered after the module ledger.py's own hook, so it runs after it (after-fork hooks run
-    # in registration order): that one marks every ledger forked and closing first.
+    # Registered after the module writer.py's own hook, so it runs after it (after-fork hooks run
+    # in registration order): that one marks every writer forked and closing first.
     os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def ProcessLedger(  # noqa: N802 - reads as the kind of ledger it opens, as it did when it was a class.
+    path: str | os.PathLike[str],
+    *,
+    origin: str,
+    signer: Signer,
+    master_key: MasterKey,
+    queue_size: int = 65536,
+    on_full: str = "raise",
+    full_timeout: float = 5.0,
+    max_batch: int = 4096,
+    checkpoint_interval: float = 0.0,
+    retention: Retention | None = None,
+    history_interval: float = 60.0,
+    batch_delay: float = 0.01,
+    start_timeout: float = 30.0,
+) -> Ledger:
+    """Open the ledger in the SQLite file ``path`` as a peer of its shared writer process.
+
+    Same API and guarantees as a :class:`Ledger` with a thread of its own (``append`` returns a
+    durable index, ``submit`` never blocks on disk, ``flush``, ``erase_subject``, reads and
+    proofs); what changes is where the CPU work happens, and that every process of the service
+    (workers, a CLI run beside them) writes one log through one writer. :class:`aiobligations.Obligations`
+    opens one when the profile says ``[ledger] writer = "process"`` (the default).
+
+    Example:
+        >>> ledger = ProcessLedger("ledger.db", origin="example.com/ai/ledger", signer=signer,
+        ...                        master_key=MasterKey.generate())  # doctest: +SKIP
+
+    Args:
+        path: The SQLite file (created by the writer if missing; its folder must exist).
+        origin, signer, master_key, queue_size, on_full, full_timeout, max_batch,
+        checkpoint_interval, retention, history_interval, batch_delay: As for :class:`Ledger`.
+            The writer process takes the checkpoint and retention settings of the process that
+            started it (every process of a service shares one profile). ``batch_delay`` (default
+            10 ms) is how long this process gathers records nobody waits on before it sends them,
+            in one frame: each wake-up of the sending thread takes the GIL from the event loop, so
+            fewer, larger frames cost the loop less. A record nobody waits on is durable within
+            about this delay plus one commit.
+        start_timeout: How long to wait for a writer process to open the ledger.
+
+    Returns:
+        A :class:`Ledger` whose ``writer_pid`` is the writer process's.
+
+    Raises:
+        ConfigurationError, UnusableInput, LedgerError: the writer could not open the ledger (the
+            same errors :class:`Ledger` raises), or did not answer within ``start_timeout``.
+
+    .. versionadded:: 0.2.0
+    """
+    _check_options(origin, checkpoint_interval)
+    writer = PeerWriter(path, origin=origin, signer=signer, master_key=master_key, queue_size=queue_size,
+                        on_full=on_full, full_timeout=full_timeout, max_batch=max_batch,
+                        checkpoint_interval=checkpoint_interval, retention=retention,
+                        history_interval=history_interval, batch_delay=batch_delay, start_timeout=start_timeout)
+    try:
+        store = SQLiteStore(path, create=False, readonly=True)
+        state = store.open()
+    except BaseException:
+        writer.hang_up()
+        raise
+    secret = master_key.unwrap(store.get_meta("pseudonym_secret") or b"", SubjectCrypto.secret_label)
+    crypto = SubjectCrypto(master_key, secret)
+    writer.crypto = crypto
+    writer.store = store
+    ledger = Ledger._composed(store, writer, crypto, origin=origin, signer=signer, retention=retention, state=state)
+    writer.begin()
+    return ledger

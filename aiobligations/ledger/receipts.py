@@ -137,10 +137,10 @@ def make_receipt(ledger: Ledger, index: int, *, extra: bytes | None = None) -> s
         raise TypeError(f"extra must be bytes, got {type(extra).__name__}.")
     if index < 0:
         raise IndexError(f"no record {index} in the ledger; indices start at 0.")
-    found = ledger._store.get_record(index)
+    found = ledger.leaf(index)
     if found is None or index < ledger.first_index:
         raise IndexError(f"no record {index} is stored in the ledger (not yet written, or pruned).")
-    data = bytes(found[2])
+    data = found
     if extra is None:
         extra = data
     elif merkle.leaf_hash(bytes(extra)) != merkle.leaf_hash(data):
@@ -306,13 +306,13 @@ def receipt_for_interaction(ledger: Ledger, interaction_id: str) -> str | None:
 
 def _find_interaction(ledger: Ledger, interaction_id: str) -> int | None:
     # One indexed lookup: a scan of the log per request would let anyone make the service read it all.
-    index = ledger._store.find_interaction(interaction_id)
+    index = ledger.find_interaction(interaction_id)
     if index is None or index < ledger.first_index:
         return None
-    found = ledger._store.get_record(index)
+    found = ledger.leaf(index)
     if found is None:
         return None
-    value = json.loads(found[2])
+    value = json.loads(found)
     if value.get("kind") != "interaction" or value.get("interaction_id") != interaction_id:
         return None  # pragma: no cover - the index is written with the record it names.
     return index

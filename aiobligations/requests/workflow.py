@@ -522,12 +522,11 @@ class RequestDesk:
             raise NotFound(_NO_INTERACTION)
         if not isinstance(subject, str) or not subject:
             raise NotFound(_NO_INTERACTION)
-        store = self.ledger._store
-        index = store.find_interaction(interaction_id)
+        index = self.ledger.find_interaction(interaction_id)
         if index is None:
             # It may still be queued: interactions are submitted without waiting.
             self.ledger.flush()
-            index = store.find_interaction(interaction_id)
+            index = self.ledger.find_interaction(interaction_id)
         if index is None:
             raise NotFound(_NO_INTERACTION)
         try:
@@ -668,7 +667,7 @@ class RequestDesk:
         explainer = self.explainer
         if explainer is None or request.state != "received" or request.interaction_id is None:
             return request
-        index = self.ledger._store.find_interaction(request.interaction_id)
+        index = self.ledger.find_interaction(request.interaction_id)
         if index is None:
             return request
         try:
