@@ -240,7 +240,8 @@ class Obligations:
         return Ledger(SQLiteStore(settings.path), **options)
 
     def close(self) -> None:
-        """Flush and close the ledger. Idempotent."""
+        """Write out the spool, then flush and close the ledger. Idempotent."""
+        self.spool.close()
         self.ledger.close()
 
     def __enter__(self) -> Obligations:
