@@ -29,8 +29,11 @@ from aiobligations.errors import ConfigurationError, LabelError
 from aiobligations.interaction import _current as _current_interaction
 from aiobligations.interaction import uuid7_text
 from aiobligations.obligations import Obligations
+from aiobligations.sharedstate import FirstContacts, shared_state_of
 
-from .capture import BodyCapture, find_string_field, find_usage, interaction_record
+from aiobligations.records import InteractionRecord, find_string_field, find_usage, interaction_record
+
+from .capture import BodyCapture
 from .policy import Route, RoutePolicy
 
 __all__ = ["ObligationsMiddleware"]
@@ -89,7 +92,8 @@ class ObligationsMiddleware:
             later) or ``"fail_closed"`` (answer 503 while the ledger cannot take records).
 
     Raises:
-        ConfigurationError: an option is invalid, or the default profile cannot be loaded.
+        ConfigurationError: an option is invalid, or the default profile cannot be loaded, or the
+            shared-state file beside the ledger is unusable (see :mod:`aiobligations.sharedstate`).
 
     .. versionadded:: 0.1.0
     """
@@ -126,6 +130,15 @@ class ObligationsMiddleware:
         self._cookie_prefix = (self._cookie + "=").encode()
         self._notice = self.endpoints.short_notice
         self._noticed: OrderedDict[str, None] = OrderedDict()
+        # Who got the long notice, for every worker process of the host (a file beside the ledger).
+        shared_path, shared_secret = shared_state_of(self.obligations)
+        self._first_contacts: FirstContacts | None
+        try:
+            self._first_contacts = FirstContacts(shared_path, shared_secret)
+        except OSError as exc:
+            self._first_contacts = None
+            log.warning("shared_state_unavailable", path=shared_path, part="first_contacts",
+                        error=exc.strerror or type(exc).__name__, fallback="per_process")
         self._link_header = (b"link", b'</.well-known/ai-transparency>; rel="describedby"')
         # The JSON notice around its interaction id, rendered once (see Endpoints.json_notice_parts).
         self._notice_parts = {flag: self.endpoints.json_notice_parts(flag) for flag in (False, True)}
@@ -458,10 +471,17 @@ class ObligationsMiddleware:
         return f"{self._cookie}={value}; Path=/; Max-Age=31536000; HttpOnly; SameSite=Lax{secure}".encode()
 
     def _first_contact(self, subject: str, new_cookie: str | None) -> bool:
-        """Whether this subject gets the full notice: the first AI response this process gives them.
+        """Whether this subject gets the full notice: the first AI response the host gives them.
 
-        A restart forgets, so a person may see the full notice once more: over-disclosing is safe.
+        Every worker process of the host shares the marks (:class:`~aiobligations.sharedstate.FirstContacts`),
+        or, when the shared file could not be made, this process keeps its own. A reboot, or a mark
+        evicted from a full table, forgets, so a person may see the full notice once more:
+        over-disclosing is safe. A brand-new cookie is always a first contact.
         """
+        contacts = self._first_contacts
+        if contacts is not None:
+            first = contacts.first(subject)  # Marks it, also for a new cookie's next request.
+            return first or new_cookie is not None
         noticed = self._noticed
         if subject in noticed:
             noticed.move_to_end(subject)
@@ -479,7 +499,8 @@ class ObligationsMiddleware:
         """Close the interaction and hand it to the ledger; never raises.
 
         The request path only gathers plain values: the record's dict, the fields found in the
-        bodies and its JSON are built by :func:`~aiobligations.middleware.capture.interaction_record`
+        bodies and its JSON are built from an :class:`~aiobligations.records.InteractionRecord` by
+        :func:`~aiobligations.records.interaction_record`
         on the ledger's side (in its writer process by default), off this event loop.
         """
         try:
@@ -496,17 +517,29 @@ class ObligationsMiddleware:
                                "gen_ai.usage.input_tokens": usage.get("input_tokens"),
                                "gen_ai.usage.output_tokens": usage.get("output_tokens")}, span)
             trace_id, span_id = current_trace_ids() if span is not None else _NO_TRACE
-            args = (
-                interaction_id, scope["path"], scope["method"], state["status"], state["outcome"], started,
-                now - clock, None if first_byte is None else first_byte - clock,
-                route.disclose and state["status"] is not None, state["body_notice"], first_contact,
-                self.endpoints.document_version, request_body.size, response_body.size, subject,
-                state.get("error"), labels if (labels or label_error is not None) else None, label_error,
-                trace_id, span_id, route.capture, request_body.kept, response_body.kept,
-                self._capture_limit, request_body.size > request_body.kept_bytes
-                or response_body.size > response_body.kept_bytes,
+            record = InteractionRecord(
+                "http", interaction_id, state["outcome"], started, now - clock, subject, state.get("error"),
+                route=scope["path"],
+                method=scope["method"],
+                status=state["status"],
+                first_byte=None if first_byte is None else first_byte - clock,
+                header_disclosed=route.disclose and state["status"] is not None,
+                body_notice=state["body_notice"],
+                first_contact=first_contact,
+                document_version=self.endpoints.document_version,
+                request_bytes=request_body.size,
+                response_bytes=response_body.size,
+                labels_applied=labels if (labels or label_error is not None) else None,
+                label_error=label_error,
+                trace_id=trace_id,
+                span_id=span_id,
+                capture=route.capture,
+                request_chunks=request_body.kept,
+                response_chunks=response_body.kept,
+                capture_limit=self._capture_limit,
+                truncated=request_body.size > request_body.kept_bytes or response_body.size > response_body.kept_bytes,
             )
-            self.obligations.submit_deferred(interaction_record, args)
+            self.obligations.submit_deferred(interaction_record, record)
         except Exception as exc:  # pragma: no cover - evidence must never break the response.
             log.error("interaction_record_failed", error=f"{type(exc).__name__}: {exc}",
                       interaction_id=interaction_id)

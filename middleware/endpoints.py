@@ -29,6 +29,7 @@ from aiobligations.disclosure import (
 )
 from aiobligations.ledger.receipts import parse_receipt, receipt_for_interaction
 from aiobligations.obligations import Obligations
+from aiobligations.sharedstate import shared_state_of
 
 from .openapi import openapi_document
 from .request_pages import RequestPages
@@ -65,11 +66,15 @@ class Endpoints:
         self._receipts = f"{prefix}/receipts/"
         # Operators sign in with tokens from the environment (never from the profile file).
         variable = str(obligations.profile.raw.get("requests", {}).get("operator_tokens_env", OPERATOR_TOKENS_ENV))
+        # Rate limits hold for every worker process of the host: their buckets live beside the ledger.
+        shared_path, shared_secret = shared_state_of(obligations)
         self.requests = RequestEndpoints(
             lambda: obligations.requests,
             prefix=prefix,
             subject_of=self._subject_of,
             operator_tokens=load_operator_tokens(variable=variable),
+            shared_path=shared_path,
+            shared_secret=shared_secret,
         )
         self.request_pages = RequestPages(lambda: self.requests.desk, prefix=prefix, subject_of=self._subject_of,
                                           language=obligations.disclosure.language,

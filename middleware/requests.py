@@ -8,7 +8,9 @@ The desk writes every step to the ledger, so its calls run on a worker thread.
 Operators work the queue under ``{prefix}/operator/…`` with ``Authorization: Bearer <token>``; the
 tokens come from an environment variable (see :func:`load_operator_tokens`), never from the profile
 file, and only their SHA-256 digests are kept. The subject's POSTs are rate limited per subject and
-per client address (token buckets in memory); over a limit the answer is 429 with ``Retry-After``.
+per client address (token buckets in memory, or shared by every worker process of the host in the
+file beside the ledger, see :mod:`aiobligations.sharedstate`); over a limit the answer is 429 with
+``Retry-After``.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from aiobligations.requests.workflow import (
     RequestDesk,
     Step,
 )
+from aiobligations.sharedstate import SharedRateLimiter, acquire_all
 
 __all__ = [
     "DEFAULT_ADDRESS_LIMIT",
@@ -322,8 +325,20 @@ class RequestEndpoints:
             Empty (the default): every operator call gets 401 or 403.
         subject_limit: The per-subject limit on the subject's POSTs; ``None`` turns it off.
         address_limit: The per-address limit (``scope["client"][0]``); ``None`` turns it off.
-        max_rate_keys: How many subjects (and, separately, addresses) the limiters remember.
+        max_rate_keys: How many subjects (and, separately, addresses) the limiters remember. Shared
+            limiters get 16 times as many slots (rounded up to a power of two), so that a key is
+            almost never evicted early.
         clock: Monotonic seconds for the limiters (default :func:`time.monotonic`).
+        shared_path: The shared-state file (``<ledger path>.shared``): the limits then hold for
+            every process of the host using it (:class:`~aiobligations.sharedstate.SharedRateLimiter`,
+            checked and spent under one lock), not per process. If the file cannot be created or
+            opened (a read-only folder), the limiters stay in memory and a warning is logged.
+        shared_secret: The key of the digests that stand for subjects and addresses in that file;
+            required with ``shared_path``.
+
+    Raises:
+        ConfigurationError: An option is invalid, or the shared-state file is unusable (a symbolic
+            link, a FIFO, not a shared-state file, damaged).
 
     .. versionadded:: 0.1.0
     """
@@ -334,7 +349,9 @@ class RequestEndpoints:
                  subject_limit: RateLimit | None = DEFAULT_SUBJECT_LIMIT,
                  address_limit: RateLimit | None = DEFAULT_ADDRESS_LIMIT,
                  max_rate_keys: int = 10_000,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 shared_path: str | None = None,
+                 shared_secret: bytes | None = None) -> None:
         self._desk = desk
         self._explanations = f"{prefix}/explanations"
         self._complaints = f"{prefix}/complaints"
@@ -349,10 +366,33 @@ class RequestEndpoints:
         self._operator_tokens = tuple(tokens.items())
         self._clock = clock
         self._last_remind = float("-inf")
-        self.subject_limiter = (RateLimiter(subject_limit, max_keys=max_rate_keys, clock=clock)
-                                if subject_limit is not None else None)
-        self.address_limiter = (RateLimiter(address_limit, max_keys=max_rate_keys, clock=clock)
-                                if address_limit is not None else None)
+        self.subject_limiter: RateLimiter | SharedRateLimiter | None = None
+        self.address_limiter: RateLimiter | SharedRateLimiter | None = None
+        if shared_path is not None:
+            if not isinstance(shared_secret, bytes) or not shared_secret:
+                raise ConfigurationError("shared_secret (non-empty bytes) is required with shared_path")
+            if isinstance(max_rate_keys, bool) or not isinstance(max_rate_keys, int) or max_rate_keys < 1:
+                raise ConfigurationError(f"max_keys must be an int, 1 or more, got {max_rate_keys!r}")
+            slots = max(1024, 1 << (16 * max_rate_keys - 1).bit_length())
+            try:
+                if subject_limit is not None:
+                    self.subject_limiter = SharedRateLimiter(subject_limit, shared_path, shared_secret, "subject",
+                                                             slots=slots, clock=clock)
+                if address_limit is not None:
+                    self.address_limiter = SharedRateLimiter(address_limit, shared_path, shared_secret, "address",
+                                                             slots=slots, clock=clock)
+            except OSError as exc:
+                if isinstance(self.subject_limiter, SharedRateLimiter):
+                    self.subject_limiter.close()
+                self.subject_limiter = self.address_limiter = None
+                log.warning("shared_state_unavailable", path=shared_path, part="rate_limits",
+                            error=exc.strerror or type(exc).__name__, fallback="per_process")
+                shared_path = None
+        if shared_path is None:
+            self.subject_limiter = (RateLimiter(subject_limit, max_keys=max_rate_keys, clock=clock)
+                                    if subject_limit is not None else None)
+            self.address_limiter = (RateLimiter(address_limit, max_keys=max_rate_keys, clock=clock)
+                                    if address_limit is not None else None)
 
     @property
     def desk(self) -> RequestDesk:
@@ -394,7 +434,7 @@ class RequestEndpoints:
 
     def _limit(self, scope: Scope, subject: str | None) -> None:
         """Spend one request of the subject's and the address's buckets, or raise 429 (spending none)."""
-        checks: list[tuple[str, RateLimiter, str]] = []
+        checks: list[tuple[str, RateLimiter | SharedRateLimiter, str]] = []
         if self.subject_limiter is not None and subject is not None:
             checks.append(("subject", self.subject_limiter, subject))
         client = scope.get("client")
@@ -403,7 +443,15 @@ class RequestEndpoints:
         if not checks:
             return
         now = self._clock()
-        waits = [(limiter.wait(key, now), which) for which, limiter, key in checks]
+        if all(isinstance(limiter, SharedRateLimiter) for _, limiter, _ in checks):
+            # Other processes spend from the same buckets: check and spend in one step, under their locks.
+            spent = acquire_all([(limiter, key) for _, limiter, key in checks], now)
+            waits = [(waiting, which) for waiting, (which, _, _) in zip(spent, checks, strict=True)]
+        else:
+            waits = [(limiter.wait(key, now), which) for which, limiter, key in checks]
+            if max(waits)[0] == 0:
+                for _, limiter, key in checks:
+                    limiter.take(key, now)
         waiting, which = max(waits)
         if waiting > 0:
             seconds = max(1, math.ceil(waiting))
@@ -411,8 +459,6 @@ class RequestEndpoints:
             raise _BadRequest(429, "rate_limited",
                               f"too many requests from this {which}; try again in {seconds} s",
                               [(b"retry-after", str(seconds).encode())])
-        for _, limiter, key in checks:
-            limiter.take(key, now)
 
     # -- the operators' side -------------------------------------------------------------------
 

@@ -55,6 +55,7 @@ PUBLIC_MODULES = [
     "aiobligations.ledger",
     "aiobligations.ledger.bundle",
     "aiobligations.ledger.crypto",
+    "aiobligations.ledger.daemon",
     "aiobligations.ledger.ledger",
     "aiobligations.ledger.merkle",
     "aiobligations.ledger.note",
@@ -63,9 +64,11 @@ PUBLIC_MODULES = [
     "aiobligations.ledger.receipts",
     "aiobligations.ledger.records",
     "aiobligations.ledger.retention",
+    "aiobligations.ledger.sequencer",
     "aiobligations.ledger.spool",
     "aiobligations.ledger.store",
     "aiobligations.ledger.verify",
+    "aiobligations.ledger.writer",
     "aiobligations.obligations",
     "aiobligations.middleware",
     "aiobligations.middleware.asgi",
@@ -76,10 +79,12 @@ PUBLIC_MODULES = [
     "aiobligations.middleware.request_pages",
     "aiobligations.middleware.requests",
     "aiobligations.profile",
+    "aiobligations.records",
     "aiobligations.requests",
     "aiobligations.requests.calendar",
     "aiobligations.requests.cli",
     "aiobligations.requests.workflow",
+    "aiobligations.sharedstate",
 ]
 
 
