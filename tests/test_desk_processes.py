@@ -124,3 +124,38 @@ def test_an_erasure_in_one_process_empties_every_desk(config: Path) -> None:
         request = desk.request(request_id)
         assert (None, None) == (request.question, request.contact)
         assert "received" == request.state
+
+
+def _record_interaction(config: str, interaction_id: str, results: Any, go: Any) -> None:
+    """A worker records an interaction (submit, as the middleware does), then waits to be let go."""
+    with Obligations.from_file(config) as hub:
+        hub.ledger.submit({"kind": "interaction", "interaction_id": interaction_id, "subject": "alice",
+                           "personal": {"input": "hi", "output": "hello"}})
+        results.put(hub.ledger.flush())
+        go.wait(DEADLINE)
+
+
+def test_receipts_and_checkpoints_answer_the_same_in_every_process(config: Path) -> None:
+    """An interaction another worker recorded gets a verifiable receipt here; both serve one checkpoint."""
+    from aiobligations.ledger.receipts import parse_receipt, receipt_for_interaction, verify_receipt
+
+    context = multiprocessing.get_context("spawn")
+    with Obligations.from_file(config) as hub:
+        hub.ledger.append({"kind": "log", "n": 0})
+        interaction_id = str(uuid7())
+        results, go = context.Queue(), context.Event()
+        worker = context.Process(target=_record_interaction, args=(str(config), interaction_id, results, go))
+        worker.start()
+        try:
+            size = results.get(timeout=DEADLINE)
+            receipt = receipt_for_interaction(hub.ledger, interaction_id)
+            assert receipt is not None
+            checkpoint = verify_receipt(receipt, hub.ledger.verifier)
+            assert checkpoint.size >= size
+            assert size - 1 == parse_receipt(receipt).index
+            # This process heard of the other's checkpoint without writing anything itself.
+            assert hub.ledger.checkpoint is not None and hub.ledger.durable_size() == size
+        finally:
+            go.set()
+            worker.join(DEADLINE)
+        assert 0 == worker.exitcode
