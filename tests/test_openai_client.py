@@ -53,7 +53,7 @@ class SubmittedRecords:
     def deferred(self, factory: Any, args: tuple[Any, ...]) -> None:
         self._submit_deferred(factory, args)
         with self._changed:
-            self._ids.append(args[0])  # The middleware's interaction records: the id comes first.
+            self._ids.append(args.interaction_id)  # The middleware's InteractionRecord.
             self._changed.notify_all()
 
     def __call__(self, record: dict[str, Any]) -> None:
