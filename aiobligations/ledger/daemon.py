@@ -42,6 +42,8 @@ from .records import PreparedRecord
 from .retention import Retention
 from .store import SQLiteStore
 
+__all__ = ["SEQ_PREFIX", "serve"]
+
 log = structlog.get_logger("aiobligations.ledger")
 
 _HANDSHAKE_LIMIT = 4096

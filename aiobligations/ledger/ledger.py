@@ -102,7 +102,7 @@ class Ledger:
                     f"{store!r}: the tree state says {state.size} records but the last stored index is "
                     f"{state.stored_end - 1}; run `aiobligations verify` on it"
                 )
-            crypto = SubjectCrypto(master_key, ledger_secret(store, origin, signer, master_key))
+            crypto = SubjectCrypto(master_key, _ledger_secret(store, origin, signer, master_key))
             sequencer = Sequencer(origin=origin, signer=signer, crypto=crypto, state=state, get_keys=store.get_keys,
                                   checkpoint_interval=checkpoint_interval, history_interval=history_interval)
             writer = ThreadWriter(store, sequencer, **options)
@@ -458,7 +458,7 @@ def _check_options(origin: str, checkpoint_interval: float) -> None:
         raise ConfigurationError(f"origin must be one non-empty line, got {origin!r}")
 
 
-def ledger_secret(store: Store, origin: str, signer: Signer, master: MasterKey) -> bytes:
+def _ledger_secret(store: Store, origin: str, signer: Signer, master: MasterKey) -> bytes:
     """Check the store belongs to this log and key; return its pseudonym secret (made when new).
 
     Raises:

@@ -163,14 +163,17 @@ class PeerWriter(Writer):
 
     @property
     def size(self) -> int:
+        """How many records the writer process has durably sequenced (its latest word)."""
         return self._size
 
     @property
     def checkpoint(self) -> str | None:
+        """The latest checkpoint the writer process signed (its latest word)."""
         return self._checkpoint
 
     @property
     def signed_size(self) -> int:
+        """The size that checkpoint covers."""
         return self._signed_size
 
     # -- after a fork ------------------------------------------------------------------------------
@@ -382,6 +385,7 @@ class PeerWriter(Writer):
     # -- sending (the writer thread) -------------------------------------------------------------
 
     def handle(self, items: list[Item]) -> None:
+        """Number the batch's items, keep them until acknowledged, and send them in one frame."""
         frame = [(*self._wire(op, payload), waiter) for op, payload, waiter in items]
         while not self._connected.wait(0.2):
             if self._stopping:

@@ -270,24 +270,30 @@ class ThreadWriter(Writer):
 
     @property
     def size(self) -> int:
+        """How many records are durably sequenced."""
         return self.sequencer.size
 
     @property
     def checkpoint(self) -> str | None:
+        """The latest signed checkpoint note."""
         return self.sequencer.checkpoint
 
     @property
     def signed_size(self) -> int:
+        """The size the latest checkpoint covers."""
         return self.sequencer.signed_size
 
     def idle_timeout(self) -> float | None:
+        """Until a checkpoint falls due (with ``checkpoint_interval``), else forever."""
         return self.sequencer.idle_timeout()
 
     def on_idle(self) -> None:
+        """Sign the checkpoint that fell due while the queue was empty."""
         if self.sequencer.unsigned:
             self.write([], sign=True)
 
     def handle(self, items: list[Item]) -> None:
+        """Commit the batch (see :meth:`write`)."""
         self.write(items)
 
     def write(self, items: list[Item], *, sign: bool = False) -> None:
@@ -338,6 +344,7 @@ class ThreadWriter(Writer):
             time.sleep(0.05)  # Back off before retrying; the store is failing.
 
     def close(self, timeout: float | None = 30.0) -> None:
+        """Flush, sign a final checkpoint, stop the thread and close the store. Idempotent."""
         with self.close_lock:
             if self.closed:
                 return
