@@ -101,7 +101,7 @@ DICTIONARIES = st.dictionaries(KEYS, SCALARS, max_size=6)
 
 class TestHeader:
     def test_contract_example(self) -> None:
-        """The header in DESIGN.md's HTTP contract comes out byte for byte."""
+        """The header of our HTTP contract (docs/disclosure.md) comes out byte for byte."""
         value = disclosure_header(provider="Example Co", model="m-1", date=1764331200)
 
         assert 'mode=ai-originated, provider="Example Co", model="m-1", date=@1764331200' == value

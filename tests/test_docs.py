@@ -146,3 +146,21 @@ def test_all_is_sorted_complete_and_documented(name: str) -> None:
 def test_scripts_are_executable() -> None:
     for script in ("scripts/demo", "scripts/test", "scripts/bootstrap", ".ci/run"):
         assert os.access(ROOT / script, os.X_OK), script
+
+
+def test_the_repository_stands_alone() -> None:
+    """No tracked file points outside the repository: a fresh clone with nothing beside it is complete."""
+    import subprocess
+
+    listed = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=False)
+    if listed.returncode != 0:
+        pytest.fail(f"git ls-files failed: {listed.stderr.decode(errors='replace')}", pytrace=False)
+    outside = re.compile(rb"\.\./shared|(?<![\w/])shared/(?:DESIGN|LABELS|STYLE|vectors|law)")
+    offenders = []
+    for name in listed.stdout.decode().split("\0"):
+        path = ROOT / name
+        if not name or not path.is_file():
+            continue
+        if outside.search(path.read_bytes()):
+            offenders.append(name)
+    assert [] == offenders, f"these files refer to a folder outside the repository: {offenders}"

@@ -36,7 +36,7 @@ def conformance_rows() -> list[dict[str, str]]:
         })
     rows.append({
         "format": "text (API responses)",
-        "implicit": "— no file, no metadata (LABELS.md §7)",
+        "implicit": "— no file, no metadata (the implicit label is a file-metadata duty; our reading: none for a bare API string)",
         "explicit": "✅ wording validated; `label_text`, `label_chat_completion`; the disclosure notice",
         "c2pa": "—",
         "watermark": "❌ not yet",
