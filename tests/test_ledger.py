@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from aiobligations.errors import ConfigurationError, LedgerBroken, LedgerClosed, RetentionError
-from aiobligations.ledger import Ledger, MasterKey, Signer, export_bundle, verify_path
+from aiobligations.ledger import Ledger, MasterKey, Signer, SQLiteStore, export_bundle, verify_path
 from aiobligations.ledger import merkle
 from aiobligations.ledger.note import open_checkpoint
 from aiobligations.ledger.reader import checkpoint_of
@@ -396,3 +396,17 @@ def test_a_second_writer_is_refused_while_the_first_is_open(make_ledger, tmp_pat
         make_ledger()
     first.close()
     assert 1 == make_ledger().size  # Closing released the lock.
+
+
+def test_a_bundle_exported_from_a_store_equals_one_exported_from_its_file(make_ledger, tmp_path: Path, signer) -> None:
+    """export_bundle takes any Store (the next backends), not only a SQLite path."""
+    ledger = make_ledger()
+    for n in range(50):
+        ledger.append({"kind": "log", "n": n})
+    ledger.close()
+    by_path = export_bundle(tmp_path / "ledger.db", tmp_path / "by-path")
+    by_store = export_bundle(SQLiteStore(tmp_path / "ledger.db", create=False, readonly=True), tmp_path / "by-store")
+    assert {**by_path, "created": None} == {**by_store, "created": None}
+    for name in ("records.jsonl", "hashes.bin", "checkpoint"):
+        assert (tmp_path / "by-path" / name).read_bytes() == (tmp_path / "by-store" / name).read_bytes()
+    assert 50 == verify_path(tmp_path / "by-store", key=signer.verifier_key).end

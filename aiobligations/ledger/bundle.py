@@ -41,7 +41,7 @@ from ..errors import UnusableInput
 from .note import Checkpoint, NoteError
 from .reader import TreeReader, checkpoint_of
 from .records import format_ts
-from .store import SQLiteStore
+from .store import SQLiteStore, Store
 
 __all__ = ["BUNDLE_FORMAT", "MEMBERS", "export_bundle"]
 
@@ -63,7 +63,7 @@ MEMBERS = (
 
 
 def export_bundle(
-    database: str | os.PathLike[str],
+    database: str | os.PathLike[str] | Store,
     out: str | os.PathLike[str],
     *,
     start_time: float | None = None,
@@ -76,7 +76,8 @@ def export_bundle(
     left for the next export, since no signature covers them yet.
 
     Args:
-        database: The ledger's SQLite file (the service may be running).
+        database: The ledger's SQLite file (the service may be running), or a :class:`Store` not yet
+            opened (any backend: it is opened, read and closed here).
         out: A folder (created; must not exist) or a path ending in ``.tar.gz``.
         start_time: Only records sequenced at or after this Unix time.
         end_time: Only records sequenced before this Unix time.
@@ -92,7 +93,7 @@ def export_bundle(
     out = Path(out)
     if out.exists():
         raise UnusableInput(f"{out} already exists; choose a new path")
-    store = SQLiteStore(database, create=False, readonly=True)
+    store = database if isinstance(database, Store) else SQLiteStore(database, create=False, readonly=True)
     try:
         state = store.open()
         if not state.checkpoint:
@@ -144,7 +145,7 @@ def _consistency_member(reader: TreeReader, note: str, size: int) -> dict[str, A
 
 def _write_members(
     folder: Path,
-    store: SQLiteStore,
+    store: Store,
     reader: TreeReader,
     note: str,
     checkpoint: Checkpoint,

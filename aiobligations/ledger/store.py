@@ -24,7 +24,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO, Protocol, runtime_checkable
 
 from ..errors import LedgerError, LedgerLocked, UnusableInput
 
@@ -76,6 +76,7 @@ class Batch:
     """More ``meta`` rows to write in the same transaction (a writer process's last sequence number)."""
 
 
+@runtime_checkable
 class Store(Protocol):
     """**Protocol:** durable storage for one ledger. Other backends implement these methods.
 
