@@ -25,7 +25,7 @@ from typing import Any
 import structlog
 
 from aiobligations.adapters.otel import annotate_span, current_span_if_recording, current_trace_ids
-from aiobligations.errors import ConfigurationError, LabelError
+from aiobligations.errors import ConfigurationError, LabelError, LedgerClosed
 from aiobligations.interaction import _current as _current_interaction
 from aiobligations.interaction import uuid7_text
 from aiobligations.obligations import Obligations
@@ -115,6 +115,7 @@ class ObligationsMiddleware:
         if capture_limit < 0 or buffer_limit < 0:
             raise ConfigurationError("capture_limit and buffer_limit must be >= 0")
         self.app = app
+        self._owns_hub = obligations is None
         self.obligations = obligations if obligations is not None else _default_obligations()
         self.policy = policy or RoutePolicy()
         self._identity = identity
@@ -150,8 +151,32 @@ class ObligationsMiddleware:
     def __repr__(self) -> str:
         return f"ObligationsMiddleware({self.app!r})"
 
+    def _flush_on_shutdown(self, send: Send) -> Send:
+        """Store every record before the server reports its shutdown complete.
+
+        uvicorn and gunicorn's uvicorn worker end a worker by raising the stop signal again once
+        the app has shut down, so ``atexit`` never runs there: the hub this middleware opened is
+        closed here (and a hub the app passed in is flushed: the app closes it).
+        """
+        async def flushing(message: Message) -> None:
+            if message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+                try:
+                    if self._owns_hub:
+                        await asyncio.to_thread(self.obligations.close)
+                    else:
+                        await asyncio.to_thread(self._ledger.flush, 30.0)
+                except LedgerClosed:
+                    pass  # The app's own shutdown closed its hub first.
+                except Exception as exc:
+                    log.error("ledger_flush_at_shutdown_failed", error=f"{type(exc).__name__}: {exc}")
+            await send(message)
+
+        return flushing
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
+            if scope["type"] == "lifespan":
+                send = self._flush_on_shutdown(send)
             await self.app(scope, receive, send)
             return
         path = scope["path"]

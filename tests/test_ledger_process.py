@@ -651,3 +651,49 @@ class TestFork:
         assert "before the process forked" in outcome and "writer" in outcome
         assert 1 == ledger.append({"kind": "log", "n": 1})
         assert [0, 1] == [ledger.read(i)["n"] for i in range(ledger.size)]
+
+
+class TestPeers:
+    def test_a_stopped_peer_does_not_stall_the_others(self, open_ledger, tmp_path: Path, signer: Signer,
+                                                      master: MasterKey) -> None:
+        """A worker that stops reading (SIGSTOP) must not block the writer's answers to everyone else."""
+        path = tmp_path / "ledger.db"
+        ledger = open_ledger(path)
+        assert 0 == ledger.append({"kind": "log", "n": -1})
+        script = textwrap.dedent(f"""
+            import sys
+            from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+            from aiobligations.ledger import MasterKey, Signer
+            from aiobligations.ledger.process import ProcessLedger
+            signer = Signer({ORIGIN!r}, Ed25519PrivateKey.from_private_bytes(bytes.fromhex(sys.argv[1])))
+            ledger = ProcessLedger({str(path)!r}, origin={ORIGIN!r}, signer=signer,
+                                   master_key=MasterKey(bytes.fromhex(sys.argv[2])))
+            print("READY", ledger.append({{"kind": "log", "peer": True}}), flush=True)
+            sys.stdin.read()
+            ledger.close()
+            print("CLOSED", flush=True)
+        """)
+        from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+
+        key = signer.private_key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption()).hex()
+        peer = subprocess.Popen([sys.executable, "-c", script, key, master._raw.hex()],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        try:
+            assert ["READY", "1"] == peer.stdout.readline().split()
+            os.kill(peer.pid, signal.SIGSTOP)
+            try:
+                # Each append is its own batch and checkpoint: thousands of messages the stopped
+                # peer does not read (about 600 KB, more than a socket's buffer holds).
+                for n in range(3000):
+                    ledger.append({"kind": "log", "n": n}, timeout=DEADLINE)
+            finally:
+                os.kill(peer.pid, signal.SIGCONT)
+            peer.stdin.close()  # Lets it read to the end, then close its ledger.
+            assert "CLOSED" == peer.stdout.readline().strip()
+            assert 0 == peer.wait(DEADLINE)
+        finally:
+            if peer.poll() is None:
+                peer.kill()
+                peer.wait()
+            peer.stdout.close()
+        assert 3002 == ledger.flush()

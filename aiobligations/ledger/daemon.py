@@ -27,6 +27,7 @@ import hmac
 import os
 import socket
 import threading
+from collections import deque
 from typing import Any
 
 import structlog
@@ -47,31 +48,71 @@ __all__ = ["SEQ_PREFIX", "serve"]
 log = structlog.get_logger("aiobligations.ledger")
 
 _HANDSHAKE_LIMIT = 4096
+_MAX_OUTBOX = 100_000
+_STOP = object()
 _HANDSHAKE_TIMEOUT = 5.0
 SEQ_PREFIX = "writer_seq:"
 """The ``meta`` rows holding each peer's last stored sequence number: ``writer_seq:<token>``."""
 
 
 class _Peer:
-    """One connected serving process."""
+    """One connected serving process, with an outbox of its own.
 
-    __slots__ = ("bye", "reader", "sock", "token", "_send_lock")
+    Messages to a peer (acknowledgements, new checkpoints) go through its outbox and its own
+    sending thread, so a peer that stops reading (a stopped or wedged worker) never stalls the
+    writer's thread and with it every other peer. A peer whose outbox passes
+    :data:`_MAX_OUTBOX` messages is cut off: it reconnects and resends, and nothing it sent is
+    stored twice.
+    """
+
+    __slots__ = ("bye", "reader", "sock", "token", "_cut", "_outbox", "_ready", "_sender")
 
     def __init__(self, sock: socket.socket, token: str, reader: SocketReader) -> None:
         self.sock = sock
         self.reader = reader
         self.token = token
         self.bye = False
-        self._send_lock = threading.Lock()
+        self._cut = False
+        self._outbox: deque[Any] = deque()
+        self._ready = threading.Event()
+        self._sender = threading.Thread(target=self._send_all, name="aiobligations-ledger-peer-out", daemon=True)
+        self._sender.start()
 
     def send(self, message: Any) -> None:
-        with self._send_lock:
-            try:
-                _send(self.sock, message)
-            except OSError:
-                pass  # The peer is gone; its reading thread sees the end of file.
+        """Queue a message for the peer; never blocks."""
+        if self._cut:
+            return
+        outbox = self._outbox
+        outbox.append(message)
+        if len(outbox) > _MAX_OUTBOX:
+            log.error("ledger_writer_peer_stalled", token=self.token, queued=len(outbox))
+            self._cut = True
+            outbox.clear()
+            with contextlib.suppress(OSError):
+                self.sock.shutdown(socket.SHUT_RDWR)  # Its reading thread sees the end and lets it go.
+        self._ready.set()
+
+    def _send_all(self) -> None:
+        outbox = self._outbox
+        while True:
+            self._ready.wait()
+            self._ready.clear()
+            while outbox:
+                message = outbox.popleft()
+                if message is _STOP:
+                    return
+                try:
+                    _send(self.sock, message)
+                except OSError:
+                    self._cut = True  # The peer is gone; its reading thread sees the end of file.
+                    outbox.clear()
+                    break
 
     def close(self) -> None:
+        """Send what is queued (within a few seconds), then close the connection."""
+        self._outbox.append(_STOP)
+        self._ready.set()
+        self._sender.join(5.0)
         with contextlib.suppress(OSError):
             self.reader.close()
         with contextlib.suppress(OSError):
@@ -219,12 +260,9 @@ class _Server:
                 conn, _ = self.listener.accept()
             except OSError:
                 break  # Shut down by the last peer's leaving.
-            try:
-                self.handshake(conn)
-            except Exception as exc:
-                log.warning("ledger_writer_peer_refused", error=f"{type(exc).__name__}: {exc}")
-                with contextlib.suppress(OSError):
-                    conn.close()
+            # Each newcomer is greeted on a thread of its own: one that connects and says nothing
+            # must not keep the others waiting.
+            threading.Thread(target=self.admit, args=(conn,), name="aiobligations-ledger-hello", daemon=True).start()
         if isinstance(self.address, str):
             with contextlib.suppress(OSError):
                 os.unlink(self.address)
@@ -236,6 +274,15 @@ class _Server:
             if last.bye:
                 last.send(("closed", True))
             last.close()
+
+    def admit(self, conn: socket.socket) -> None:
+        """Greet a newcomer; refuse it (logged, closed) if it is not a peer of this ledger."""
+        try:
+            self.handshake(conn)
+        except Exception as exc:
+            log.warning("ledger_writer_peer_refused", error=f"{type(exc).__name__}: {exc}")
+            with contextlib.suppress(OSError):
+                conn.close()
 
     def handshake(self, conn: socket.socket) -> None:
         if peer_uid(conn) != os.getuid():

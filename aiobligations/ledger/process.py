@@ -550,9 +550,9 @@ class PeerWriter(Writer):
                     self._resend(ready)
                     self._connected.set()
                     if died:
-                        log.warning("ledger_writer_process_reached", pid=self.writer_pid)
+                        log.warning("ledger_writer_process_reached", pid=self.pid)
                     else:
-                        log.info("ledger_writer_process_joined", pid=self.writer_pid)
+                        log.info("ledger_writer_process_joined", pid=self.pid)
                     return
             time.sleep(delay)
             delay = min(delay * 2, 5.0)
