@@ -132,8 +132,7 @@ def _show(view: dict[str, Any], as_json: bool) -> None:
 def requests_group() -> None:
     """Work the explanation requests (Art. 39): list, show, review, answer, reject, resolve.
 
-    Opens the ledger itself, so run it while the service is stopped; while it runs, use the
-    operator HTTP endpoints instead.
+    Works whether the service runs or not: it joins the ledger's writer like one more worker.
     """
 
 
