@@ -697,3 +697,19 @@ class TestPeers:
                 peer.wait()
             peer.stdout.close()
         assert 3002 == ledger.flush()
+
+    def test_a_starting_writer_drops_the_rows_of_peers_gone_for_a_day(self, open_ledger, tmp_path: Path) -> None:
+        """Killed workers never say goodbye; their sequence rows go once they are a day old."""
+        path = tmp_path / "ledger.db"
+        open_ledger(path).close()
+        with sqlite3.connect(path) as conn:
+            conn.executemany("INSERT INTO meta VALUES (?, ?)", [
+                ("writer_seq:gone", b"5 1000"),
+                ("writer_seq:recent", b"7 %d" % time.time()),
+            ])
+        ledger = open_ledger(path)
+        assert 0 == ledger.append({"kind": "log"})
+        ledger.close()
+        with sqlite3.connect(path) as conn:
+            rows = dict(conn.execute("SELECT key, value FROM meta WHERE key LIKE 'writer_seq:%'"))
+        assert ["writer_seq:recent"] == sorted(rows)

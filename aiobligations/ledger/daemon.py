@@ -27,6 +27,7 @@ import hmac
 import os
 import socket
 import threading
+import time
 from collections import deque
 from typing import Any
 
@@ -49,6 +50,7 @@ log = structlog.get_logger("aiobligations.ledger")
 
 _HANDSHAKE_LIMIT = 4096
 _MAX_OUTBOX = 100_000
+_STALE_AFTER = 86_400.0
 _STOP = object()
 _HANDSHAKE_TIMEOUT = 5.0
 SEQ_PREFIX = "writer_seq:"
@@ -170,7 +172,8 @@ class _Log:
             waiter = item[2]
             if type(waiter) is _Seq and waiter.seq > last.get(waiter.peer.token, -1):
                 last[waiter.peer.token] = waiter.seq
-        return [(SEQ_PREFIX + token, b"%d" % seq) for token, seq in last.items()]
+        now = b"%d" % time.time()
+        return [(SEQ_PREFIX + token, b"%d %s" % (seq, now)) for token, seq in last.items()]
 
     def deliver(self, results: list[tuple[Any, Any]]) -> None:
         """Acknowledge to each peer what of its own is stored (or failed); tell the others the new state."""
@@ -206,7 +209,24 @@ class _Log:
         stored = self.ledger._store.get_meta(SEQ_PREFIX + token)
         size, checkpoint, signed_size = self.state()
         return {"size": size, "checkpoint": checkpoint, "signed_size": signed_size,
-                "writer_seq": (token, int(stored)) if stored else None, "pid": os.getpid()}
+                "writer_seq": (token, int(stored.split()[0])) if stored else None, "pid": os.getpid()}
+
+    def drop_stale(self, now: float) -> int:
+        """Drop the sequence rows of peers gone for a day (killed workers never say goodbye).
+
+        A peer whose writer died reconnects within seconds and needs its row; one silent for
+        :data:`_STALE_AFTER` seconds is gone for good. Returns how many rows were dropped.
+        """
+        store = self.ledger._store
+        stale = []
+        for key, value in store.meta_with_prefix(SEQ_PREFIX).items():
+            parts = value.split()
+            written = float(parts[1]) if len(parts) > 1 else 0.0
+            if now - written > _STALE_AFTER:
+                stale.append(key)
+        if stale:
+            self.writer.in_writer(lambda: store.drop_meta(stale))
+        return len(stale)
 
     def remote(self, name: str, args: tuple[Any, ...]) -> Any:
         if name == "prune":
@@ -409,6 +429,7 @@ def serve(fd: int) -> int:
         log_.ledger.close()
         _send_quietly(sock, ("failed", ("LedgerError", f"the ledger's writer cannot listen: {exc}")))
         return 1
+    log_.drop_stale(time.time())
     server = _Server(log_, listener, config["address"], auth_key(config["signer_key"], config["origin"]))
     first = _Peer(sock, config["token"], reader)
     server.add(first)

@@ -104,6 +104,10 @@ class Store(Protocol):
         """Delete metadata values (from the writer thread)."""
         ...
 
+    def meta_with_prefix(self, prefix: str) -> dict[str, bytes]:
+        """Every metadata value whose key starts with ``prefix``."""
+        ...
+
     def tree_head(self) -> tuple[int, str | None]:
         """The durable tree size and latest checkpoint, as stored now (whoever wrote them)."""
         ...
@@ -447,6 +451,13 @@ class SQLiteStore:
         assert conn is not None
         with self._transaction(conn):
             conn.executemany("DELETE FROM meta WHERE key=?", [(key,) for key in keys])
+
+    def meta_with_prefix(self, prefix: str) -> dict[str, bytes]:
+        """Every metadata value whose key starts with ``prefix``."""
+        rows = self._reader().execute(
+            "SELECT key, value FROM meta WHERE substr(key, 1, ?) = ?", (len(prefix), prefix)
+        )
+        return {key: bytes(value) for key, value in rows}
 
     def tree_head(self) -> tuple[int, str | None]:
         """The durable tree size and latest checkpoint, as stored now (whoever wrote them)."""
