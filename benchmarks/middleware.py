@@ -2,7 +2,7 @@
 
 Run it from the repository root::
 
-    .venv/bin/python benchmarks/middleware.py            # full run (about 2.5 minutes on 2 cores)
+    .venv/bin/python benchmarks/middleware.py            # full run (about 3.5 minutes on 2 cores)
     .venv/bin/python benchmarks/middleware.py --quick    # smoke run (under a minute)
 
 The JSON object goes to stdout; progress goes to stderr. Every file (ledgers, keys, the server
@@ -23,26 +23,38 @@ What each figure measures
     makes one). The app is a raw ASGI app answering ``POST /v1/chat/completions`` with a 204-byte
     ``chat.completion`` JSON (``Content-Length`` set), after reading a 120-byte request body; the
     request carries the headers an OpenAI client sends, with ``Authorization: Bearer`` from 100
-    rotating API keys (100 subjects). Three variants of that app are run:
+    rotating API keys (100 subjects). These variants are run:
 
     - ``bare``: the app itself;
     - ``ours``: ``ObligationsMiddleware(app, obligations=...)`` with every default (the route is
       an AI route: disclosure headers, the JSON notice field inserted, both bodies captured, one
-      ``interaction`` record per request sealed and appended by the ledger's writer thread to a
-      SQLite ledger made by ``aiobligations.keys.init_project``, ``checkpoint_interval = 0``);
+      ``interaction`` record per request built, sealed and appended by the ledger's shared writer
+      process (``[ledger] writer = "process"``, the default) to a SQLite ledger made by
+      ``aiobligations.keys.init_project``, ``checkpoint_interval = 0``);
+    - ``ours_new_person``: the same middleware, but every request is a new person's first: a
+      browser's headers with no API key and no cookie, so each one gets a fresh cookie subject,
+      the full first-contact notice, a ``Set-Cookie`` header, a mark in the shared first-contact
+      table, and (in the writer) a new subject key, wrapped and stored;
     - ``otel``: ``opentelemetry.instrumentation.asgi.OpenTelemetryMiddleware(app,
       tracer_provider=...)`` with default settings (a SERVER span plus its ``http receive`` and
       ``http send`` spans), an SDK ``TracerProvider`` with a ``SimpleSpanProcessor`` and an exporter
       that drops the spans (every span is built, ended and handed to the exporter on the request
-      thread); no MeterProvider is set, so the instrument's metrics go to the API's no-op meter.
+      thread); no MeterProvider is set, so the instrument's metrics go to the API's no-op meter;
+    - ``submit_similar`` (no app): ``Ledger.submit`` of interaction records like the middleware's,
+      then ``flush``. The records are built, before the timed block, by the middleware's own record
+      factory from the arguments it handed the ledger for 100 real requests (caught during the
+      warm-up), each with a fresh interaction id: what a caller of ``submit`` would queue for the
+      same requests, already JSON when it reaches the writer.
 
     After an untimed warm-up of each, ``--rounds`` rounds each run a block of ``--block``
     requests through every variant, in an order that rotates from round to round (so drift
     cancels). Inside a block every request is timed with ``perf_counter_ns`` (wall) and
     ``thread_time_ns`` (CPU of the event-loop thread). The block as a whole is timed too, in wall
-    time and in process CPU time (all threads); for ``ours`` the timed block ends with
-    ``obligations.ledger.flush()``, so it includes the writer thread catching up: every record of
-    the block sealed, hashed, committed and its checkpoint signed. ``gc.collect()`` runs before each
+    time and in process CPU time (all threads); for ``ours``, ``ours_new_person`` and
+    ``submit_similar`` the timed block ends with ``obligations.ledger.flush()``, so it includes the
+    writer process catching up: every record of the block built, sealed, hashed, committed and its
+    checkpoint signed; ``writer_process_cpu_us_per_record`` is that writer process's CPU over the
+    block per record (``in_process.writer_process_cpu_us_per_record`` sets the three side by side). ``gc.collect()`` runs before each
     block; the collector stays on.
 
     Reported per variant: per-request percentiles of wall and thread CPU, and the block figures per
@@ -62,37 +74,55 @@ What each figure measures
       thread, from ``/proc/<pid>/task/*/schedstat``) over the same block, flush included: all the
       CPU the middleware costs the machine per request, in whichever process it is spent.
 
-    The target (added CPU ≤ 60 µs per request; ours/OTel ≤ 1.0) is checked against
+    The target (``ratio`` = ours/OTel ≤ 0.3, requests with an API key) is checked against
     ``ours_added_us_median`` = ``block_machine_cpu_us`` (``basis``), and likewise
-    ``otel_added_us_median``: not the request thread's CPU alone. ``block_wall_incl_flush_us`` is
+    ``otel_added_us_median``: not the request thread's CPU alone. ``ratio_new_person`` is the same
+    for a new person's first request. ``pass_added`` keeps the earlier issue's absolute target
+    (≤ 60 µs per request, set on a faster machine; see ``machine.python_loop_ns``): reported, not
+    part of ``pass``. ``block_wall_incl_flush_us`` is
     context: with the writer in its own process it measures how long the writer takes to drain a
     burst of 2,000 records queued in a few milliseconds (a pipeline running on the other core),
     not what a request costs.
 
 ``uvicorn``
     Each server is its own process: ``uvicorn`` (``--http`` / ``--loop``, default ``auto``: httptools
-    and uvloop when installed, else h11 and asyncio; ``http_impl``/``loop_impl`` say which), one
-    worker, access log off, serving a tiny module written to the temporary folder; the wrapped
+    and uvloop when installed, else h11 and asyncio; ``http_impl``/``loop_impl`` say which), access
+    log off, serving a tiny module written to the temporary folder, with 1 worker and with 4
+    (``uvicorn.run("bench_server:app", workers=4)``, as ``uvicorn --workers 4``: a supervisor and
+    four worker processes, each a peer of the ledger's one shared writer process); the wrapped
     server is ``ObligationsMiddleware`` over the same app with a fresh ledger (every default: the
-    ledger's writer is its own process, ``[ledger] writer = "process"``). On 2 cores the server is
-    pinned to CPU 0 and the load generator and the ledger's writer process (every thread of it) to
-    CPU 1 (``pinning``): the serving core does the request path's work only, as on a machine with
-    a core to spare. ``trivial_writer_on_server_core`` repeats the trivial comparison with the
-    writer process pinned to CPU 0 beside the server (context, no target: what one core does
-    alone). ``writer_process_cpu_us_per_record`` is the writer process's CPU per record. Two endpoints:
-    ``trivial`` (the 204-byte completion above, at once) and ``sleep_20ms`` (the same after
-    ``await asyncio.sleep(0.02)``, like a model). The load generator keeps ``--connections`` (64)
-    keep-alive connections busy for ``--duration`` seconds (``wrk -t1``, or the Python client);
-    bare and wrapped servers run side by side, each warmed up for 1 s, then timed runs alternate
-    (bare, wrapped, wrapped, bare, ...) ``--runs`` times each. After each wrapped run the server
-    flushes its ledger before anything else runs (``flush_ms``: the writer's backlog), and reports
-    its ledger size, so ``records_per_response`` ≥ 1 shows every response left a record.
-    ``server_cpu_us_per_request`` is the server process's CPU (all threads, including the flush)
-    per response (``server_threads_cpu_us_per_request`` splits it: the event loop's ``MainThread``
-    and the ledger's writer thread), and ``added_server_cpu_us_per_request`` is wrapped − bare.
-    Reported: requests/s (median of runs, and every run), latency percentiles from
-    the load generator, ``ratio`` = wrapped / bare medians; targets ≥ 0.8 (trivial) and ≥ 0.97
-    (sleep_20ms). Any non-2xx response or socket error fails the run.
+    ledger's writer is its own process, ``[ledger] writer = "process"``). With 1 worker on 2 cores,
+    the server is pinned to CPU 0 and the load generator and the ledger's writer process (every
+    thread of it) to CPU 1 (``pinning``): the serving core does the request path's work only, as on
+    a machine with a core to spare. With 4 workers nothing is pinned: workers, writer process and
+    load generator share every core. ``--writer-on-server-core`` adds
+    ``trivial_writer_on_server_core``: the 1-worker trivial comparison with the writer process
+    pinned to CPU 0 beside the server (context, no target: what one core does alone). Two
+    endpoints: ``trivial`` (the 204-byte completion above, at once) and ``sleep_20ms`` (the same
+    after ``await asyncio.sleep(0.02)``, like a model). The load generator keeps ``--connections``
+    (64) keep-alive connections busy for ``--duration`` seconds (``wrk -t1``, bounded by its
+    duration; or the Python client, bounded by its duration and by ``--max-requests`` per second of
+    it); bare and wrapped servers run side by side, each warmed up (1 s; 2 s with 4 workers, so
+    every worker serves and joins the writer first), then timed runs alternate (bare, wrapped,
+    wrapped, bare, ...) ``--runs`` times each. After each wrapped run this process reads the
+    ledger's record count from the database until it holds a record for every response and stops
+    changing (``stored_within_s``), so ``records_per_response`` ≥ 1 shows every response left a
+    record. CPU is read from ``/proc`` by this process: ``server_cpu_us_per_request`` is every
+    server process's CPU (supervisor and workers, all threads) per response;
+    ``writer_process_cpu_us_per_record`` the writer process's CPU per record over the same span
+    (its backlog included); ``machine_cpu_us_per_request`` the two together;
+    ``added_server_cpu_us_per_request`` is wrapped − bare, and ``added_machine_cpu_us_per_request``
+    adds the writer's. With 1 worker the server also splits its CPU by thread
+    (``server_threads_cpu_us_per_request``: the event loop's ``MainThread``, the thread that sends
+    batches to the writer process, the one that takes its acknowledgements) and reports its own
+    ``flush_ms``. ``server_runqueue_wait_us_per_request`` and ``writer_runqueue_wait_us_per_record``
+    are the time those processes' threads were runnable but waited for a CPU (``schedstat``): with
+    4 workers on 2 cores, or other work on the machine, this is where a saturated machine's time
+    goes. Reported: requests/s (median of runs, and every run), latency percentiles from
+    the load generator, ``ratio`` = wrapped / bare medians (``ratios`` lists all four); targets
+    ≥ 0.97 for ``sleep_20ms`` with 1 and with 4 workers, ≥ 0.7 for ``trivial_4_workers``; the
+    1-worker ``trivial`` ratio has no target in this issue (context). Any non-2xx response or
+    socket error fails the run.
 
 ``streaming``
     ``ttfb``: the demo service's chat stream (``aiobligations.demo.build_app(stream_delay=0.002)``:
@@ -139,6 +169,7 @@ import re
 import shutil
 import signal
 import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -152,8 +183,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 
 TARGET_ADDED_US = 60.0
-TARGET_OTEL_RATIO = 1.0
-TARGET_TRIVIAL_RATIO = 0.8
+TARGET_OTEL_RATIO = 0.3
+TARGET_TRIVIAL_4W_RATIO = 0.7  # trivial endpoint, uvicorn --workers 4
 TARGET_SLEEP_RATIO = 0.97
 TARGET_TTFB_ADDED_MS = 1.0
 CAPTURE_CAP = 1 << 20
@@ -246,7 +277,11 @@ def _otel_app(app: Any) -> tuple[Any, Any, dict[str, Any]] | None:
     try:
         from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
         from opentelemetry.sdk.trace import TracerProvider
-        from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+        from opentelemetry.sdk.trace.export import (
+            SimpleSpanProcessor,
+            SpanExporter,
+            SpanExportResult,
+        )
     except ImportError:
         return None
 
@@ -283,10 +318,25 @@ def _version(dist: str) -> str | None:
         return None
 
 
-async def _check_responses(apps: dict[str, Any], template: dict[str, Any], headers: list[Any]) -> dict[str, Any]:
-    """One request through each variant: the wrapped one must disclose, the others must not."""
+def _anonymous_headers() -> list[tuple[bytes, bytes]]:
+    """A new person's first request: a browser's headers, no API key, no cookie."""
+    return [
+        (b"host", b"127.0.0.1:8000"),
+        (b"accept-encoding", b"gzip, deflate, br"),
+        (b"accept", b"application/json"),
+        (b"content-type", b"application/json"),
+        (b"user-agent", b"Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0"),
+        (b"content-length", str(len(REQUEST_BODY)).encode()),
+    ]
+
+
+async def _check_responses(variants: dict[str, Any], template: dict[str, Any]) -> dict[str, Any]:
+    """One request through each variant: the wrapped ones must disclose, the others must not; a new
+    person must get a cookie."""
     seen: dict[str, Any] = {}
-    for name, app in apps.items():
+    for name, variant in variants.items():
+        if variant["app"] is None:
+            continue
         sent: list[dict[str, Any]] = []
 
         async def receive() -> dict[str, Any]:
@@ -295,27 +345,18 @@ async def _check_responses(apps: dict[str, Any], template: dict[str, Any], heade
         async def send(message: dict[str, Any], sent: list[dict[str, Any]] = sent) -> None:
             sent.append(message)
 
-        await app({**template, "headers": headers[0]}, receive, send)
+        await variant["app"]({**template, "headers": variant["headers"][0]}, receive, send)
         start = next(m for m in sent if m["type"] == "http.response.start")
         names = {k.lower() for k, _ in start["headers"]}
         body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
         seen[name] = {"status": start["status"], "disclosed": b"ai-disclosure" in names,
+                      "cookie_set": b"set-cookie" in names,
                       "response_bytes": len(body), "notice_field": b'"ai_disclosure"' in body}
-        if start["status"] != 200 or seen[name]["disclosed"] != (name == "ours"):
+        wrapped = name.startswith("ours")
+        if start["status"] != 200 or seen[name]["disclosed"] != wrapped or (
+                seen[name]["cookie_set"] != (name == "ours_new_person")):
             raise RuntimeError(f"the {name} variant answered unexpectedly: {seen[name]}")
     return seen
-
-
-def _writer_cpu_ns(pid: int | None) -> int:
-    """CPU time of every thread of the ledger's writer process, from ``schedstat`` (nanoseconds)."""
-    if pid is None:
-        return 0
-    total = 0
-    with contextlib.suppress(OSError):
-        for tid in os.listdir(f"/proc/{pid}/task"):
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                total += int(Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[0])
-    return total
 
 
 async def _block(app: Any, n: int, template: dict[str, Any], headers: list[Any],
@@ -332,7 +373,7 @@ async def _block(app: Any, n: int, template: dict[str, Any], headers: list[Any],
     async def send(message: Any) -> None:
         return None
 
-    w0 = _writer_cpu_ns(writer_pid)
+    w0 = _process_cpu_ns(writer_pid)
     p0, c0, t0 = pcpu(), tcpu(), perf()
     for i in range(n):
         scope = {**template, "headers": headers[i % keys]}
@@ -346,53 +387,118 @@ async def _block(app: Any, n: int, template: dict[str, Any], headers: list[Any],
     if flush is not None:
         flush()
     t1, c1, p1 = perf(), tcpu(), pcpu()
-    writer = _writer_cpu_ns(writer_pid) - w0
+    writer = _process_cpu_ns(writer_pid) - w0
     return {"walls": walls, "cpus": cpus, "wall": t1 - t0, "thread_cpu": c1 - c0, "process_cpu": p1 - p0,
-            "machine_cpu": p1 - p0 + writer}
+            "machine_cpu": p1 - p0 + writer, "writer": writer}
+
+
+def _submit_block(ledger: Any, records: list[dict[str, Any]], writer_pid: int | None) -> dict[str, Any]:
+    """``Ledger.submit`` of every record (each call timed), then ``flush``: the same figures as a block."""
+    perf, tcpu, pcpu = time.perf_counter_ns, time.thread_time_ns, time.process_time_ns
+    walls, cpus = array("q"), array("q")
+    submit = ledger.submit
+    w0 = _process_cpu_ns(writer_pid)
+    p0, c0, t0 = pcpu(), tcpu(), perf()
+    for record in records:
+        a = perf()
+        b = tcpu()
+        submit(record)
+        c = tcpu()
+        d = perf()
+        walls.append(d - a)
+        cpus.append(c - b)
+    ledger.flush()
+    t1, c1, p1 = perf(), tcpu(), pcpu()
+    writer = _process_cpu_ns(writer_pid) - w0
+    return {"walls": walls, "cpus": cpus, "wall": t1 - t0, "thread_cpu": c1 - c0, "process_cpu": p1 - p0,
+            "machine_cpu": p1 - p0 + writer, "writer": writer}
+
+
+def _similar_records(captured: list[tuple[Any, tuple[Any, ...]]], n: int) -> list[dict[str, Any]]:
+    """``n`` interaction records built by the middleware's own record factory from the arguments it
+    handed the ledger for real requests, each with a fresh interaction id: what a caller of
+    ``submit`` would queue for the same requests."""
+    from aiobligations.interaction import uuid7_text
+
+    built = [factory(*args) for factory, args in captured]
+    return [{**built[i % len(built)], "interaction_id": uuid7_text()} for i in range(n)]
 
 
 def bench_in_process(tmp: Path, rounds: int, block: int, warmup: int) -> dict[str, Any]:
+    from aiobligations.middleware import ObligationsMiddleware
+
     from aiobligations import Obligations
     from aiobligations.keys import init_project
-    from aiobligations.middleware import ObligationsMiddleware
 
     bare = _raw_app()
     obligations = Obligations.from_file(init_project(tmp / "in-process"))
     try:
-        apps: dict[str, Any] = {"bare": bare, "ours": ObligationsMiddleware(bare, obligations=obligations)}
+        ledger = obligations.ledger
+        writer_pid = getattr(ledger, "writer_pid", None)
+        ours = ObligationsMiddleware(bare, obligations=obligations)
+        template, headers = _scope_template(), _header_sets()
+        variants: dict[str, dict[str, Any]] = {
+            "bare": {"app": bare, "headers": headers, "flush": None, "writer_pid": None},
+            "ours": {"app": ours, "headers": headers, "flush": ledger.flush, "writer_pid": writer_pid},
+            "ours_new_person": {"app": ours, "headers": [_anonymous_headers()], "flush": ledger.flush,
+                                "writer_pid": writer_pid},
+        }
         otel = _otel_app(bare)
         otel_info: dict[str, Any] | None = None
         exporter = None
         if otel is not None:
-            apps["otel"], exporter, otel_info = otel
+            app, exporter, otel_info = otel
+            variants["otel"] = {"app": app, "headers": headers, "flush": None, "writer_pid": None}
         else:
             progress("opentelemetry-instrumentation-asgi is not installed: no OpenTelemetry comparison")
-        template, headers = _scope_template(), _header_sets()
-        flushes = {name: (obligations.ledger.flush if name == "ours" else None) for name in apps}
-        writer_pid = getattr(obligations.ledger, "writer_pid", None)
+        variants["submit_similar"] = {"app": None, "headers": headers, "flush": ledger.flush, "writer_pid": writer_pid}
+
+        # What the middleware hands the ledger for real requests (record factory and arguments),
+        # caught during the warm-up, to build the same records for a plain submit.
+        captured: list[tuple[Any, tuple[Any, ...]]] = []
+        submit_deferred = obligations.submit_deferred
+
+        def catch(factory: Any, args: tuple[Any, ...]) -> None:
+            if len(captured) < API_KEYS:
+                captured.append((factory, args))
+            submit_deferred(factory, args)
+
+        async def run_block(name: str, n: int, timed_writer: bool) -> dict[str, Any]:
+            variant = variants[name]
+            pid = variant["writer_pid"] if timed_writer else None
+            if variant["app"] is None:
+                records = _similar_records(captured, n)
+                gc.collect()
+                return _submit_block(ledger, records, pid)
+            gc.collect()
+            return await _block(variant["app"], n, template, variant["headers"], variant["flush"], pid)
 
         async def main() -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
-            checked = await _check_responses(apps, template, headers)
-            for name, app in apps.items():
-                await _block(app, warmup, template, headers, flushes[name])
-            results: dict[str, list[dict[str, Any]]] = {name: [] for name in apps}
-            names = list(apps)
+            checked = await _check_responses(variants, template)
+            obligations.submit_deferred = catch  # type: ignore[method-assign]
+            try:
+                await run_block("ours", warmup, False)
+            finally:
+                del obligations.submit_deferred
+            for name in variants:
+                await run_block(name, warmup, False)
+            results: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
+            names = list(variants)
             for r in range(rounds):
                 order = names[r % len(names):] + names[: r % len(names)]
                 for name in order:
-                    gc.collect()
-                    results[name].append(await _block(apps[name], block, template, headers, flushes[name],
-                                                      writer_pid if name == "ours" else None))
+                    results[name].append(await run_block(name, block, True))
                 if r == 0 or (r + 1) % 5 == 0 or r + 1 == rounds:
-                    means = {n: results[n][-1]["process_cpu"] / block / 1000 for n in names}
-                    progress(f"  round {r + 1}/{rounds}: process CPU per request "
-                             + ", ".join(f"{n} {v:.1f} us" for n, v in means.items()))
+                    means = {n: results[n][-1]["machine_cpu"] / block / 1000 for n in names}
+                    progress(f"  round {r + 1}/{rounds}: machine CPU per request "
+                             + ", ".join(f"{n} {v:.1f} us" for n, v in means.items())
+                             + f"; load {os.getloadavg()[0]:.2f}")
             return checked, results
 
-        progress(f"in process: {rounds} rounds of {block} requests per variant ({', '.join(apps)})")
-        size0 = obligations.ledger.flush()
+        progress(f"in process: {rounds} rounds of {block} requests per variant ({', '.join(variants)})")
+        size0 = ledger.flush()
         checked, results = asyncio.run(main())
-        records = obligations.ledger.flush() - size0
+        records = ledger.flush() - size0
     finally:
         obligations.close()
 
@@ -410,31 +516,43 @@ def bench_in_process(tmp: Path, rounds: int, block: int, warmup: int) -> dict[st
         "requests_per_variant": total,
         "ledger_records_written": records,
         "check": checked,
-        "bare": per_variant["bare"],
-        "ours": per_variant["ours"],
-        "otel": per_variant.get("otel"),
+        **{name: per_variant.get(name) for name in ("bare", "ours", "ours_new_person", "otel", "submit_similar")},
         "otel_setup": otel_info,
         "otel_spans_exported": exporter.spans if exporter is not None else None,
     }
     out["ours_added"] = _added(results["ours"], results["bare"], block)
+    out["ours_new_person_added"] = _added(results["ours_new_person"], results["bare"], block)
     out["otel_added"] = _added(results["otel"], results["bare"], block) if "otel" in results else None
-    ours = out["ours_added"]["checked"]
+    ours_added = out["ours_added"]["checked"]
     otel_added = out["otel_added"]["checked"] if out["otel_added"] else None
-    out["ours_added_us_median"] = ours["us"]
-    out["ours_added_basis"] = ours["basis"]
+    out["ours_added_us_median"] = ours_added["us"]
+    out["ours_added_basis"] = ours_added["basis"]
     out["ours_added_thread_cpu_us_median"] = out["ours_added"]["thread_cpu_us"]["p50"]
+    out["ours_new_person_added_us_median"] = out["ours_new_person_added"]["checked"]["us"]
     out["otel_added_us_median"] = otel_added["us"] if otel_added else None
     out["otel_added_basis"] = otel_added["basis"] if otel_added else None
-    out["ratio"] = round(ours["us"] / otel_added["us"], 3) if otel_added and otel_added["us"] > 0 else None
+    out["ratio"] = round(ours_added["us"] / otel_added["us"], 3) if otel_added and otel_added["us"] > 0 else None
+    out["ratio_new_person"] = (round(out["ours_new_person_added_us_median"] / otel_added["us"], 3)
+                               if otel_added and otel_added["us"] > 0 else None)
+    out["writer_process_cpu_us_per_record"] = {
+        "interaction_record_from_the_middleware": per_variant["ours"]["writer_process_cpu_us_per_record"],
+        "interaction_record_of_a_new_person": per_variant["ours_new_person"]["writer_process_cpu_us_per_record"],
+        "plain_submit_of_a_similar_record": per_variant["submit_similar"]["writer_process_cpu_us_per_record"],
+        "note": "the middleware's records are built in the writer (submit_deferred: the record factory, "
+                "its JSON, then sealing); a plain submit arrives as JSON already (Ledger.submit prepares it "
+                "in the caller, whose CPU is in submit_similar.block_process_cpu_us_per_request)",
+    }
     out["target_added_us"] = TARGET_ADDED_US
     out["target_ratio"] = TARGET_OTEL_RATIO
-    out["pass_added"] = ours["us"] <= TARGET_ADDED_US
+    out["pass_added"] = ours_added["us"] <= TARGET_ADDED_US
     out["pass_ratio"] = out["ratio"] is not None and out["ratio"] <= TARGET_OTEL_RATIO
-    out["pass"] = out["pass_added"] and out["pass_ratio"]
-    if records < total:
+    out["pass"] = out["pass_ratio"]
+    expected = 2 * total + total  # ours, a new person, and the plain submits
+    if records < expected:
         out["pass"] = False
-        out["error"] = f"only {records} ledger records for {total} timed requests"
-    progress(f"  ours +{ours['us']:.1f} us ({ours['basis']}), "
+        out["error"] = f"only {records} ledger records for {expected} timed requests and submits"
+    progress(f"  ours +{ours_added['us']:.1f} us ({ours_added['basis']}), new person "
+             f"+{out['ours_new_person_added_us_median']:.1f} us, "
              + (f"OTel +{otel_added['us']:.1f} us, ratio {out['ratio']}" if otel_added else "no OTel"))
     return out
 
@@ -448,6 +566,8 @@ def _variant_figures(blocks: list[dict[str, Any]], block: int) -> dict[str, Any]
         "block_wall_us_per_request": _us(statistics.median(b["wall"] for b in blocks) / block),
         "block_thread_cpu_us_per_request": _us(statistics.median(b["thread_cpu"] for b in blocks) / block),
         "block_process_cpu_us_per_request": _us(statistics.median(b["process_cpu"] for b in blocks) / block),
+        "block_machine_cpu_us_per_request": _us(statistics.median(b["machine_cpu"] for b in blocks) / block),
+        "writer_process_cpu_us_per_record": _us(statistics.median(b["writer"] for b in blocks) / block),
     }
 
 
@@ -618,6 +738,8 @@ async def bench(scope, receive, send):
     info["cpu_s"] = usage.ru_utime + usage.ru_stime
     info["threads_cpu_s"] = thread_cpu()
     pid = getattr(obligations.ledger, "writer_pid", None) if obligations is not None else None
+    info["pid"] = os.getpid()
+    info["writer_pid"] = pid
     if pid is not None:
         info["writer_process_cpu_s"] = process_cpu(pid)
         info["writer_vm_hwm_kb"] = status_kb("VmHWM", pid)
@@ -632,43 +754,92 @@ async def bench(scope, receive, send):
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
-if KIND == "trivial":
-    inner = trivial
-elif KIND == "sleep":
-    inner = sleepy
-elif KIND == "big":
-    inner = big
-else:
-    from aiobligations.demo import build_app
-    inner = build_app(stream_delay=float(os.environ.get("BENCH_STREAM_DELAY", "0.002")))
+def build_app():
+    """The served app; wrapped, it opens the project's ledger (a peer of the shared writer process)."""
+    global obligations
+    if KIND == "trivial":
+        inner = trivial
+    elif KIND == "sleep":
+        inner = sleepy
+    elif KIND == "big":
+        inner = big
+    else:
+        from aiobligations.demo import build_app as demo_app
+        inner = demo_app(stream_delay=float(os.environ.get("BENCH_STREAM_DELAY", "0.002")))
 
+    async def app(scope, receive, send):
+        if scope["type"] == "http" and scope["path"].startswith("/__bench/"):
+            await bench(scope, receive, send)
+            return
+        await inner(scope, receive, send)
 
-async def app(scope, receive, send):
-    if scope["type"] == "http" and scope["path"].startswith("/__bench/"):
-        await bench(scope, receive, send)
-        return
-    await inner(scope, receive, send)
-
-
-if WRAP:
+    if not WRAP:
+        return app
     from aiobligations import Obligations
-    from aiobligations.keys import init_project
     from aiobligations.middleware import ObligationsMiddleware
-    obligations = Obligations.from_file(init_project(os.environ["BENCH_PROJECT"]))
-    app = ObligationsMiddleware(app, obligations=obligations)
+    obligations = Obligations.from_file(os.environ["BENCH_CONFIG"])
     writer_pid = getattr(obligations.ledger, "writer_pid", None)
     if writer_pid is not None and os.environ.get("BENCH_WRITER_CPU"):
         pin_process(writer_pid, int(os.environ["BENCH_WRITER_CPU"]))
+    return ObligationsMiddleware(app, obligations=obligations)
 
-config = uvicorn.Config(app, host="127.0.0.1", port=int(os.environ["BENCH_PORT"]), log_level="warning",
-                        access_log=False, lifespan="off", http=os.environ["BENCH_HTTP"],
-                        loop=os.environ["BENCH_LOOP"], backlog=2048)
-try:
-    uvicorn.Server(config).run()
-finally:
-    if obligations is not None:
-        obligations.close()
+
+WORKERS = int(os.environ.get("BENCH_WORKERS", "1"))
+OPTIONS = dict(host="127.0.0.1", port=int(os.environ["BENCH_PORT"]), log_level="warning", access_log=False,
+               lifespan="off", http=os.environ["BENCH_HTTP"], loop=os.environ["BENCH_LOOP"], backlog=2048)
+
+if __name__ == "__main__":
+    if WRAP:
+        from aiobligations.keys import init_project
+        os.environ["BENCH_CONFIG"] = str(init_project(os.environ["BENCH_PROJECT"]))
+    if WORKERS > 1:
+        # uvicorn --workers N: each worker imports this module as bench_server and builds its own
+        # app (and its own peer of the one shared writer process); this process only supervises.
+        uvicorn.run("bench_server:app", workers=WORKERS, **OPTIONS)
+    else:
+        app = build_app()
+        try:
+            uvicorn.Server(uvicorn.Config(app, **OPTIONS)).run()
+        finally:
+            if obligations is not None:
+                obligations.close()
+elif __name__ == "bench_server":
+    app = build_app()
 '''
+
+
+def _descendants(root: int) -> list[int]:
+    """``root`` and every process descending from it (from ``/proc/*/stat``)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(children.get(pid, ()))
+    return found
+
+
+def _process_cpu_ns(pid: int | None, field: int = 0) -> int:
+    """CPU time of every thread of a process, from ``schedstat`` (nanoseconds); 0 if it is gone.
+
+    ``field=1``: the time its threads were runnable but waited for a CPU instead.
+    """
+    if pid is None:
+        return 0
+    total = 0
+    with contextlib.suppress(OSError):
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                total += int(Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[field])
+    return total
 
 
 def _free_port() -> int:
@@ -684,12 +855,15 @@ class Server:
                  extra_env: dict[str, str] | None = None) -> None:
         self.kind, self.wrap = kind, wrap
         self.port = _free_port()
+        self.workers = opts.get("workers", 1)
         tag = f"{kind}-{'wrapped' if wrap else 'bare'}-{self.port}"
         self.log = tmp / f"server-{tag}.log"
+        self.db = tmp / f"project-{tag}" / "ledger.db" if wrap else None
         env = dict(os.environ, BENCH_KIND=kind, BENCH_WRAP="1" if wrap else "0", BENCH_PORT=str(self.port),
                    BENCH_COMPLETION=COMPLETION_BODY.decode(), BENCH_PROJECT=str(tmp / f"project-{tag}"),
                    BENCH_HTTP=opts["http"], BENCH_LOOP=opts["loop"], PYTHONDONTWRITEBYTECODE="1",
-                   BENCH_TRACEMALLOC="1" if tracemalloc else "0", **(extra_env or {}))
+                   BENCH_TRACEMALLOC="1" if tracemalloc else "0", BENCH_WORKERS=str(self.workers),
+                   **(extra_env or {}))
         if opts["server_cpu"] is not None:
             env["BENCH_CPU"] = str(opts["server_cpu"])
         if opts.get("writer_cpu") is not None:
@@ -704,17 +878,68 @@ class Server:
             self.stop()
             raise
 
-    def _wait_ready(self, timeout: float = 30.0) -> None:
+    def _wait_ready(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"the {self.kind} server exited ({self.process.returncode}):\n{self.tail()}")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return
+                    pass
             except OSError:
                 time.sleep(0.05)
+                continue
+            if self.workers == 1 or len(_descendants(self.process.pid)) > self.workers:
+                return
+            time.sleep(0.05)
         raise RuntimeError(f"the {self.kind} server did not start in {timeout} s:\n{self.tail()}")
+
+    def server_pids(self) -> list[int]:
+        """The server's processes: uvicorn (the supervisor, with workers) and its descendants,
+        but not the ledger's writer process (a descendant too, as the child of the worker that
+        started it)."""
+        pids = _descendants(self.process.pid)
+        # With --workers, the supervisor also has a multiprocessing resource tracker: not a worker,
+        # and idle.
+        return [pid for pid in pids if pid != self.writer_pid]
+
+    @property
+    def writer_pid(self) -> int | None:
+        if not self.wrap:
+            return None
+        if getattr(self, "_writer_pid", None) is None:
+            self._writer_pid = self.get("/__bench/stats").get("writer_pid")
+        return self._writer_pid
+
+    def cpu_ns(self) -> dict[str, int]:
+        """CPU nanoseconds so far: every server process (all threads), and the writer process; and
+        the time they spent runnable, waiting for a CPU (``*_wait``)."""
+        pids = self.server_pids()
+        writer = self.writer_pid
+        return {"server": sum(_process_cpu_ns(pid) for pid in pids), "writer": _process_cpu_ns(writer),
+                "server_wait": sum(_process_cpu_ns(pid, 1) for pid in pids), "writer_wait": _process_cpu_ns(writer, 1)}
+
+    def ledger_size(self, at_least: int = 0, settle: float = 0.3, timeout: float = 30.0) -> int | None:
+        """Records stored in the wrapped server's ledger (read from the database: with several
+        workers each has records of its own in flight), once there are ``at_least`` and the count
+        has stopped changing for ``settle`` seconds (a busy writer's batch can take longer than
+        that, hence ``at_least``), or ``timeout`` seconds have passed."""
+        if self.db is None:
+            return None
+        deadline = time.monotonic() + timeout
+        last, since = -1, time.monotonic()
+        while True:
+            conn = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=10)
+            try:
+                count = conn.execute("SELECT count(*) FROM records").fetchone()[0]
+            finally:
+                conn.close()
+            now = time.monotonic()
+            if count != last:
+                last, since = count, now
+            elif (count >= at_least and now - since >= settle) or now > deadline:
+                return count
+            time.sleep(0.05)
 
     def tail(self) -> str:
         try:
@@ -861,13 +1086,13 @@ def _load(tool: str, tmp: Path, port: int, duration: float, connections: int, ma
             script.write_text(_WRK_SCRIPT % {"body": REQUEST_BODY.decode()})
         command = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--timeout", "10s",
                    "-s", str(script), f"http://127.0.0.1:{port}{ROUTE}"]
-        done = subprocess.run(command, capture_output=True, text=True, timeout=duration + 60)
+        done = subprocess.run(command, capture_output=True, text=True, timeout=duration + 60, check=False)
     else:
         payload = {"port": port, "path": ROUTE, "body": REQUEST_BODY.decode(), "duration": duration,
                    "connections": connections, "max_requests": max_requests}
         done = subprocess.run([sys.executable, "-c", _PY_LOAD], input=json.dumps(payload), capture_output=True,
-                              text=True, timeout=duration + 60)
-    found = re.search(r"^WRK_JSON (.*)$", done.stdout, re.M)
+                              text=True, timeout=duration + 60, check=False)
+    found = re.search(r"^WRK_JSON (.*)$", done.stdout, re.MULTILINE)
     if done.returncode != 0 or found is None:
         raise RuntimeError(f"the load generator failed ({done.returncode}):\n"
                            f"{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
@@ -887,85 +1112,139 @@ def _load_tool(choice: str) -> str:
 # -- 2. through uvicorn -----------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def _affinity(cpus: set[int] | None) -> Iterator[None]:
+    """Run the block (and the load generators it starts) on ``cpus`` (``None``: leave as is)."""
+    if cpus is None:
+        yield
+        return
+    previous = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cpus)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, previous)
+
+
 def bench_uvicorn(tmp: Path, opts: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {
-        "server": "uvicorn, 1 worker, access log off, lifespan off; raw ASGI app in its own process",
+        "server": "uvicorn, access log off, lifespan off; raw ASGI app in its own process (with --workers 4: "
+                  "four worker processes under uvicorn's supervisor, one shared ledger writer process)",
         "http_impl": opts["http"], "loop_impl": opts["loop"],
         "load_generator": ("wrk -t1 (keep-alive), POST with a Lua script" if opts["load"] == "wrk"
                            else "Python asyncio raw-socket HTTP/1.1 keep-alive client, one process"),
         "connections": opts["connections"], "duration_s": opts["duration"], "runs": opts["runs"],
         "pinning": opts["pinning"],
+        "pinning_4_workers": "none: the four workers, the writer process and the load generator share every core",
     }
-    endpoints = [("trivial", "trivial", TARGET_TRIVIAL_RATIO, opts), ("sleep", "sleep_20ms", TARGET_SLEEP_RATIO, opts)]
-    if opts["server_cpu"] is not None:
+    one = {**opts, "workers": 1}
+    four = {**opts, "workers": 4, "server_cpu": None, "writer_cpu": None}
+    every_cpu = set(os.sched_getaffinity(0)) | ({opts["server_cpu"]} if opts["server_cpu"] is not None else set())
+    endpoints = [("trivial", "trivial", None, one),
+                 ("sleep", "sleep_20ms", TARGET_SLEEP_RATIO, one),
+                 ("trivial", "trivial_4_workers", TARGET_TRIVIAL_4W_RATIO, four),
+                 ("sleep", "sleep_20ms_4_workers", TARGET_SLEEP_RATIO, four)]
+    if opts["server_cpu"] is not None and opts["writer_on_server_core"]:
         # Context, not a target: the ledger's writer process squeezed onto the server's own core.
         endpoints.append(("trivial", "trivial_writer_on_server_core", None,
-                          {**opts, "writer_cpu": opts["server_cpu"]}))
+                          {**one, "writer_cpu": opts["server_cpu"]}))
+    endpoints = [endpoint for endpoint in endpoints if endpoint[1] not in opts["skip"]]
     for kind, name, target, server_opts in endpoints:
-        progress(f"uvicorn: {name}, bare vs wrapped, {opts['runs']} runs of {opts['duration']} s each")
-        with servers(lambda: Server(tmp, kind, False, server_opts),
-                     lambda: Server(tmp, kind, True, server_opts)) as (bare, wrapped):
+        workers = server_opts["workers"]
+        progress(f"uvicorn: {name}, {workers} worker{'s' if workers > 1 else ''}, bare vs wrapped, "
+                 f"{opts['runs']} runs of {opts['duration']} s each")
+        # One worker: the load generator stays on its own core (this process's affinity, set by
+        # main). Four workers: everything floats over every core.
+        with _affinity(every_cpu if workers > 1 else None), \
+                servers(lambda kind=kind, server_opts=server_opts: Server(tmp, kind, False, server_opts),
+                        lambda kind=kind, server_opts=server_opts: Server(tmp, kind, True, server_opts)) \
+                as (bare, wrapped):
             out[name] = _compare_servers(tmp, bare, wrapped, opts, target)
-    out["pass"] = out["trivial"]["pass"] and out["sleep_20ms"]["pass"]
+    out["ratios"] = {name: out[name]["ratio"] for _, name, _, _ in endpoints}
+    out["pass"] = all(out[name]["pass"] for _, name, target, _ in endpoints if target is not None)
     return out
 
 
-def _compare_servers(tmp: Path, bare: Server, wrapped: Server, opts: dict[str, Any], target: float) -> dict[str, Any]:
+def _compare_servers(tmp: Path, bare: Server, wrapped: Server, opts: dict[str, Any],
+                     target: float | None) -> dict[str, Any]:
     probes = {"bare": _probe(bare.port, ROUTE, REQUEST_BODY), "wrapped": _probe(wrapped.port, ROUTE, REQUEST_BODY)}
     if "ai-disclosure" not in probes["wrapped"] or "ai-disclosure" in probes["bare"]:
         raise RuntimeError(f"unexpected probe answers: {probes}")
+    cap = opts["max_requests"]
+    warm = 1.0 if bare.workers == 1 else 2.0  # Every worker serves, and joins the writer, before timing.
     for server in (bare, wrapped):  # Warm-up: untimed.
-        _load(opts["load"], tmp, server.port, 1.0, opts["connections"], 10**9)
-        server.get("/__bench/flush")
+        warmed = _load(opts["load"], tmp, server.port, warm, opts["connections"], cap)
+    wrapped.ledger_size(at_least=warmed["requests"])
     runs: dict[str, list[dict[str, Any]]] = {"bare": [], "wrapped": []}
     for r in range(opts["runs"]):
         order = [("bare", bare), ("wrapped", wrapped)]
         if r % 2:
             order.reverse()
         for label, server in order:
-            before = server.get("/__bench/flush")
-            result = _load(opts["load"], tmp, server.port, opts["duration"], opts["connections"], 10**9)
-            after = server.get("/__bench/flush")
+            detail = server.workers == 1  # One process: the server can tell its threads' CPU apart.
+            before = server.get("/__bench/flush") if detail else None
+            size0 = server.ledger_size()
+            cpu0 = server.cpu_ns()
+            load0 = os.getloadavg()[0]
+            result = _load(opts["load"], tmp, server.port, opts["duration"], opts["connections"], cap)
+            flush_started = time.perf_counter()
+            after = server.get("/__bench/flush") if detail else None
+            # Once every record of the run is stored: at least one per response.
+            size1 = server.ledger_size(at_least=(size0 or 0) + result["requests"])
+            settled_s = time.perf_counter() - flush_started
+            cpu1 = server.cpu_ns()
+            requests = max(1, result["requests"])
             errors = sum(result["errors"].values())
-            run = {
+            run: dict[str, Any] = {
                 "rate": round(result["rate"], 1),
                 "requests": result["requests"],
                 "latency_ms": {k: (round(v, 3) if v is not None else None) for k, v in result["latency_ms"].items()},
                 "errors": errors,
-                "server_cpu_us_per_request": round(
-                    (after["cpu_s"] - before["cpu_s"]) / max(1, result["requests"]) * 1e6, 1),
-                "server_threads_cpu_us_per_request": {
-                    name: round((cpu - before["threads_cpu_s"].get(name, 0.0)) / max(1, result["requests"]) * 1e6, 1)
-                    for name, cpu in after["threads_cpu_s"].items()},
+                "server_cpu_us_per_request": round((cpu1["server"] - cpu0["server"]) / requests / 1000, 1),
+                "server_runqueue_wait_us_per_request": round(
+                    (cpu1["server_wait"] - cpu0["server_wait"]) / requests / 1000, 1),
+                "load_average_1m": round(load0, 2),
             }
+            if before is not None and after is not None:
+                run["server_threads_cpu_us_per_request"] = {
+                    name: round((cpu - before["threads_cpu_s"].get(name, 0.0)) / requests * 1e6, 1)
+                    for name, cpu in after["threads_cpu_s"].items()}
             if label == "wrapped":
-                records = after["ledger_size"] - before["ledger_size"]
-                run["flush_ms"] = round(after["flush_s"] * 1000, 1)
-                run["records_per_response"] = round(records / max(1, result["requests"]), 4)
-                if after.get("writer_process_cpu_s") is not None and before.get("writer_process_cpu_s") is not None:
-                    run["writer_process_cpu_us_per_record"] = round(
-                        (after["writer_process_cpu_s"] - before["writer_process_cpu_s"]) / max(1, records) * 1e6, 1)
+                records = (size1 or 0) - (size0 or 0)
+                run["records_per_response"] = round(records / requests, 4)
+                run["writer_process_cpu_us_per_record"] = round((cpu1["writer"] - cpu0["writer"]) / max(1, records) / 1000, 1)
+                run["writer_runqueue_wait_us_per_record"] = round(
+                    (cpu1["writer_wait"] - cpu0["writer_wait"]) / max(1, records) / 1000, 1)
+                run["machine_cpu_us_per_request"] = round(
+                    (cpu1["server"] - cpu0["server"] + cpu1["writer"] - cpu0["writer"]) / requests / 1000, 1)
+                run["stored_within_s"] = round(settled_s, 2)
+                if after is not None:
+                    run["flush_ms"] = round(after["flush_s"] * 1000, 1)
             runs[label].append(run)
             progress(f"  {label:8s} {result['rate']:9,.0f} req/s  p50 {result['latency_ms']['p50']:.2f} ms"
                      f"  server CPU {run['server_cpu_us_per_request']:.0f} us/req"
-                     + (f"  flush {run['flush_ms']} ms" if label == "wrapped" else ""))
+                     + (f"  writer {run['writer_process_cpu_us_per_record']:.0f} us/record" if label == "wrapped" else "")
+                     + f"  waiting for a CPU {run['server_runqueue_wait_us_per_request']:.0f} us/req  load {load0:.2f}")
     bare_rate = statistics.median(r["rate"] for r in runs["bare"])
     wrapped_rate = statistics.median(r["rate"] for r in runs["wrapped"])
     ratio = wrapped_rate / bare_rate
     cpu = {label: statistics.median(r["server_cpu_us_per_request"] for r in rs) for label, rs in runs.items()}
     clean = all(r["errors"] == 0 for rs in runs.values() for r in rs)
     recorded = all(r["records_per_response"] >= 1.0 for r in runs["wrapped"])
+    writer = statistics.median(r["writer_process_cpu_us_per_record"] for r in runs["wrapped"])
     return {
+        "workers": bare.workers,
         "bare_rps_median": round(bare_rate, 1),
         "wrapped_rps_median": round(wrapped_rate, 1),
         "ratio": round(ratio, 4),
+        "ratio_per_run": [round(w["rate"] / b["rate"], 3) for b, w in zip(runs["bare"], runs["wrapped"])],
         "target_ratio": target,
         "bare_latency_ms_p50_median": round(statistics.median(r["latency_ms"]["p50"] for r in runs["bare"]), 3),
         "wrapped_latency_ms_p50_median": round(statistics.median(r["latency_ms"]["p50"] for r in runs["wrapped"]), 3),
         "server_cpu_us_per_request_median": {label: round(v, 1) for label, v in cpu.items()},
         "added_server_cpu_us_per_request": round(cpu["wrapped"] - cpu["bare"], 1),
-        "writer_process_cpu_us_per_record_median": _median_or_none(
-            [r.get("writer_process_cpu_us_per_record") for r in runs["wrapped"]]),
+        "writer_process_cpu_us_per_record_median": round(writer, 1),
+        "added_machine_cpu_us_per_request": round(cpu["wrapped"] + writer - cpu["bare"], 1),
         "no_errors": clean,
         "every_response_recorded": recorded,
         "runs": runs,
@@ -1102,7 +1381,7 @@ def bench_capture(tmp: Path, opts: dict[str, Any], chunks: int, chunk_bytes: int
     extra = {"BENCH_CHUNKS": str(chunks), "BENCH_CHUNK_BYTES": str(chunk_bytes)}
     runs = {}
     for label, wrap in (("bare", False), ("wrapped", True)):
-        with servers(lambda: Server(tmp, "big", wrap, opts, tracemalloc=True, extra_env=extra)) as (server,):
+        with servers(lambda wrap=wrap: Server(tmp, "big", wrap, opts, tracemalloc=True, extra_env=extra)) as (server,):
             runs[label] = _big_stream(server, size // 2)
         r = runs[label]
         base = r["reset"]["traced_current"]
@@ -1170,10 +1449,6 @@ def machine(tmp: Path, opts: dict[str, Any]) -> dict[str, Any]:
             _, mount, kind, *_ = line.split()
             if str(tmp).startswith(mount) and len(mount) > len(best):
                 best, fs = mount, f"{kind} on {mount}"
-    commit = None
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                                timeout=10).stdout.strip() or None
     digest = hashlib.sha256()
     for folder in (ROOT / "middleware", ROOT / "aiobligations" / "ledger"):
         for source in sorted(folder.glob("*.py")):
@@ -1181,7 +1456,8 @@ def machine(tmp: Path, opts: dict[str, Any]) -> dict[str, Any]:
     wrk = None
     if opts["load"] == "wrk":
         with contextlib.suppress(OSError, subprocess.SubprocessError):
-            wrk = subprocess.run(["wrk", "--version"], capture_output=True, text=True, timeout=10).stdout.split("\n")[0]
+            wrk = subprocess.run(["wrk", "--version"], capture_output=True, text=True, timeout=10,
+                                 check=False).stdout.split("\n")[0]
     cpus = os.cpu_count()
     return {
         "cpu_count": cpus,
@@ -1200,9 +1476,46 @@ def machine(tmp: Path, opts: dict[str, Any]) -> dict[str, Any]:
         "tmp_filesystem": fs,
         "gil_switch_interval_s": sys.getswitchinterval(),
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
-        "git_commit": commit,
+        "python_loop_ns": python_loop_ns(),
+        **git_state(),
         "middleware_and_ledger_source_sha256": digest.hexdigest()[:16],
     }
+
+
+def git_state() -> dict[str, Any]:
+    """The commit measured, and what the working tree changes on top of it (``git status``)."""
+    def git(*command: str) -> str | None:
+        try:
+            done = subprocess.run(["git", *command], cwd=ROOT, capture_output=True, text=True, timeout=10,
+                                  check=False)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout if done.returncode == 0 else None
+
+    commit = (git("rev-parse", "--short", "HEAD") or "").strip() or None
+    status = git("status", "--porcelain", "--untracked-files=all") or ""
+    changed = sorted(line[3:] for line in status.splitlines() if line[3:])
+    bench = [path for path in changed if path.startswith("benchmarks/")]
+    other = [path for path in changed if not path.startswith("benchmarks/")]
+    label = commit or "unknown"
+    if bench:
+        label += " + uncommitted benchmark changes"
+    if other:
+        label += f" + {len(other)} other uncommitted files"
+    return {"git_commit": commit, "measured_on": label, "uncommitted_benchmark_files": bench,
+            "uncommitted_other_files": other}
+
+
+def python_loop_ns() -> float:
+    """The machine's pace for plain Python: CPU ns per iteration of a small loop (median of 5)."""
+    samples = []
+    for _ in range(5):
+        t0 = time.process_time_ns()
+        total = 0
+        for i in range(200_000):
+            total += i * i
+        samples.append((time.process_time_ns() - t0) / 200_000)
+    return round(statistics.median(samples), 1)
 
 
 # -- main -------------------------------------------------------------------------------------
@@ -1218,8 +1531,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     parser.add_argument("--rounds", type=int, help="in-process rounds (default 20; quick 4)")
     parser.add_argument("--block", type=int, help="in-process requests per variant per round (default 2000; quick 500)")
-    parser.add_argument("--runs", type=int, help="uvicorn runs of each server (default 5; quick 1)")
-    parser.add_argument("--duration", type=float, help="seconds per uvicorn run (default 6; quick 2)")
+    parser.add_argument("--runs", type=int, help="uvicorn runs of each server (default 3; quick 1)")
+    parser.add_argument("--duration", type=float, help="seconds per uvicorn run (default 5; quick 2)")
+    parser.add_argument("--max-requests", type=int, default=50_000,
+                        help="per second of a run, the most requests the Python load generator sends "
+                             "(wrk is bounded by --duration; default 50000)")
+    parser.add_argument("--writer-on-server-core", action="store_true",
+                        help="also run the trivial comparison with the writer process on the server's core (context)")
     parser.add_argument("--connections", type=int, default=64, help="load generator connections (default 64)")
     parser.add_argument("--ttfb-requests", type=int, help="streamed requests to each server (default 100; quick 20)")
     parser.add_argument("--load", choices=("auto", "wrk", "python"), default="auto",
@@ -1227,7 +1545,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--http", default="auto", choices=("auto", "h11", "httptools"), help="uvicorn --http")
     parser.add_argument("--loop", default="auto", choices=("auto", "asyncio", "uvloop"), help="uvicorn --loop")
     parser.add_argument("--no-pin", action="store_true", help="do not pin the server and the load generator")
-    parser.add_argument("--skip", default="", help="comma-separated parts to skip: in_process,uvicorn,streaming")
+    parser.add_argument("--skip", default="",
+                        help="comma-separated parts to skip: in_process, uvicorn, streaming, or one uvicorn "
+                             "comparison: trivial, sleep_20ms, trivial_4_workers, sleep_20ms_4_workers")
     parser.add_argument("--tmp", default="/tmp", help="where the temporary folder goes")
     args = parser.parse_args(argv)
     quick = args.quick
@@ -1240,12 +1560,15 @@ def main(argv: list[str] | None = None) -> int:
     opts: dict[str, Any] = {
         "http": http_impl, "loop": loop_impl, "load": _load_tool(args.load),
         "connections": args.connections,
-        "runs": max(1, args.runs or (1 if quick else 5)),
-        "duration": args.duration or (2.0 if quick else 6.0),
+        "runs": max(1, args.runs or (1 if quick else 3)),
+        "duration": args.duration or (2.0 if quick else 5.0),
         "server_cpu": usable[0] if pin else None,
         "client_cpu": usable[1] if pin else None,
         "writer_cpu": usable[1] if pin else None,
+        "writer_on_server_core": args.writer_on_server_core,
+        "skip": skip,
     }
+    opts["max_requests"] = int(args.max_requests * opts["duration"]) + 10_000
     opts["pinning"] = (f"server process on CPU {opts['server_cpu']}; load generator, this process and the "
                        f"ledger's writer process on CPU {opts['client_cpu']} (trivial_writer_on_server_core: "
                        f"the writer process on CPU {opts['server_cpu']} with the server)" if pin else "none")
