@@ -91,7 +91,11 @@ def body_text(data: bytes) -> dict[str, Any]:
 _STRING_VALUE = re.compile(rb'\s*:\s*"((?:[^"\\]|\\.){0,512})"')
 _TRUE_VALUE = re.compile(rb"\s*:\s*true\b")
 # A usage object, allowing one level of nested objects (OpenAI's *_tokens_details).
-_USAGE_OBJECT = re.compile(rb"\s*:\s*(\{(?:[^{}]|\{[^{}]*\}){0,2048}\})")
+# Runs of plain characters, not one character at a time, and possessive, so a body without the
+# closing brace fails at once instead of backtracking through every way of splitting the runs. The
+# window bounds the search to 2 KiB of object.
+_USAGE_OBJECT = re.compile(rb"\s*:\s*(\{(?:[^{}]++|\{[^{}]*+\})*+\})")
+_USAGE_WINDOW = 2056
 
 
 def find_string_field(data: bytes, name: bytes) -> str | None:
@@ -107,7 +111,7 @@ def find_string_field(data: bytes, name: bytes) -> str | None:
         match = _STRING_VALUE.match(data, at + len(key))
         if match is not None:
             try:
-                value = json.loads(b'"' + match.group(1) + b'"')
+                value = json.loads('"' + match.group(1).decode() + '"')
             except ValueError:
                 return None
             return value if isinstance(value, str) else None
@@ -130,11 +134,11 @@ def find_usage(data: bytes) -> dict[str, int]:
     at = data.rfind(b'"usage"')
     if at == -1:
         return {}
-    match = _USAGE_OBJECT.match(data, at + 7)
+    match = _USAGE_OBJECT.match(data[at + 7 : at + 7 + _USAGE_WINDOW])
     if match is None:
         return {}
     try:
-        usage = json.loads(match.group(1))
+        usage = json.loads(match.group(1).decode())
     except ValueError:
         return {}
     if not isinstance(usage, dict):

@@ -50,6 +50,12 @@ def _send(sock: socket.socket, message: Any) -> None:
             views[position] = views[position][sent:]
 
 
+def frame_bytes(message: Any) -> bytes:
+    """One whole frame as bytes, for a message with no out-of-band part (the writer's answers)."""
+    data = marshal.dumps(message)
+    return _HEADER.pack(len(data), 0) + data
+
+
 def _detach(item: tuple[int, int, Any, bool], raw: list[bytes]) -> Any:
     """Move a deferred item's big byte lists out of its marshal part (see :func:`_send`)."""
     seq, op, (name, args, positions), waits = item

@@ -35,7 +35,7 @@ import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ..errors import ConfigurationError, LedgerError, LedgerLocked
-from ._framing import SocketReader, _error_wire, _recv, _send, auth_key, peer_uid, proof
+from ._framing import SocketReader, _error_wire, _recv, _send, auth_key, frame_bytes, peer_uid, proof
 from .crypto import MasterKey
 from ._items import OP_DEFER, OP_ERASE, OP_FLUSH, OP_RECORD, OP_REMOTE, OP_SIGN, Item, release
 from .ledger import Ledger
@@ -67,7 +67,7 @@ class _Peer:
     stored twice.
     """
 
-    __slots__ = ("bye", "reader", "sock", "token", "_cut", "_outbox", "_ready", "_sender")
+    __slots__ = ("bye", "reader", "sock", "token", "_cut", "_lock", "_outbox", "_ready", "_sender", "_sending")
 
     def __init__(self, sock: socket.socket, token: str, reader: SocketReader) -> None:
         self.sock = sock
@@ -75,23 +75,43 @@ class _Peer:
         self.token = token
         self.bye = False
         self._cut = False
+        self._lock = threading.Lock()
         self._outbox: deque[Any] = deque()
+        self._sending = False  # The sending thread holds a message it took from the outbox.
         self._ready = threading.Event()
         self._sender = threading.Thread(target=self._send_all, name="aiobligations-ledger-peer-out", daemon=True)
         self._sender.start()
 
     def send(self, message: Any) -> None:
-        """Queue a message for the peer; never blocks."""
+        """Send a message to the peer, or queue it; never blocks.
+
+        When nothing is queued before it, the message goes out at once, without waking the sending
+        thread (most answers fit the socket's buffer); whatever does not fit is queued, in order.
+        """
         if self._cut:
             return
-        outbox = self._outbox
-        outbox.append(message)
-        if len(outbox) > _MAX_OUTBOX:
-            log.error("ledger_writer_peer_stalled", token=self.token, queued=len(outbox))
-            self._cut = True
-            outbox.clear()
-            with contextlib.suppress(OSError):
-                self.sock.shutdown(socket.SHUT_RDWR)  # Its reading thread sees the end and lets it go.
+        with self._lock:
+            outbox = self._outbox
+            if not outbox and not self._sending:
+                data = frame_bytes(message)
+                try:
+                    sent = self.sock.send(data, socket.MSG_DONTWAIT)
+                except BlockingIOError:
+                    sent = 0
+                except OSError:
+                    self._cut = True  # The peer is gone; its reading thread sees the end of file.
+                    return
+                if sent == len(data):
+                    return
+                outbox.append(_Raw(data[sent:]))
+            else:
+                outbox.append(message)
+            if len(outbox) > _MAX_OUTBOX:
+                log.error("ledger_writer_peer_stalled", token=self.token, queued=len(outbox))
+                self._cut = True
+                outbox.clear()
+                with contextlib.suppress(OSError):
+                    self.sock.shutdown(socket.SHUT_RDWR)  # Its reading thread sees the end and lets it go.
         self._ready.set()
 
     def _send_all(self) -> None:
@@ -99,26 +119,46 @@ class _Peer:
         while True:
             self._ready.wait()
             self._ready.clear()
-            while outbox:
-                message = outbox.popleft()
+            while True:
+                with self._lock:
+                    if not outbox:
+                        self._sending = False
+                        break
+                    message = outbox.popleft()
+                    self._sending = True
                 if message is _STOP:
                     return
                 try:
-                    _send(self.sock, message)
+                    if type(message) is _Raw:
+                        self.sock.sendall(message.data)
+                    else:
+                        _send(self.sock, message)
                 except OSError:
                     self._cut = True  # The peer is gone; its reading thread sees the end of file.
-                    outbox.clear()
+                    with self._lock:
+                        outbox.clear()
+                        self._sending = False
                     break
 
     def close(self) -> None:
         """Send what is queued (within a few seconds), then close the connection."""
-        self._outbox.append(_STOP)
+        with self._lock:
+            self._outbox.append(_STOP)
         self._ready.set()
         self._sender.join(5.0)
         with contextlib.suppress(OSError):
             self.reader.close()
         with contextlib.suppress(OSError):
             self.sock.close()
+
+
+class _Raw:
+    """The rest of a frame the socket took only part of: sent as it is, before anything after it."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
 
 
 class _Seq:

@@ -106,11 +106,19 @@ def prepare(record: Mapping[str, Any]) -> PreparedRecord:
     return PreparedRecord(kind, body, subject, sealed, interaction_id)
 
 
+_SECOND: tuple[int, str] = (-1, "")
+"""The last whole second :func:`format_ts` formatted, and its text (one tuple: read and replaced whole)."""
+
+
 def format_ts(seconds: float) -> str:
     """Format a Unix time as RFC 3339 UTC with microseconds, e.g. ``2026-11-28T12:00:00.123456Z``."""
+    global _SECOND
     whole = math.floor(seconds)
     micros = min(int(round((seconds - whole) * 1_000_000)), 999_999)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{micros:06d}Z"
+    second = _SECOND
+    if second[0] != whole:
+        second = _SECOND = (whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)))
+    return f"{second[1]}.{micros:06d}Z"
 
 
 def parse_ts(text: str) -> float:
