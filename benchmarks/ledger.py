@@ -144,6 +144,8 @@ from array import array
 from pathlib import Path
 from typing import Any
 
+from _machine import git_state  # noqa: E402 - beside this script
+
 ROOT = Path(__file__).resolve().parent.parent
 ORIGIN = "bench.example/ledger"
 PRODUCERS = 64
@@ -1226,30 +1228,6 @@ def machine(tmp: Path) -> dict[str, Any]:
         **git_state(),
         "ledger_source_sha256": digest.hexdigest()[:16],
     }
-
-
-def git_state() -> dict[str, Any]:
-    """The commit measured, and what the working tree changes on top of it (``git status``)."""
-    def git(*command: str) -> str | None:
-        try:
-            done = subprocess.run(["git", *command], cwd=ROOT, capture_output=True, text=True, timeout=10,
-                                  check=False)
-        except (OSError, subprocess.SubprocessError):
-            return None
-        return done.stdout if done.returncode == 0 else None
-
-    commit = (git("rev-parse", "--short", "HEAD") or "").strip() or None
-    status = git("status", "--porcelain", "--untracked-files=all") or ""
-    changed = sorted(line[3:] for line in status.splitlines() if line[3:])
-    bench = [path for path in changed if path.startswith("benchmarks/")]
-    other = [path for path in changed if not path.startswith("benchmarks/")]
-    label = commit or "unknown"
-    if bench:
-        label += " + uncommitted benchmark changes"
-    if other:
-        label += f" + {len(other)} other uncommitted files"
-    return {"git_commit": commit, "measured_on": label, "uncommitted_benchmark_files": bench,
-            "uncommitted_other_files": other}
 
 
 def python_loop_ns() -> float:

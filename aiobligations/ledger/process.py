@@ -644,13 +644,7 @@ class PeerWriter(Writer):
             if self.thread.is_alive() and not self._connected.is_set():
                 self._connected.wait(self._start_timeout if timeout is None else min(timeout, self._start_timeout))
             if self.thread.is_alive() and self._connected.is_set():
-                waiter = Waiter()
-                try:
-                    self.enqueue((OP_SIGN, None, waiter))
-                    waiter.wait(timeout)
-                except LedgerError as exc:
-                    log.error("ledger_close_failed", error=str(exc))
-                    self.give_up = True
+                self.sign_finally(timeout)
             self._stopping = True
             self.stop()
             with self._conn_lock:  # A writer being started now is the one we leave.

@@ -181,6 +181,19 @@ class Writer:
         self.enqueue((OP_CALL, function, waiter))
         return waiter.wait(None)
 
+    def sign_finally(self, timeout: float | None) -> None:
+        """Have everything queued stored and a final checkpoint signed, within ``timeout`` seconds.
+
+        If that fails, what is still queued is given up (its loss is logged by the writer).
+        """
+        waiter = Waiter()
+        try:
+            self.enqueue((OP_SIGN, None, waiter))
+            waiter.wait(timeout)
+        except LedgerError as exc:
+            log.error("ledger_close_failed", error=str(exc))
+            self.give_up = True
+
     def stop(self) -> None:
         """Let the thread finish what is queued and end; wait for it."""
         self.closing = True
@@ -352,13 +365,7 @@ class ThreadWriter(Writer):
                 self.closed = True  # The thread, the store and the lock belong to the parent.
                 return
             if self.thread.is_alive():
-                waiter = Waiter()
-                try:
-                    self.enqueue((OP_SIGN, None, waiter))
-                    waiter.wait(timeout)
-                except LedgerError as exc:
-                    log.error("ledger_close_failed", error=str(exc))
-                    self.give_up = True
+                self.sign_finally(timeout)
             self.stop()
             self.store.close()
             self.closed = True
