@@ -15,6 +15,8 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs
 
+import structlog
+
 from aiobligations.disclosure import (
     ascii_safe,
     banner_html,
@@ -27,6 +29,7 @@ from aiobligations.disclosure import (
     short_notice,
     transparency_document,
 )
+from aiobligations.errors import LedgerError
 from aiobligations.ledger.receipts import parse_receipt, receipt_for_interaction
 from aiobligations.obligations import Obligations
 from aiobligations.sharedstate import shared_state_of
@@ -34,6 +37,8 @@ from aiobligations.sharedstate import shared_state_of
 from .openapi import openapi_document
 from .request_pages import RequestPages
 from .requests import OPERATOR_TOKENS_ENV, RequestEndpoints, load_operator_tokens
+
+log = structlog.get_logger("aiobligations.middleware")
 
 __all__ = ["TRANSPARENCY_JSON", "Endpoints"]
 
@@ -238,8 +243,13 @@ class Endpoints:
         if subject is None or not _UUID.match(interaction_id):
             return missing
         ledger = self.obligations.ledger
-        ledger.flush(timeout=5)
-        text = receipt_for_interaction(ledger, interaction_id)
+        try:
+            ledger.flush(timeout=5)
+            text = receipt_for_interaction(ledger, interaction_id)
+        except LedgerError as exc:  # The ledger cannot answer now (full, restarting, closing).
+            log.warning("receipt_unavailable", error=type(exc).__name__)
+            return 503, b"application/json", json.dumps({"error": {
+                "code": "evidence_unavailable", "message": "the ledger cannot answer now; try again later"}}).encode()
         if text is None:
             return missing
         record = json.loads(parse_receipt(text).extra or b"{}")

@@ -630,6 +630,8 @@ class RequestEndpoints:
             payload = json.loads(b"".join(chunks))
         except (ValueError, UnicodeDecodeError):
             raise _BadRequest(400, "invalid_json", "the body must be a JSON object") from None
+        except RecursionError:  # Nested deeper than the parser goes: no request is that deep.
+            raise _BadRequest(400, "invalid_json", "the body is nested too deeply") from None
         if not isinstance(payload, dict):
             raise _BadRequest(400, "invalid_json", "the body must be a JSON object")
         return payload

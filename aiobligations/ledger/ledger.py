@@ -413,7 +413,17 @@ class Ledger:
         return int(self._writer.in_writer(prune))
 
     def find_interaction(self, interaction_id: str) -> int | None:
-        """The index of the ``interaction`` record with this id (one indexed lookup), or ``None``."""
+        """The index of the ``interaction`` record with this id (one indexed lookup), or ``None``.
+
+        An id that is not text a record could hold (not a string, or not encodable as UTF-8, such
+        as one with a lone surrogate) names no record.
+        """
+        if not isinstance(interaction_id, str):
+            return None
+        try:
+            interaction_id.encode()
+        except UnicodeEncodeError:
+            return None
         return self._store.find_interaction(interaction_id)
 
     def leaf(self, index: int) -> bytes | None:

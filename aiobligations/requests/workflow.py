@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -208,6 +209,25 @@ def _parse(text: Any) -> datetime | None:
     if not isinstance(text, str):
         return None
     return datetime.fromisoformat(text).astimezone(UTC)
+
+
+def _json_value(name: str, value: Any) -> None:
+    """Check that ``value`` is JSON a record can hold: finite numbers, UTF-8 text, bounded depth.
+
+    Raises:
+        InvalidRequest: NaN or an infinity, a lone surrogate, a value JSON cannot encode, nesting
+            deeper than the encoder goes, or more than :data:`_MAX_TEXT` × 5 characters in all.
+    """
+    try:
+        encoded = json.dumps(value, ensure_ascii=False, allow_nan=False).encode()
+    except RecursionError:
+        raise InvalidRequest(f"{name} is nested too deeply") from None
+    except UnicodeEncodeError:
+        raise InvalidRequest(f"{name} must be valid Unicode text (no lone surrogates)") from None
+    except (TypeError, ValueError) as exc:
+        raise InvalidRequest(f"{name} must be plain JSON with finite numbers ({exc})") from None
+    if len(encoded) > 5 * _MAX_TEXT:
+        raise InvalidRequest(f"{name} is longer than {5 * _MAX_TEXT} bytes")
 
 
 def _text(name: str, value: Any, *, required: bool = True) -> str | None:
@@ -604,6 +624,8 @@ class RequestDesk:
         _text("text", text)
         if factors is not None and not isinstance(factors, Mapping):
             raise InvalidRequest(f"factors must be a mapping, got {type(factors).__name__}")
+        if factors is not None:
+            _json_value("factors", factors)
         personal: dict[str, Any] = {"text": text}
         if factors is not None:
             personal["factors"] = dict(factors)
