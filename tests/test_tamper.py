@@ -449,6 +449,24 @@ class TestDatabase:
         lines = result.stderr.strip().splitlines()
         assert 1 == len(lines) and lines[0].startswith("aiobligations: BROKEN: first bad index 29: "), lines
 
+    @pytest.mark.parametrize("sql", [
+        "UPDATE records SET data = replace(data, 'out', 'OUT') WHERE idx = 13",  # TEXT now
+        "UPDATE records SET data = 7 WHERE idx = 13",
+        "UPDATE records SET leaf = hex(leaf) WHERE idx = 13",
+        "UPDATE records SET leaf = 0 WHERE idx = 13",
+    ], ids=["replace-makes-text", "integer-data", "hex-leaf", "integer-leaf"])
+    def test_sql_a_person_would_type_is_a_break_naming_the_row(self, pristine: Fixture, scratch: Path,
+                                                                sql: str) -> None:
+        """SQL that stores another type (SQLite's replace() returns TEXT) is a break at that row, exit 1."""
+        db = copy_database(pristine, scratch)
+        tamper(db, (sql, ()))
+
+        result = CliRunner().invoke(main, ["verify", str(db), "--key", pristine.signer.verifier_key])
+
+        assert 1 == result.exit_code, result.output
+        lines = result.stderr.strip().splitlines()
+        assert 1 == len(lines) and lines[0].startswith("aiobligations: BROKEN: first bad index 13: "), lines
+
     @pytest.mark.parametrize("first_deleted", [0, 1, 17, RECORDS - 1])
     def test_deleting_the_last_rows_names_the_first_missing_index(
         self, pristine: Fixture, scratch: Path, first_deleted: int

@@ -425,6 +425,10 @@ def _verify_store(store: SQLiteStore, key: str | None, since_checkpoint: str | N
         for index, leaf, data in chunk:
             if index != expected:
                 raise LedgerBroken("the record is missing", index=expected)
+            if type(data) is not bytes or type(leaf) is not bytes or len(leaf) != 32:
+                # The writer stores both as BLOBs; SQL such as replace() or a bare number stores
+                # TEXT or INTEGER instead: the row was edited outside aiobligations.
+                raise LedgerBroken("the record or its hash is stored with the wrong type (altered)", index=index)
             if not data.startswith(b'{"v":1,"idx":%d,' % index):
                 raise LedgerBroken("the record is not the one expected at this position", index=index)
             if sha256(b"\x00" + data).digest() != leaf:
