@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import sqlite3
+import stat
 import tarfile
 import tempfile
 from collections.abc import Iterator
@@ -35,6 +36,9 @@ __all__ = ["VerifyReport", "verify_bundle", "verify_database", "verify_path"]
 
 _CHUNK = 4096
 _MAX_SMALL_FILE = 1 << 20
+_MAX_RECORD = 64 << 20
+"""The longest record line a bundle may hold: far above any record aiobligations writes (captures
+are capped), and a bound on what one line can make the verifier hold in memory."""
 
 
 @dataclass
@@ -172,6 +176,22 @@ def _zlib_error() -> type[Exception]:
     return zlib.error
 
 
+def _refuse_special(path: Path) -> None:
+    """A bundle member must be a regular file, not a link, folder, FIFO or device (e.g. /dev/zero).
+
+    Raises:
+        UnusableInput: it exists and is anything but a regular file.
+    """
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise UnusableInput(f"{path}: cannot be read ({exc.strerror})") from None
+    if not stat.S_ISREG(mode):
+        raise UnusableInput(f"{path}: not a regular file (a link, folder or device is never a bundle member)")
+
+
 def _read_small(folder: Path, name: str, *, required: bool = True) -> str | None:
     path = folder / name
     if not path.exists():
@@ -247,6 +267,8 @@ def _since(verifier: Verifier, since_checkpoint: str | None) -> Checkpoint | Non
 
 
 def _verify_folder(folder: Path, key: str | None, since_checkpoint: str | None) -> VerifyReport:
+    for name in MEMBERS:
+        _refuse_special(folder / name)
     if not (folder / "records.jsonl").exists() or not (folder / "checkpoint").exists():
         raise UnusableInput(f"{folder}: not an audit bundle (no records.jsonl or checkpoint)")
     shipped = _read_small(folder, "verifier.key", required=False)
@@ -317,7 +339,17 @@ def _stream_records(folder: Path, start: int, tree: merkle.CompactRange) -> tupl
     try:
         with open(folder / "records.jsonl", "rb", buffering=1 << 20) as records:
             while True:
-                lines = list(itertools.islice(records, _CHUNK))
+                lines = []
+                for _ in range(_CHUNK):
+                    line = records.readline(_MAX_RECORD + 1)
+                    if not line:
+                        break
+                    if len(line) > _MAX_RECORD:
+                        return count + len(lines), LedgerBroken(
+                            f"the record is longer than {_MAX_RECORD} bytes (no writer makes one so long)",
+                            index=start + count + len(lines),
+                        )
+                    lines.append(line)
                 if not lines:
                     break
                 if not lines[-1].endswith(b"\n"):
