@@ -8,6 +8,7 @@ input or configuration.
 from __future__ import annotations
 
 import json
+import stat
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -247,10 +248,24 @@ def verify_receipt_command(file: Path, key: str, record: Path | None) -> None:
 
 
 def _read_input(path: Path) -> bytes:
+    """The file's bytes, read with a bound; anything but a regular file is refused before opening.
+
+    A link to ``/dev/zero`` would be read forever and a FIFO would hang, so only what ``stat``
+    says is a regular file (a link to one is fine) is opened.
+    """
     try:
-        if path.stat().st_size > MAX_LABEL_INPUT:
+        info = path.stat()
+        if stat.S_ISDIR(info.st_mode):
+            _fail(f"{path}: is a folder")
+        if not stat.S_ISREG(info.st_mode):
+            _fail(f"{path}: not a regular file (a device, FIFO or socket is never a media file)")
+        if info.st_size > MAX_LABEL_INPUT:
             _fail(f"{path}: larger than {MAX_LABEL_INPUT >> 20} MiB")
-        return path.read_bytes()
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_LABEL_INPUT + 1)
+        if len(data) > MAX_LABEL_INPUT:
+            _fail(f"{path}: larger than {MAX_LABEL_INPUT >> 20} MiB")
+        return data
     except FileNotFoundError:
         _fail(f"{path}: no such file")
     except IsADirectoryError:
@@ -260,6 +275,11 @@ def _read_input(path: Path) -> bytes:
 
 
 MAX_LABEL_INPUT = 2 << 30
+
+
+def _is_bomb(exc: BaseException) -> bool:
+    """Whether Pillow refused an image whose pixel count could exhaust memory (a decompression bomb)."""
+    return type(exc).__name__ == "DecompressionBombError"
 
 
 @main.command()
@@ -281,6 +301,10 @@ def label(source: Path, target: Path, media_type: str | None, interaction_id: st
             out = obligations.label(data, media_type, interaction_id=interaction_id)
     except ObligationError as exc:
         _fail(f"{source}: {exc}" if "LabelError" in type(exc).__name__ else str(exc))
+    except Exception as exc:
+        if not _is_bomb(exc):
+            raise
+        _fail(f"{source}: an image too large to decode safely ({exc})")
     try:
         tmp = target.with_name(f".{target.name}.tmp")
         tmp.write_bytes(out)
@@ -321,6 +345,10 @@ def inspect(file: Path, media_type: str | None, produce_id: str | None, config: 
         report = labeller.inspect(data, media_type, produce_id=produce_id)
     except ObligationError as exc:
         _fail(f"{file}: {exc}")
+    except Exception as exc:
+        if not _is_bomb(exc):
+            raise
+        _fail(f"{file}: an image too large to decode safely ({exc})")
     click.echo(json.dumps(report, ensure_ascii=False, indent=1))
     sys.exit(0 if report["labelled"] else 1)
 

@@ -73,3 +73,47 @@ def test_an_endless_line_is_a_break_with_bounded_memory(bundle, tmp_path: Path) 
     assert "first bad index 20" in result.stderr and "longer than" in result.stderr
     grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
     assert grown_mb < 200, f"verify grew by {grown_mb:.0f} MB"
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG that claims huge dimensions: a signature, an IHDR and an IEND, nothing to decode."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("command", ["inspect", "label"])
+def test_a_decompression_bomb_is_unusable_input(tmp_path: Path, command: str, monkeypatch) -> None:
+    from aiobligations.keys import init_project
+
+    init_project(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(_png_header_only(40_000, 40_000))
+    args = [command, str(bomb)] + ([str(tmp_path / "out.png")] if command == "label" else [])
+
+    result = CliRunner().invoke(main, args)
+
+    assert 2 == result.exit_code, result.output
+    assert "too large to decode safely" in result.stderr and 1 == len(result.stderr.strip().splitlines())
+
+
+@pytest.mark.parametrize("command", ["inspect", "label"])
+@pytest.mark.parametrize("special", ["dev-zero", "fifo"])
+def test_inspect_and_label_refuse_what_is_not_a_regular_file(tmp_path: Path, command: str, special: str) -> None:
+    target = tmp_path / "input.png"
+    if special == "dev-zero":
+        target.symlink_to("/dev/zero")
+    else:
+        os.mkfifo(target)
+    args = [command, str(target)] + ([str(tmp_path / "out.png")] if command == "label" else [])
+
+    result = CliRunner().invoke(main, args)
+
+    assert 2 == result.exit_code, result.output
+    assert "not a regular file" in result.stderr
