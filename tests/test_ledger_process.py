@@ -713,3 +713,32 @@ class TestPeers:
         with sqlite3.connect(path) as conn:
             rows = dict(conn.execute("SELECT key, value FROM meta WHERE key LIKE 'writer_seq:%'"))
         assert ["writer_seq:recent"] == sorted(rows)
+
+
+class TestLocksAcrossFork:
+    def test_a_child_forked_while_the_spawn_lock_is_held_does_not_keep_it(self, tmp_path: Path) -> None:
+        """gunicorn forks workers from a master that may be starting the writer: the lock must not leak."""
+        from aiobligations.ledger._flock import held
+
+        path = tmp_path / "x.spawn.lock"
+        read, write = os.pipe()
+        with held(path):
+            pid = os.fork()
+            if pid == 0:  # The child lives on (as a gunicorn worker would) until told to go.
+                try:
+                    os.close(write)
+                    os.read(read, 1)
+                finally:
+                    os._exit(0)
+        os.close(read)
+        try:
+            # The parent let go: another process must get the lock while the child still lives.
+            probe = subprocess.run(
+                [sys.executable, "-c", "import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDWR);"
+                 " fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB); print('got it')", str(path)],
+                capture_output=True, text=True, timeout=DEADLINE, check=False)
+            assert "got it" == probe.stdout.strip(), probe.stderr
+        finally:
+            os.write(write, b"x")
+            os.close(write)
+            os.waitpid(pid, 0)

@@ -21,7 +21,6 @@ The keys reach a writer the peer starts over a socket pair, never its command li
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hmac
 import marshal
 import os
@@ -44,6 +43,7 @@ from cryptography.hazmat.primitives.serialization import (
 )
 
 from ..errors import LedgerError
+from ._flock import held
 from ._framing import (
     SocketReader,
     _error_from_wire,
@@ -263,17 +263,16 @@ class PeerWriter(Writer):
     @contextlib.contextmanager
     def _spawn_lock(self) -> Iterator[None]:
         """Held while this process starts a writer (``<database>.spawn.lock``); released if it dies."""
-        path = f"{self.path}.spawn.lock"
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            lock = held(f"{self.path}.spawn.lock")
+            lock.__enter__()
         except OSError:
             yield  # The folder's problem is the writer's to report, with its own words.
             return
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
             yield
         finally:
-            os.close(fd)
+            lock.__exit__(None, None, None)
 
     def _dial(self) -> dict[str, Any] | None:
         """Connect to a running writer process and prove we hold the key; ``None`` if none answers."""

@@ -35,6 +35,7 @@ from typing import Any
 import structlog
 
 from ..errors import LedgerError
+from ._flock import tracked
 from .ledger import Ledger
 
 __all__ = ["Spool"]
@@ -228,12 +229,15 @@ class Spool:
         """Hold the exclusive ``flock`` that every process sharing the spool takes to touch it.
 
         Each holder opens the lock file anew: ``flock`` excludes between open files, so this
-        excludes threads of one process as well as processes, and a forked child inherits nothing.
+        excludes threads of one process as well as processes. A child forked meanwhile closes its
+        copy of the descriptor at once (:mod:`aiobligations.ledger._flock`), so it never keeps the
+        lock held.
         """
         fd = _open_private(self.lock_path, os.O_RDWR | os.O_CREAT)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
+            with tracked(fd):
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                yield
         finally:
             os.close(fd)  # Releases the lock.
 

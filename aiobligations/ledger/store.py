@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import IO, Protocol, runtime_checkable
 
 from ..errors import LedgerError, LedgerLocked, UnusableInput
+from . import _flock
+from ._flock import held
 
 __all__ = ["NODE_STRIDE", "Batch", "SQLiteStore", "Store", "StoreState"]
 
@@ -320,6 +322,7 @@ class SQLiteStore:
         handle.write(f"process {os.getpid()}\n")
         handle.flush()
         self._lock_handle = handle
+        _flock.track(handle.fileno())  # A child forked from this process must not keep it held.
 
     def open(self) -> StoreState:
         """Open (creating the schema if new) and return the persisted state.
@@ -490,14 +493,14 @@ class SQLiteStore:
             raise ValueError(f"a lock name must be an identifier, got {name!r}")
         path = self.path.with_name(f"{self.path.name}.{name}.lock")
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            lock = held(path)
+            lock.__enter__()
         except OSError as exc:
             raise UnusableInput(f"{path}: cannot create the lock file ({exc.strerror})") from None
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
             yield
         finally:
-            os.close(fd)  # Releases the lock.
+            lock.__exit__(None, None, None)
 
     def after_fork(self) -> None:
         """In a forked child: forget the parent's connections (never use or close them here)."""
@@ -612,5 +615,6 @@ class SQLiteStore:
             self._writer.close()
             self._writer = None
         if self._lock_handle is not None:
+            _flock.untrack(self._lock_handle.fileno())
             self._lock_handle.close()  # Closing the file releases the lock.
             self._lock_handle = None
