@@ -1,4 +1,4 @@
-"""Shared fixtures: keys, ledgers in temporary folders, and the shared test vectors."""
+"""Fixtures for every test: keys, ledgers in temporary folders, and the test vectors (tests/vectors)."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def make_ledger(tmp_path: Path, signer: Signer, master: MasterKey) -> Iterator[C
 
 @pytest.fixture(scope="session")
 def vectors() -> Path:
-    path = Path(__file__).resolve().parents[2] / "shared" / "vectors"
+    path = Path(__file__).resolve().parent / "vectors"
     if not path.is_dir():
-        pytest.fail(f"the shared test vectors are missing: looked for {path}")
+        pytest.fail(f"the test vectors are missing: looked for {path}")
     return path
