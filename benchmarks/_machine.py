@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import statistics
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -31,3 +33,19 @@ def git_state() -> dict[str, Any]:
         label += f" + {len(other)} other uncommitted files"
     return {"git_commit": commit, "measured_on": label, "uncommitted_benchmark_files": bench,
             "uncommitted_other_files": other}
+
+
+def python_loop_ns() -> float:
+    """The machine's pace for plain Python: CPU ns per iteration of a small loop (median of 5).
+
+    Figures from machines of different speed (or one machine under other load) differ; this says
+    how fast this one ran the interpreter at the time.
+    """
+    samples = []
+    for _ in range(5):
+        t0 = time.process_time_ns()
+        total = 0
+        for i in range(200_000):
+            total += i * i
+        samples.append((time.process_time_ns() - t0) / 200_000)
+    return round(statistics.median(samples), 1)

@@ -144,7 +144,7 @@ from array import array
 from pathlib import Path
 from typing import Any
 
-from _machine import git_state  # noqa: E402 - beside this script
+from _machine import git_state, python_loop_ns  # noqa: E402 - beside this script
 
 ROOT = Path(__file__).resolve().parent.parent
 ORIGIN = "bench.example/ledger"
@@ -1228,22 +1228,6 @@ def machine(tmp: Path) -> dict[str, Any]:
         **git_state(),
         "ledger_source_sha256": digest.hexdigest()[:16],
     }
-
-
-def python_loop_ns() -> float:
-    """The machine's pace for plain Python: CPU ns per iteration of a small loop (median of 5).
-
-    Figures from machines of different speed (or one machine under other load) differ; this says
-    how fast this one ran the interpreter at the time.
-    """
-    samples = []
-    for _ in range(5):
-        t0 = time.process_time_ns()
-        total = 0
-        for i in range(200_000):
-            total += i * i
-        samples.append((time.process_time_ns() - t0) / 200_000)
-    return round(statistics.median(samples), 1)
 
 
 # -- main -------------------------------------------------------------------------------------

@@ -221,7 +221,7 @@ class PeerWriter(Writer):
     @property
     def accepting(self) -> bool:
         """Whether :meth:`submit` would take a record now (a writer process runs, queue not full)."""
-        return self._connected.is_set() and not self.closing and len(self.queue) < self.queue_size
+        return self._connected.is_set() and super().accepting
 
     # -- the writer process ------------------------------------------------------------------------
 
@@ -263,16 +263,10 @@ class PeerWriter(Writer):
     @contextlib.contextmanager
     def _spawn_lock(self) -> Iterator[None]:
         """Held while this process starts a writer (``<database>.spawn.lock``); released if it dies."""
-        try:
-            lock = held(f"{self.path}.spawn.lock")
-            lock.__enter__()
-        except OSError:
-            yield  # The folder's problem is the writer's to report, with its own words.
-            return
-        try:
+        with contextlib.ExitStack() as stack:
+            with contextlib.suppress(OSError):  # The folder's problem is the writer's to report.
+                stack.enter_context(held(f"{self.path}.spawn.lock"))
             yield
-        finally:
-            lock.__exit__(None, None, None)
 
     def _dial(self) -> dict[str, Any] | None:
         """Connect to a running writer process and prove we hold the key; ``None`` if none answers."""

@@ -492,15 +492,12 @@ class SQLiteStore:
         if not name.isidentifier():
             raise ValueError(f"a lock name must be an identifier, got {name!r}")
         path = self.path.with_name(f"{self.path.name}.{name}.lock")
-        try:
-            lock = held(path)
-            lock.__enter__()
-        except OSError as exc:
-            raise UnusableInput(f"{path}: cannot create the lock file ({exc.strerror})") from None
-        try:
+        with contextlib.ExitStack() as stack:
+            try:
+                stack.enter_context(held(path))
+            except OSError as exc:
+                raise UnusableInput(f"{path}: cannot create the lock file ({exc.strerror})") from None
             yield
-        finally:
-            lock.__exit__(None, None, None)
 
     def after_fork(self) -> None:
         """In a forked child: forget the parent's connections (never use or close them here)."""
