@@ -133,7 +133,9 @@ def demo(port: int, host: str, config: Path | None) -> None:
 
 
 @main.command()
-@click.argument("path", type=click.Path(path_type=Path))
+@click.argument("path")
+@click.option("--schema", default="aiobligations", show_default=True,
+              help="With a postgresql:// URL: the PostgreSQL schema holding the ledger.")
 @click.option("--key", default=None, help="The verifier key to trust: name+id+key, or a file holding it.")
 @click.option(
     "--since-checkpoint",
@@ -143,17 +145,20 @@ def demo(port: int, host: str, config: Path | None) -> None:
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @_config_option
-def verify(path: Path, key: str | None, since: str | None, as_json: bool, config: Path | None) -> None:
+def verify(path: str, schema: str, key: str | None, since: str | None, as_json: bool, config: Path | None) -> None:
     """Verify a ledger database or an audit bundle: every record, the root, the signature.
 
-    Exits 0 when intact, 1 on a break (naming the first bad index), 2 on unusable input.
+    PATH is a bundle (folder or .tar.gz), a SQLite ledger file, or a PostgreSQL URL
+    (postgresql://user@host:5432/database). Exits 0 when intact, 1 on a break (naming the first bad
+    index), 2 on unusable input.
     """
     if key is not None and not key.strip():
         _fail("--key is not a verifier key: it is empty (give name+id+key, or a file holding it)")
     trusted = _read_text_arg(key, "--key").strip() if key is not None else _configured_key(config)
     earlier = _read_file_arg(since, "--since-checkpoint")
     try:
-        report = verify_path(path, key=trusted, since_checkpoint=earlier)
+        target: str | Path = path if path.startswith(("postgresql://", "postgres://")) else Path(path)
+        report = verify_path(target, key=trusted, since_checkpoint=earlier, schema=schema)
     except LedgerBroken as exc:
         if as_json:
             click.echo(json.dumps({"intact": False, "first_bad_index": exc.index, "reason": exc.reason}))
@@ -209,9 +214,16 @@ def export(out: Path, start: str | None, end: str | None, since: str | None, con
     earlier = _read_file_arg(since, "--since-checkpoint")
     try:
         profile = load_profile(config or Path(DEFAULT_CONFIG))
-        manifest = export_bundle(
-            profile.ledger.path, out, start_time=begin, end_time=finish, since_checkpoint=earlier
-        )
+        source: Any = profile.ledger.path
+        if profile.ledger.url is not None:
+            from .ledger.postgres import PostgresStore
+
+            source = PostgresStore(profile.ledger.url, schema=profile.ledger.schema, readonly=True)
+        try:
+            manifest = export_bundle(source, out, start_time=begin, end_time=finish, since_checkpoint=earlier)
+        finally:
+            if not isinstance(source, Path):
+                source.close()
     except ObligationError as exc:
         _fail(str(exc))
     except OSError as exc:
@@ -220,6 +232,55 @@ def export(out: Path, start: str | None, end: str | None, since: str | None, con
         f"wrote {out}: {manifest['records']} records [{manifest['start']}, {manifest['end']}) "
         f"against the checkpoint of size {manifest['checkpoint_size']}"
     )
+
+
+@main.group(cls=_Group)
+def db() -> None:
+    """The ledger's PostgreSQL schema (with [ledger] url): versions and migrations."""
+
+
+@db.command()
+@_config_option
+def upgrade(config: Path | None) -> None:
+    """Apply the pending schema migrations of the configured PostgreSQL ledger (each runs once)."""
+    from .ledger.postgres import MIGRATIONS, PostgresStore
+
+    try:
+        profile = load_profile(config or Path(DEFAULT_CONFIG))
+        if profile.ledger.url is None:
+            _fail("the profile's ledger is a SQLite file, which needs no migrations; set [ledger] url")
+        store = PostgresStore(profile.ledger.url, schema=profile.ledger.schema)
+        try:
+            applied = store.upgrade()
+        finally:
+            store.close()
+    except ObligationError as exc:
+        _fail(str(exc))
+    latest = MIGRATIONS[-1][0]
+    if applied:
+        click.echo(f"applied migrations {', '.join(map(str, applied))}: schema {profile.ledger.schema} is at version {latest}")
+    else:
+        click.echo(f"schema {profile.ledger.schema} is at version {latest}: nothing to do")
+
+
+@db.command()
+@_config_option
+def version(config: Path | None) -> None:
+    """Print the schema version of the configured PostgreSQL ledger and the one this code needs."""
+    from .ledger.postgres import MIGRATIONS, PostgresStore
+
+    try:
+        profile = load_profile(config or Path(DEFAULT_CONFIG))
+        if profile.ledger.url is None:
+            _fail("the profile's ledger is a SQLite file; set [ledger] url")
+        store = PostgresStore(profile.ledger.url, schema=profile.ledger.schema)
+        try:
+            current = store.version()
+        finally:
+            store.close()
+    except ObligationError as exc:
+        _fail(str(exc))
+    click.echo(f"schema {profile.ledger.schema}: version {current}; this aiobligations needs {MIGRATIONS[-1][0]}")
 
 
 @main.command("verify-receipt")

@@ -14,8 +14,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from .disclosure import TEMPLATE as DISCLOSURE_TEMPLATE
-from .labels.settings import TEMPLATE as LABELS_TEMPLATE
 from .errors import ConfigurationError
+from .labels.settings import TEMPLATE as LABELS_TEMPLATE
 from .ledger.crypto import MasterKey
 from .ledger.note import Signer
 
@@ -117,11 +117,18 @@ def write_private_files(files: dict[Path, bytes], *, force: bool = False) -> Non
 
 
 def load_signer(path: str | os.PathLike[str], name: str) -> Signer:
-    """Load the Ed25519 checkpoint signer from a PEM file.
+    """Load the Ed25519 checkpoint signer from a PEM file, or from ``"env:NAME"``: the PEM text in
+    the environment variable ``NAME`` (how a container gets it from a secret store, never baked in).
 
     Raises:
-        ConfigurationError: the file is missing, readable by others, or not an Ed25519 key.
+        ConfigurationError: the file or variable is missing, the file readable by others, or the
+            key not an Ed25519 key.
     """
+    if isinstance(path, str) and path.startswith("env:"):
+        text = os.environ.get(path[4:])
+        if not text:
+            raise ConfigurationError(f"signing key: the environment variable {path[4:]} is not set")
+        return _signer_from_pem(text.encode(), f"the environment variable {path[4:]}", name)
     path = Path(path)
     try:
         data = path.read_bytes()
@@ -132,12 +139,16 @@ def load_signer(path: str | os.PathLike[str], name: str) -> Signer:
         raise ConfigurationError(f"signing key {path} cannot be read ({exc.strerror})") from None
     if mode & 0o077:
         raise ConfigurationError(f"signing key {path} is readable by others; run: chmod 600 {path}")
+    return _signer_from_pem(data, str(path), name)
+
+
+def _signer_from_pem(data: bytes, where: str, name: str) -> Signer:
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError):
-        raise ConfigurationError(f"signing key {path} is not an unencrypted PEM private key") from None
+        raise ConfigurationError(f"signing key {where} is not an unencrypted PEM private key") from None
     if not isinstance(key, Ed25519PrivateKey):
-        raise ConfigurationError(f"signing key {path} is not an Ed25519 key")
+        raise ConfigurationError(f"signing key {where} is not an Ed25519 key")
     return Signer(name, key)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +12,9 @@ from .disclosure import DisclosureSettings, short_notice
 from .errors import ConfigurationError, LedgerError
 from .inference import OutputHook, inference
 from .interaction import uuid7
+from .keys import load_signer
 from .labels.labeller import Labeller
 from .labels.settings import LabelSettings, build_labeller
-from .keys import load_signer
 from .ledger.crypto import MasterKey
 from .ledger.ledger import Ledger
 from .ledger.process import ProcessLedger
@@ -40,12 +41,14 @@ class Obligations:
     .. versionadded:: 0.1.0
     """
 
-    def __init__(self, profile: Profile, *, ledger: Ledger | None = None) -> None:
+    def __init__(self, profile: Profile, *, ledger: Ledger | None = None,
+                 keys: Callable[[str], Any] | None = None) -> None:
         self.profile = profile
+        self._keys = keys
         # Validate every section before opening anything, so a bad profile fails at start-up.
         self.disclosure = DisclosureSettings.from_profile(profile)
         self.label_settings = LabelSettings.from_profile(profile)
-        self.ledger = ledger if ledger is not None else self._open_ledger(profile)
+        self.ledger = ledger if ledger is not None else self._open_ledger(profile, keys)
         self.spool = Spool(f"{profile.ledger.path}.spool", self.ledger)
         self.output_hooks: list[OutputHook] = []
         """Functions that may transform each AI output (the labels feature plugs in here)."""
@@ -218,10 +221,16 @@ class Obligations:
         return cls(load_profile(path), **kwargs)
 
     @staticmethod
-    def _open_ledger(profile: Profile) -> Ledger:
+    def _open_ledger(profile: Profile, keys: Callable[[str], Any] | None = None) -> Ledger:
         settings = profile.ledger
-        signer = load_signer(settings.signing_key, settings.origin)
-        master = MasterKey.load(settings.master_key)
+        signer = master = None
+        if keys is not None:
+            # A KMS callback: asked for "signing_key" and "master_key", it returns the key (a Signer
+            # or MasterKey, or the key file's text), or None to use the profile's.
+            signer = _key_from(keys("signing_key"), "signing_key", settings.origin)
+            master = _key_from(keys("master_key"), "master_key", settings.origin)
+        signer = signer or load_signer(settings.signing_key, settings.origin)
+        master = master or MasterKey.load(settings.master_key)
         folder = Path(settings.path).parent
         if not folder.is_dir():
             raise ConfigurationError(f"the ledger's folder {folder} does not exist")
@@ -235,6 +244,10 @@ class Obligations:
             "checkpoint_interval": settings.checkpoint_interval,
             "retention": settings.retention,
         }
+        if settings.url is not None:
+            from .ledger.replica import ReplicaLedger
+
+            return ReplicaLedger(settings.url, schema=settings.schema, **options)
         if settings.writer == "process":
             return ProcessLedger(settings.path, **options)
         return Ledger(SQLiteStore(settings.path), **options)
@@ -252,3 +265,26 @@ class Obligations:
 
     def __repr__(self) -> str:
         return f"Obligations(provider={self.profile.provider.name!r}, ledger={self.ledger!r})"
+
+
+def _key_from(value: Any, kind: str, origin: str) -> Any:
+    """A key given by a ``keys`` callback, as a Signer or MasterKey (``None``: use the profile's)."""
+    if value is None:
+        return None
+    if kind == "master_key":
+        if isinstance(value, MasterKey):
+            return value
+        if isinstance(value, bytes) and len(value) == 32:
+            return MasterKey(value)
+        if isinstance(value, str):
+            return MasterKey.from_text(value, "the master key from the keys callback")
+    else:
+        from .keys import _signer_from_pem
+        from .ledger.note import Signer
+
+        if isinstance(value, Signer):
+            return value
+        if isinstance(value, (str, bytes)):
+            data = value.encode() if isinstance(value, str) else value
+            return _signer_from_pem(data, "from the keys callback", origin)
+    raise ConfigurationError(f"the keys callback returned a {type(value).__name__} for {kind}")

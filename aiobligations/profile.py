@@ -53,8 +53,10 @@ class LedgerSettings:
 
     path: Path
     origin: str
-    signing_key: Path
-    master_key: Path
+    signing_key: Path | str
+    """The signing key's PEM file, or ``"env:NAME"``: the PEM text in that environment variable."""
+    master_key: Path | str
+    """The master key file, or ``"env:NAME"``: the key file's line in that environment variable."""
     checkpoint_interval: float = 0.0
     queue_size: int = 65536
     on_full: str = "raise"
@@ -62,6 +64,11 @@ class LedgerSettings:
     retention: Retention = field(default_factory=Retention)
     writer: str = "process"
     """``"process"``: seal and commit in a writer process; ``"thread"``: in this process."""
+    url: str | None = None
+    """A PostgreSQL URL (``postgresql://…``): the ledger is shared by every replica through it, and
+    ``path`` only names where this host keeps its spool and shared counters."""
+    schema: str = "aiobligations"
+    """The PostgreSQL schema of the ledger's tables (with ``url``)."""
 
 
 @dataclass(frozen=True)
@@ -168,11 +175,15 @@ def parse_profile(data: Mapping[str, Any], *, base: Path, source: str = "profile
     )
     lg = _section(data, "ledger", errors)
 
-    def resolve(key: str, default: str) -> Path:
+    def resolve(key: str, default: str, *, env: bool = False) -> Any:
         value = lg.get(key, default)
         if not isinstance(value, str) or not value:
             errors.add(f"[ledger] {key} must be a path")
             value = default
+        if env and value.startswith("env:"):
+            if not value[4:].isidentifier():
+                errors.add(f"[ledger] {key} = 'env:NAME' needs a variable name, got {value!r}")
+            return value  # The key is read from that environment variable when the ledger opens.
         path = Path(os.path.expanduser(value))
         return path if path.is_absolute() else base / path
 
@@ -185,6 +196,18 @@ def parse_profile(data: Mapping[str, Any], *, base: Path, source: str = "profile
     writer = lg.get("writer", "process")
     if writer not in ("process", "thread"):
         errors.add(f"[ledger] writer must be 'process' or 'thread', got {writer!r}")
+    url = lg.get("url")
+    if isinstance(url, str) and url.startswith("env:"):
+        url = os.environ.get(url[4:])
+        if not url:
+            errors.add(f"[ledger] url names the environment variable {lg['url'][4:]}, which is not set")
+    if url is not None and not (isinstance(url, str) and url.startswith(("postgresql://", "postgres://"))):
+        errors.add("[ledger] url must be a PostgreSQL URL, postgresql://user@host:port/database (or env:NAME)")
+        url = None
+    schema = lg.get("schema", "aiobligations")
+    if not isinstance(schema, str) or not re.fullmatch(r"[a-z_][a-z0-9_]{0,39}", schema):
+        errors.add(f"[ledger] schema must be a lower-case identifier of at most 40 characters, got {schema!r}")
+        schema = "aiobligations"
     retention_table = lg.get("retention", {})
     retention = Retention()
     if not isinstance(retention_table, Mapping):
@@ -197,14 +220,16 @@ def parse_profile(data: Mapping[str, Any], *, base: Path, source: str = "profile
     ledger = LedgerSettings(
         path=resolve("path", "ledger.db"),
         origin=origin,
-        signing_key=resolve("signing_key", "keys/ledger.key"),
-        master_key=resolve("master_key", "keys/master.key"),
+        signing_key=resolve("signing_key", "keys/ledger.key", env=True),
+        master_key=resolve("master_key", "keys/master.key", env=True),
         checkpoint_interval=float(_number(lg, "checkpoint_interval", 0.0, errors, integer=False)),
         queue_size=_number(lg, "queue_size", 65536, errors, integer=True),
         on_full=on_full if on_full in ("raise", "wait") else "raise",
         max_batch=_number(lg, "max_batch", 4096, errors, integer=True),
         retention=retention,
         writer=writer if writer in ("process", "thread") else "process",
+        url=url,
+        schema=schema,
     )
     errors.raise_if_any()
     return Profile(provider=provider, service=service, ledger=ledger, raw=data)

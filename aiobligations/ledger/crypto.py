@@ -90,11 +90,17 @@ class MasterKey:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> MasterKey:
-        """Read a master key file.
+        """Read a master key file, or ``"env:NAME"``: the file's line in the environment variable ``NAME``.
 
         Raises:
-            ConfigurationError: the file is missing, malformed or readable by group or others.
+            ConfigurationError: the file or variable is missing or malformed, or the file is
+                readable by group or others.
         """
+        if isinstance(path, str) and path.startswith("env:"):
+            text = os.environ.get(path[4:], "").strip()
+            if not text:
+                raise ConfigurationError(f"master key: the environment variable {path[4:]} is not set")
+            return cls.from_text(text, f"the environment variable {path[4:]}")
         path = Path(path)
         try:
             text = path.read_text(encoding="ascii").strip()
@@ -107,14 +113,24 @@ class MasterKey:
             raise ConfigurationError(
                 f"master key file {path} is readable by others; run: chmod 600 {path}"
             )
+        return cls.from_text(text, f"master key file {path}")
+
+    @classmethod
+    def from_text(cls, text: str, where: str = "the master key") -> MasterKey:
+        """A master key from its file's line, ``aiobligations-master-key-v1:<base64>`` (from a KMS, say).
+
+        Raises:
+            ConfigurationError: the text is not a master key.
+        """
+        text = text.strip()
         if not text.startswith(_KEY_FILE_PREFIX):
-            raise ConfigurationError(f"{path} is not an aiobligations master key file")
+            raise ConfigurationError(f"{where} is not an aiobligations master key")
         try:
             key = base64.b64decode(text[len(_KEY_FILE_PREFIX) :], validate=True)
         except ValueError:
-            raise ConfigurationError(f"master key file {path} is corrupt") from None
+            raise ConfigurationError(f"{where} is corrupt") from None
         if len(key) != 32:
-            raise ConfigurationError(f"master key file {path} is corrupt")
+            raise ConfigurationError(f"{where} is corrupt")
         return cls(key)
 
     def export_text(self) -> str:

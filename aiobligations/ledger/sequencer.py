@@ -44,8 +44,11 @@ class Sequencer:
     """
 
     def __init__(self, *, origin: str, signer: Signer, crypto: SubjectCrypto, state: StoreState,
-                 get_keys: KeyLookup, checkpoint_interval: float, history_interval: float) -> None:
+                 get_keys: KeyLookup, checkpoint_interval: float, history_interval: float,
+                 pseudonymous: bool = False) -> None:
         self.origin = origin
+        #: Subjects arrive as pseudonyms already (from a replica's queue), not as the person's id.
+        self.pseudonymous = pseudonymous
         self.signer = signer
         self.crypto = crypto
         self._get_keys = get_keys
@@ -87,7 +90,7 @@ class Sequencer:
         """
         # This loop is the ledger's hot path: every name it uses per record is a local.
         crypto = self.crypto
-        pseudonym_of = crypto.pseudonym
+        pseudonym_of = str if self.pseudonymous else crypto.pseudonym
         ts = max(time.time(), self.last_ts)
         ts_text = format_ts(ts).encode()
         aad_prefix = self._aad_prefix
@@ -199,11 +202,12 @@ class Sequencer:
         ``created``, to be wrapped and stored with the batch.
         """
         crypto = self.crypto
+        pseudonym_of = str if self.pseudonymous else crypto.pseudonym
         ciphers: dict[str, Any] = {}
         missing: list[str] = []
         for op, payload, _ in items:
             if op == OP_RECORD and payload.personal is not None:
-                pseudonym = crypto.pseudonym(payload.subject)
+                pseudonym = pseudonym_of(payload.subject)
                 if pseudonym not in ciphers:
                     aead = crypto.cached_aead(pseudonym)
                     if aead is None:

@@ -25,7 +25,7 @@ from hashlib import sha256
 from pathlib import Path
 from typing import IO, Any
 
-from ..errors import LedgerBroken, LedgerError, UnusableInput
+from ..errors import ConfigurationError, LedgerBroken, LedgerError, UnusableInput
 from . import merkle
 from .bundle import MEMBERS
 from .note import BadSignature, Checkpoint, MalformedNote, UnknownKey, Verifier
@@ -95,11 +95,13 @@ def verify_path(
     *,
     key: str | None = None,
     since_checkpoint: str | None = None,
+    schema: str = "aiobligations",
 ) -> VerifyReport:
     """Verify a bundle (folder or ``.tar.gz``) or a ledger database, whichever ``path`` is.
 
     Args:
-        path: The bundle or database.
+        path: The bundle or database: a folder, a ``.tar.gz``, a SQLite file, or a PostgreSQL URL
+            (``postgresql://…``, whose ledger lives in ``schema``).
         key: The verifier key to trust (``name+id+key``). Without it the key shipped with the
             bundle or stored in the database is used, and the report says so.
         since_checkpoint: An earlier signed checkpoint note the auditor accepted; the log must be
@@ -112,6 +114,8 @@ def verify_path(
         LedgerBroken: a record, hash or signature does not match; names the first bad index.
         UnusableInput: the input is missing, foreign or unreadable, or the key does not fit it.
     """
+    if isinstance(path, str) and path.startswith(("postgresql://", "postgres://")):
+        return verify_postgres(path, schema=schema, key=key, since_checkpoint=since_checkpoint)
     path = Path(path)
     if path.is_dir():
         return verify_bundle(path, key=key, since_checkpoint=since_checkpoint)
@@ -436,7 +440,31 @@ def verify_database(
         store.close()
 
 
-def _verify_store(store: SQLiteStore, key: str | None, since_checkpoint: str | None) -> VerifyReport:
+def verify_postgres(
+    url: str,
+    *,
+    schema: str = "aiobligations",
+    key: str | None = None,
+    since_checkpoint: str | None = None,
+) -> VerifyReport:
+    """Verify a live ledger kept in PostgreSQL, read-only, exactly as :func:`verify_database` does a
+    SQLite file. See :func:`verify_path` for arguments and errors.
+    """
+    from .postgres import PostgresStore
+
+    try:
+        store = PostgresStore(url, schema=schema, readonly=True)
+    except ConfigurationError as exc:
+        raise UnusableInput(str(exc)) from None
+    try:
+        return _verify_store(store, key, since_checkpoint)
+    except LedgerError as exc:
+        raise UnusableInput(f"{store.path}: {exc}") from None
+    finally:
+        store.close()
+
+
+def _verify_store(store: Any, key: str | None, since_checkpoint: str | None) -> VerifyReport:
     state = store.open()
     shipped = (store.get_meta("verifier_key") or b"").decode() or None
     verifier, pinned = _trusted_verifier(key, shipped, str(store.path))
@@ -519,7 +547,7 @@ class _NodeChecker:
     verification even though the records and the root are intact.
     """
 
-    def __init__(self, store: SQLiteStore, start: int) -> None:
+    def __init__(self, store: Any, start: int) -> None:
         self._store = store
         self._width = 1 << NODE_STRIDE
         self._pending: dict[int, list[bytes]] = {}

@@ -1,0 +1,602 @@
+"""The PostgreSQL store: one ledger shared by every replica of a service, on every host.
+
+:class:`PostgresStore` implements the same :class:`~aiobligations.ledger.store.Store` protocol as
+the embedded SQLite store, so export, verify, receipts, pruning and crypto-shredding behave the
+same. It adds what replicas need (see :mod:`aiobligations.ledger.replica`):
+
+- a **queue** table that any process appends to concurrently (a record is acknowledged once its
+  queue row is committed), and that the one elected sequencer drains in batches;
+- **leadership**: the sequencer holds a session-level advisory lock on the very connection it
+  writes through, so a sequencer whose session ended can no longer write anything;
+- named locks across hosts (advisory locks), and versioned schema migrations.
+
+Everything lives in one PostgreSQL schema (default ``aiobligations``), so several ledgers can share
+a database. Needs psycopg 3 and psycopg-pool (``pip install aiobligations[postgres]``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import re
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from ..errors import ConfigurationError, LedgerError, UnusableInput
+from .store import Batch, StoreState, _pack, _unpack
+
+try:
+    import psycopg
+    from psycopg_pool import ConnectionPool
+except ImportError:  # pragma: no cover - exercised only without the extra.
+    psycopg = None  # type: ignore[assignment]
+    ConnectionPool = None  # type: ignore[assignment,misc]
+
+__all__ = ["MIGRATIONS", "PostgresStore", "QueueRow", "redact_url"]
+
+_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,39}$")
+
+QueueRow = tuple[int, bytes, int, int, str, bytes, "str | None", "bytes | None", "str | None", bool]
+"""A drained queue row: (qid, peer, seq, op, kind, body, pseudonym, sealed, interaction id, waits)."""
+
+# Each migration is (version, what it does, its statements). A migration runs in one transaction
+# under an advisory lock, so replicas starting together apply it once. Never edit a released one:
+# add the next.
+MIGRATIONS: list[tuple[int, str, str]] = [
+    (1, "the ledger tables, the queue and the sequencer's progress per peer", """
+CREATE TABLE {s}.meta (key text PRIMARY KEY, value bytea NOT NULL);
+CREATE TABLE {s}.records (
+    idx bigint PRIMARY KEY,
+    ts double precision NOT NULL,
+    kind text NOT NULL,
+    leaf bytea NOT NULL,
+    data bytea NOT NULL,
+    entry bytea
+);
+CREATE UNIQUE INDEX records_entry ON {s}.records (entry) WHERE entry IS NOT NULL;
+CREATE TABLE {s}.nodes (level int NOT NULL, idx bigint NOT NULL, hash bytea NOT NULL, PRIMARY KEY (level, idx));
+CREATE TABLE {s}.checkpoints (size bigint PRIMARY KEY, ts double precision NOT NULL, note text NOT NULL);
+CREATE TABLE {s}.interactions (interaction_id text PRIMARY KEY, idx bigint NOT NULL);
+CREATE TABLE {s}.subject_keys (pseudonym text PRIMARY KEY, wrapped bytea NOT NULL, master_id text NOT NULL);
+CREATE TABLE {s}.queue (
+    qid bigserial PRIMARY KEY,
+    peer bytea NOT NULL,
+    seq bigint NOT NULL,
+    op smallint NOT NULL,
+    kind text NOT NULL,
+    body bytea NOT NULL,
+    pseudonym text,
+    sealed bytea,
+    interaction_id text,
+    waits boolean NOT NULL,
+    UNIQUE (peer, seq)
+);
+CREATE TABLE {s}.peers (peer bytea PRIMARY KEY, seq bigint NOT NULL, seen double precision NOT NULL);
+"""),
+]
+
+LOCK_MIGRATE = 0
+LOCK_SEQUENCER = 1
+
+
+def redact_url(url: str) -> str:
+    """``url`` without its password, for messages and logs."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "postgresql://…"
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)
+    user = (parts.username or "") + ":***"
+    return urlunsplit(parts._replace(netloc=f"{user}@{netloc[-1]}"))
+
+
+def _int32(data: bytes) -> int:
+    return int.from_bytes(data[:4], "big", signed=True)
+
+
+def _need_psycopg() -> None:
+    if psycopg is None:
+        raise ConfigurationError(
+            "a PostgreSQL ledger needs psycopg 3 and psycopg-pool: pip install 'aiobligations[postgres]'"
+        )
+
+
+class PostgresStore:
+    """A ledger kept in PostgreSQL (15 or newer), shared by every process and host that opens it.
+
+    Args:
+        url: A libpq connection URL, ``postgresql://user@host:5432/dbname``. Put the password in
+            the environment (``PGPASSWORD``) or a ``.pgpass`` file rather than in the URL.
+        schema: The PostgreSQL schema holding this ledger's tables (one ledger per schema).
+        readonly: Open read-only (``verify``): no migration, no writes.
+        migrate: Apply pending schema migrations when opening (else a database behind this
+            version is refused; run ``aiobligations db upgrade``).
+        pool_size: The most connections kept for reads.
+        connect_timeout: Seconds to wait for a connection.
+
+    .. versionadded:: 0.3.0
+    """
+
+    def __init__(self, url: str, *, schema: str = "aiobligations", readonly: bool = False, migrate: bool = True,
+                 pool_size: int = 4, connect_timeout: float = 5.0) -> None:
+        _need_psycopg()
+        if not isinstance(url, str) or not url.startswith(("postgresql://", "postgres://")):
+            raise ConfigurationError(f"a PostgreSQL ledger url starts with postgresql://, got {url!r}")
+        if not isinstance(schema, str) or not _SCHEMA_NAME.match(schema):
+            raise ConfigurationError(
+                f"the ledger's schema must be a lower-case identifier of at most 40 characters, got {schema!r}")
+        self.url = url
+        self.schema = schema
+        self.path = f"{redact_url(url)} (schema {schema})"
+        self._readonly = readonly
+        self._migrate = migrate
+        self._pool_size = pool_size
+        self._timeout = connect_timeout
+        self._lock_class = _int32(hashlib.sha256(b"aiobligations/" + schema.encode()).digest())
+        self.channel_queued = f"{schema}_queued"
+        self.channel_sequenced = f"{schema}_sequenced"
+        self._pool: Any = None
+        self._pool_lock = threading.Lock()
+        self._writer: Any = None
+        self._closed = False
+        s = schema
+        self.sql_queue_copy = (
+            f"COPY {s}.queue (peer, seq, op, kind, body, pseudonym, sealed, interaction_id, waits) "
+            "FROM STDIN (FORMAT BINARY)")
+        self.sql_queue_insert = (
+            f"INSERT INTO {s}.queue (peer, seq, op, kind, body, pseudonym, sealed, interaction_id, waits) "
+            "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (peer, seq) DO NOTHING")
+
+    def __repr__(self) -> str:
+        return f"PostgresStore({redact_url(self.url)!r}, schema={self.schema!r})"
+
+    # -- connections -------------------------------------------------------------------------
+
+    def connect(self, *, autocommit: bool = True) -> Any:
+        """A new connection of this store's own (the caller closes it).
+
+        Raises:
+            LedgerError: the database cannot be reached.
+        """
+        options = "-c default_transaction_read_only=on" if self._readonly else None
+        try:
+            return psycopg.connect(self.url, autocommit=autocommit, connect_timeout=max(1, int(self._timeout)),
+                                   application_name="aiobligations", options=options)
+        except psycopg.Error as exc:
+            raise LedgerError(f"cannot connect to the ledger's database {redact_url(self.url)}: {_reason(exc)}") from None
+
+    def _reads(self) -> Any:
+        """A pooled connection for one read (``with store._reads() as conn``)."""
+        pool = self._pool
+        if pool is None:
+            with self._pool_lock:
+                if self._closed:
+                    raise LedgerError("the store is closed")
+                if self._pool is None:
+                    options = "-c default_transaction_read_only=on" if self._readonly else None
+                    self._pool = ConnectionPool(
+                        self.url, min_size=1, max_size=self._pool_size, open=True, timeout=self._timeout,
+                        name=f"aiobligations-{self.schema}",
+                        kwargs={"autocommit": True, "application_name": "aiobligations", "options": options,
+                                "connect_timeout": max(1, int(self._timeout))})
+                pool = self._pool
+        return pool.connection()
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        try:
+            with self._reads() as conn:
+                return conn.execute(sql, params).fetchall()
+        except psycopg.Error as exc:
+            raise LedgerError(f"the ledger's database failed: {_reason(exc)}") from None
+        except Exception as exc:
+            if type(exc).__name__ == "PoolTimeout":
+                raise LedgerError(f"the ledger's database {redact_url(self.url)} cannot be reached") from None
+            raise
+
+    def _write_conn(self) -> Any:
+        if self._writer is None or self._writer.closed:
+            self._writer = self.connect()
+        return self._writer
+
+    # -- schema --------------------------------------------------------------------------------
+
+    def version(self, conn: Any = None) -> int:
+        """The schema version the database is at (0: no ledger here yet)."""
+        name = f"{self.schema}.migrations"
+
+        def read(c: Any) -> int:
+            if c.execute("SELECT to_regclass(%s)", (name,)).fetchone()[0] is None:
+                return 0
+            return int(c.execute(f"SELECT coalesce(max(version), 0) FROM {name}").fetchone()[0])
+
+        if conn is not None:
+            return read(conn)
+        try:
+            with self._reads() as pooled:
+                return read(pooled)
+        except psycopg.Error as exc:
+            raise LedgerError(f"the ledger's database failed: {_reason(exc)}") from None
+
+    def upgrade(self) -> list[int]:
+        """Apply the pending migrations, in order, each once whoever runs it; return those applied.
+
+        Raises:
+            UnusableInput: the database is at a newer version than this aiobligations knows.
+            LedgerError: the database cannot be reached or refused a statement.
+        """
+        latest = MIGRATIONS[-1][0]
+        applied: list[int] = []
+        conn = self.connect(autocommit=False)
+        try:
+            with conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (self._lock_class, LOCK_MIGRATE))
+                conn.execute(f"CREATE SCHEMA IF NOT EXISTS {self.schema}")
+                conn.execute(f"CREATE TABLE IF NOT EXISTS {self.schema}.migrations ("
+                             "version int PRIMARY KEY, description text NOT NULL, applied double precision NOT NULL)")
+                current = self.version(conn)
+                if current > latest:
+                    raise UnusableInput(
+                        f"{self.path}: the ledger's schema is at version {current}, newer than this "
+                        f"aiobligations knows ({latest}); upgrade aiobligations")
+                for version, description, statements in MIGRATIONS:
+                    if version <= current:
+                        continue
+                    conn.execute(statements.format(s=self.schema))
+                    conn.execute(f"INSERT INTO {self.schema}.migrations VALUES (%s, %s, %s)",
+                                 (version, description, time.time()))
+                    applied.append(version)
+            conn.commit()
+        except psycopg.Error as exc:
+            raise LedgerError(f"the schema migration failed: {_reason(exc)}") from None
+        finally:
+            conn.close()
+        return applied
+
+    def open(self) -> StoreState:
+        """Open (migrating a new or older database unless ``migrate=False``) and return the state.
+
+        Raises:
+            UnusableInput: no ledger here (read-only), or a schema version this code cannot use.
+            LedgerError: the database cannot be reached.
+        """
+        latest = MIGRATIONS[-1][0]
+        current = self.version()
+        if current != latest:
+            if self._readonly or not self._migrate or current > latest:
+                if current == 0:
+                    raise UnusableInput(f"{self.path}: no aiobligations ledger in this database")
+                raise UnusableInput(
+                    f"{self.path}: the ledger's schema is at version {current}, this aiobligations needs "
+                    f"{latest}; run `aiobligations db upgrade`" if current < latest else
+                    f"{self.path}: the ledger's schema is at version {current}, newer than this "
+                    f"aiobligations knows ({latest}); upgrade aiobligations")
+            self.upgrade()
+        return self.reload_state()
+
+    def reload_state(self) -> StoreState:
+        """Read the persisted state (what a new sequencer starts from)."""
+        return self._state(self._query)
+
+    def state_on(self, conn: Any) -> StoreState:
+        """The persisted state read through ``conn`` (the sequencer's own connection)."""
+        return self._state(lambda sql, params=(): conn.execute(sql, params).fetchall())
+
+    def _state(self, query: Any) -> StoreState:
+        state = StoreState()
+        meta = {key: bytes(value) for key, value in query(
+            f"SELECT key, value FROM {self.schema}.meta WHERE key IN ('tree', 'last_ts', 'checkpoint', 'pruned')")}
+        tree = meta.get("tree")
+        if tree:
+            state.size = int.from_bytes(tree[:8], "big")
+            state.frontier = _unpack(tree[8:])
+        state.last_ts = float(meta.get("last_ts", b"0"))
+        checkpoint = meta.get("checkpoint")
+        state.checkpoint = checkpoint.decode() if checkpoint else None
+        pruned = meta.get("pruned")
+        if pruned:
+            state.pruned_start = int.from_bytes(pruned[:8], "big")
+            state.pruned_frontier = _unpack(pruned[8:])
+        top = query(f"SELECT max(idx) FROM {self.schema}.records")[0][0]
+        state.stored_end = state.pruned_start if top is None else int(top) + 1
+        return state
+
+    # -- meta ----------------------------------------------------------------------------------
+
+    def get_meta(self, key: str) -> bytes | None:
+        """A metadata value, or ``None``."""
+        rows = self._query(f"SELECT value FROM {self.schema}.meta WHERE key=%s", (key,))
+        return bytes(rows[0][0]) if rows else None
+
+    def put_meta(self, values: dict[str, bytes]) -> None:
+        """Set metadata values durably and atomically."""
+        conn = self._write_conn()
+        try:
+            with conn.transaction():
+                self._upsert_meta(conn, list(values.items()))
+        except psycopg.Error as exc:
+            raise LedgerError(f"the ledger's database failed: {_reason(exc)}") from None
+
+    def add_meta(self, values: dict[str, bytes]) -> dict[str, bytes]:
+        """Set the values that are not set yet, in one transaction; return every value as stored.
+
+        Two replicas creating one ledger at once both call this; one's values win, and both see them.
+        """
+        conn = self._write_conn()
+        try:
+            with conn.transaction():
+                conn.cursor().executemany(
+                    f"INSERT INTO {self.schema}.meta VALUES (%s, %s) ON CONFLICT (key) DO NOTHING",
+                    list(values.items()))
+                rows = conn.execute(f"SELECT key, value FROM {self.schema}.meta WHERE key = ANY(%s)",
+                                    (list(values),)).fetchall()
+        except psycopg.Error as exc:
+            raise LedgerError(f"the ledger's database failed: {_reason(exc)}") from None
+        return {key: bytes(value) for key, value in rows}
+
+    def _upsert_meta(self, conn: Any, rows: list[tuple[str, bytes]]) -> None:
+        if rows:
+            conn.cursor().executemany(
+                f"INSERT INTO {self.schema}.meta VALUES (%s, %s) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                rows)
+
+    def drop_meta(self, keys: Sequence[str]) -> None:
+        """Delete metadata values."""
+        conn = self._write_conn()
+        with conn.transaction():
+            conn.execute(f"DELETE FROM {self.schema}.meta WHERE key = ANY(%s)", (list(keys),))
+
+    def meta_with_prefix(self, prefix: str) -> dict[str, bytes]:
+        """Every metadata value whose key starts with ``prefix``."""
+        rows = self._query(f"SELECT key, value FROM {self.schema}.meta WHERE left(key, %s) = %s",
+                           (len(prefix), prefix))
+        return {key: bytes(value) for key, value in rows}
+
+    def tree_head(self) -> tuple[int, str | None]:
+        """The durable tree size and latest checkpoint, as stored now (whoever wrote them)."""
+        rows = dict(self._query(f"SELECT key, value FROM {self.schema}.meta WHERE key IN ('tree', 'checkpoint')"))
+        tree = rows.get("tree")
+        checkpoint = rows.get("checkpoint")
+        return (int.from_bytes(bytes(tree[:8]), "big") if tree else 0,
+                bytes(checkpoint).decode() if checkpoint else None)
+
+    # -- writing (the sequencer, through the connection that holds its lock) ----------------------
+
+    def write_batch(self, batch: Batch, conn: Any = None, queue: Any = None) -> None:
+        """Store one batch atomically and durably (on ``conn``, the sequencer's, if given).
+
+        ``queue`` (from the sequencer) is ``(qids, progress, entries)``: the queue rows the batch
+        consumes, each peer's last sequenced number, and (index → entry) of the records someone
+        waits on. They are removed, noted and stored in the same transaction.
+
+        Raises:
+            psycopg.Error: nothing of the batch is stored.
+        """
+        if conn is None:
+            conn = self._write_conn()
+        s = self.schema
+        qids, progress, entries = queue if queue is not None else ((), (), {})
+        with conn.transaction():
+            if batch.new_keys:
+                conn.cursor().executemany(
+                    f"INSERT INTO {s}.subject_keys VALUES (%s,%s,%s) ON CONFLICT (pseudonym) DO UPDATE "
+                    "SET wrapped = excluded.wrapped, master_id = excluded.master_id", batch.new_keys)
+            if batch.erased:
+                conn.execute(f"DELETE FROM {s}.subject_keys WHERE pseudonym = ANY(%s)", (batch.erased,))
+            if batch.records:
+                with conn.cursor().copy(
+                        f"COPY {s}.records (idx, ts, kind, leaf, data, entry) FROM STDIN (FORMAT BINARY)") as copy:
+                    copy.set_types(["int8", "float8", "text", "bytea", "bytea", "bytea"])
+                    get = entries.get
+                    for row in batch.records:
+                        copy.write_row((*row, get(row[0])))
+            if batch.nodes:
+                with conn.cursor().copy(f"COPY {s}.nodes (level, idx, hash) FROM STDIN (FORMAT BINARY)") as copy:
+                    copy.set_types(["int4", "int8", "bytea"])
+                    for row in batch.nodes:
+                        copy.write_row(row)
+            if batch.interactions:
+                conn.cursor().executemany(
+                    f"INSERT INTO {s}.interactions VALUES (%s,%s) ON CONFLICT DO NOTHING", batch.interactions)
+            meta = [("tree", batch.size.to_bytes(8, "big") + _pack(batch.frontier)),
+                    ("last_ts", repr(batch.last_ts).encode())]
+            if batch.checkpoint is not None:
+                meta.append(("checkpoint", batch.checkpoint.encode()))
+                if batch.checkpoint_history:
+                    conn.execute(f"INSERT INTO {s}.checkpoints VALUES (%s,%s,%s) ON CONFLICT (size) DO UPDATE "
+                                 "SET ts = excluded.ts, note = excluded.note",
+                                 (batch.size, batch.last_ts, batch.checkpoint))
+            meta.extend(batch.extra_meta)
+            self._upsert_meta(conn, meta)
+            if qids:
+                conn.execute(f"DELETE FROM {s}.queue WHERE qid = ANY(%s)", (list(qids),))
+            if progress:
+                conn.cursor().executemany(
+                    f"INSERT INTO {s}.peers VALUES (%s,%s,%s) ON CONFLICT (peer) DO UPDATE "
+                    "SET seq = greatest(peers.seq, excluded.seq), seen = excluded.seen", progress)
+            conn.execute("SELECT pg_notify(%s, %s)", (self.channel_sequenced, str(batch.size)))
+
+    def take_queue(self, conn: Any, limit: int) -> list[QueueRow]:
+        """The oldest ``limit`` queue rows, in queue order (read in the sequencer's transaction)."""
+        rows = conn.execute(
+            f"SELECT qid, peer, seq, op, kind, body, pseudonym, sealed, interaction_id, waits FROM {self.schema}.queue "
+            "ORDER BY qid LIMIT %s", (limit,)).fetchall()
+        return rows
+
+    def progress(self, conn: Any = None) -> dict[bytes, int]:
+        """Every peer's last sequenced number."""
+        sql = f"SELECT peer, seq FROM {self.schema}.peers"
+        rows = conn.execute(sql).fetchall() if conn is not None else self._query(sql)
+        return {bytes(peer): int(seq) for peer, seq in rows}
+
+    def forget_peers(self, conn: Any, older_than: float) -> int:
+        """Drop the progress of peers silent since ``older_than`` (their queue rows are long gone)."""
+        with conn.transaction():
+            cursor = conn.execute(
+                f"DELETE FROM {self.schema}.peers p WHERE seen < %s AND NOT EXISTS "
+                f"(SELECT 1 FROM {self.schema}.queue q WHERE q.peer = p.peer)", (older_than,))
+        return cursor.rowcount
+
+    def peer_seq(self, peer: bytes) -> int:
+        """The last sequenced number of one peer (-1 if none yet)."""
+        rows = self._query(f"SELECT seq FROM {self.schema}.peers WHERE peer=%s", (peer,))
+        return int(rows[0][0]) if rows else -1
+
+    def entries(self, entries: Sequence[bytes]) -> dict[bytes, int]:
+        """The indices of the records stored for these queue entries."""
+        rows = self._query(f"SELECT entry, idx FROM {self.schema}.records WHERE entry = ANY(%s)", (list(entries),))
+        return {bytes(entry): int(idx) for entry, idx in rows}
+
+    def try_lead(self, conn: Any) -> bool:
+        """Try to take the sequencer's lock on ``conn`` (a session lock: it ends with the session)."""
+        return bool(conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (self._lock_class, LOCK_SEQUENCER)).fetchone()[0])
+
+    def sequencer_pid(self) -> int | None:
+        """The PostgreSQL backend pid of the session holding the sequencer's lock, if any."""
+        rows = self._query("SELECT pid FROM pg_locks WHERE locktype='advisory' AND classid::int = %s "
+                           "AND objid::int = %s AND granted", (self._lock_class & 0xFFFFFFFF if self._lock_class < 0
+                                                             else self._lock_class, LOCK_SEQUENCER))
+        return int(rows[0][0]) if rows else None
+
+    def indices_of(self, kinds: Sequence[str], start: int, end: int) -> list[int]:
+        """The indices of stored records of these kinds in ``[start, end)``, in order."""
+        return [row[0] for row in self._query(
+            f"SELECT idx FROM {self.schema}.records WHERE idx >= %s AND idx < %s AND kind = ANY(%s) ORDER BY idx",
+            (start, end, list(kinds)))]
+
+    @contextlib.contextmanager
+    def lock(self, name: str) -> Iterator[None]:
+        """An exclusive lock named ``name`` across every process and host using this ledger.
+
+        A PostgreSQL advisory lock, held by a connection of its own for the block; if the holder
+        dies, its session ends and the lock with it.
+        """
+        if not name.isidentifier():
+            raise ValueError(f"a lock name must be an identifier, got {name!r}")
+        key = _int32(hashlib.sha256(b"lock/" + name.encode()).digest()) | 0x100  # Never 0 or 1.
+        conn = self.connect()
+        try:
+            conn.execute("SELECT pg_advisory_lock(%s, %s)", (self._lock_class, key))
+            yield
+        finally:
+            conn.close()  # Ending the session releases the lock.
+
+    def after_fork(self) -> None:
+        """In a forked child: forget the parent's connections (never use or close them here)."""
+        self._pool = None
+        self._pool_lock = threading.Lock()
+        self._writer = None
+
+    def replace_keys(self, rows: Sequence[tuple[str, bytes, str]], meta: dict[str, bytes]) -> None:
+        """Rewrite wrapped keys and metadata in one transaction (master key rotation)."""
+        conn = self._write_conn()
+        with conn.transaction():
+            conn.cursor().executemany(f"UPDATE {self.schema}.subject_keys SET wrapped=%s, master_id=%s "
+                                      "WHERE pseudonym=%s", [(w, m, p) for p, w, m in rows])
+            self._upsert_meta(conn, list(meta.items()))
+
+    def prune(self, end: int, frontier: Sequence[bytes], conn: Any = None) -> None:
+        """Delete records before ``end``, keeping the compact range of ``[0, end)``."""
+        if conn is None:
+            conn = self._write_conn()
+        with conn.transaction():
+            conn.execute(f"DELETE FROM {self.schema}.records WHERE idx < %s", (end,))
+            self._upsert_meta(conn, [("pruned", end.to_bytes(8, "big") + _pack(frontier))])
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def get_keys(self, pseudonyms: Sequence[str]) -> dict[str, tuple[bytes, str]]:
+        """The wrapped keys that exist among ``pseudonyms``."""
+        rows = self._query(f"SELECT pseudonym, wrapped, master_id FROM {self.schema}.subject_keys "
+                           "WHERE pseudonym = ANY(%s)", (list(dict.fromkeys(pseudonyms)),))
+        return {p: (bytes(w), m) for p, w, m in rows}
+
+    def all_keys(self) -> list[tuple[str, bytes, str]]:
+        """Every wrapped subject key."""
+        return [(p, bytes(w), m) for p, w, m in self._query(f"SELECT pseudonym, wrapped, master_id FROM {self.schema}.subject_keys")]
+
+    def iter_records(self, start: int, end: int) -> Iterator[tuple[int, bytes, bytes]]:
+        """Yield (index, leaf hash, leaf bytes) for ``start <= index < end`` in order, in pages."""
+        at = start
+        while at < end:
+            rows = self._query(f"SELECT idx, leaf, data FROM {self.schema}.records WHERE idx >= %s AND idx < %s "
+                               "ORDER BY idx LIMIT 2048", (at, end))
+            if not rows:
+                return
+            for index, leaf, data in rows:
+                yield index, _raw(leaf), _raw(data)
+            at = rows[-1][0] + 1
+
+    def get_record(self, index: int) -> tuple[float, str, bytes] | None:
+        """(ts, kind, leaf bytes) of one record, or ``None``."""
+        rows = self._query(f"SELECT ts, kind, data FROM {self.schema}.records WHERE idx=%s", (index,))
+        return (rows[0][0], rows[0][1], bytes(rows[0][2])) if rows else None
+
+    def leaf_hashes(self, start: int, end: int) -> list[bytes]:
+        """Leaf hashes of ``[start, end)``; raise :class:`LedgerError` if any is missing."""
+        rows = self._query(f"SELECT leaf FROM {self.schema}.records WHERE idx >= %s AND idx < %s ORDER BY idx",
+                           (start, end))
+        if len(rows) != end - start:
+            raise LedgerError(f"records {start}..{end - 1} are not all stored (pruned?)")
+        return [bytes(r[0]) for r in rows]
+
+    def node_hashes(self, level: int, start: int, end: int) -> list[bytes]:
+        """Stored interior hashes at ``level`` for indices ``[start, end)``."""
+        rows = self._query(f"SELECT hash FROM {self.schema}.nodes WHERE level=%s AND idx >= %s AND idx < %s "
+                           "ORDER BY idx", (level, start, end))
+        if len(rows) != end - start:
+            raise LedgerError(f"interior hashes at level {level}, {start}..{end - 1} are missing")
+        return [bytes(r[0]) for r in rows]
+
+    def ts_at(self, index: int) -> float | None:
+        """The sequencing time of record ``index``, or ``None``."""
+        rows = self._query(f"SELECT ts FROM {self.schema}.records WHERE idx=%s", (index,))
+        return rows[0][0] if rows else None
+
+    def kinds_in(self, start: int, end: int) -> Iterator[tuple[int, float, str]]:
+        """Yield (index, ts, kind) for stored records in ``[start, end)``."""
+        at = start
+        while at < end:
+            rows = self._query(f"SELECT idx, ts, kind FROM {self.schema}.records WHERE idx >= %s AND idx < %s "
+                               "ORDER BY idx LIMIT 8192", (at, end))
+            if not rows:
+                return
+            yield from rows
+            at = rows[-1][0] + 1
+
+    def find_interaction(self, interaction_id: str) -> int | None:
+        """The index of the ``interaction`` record with this id, or ``None``."""
+        if "\x00" in interaction_id:
+            return None  # PostgreSQL text cannot hold NUL, so no stored id has one.
+        rows = self._query(f"SELECT idx FROM {self.schema}.interactions WHERE interaction_id=%s", (interaction_id,))
+        return int(rows[0][0]) if rows else None
+
+    def checkpoints(self) -> list[tuple[int, float, str]]:
+        """The kept history of signed checkpoints, oldest first."""
+        return [(int(a), b, c) for a, b, c in self._query(f"SELECT size, ts, note FROM {self.schema}.checkpoints ORDER BY size")]
+
+    def close(self) -> None:
+        """Close every connection; idempotent."""
+        with self._pool_lock:
+            self._closed = True
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close()
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+def _raw(value: Any) -> Any:
+    """bytea arrives as bytes; anything else (an edited column type) is passed on for verify to refuse."""
+    return bytes(value) if isinstance(value, memoryview) else value
+
+
+def _reason(exc: BaseException) -> str:
+    """One line about a database error, without the connection string."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

@@ -1,0 +1,609 @@
+"""Replicas on PostgreSQL: many processes on many hosts, one totally ordered, verifiable log.
+
+The design follows Trillian's split between a queue and a sequencer:
+
+- **Appending.** Every process (each worker of each replica) has a :class:`ReplicaWriter`. Its
+  thread takes the process's records in batches, builds deferred records, replaces each subject by
+  its keyed pseudonym, seals the personal part under a key derived from the master key (bound to
+  the row's peer and number), and inserts the batch into the ``queue`` table in one transaction.
+  Once that commits the records are durable: **acknowledged**. Each process is a *peer* with a
+  random 8-byte token and numbers its rows 1, 2, 3…; it inserts a batch only after the previous one
+  committed, so a peer's rows become visible in order.
+- **Sequencing.** Every process is a candidate; the one holding the PostgreSQL advisory lock is the
+  sequencer. It drains the queue in queue order, assigns indices, seals each personal part under
+  the subject's key, extends the Merkle tree, signs checkpoints, and writes the records, interior
+  hashes, tree state and each peer's last sequenced number — and deletes the queue rows — in one
+  transaction, on the same session that holds the lock. A sequencer whose session ended (its
+  process died, or the network cut it off) can therefore write nothing more; another candidate
+  takes the lock within ``election_interval`` seconds and starts from what is stored.
+- **Exactly once.** A peer that lost its connection in the middle of a commit does not know whether
+  the batch landed, so it inserts it again (``ON CONFLICT DO NOTHING``); the sequencer drops any
+  row whose number is not above the peer's last sequenced number. Nothing acknowledged is lost and
+  nothing is doubled.
+- **Waiting.** :meth:`~aiobligations.ledger.Ledger.append` returns an index, so it waits for the
+  sequencer: the sequencer notifies (``LISTEN``/``NOTIFY``) after each batch and the peer looks up
+  the indices of the rows someone waits on (stored with the record as its ``entry``).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+
+from ..errors import ConfigurationError, LedgerError, RetentionError, UnusableInput
+from ._items import OP_DEFER, OP_ERASE, OP_RECORD, OP_SIGN, Item, Waiter, build, release, waits
+from .crypto import MasterKey, SubjectCrypto
+from .note import Signer
+from .postgres import PostgresStore, _reason, psycopg
+from .reader import TreeReader
+from .records import PreparedRecord
+from .retention import Retention
+from .sequencer import Sequencer
+from .writer import Writer
+
+__all__ = ["ReplicaLedger", "ReplicaWriter"]
+
+log = structlog.get_logger("aiobligations.ledger")
+
+_QUEUE_LABEL = b"aiobligations/queue\n"
+_PEER_SILENCE = 86400.0  # A peer's progress row is dropped after a day without rows.
+
+
+def queue_label(entry: bytes) -> bytes:
+    """What a queued personal part is bound to: its peer and number (so a row cannot be moved)."""
+    return _QUEUE_LABEL + entry
+
+
+def _entry(peer: bytes, seq: int) -> bytes:
+    return peer + seq.to_bytes(8, "big")
+
+
+class ReplicaWriter(Writer):
+    """Hands records to the ledger's queue in PostgreSQL, and stands for election as its sequencer.
+
+    Args:
+        store: The opened :class:`~aiobligations.ledger.postgres.PostgresStore`.
+        crypto: Pseudonyms and the master key (every replica shares them).
+        origin, signer, retention, checkpoint_interval, history_interval: As for
+            :class:`~aiobligations.ledger.Ledger`; used while this process is the sequencer.
+        candidate: Whether this process may become the sequencer.
+        election_interval: How often a candidate tries to take the sequencer's lock (seconds).
+        confirm_timeout: How long a caller waiting on its record waits for the database to come
+            back before it gets an error (the record itself is kept and retried unless it waits).
+        **options: As for :class:`~aiobligations.ledger.writer.Writer`.
+    """
+
+    remote = True
+
+    def __init__(self, store: PostgresStore, crypto: SubjectCrypto, *, origin: str, signer: Signer,
+                 retention: Retention, checkpoint_interval: float, history_interval: float,
+                 candidate: bool = True, election_interval: float = 0.5, confirm_timeout: float = 10.0,
+                 **options: Any) -> None:
+        super().__init__(**options)
+        self.store = store
+        self.crypto = crypto
+        self.origin = origin
+        self.signer = signer
+        self.retention = retention
+        self.checkpoint_interval = checkpoint_interval
+        self.history_interval = history_interval
+        self.candidate = candidate
+        self.election_interval = election_interval
+        self.confirm_timeout = confirm_timeout
+        self.leading = False
+        self._begin()
+
+    def _begin(self) -> None:
+        self.peer = os.urandom(8)
+        self.seq = 0
+        self.failing = False
+        self._conn: Any = None
+        self._pending: dict[int, Any] = {}  # seq -> waiter, for records and erasures
+        self._flushes: list[tuple[int, Any]] = []  # (seq, waiter), for flushes and signatures
+        self._pending_lock = threading.Lock()
+        self._size, _ = self.store.tree_head()
+        self._signed = 0
+        self._stop = threading.Event()
+        self._poke = threading.Event()
+        self._calls: deque[tuple[Callable[[Any, Sequencer], Any], Waiter]] = deque()
+        self._handover_until = 0.0
+        self.start()
+        self._listener = threading.Thread(target=self._listen, name="aiobligations-ledger-listener", daemon=True)
+        self._listener.start()
+        self._seat = threading.Thread(target=self._campaign, name="aiobligations-ledger-sequencer", daemon=True)
+        if self.candidate:
+            self._seat.start()
+
+    # -- what the ledger reads ------------------------------------------------------------------
+
+    @property
+    def size(self) -> int:
+        """The tree size as last heard from the sequencer."""
+        return self._size
+
+    @property
+    def checkpoint(self) -> str | None:
+        """The latest signed checkpoint, as stored now."""
+        return self.store.tree_head()[1]
+
+    @property
+    def signed_size(self) -> int:
+        """The size the latest checkpoint covers."""
+        from .reader import checkpoint_of
+
+        note = self.checkpoint
+        return checkpoint_of(note).size if note else 0
+
+    @property
+    def accepting(self) -> bool:
+        """Whether a record would be taken now (not closed, queue not full, database reachable)."""
+        return not self.failing and super().accepting
+
+    def enqueue(self, item: Item) -> None:
+        """Queue an item; records are refused while the database is unreachable (so they are spooled)."""
+        if self.failing and item[0] in (OP_RECORD, OP_DEFER):
+            raise LedgerError("the ledger's database cannot be reached; the record was not taken")
+        super().enqueue(item)
+
+    def resume_after_fork(self) -> bool:
+        """A forked child (gunicorn ``--preload``) becomes a peer of its own, with fresh connections."""
+        with self.close_lock:
+            if not self.forked:
+                return True
+            self.store.after_fork()
+            self.leading = False
+            self._begin()
+            return True
+
+    # -- appending (the writer thread) --------------------------------------------------------------
+
+    def handle(self, items: list[Item]) -> None:
+        """Insert one batch into the queue; register the waiters; retry while the database is down."""
+        crypto = self.crypto
+        pseudonym = crypto.pseudonym
+        wrap = crypto.master.wrap
+        peer = self.peer
+        rows = []
+        waiting: list[tuple[int, int, Any]] = []
+        for op, payload, waiter in items:
+            if op == OP_DEFER:
+                op, payload = OP_RECORD, build(*payload)
+            self.seq += 1
+            seq = self.seq
+            if op == OP_RECORD:
+                subject = payload.subject
+                sealed = None
+                if payload.personal is not None:
+                    sealed = wrap(payload.personal, queue_label(_entry(peer, seq)))
+                rows.append((peer, seq, OP_RECORD, payload.kind, payload.body,
+                             None if subject is None else pseudonym(subject), sealed, payload.interaction_id,
+                             waits(waiter)))
+            elif op == OP_ERASE:
+                rows.append((peer, seq, OP_ERASE, "subject.erased", b"", pseudonym(payload), None, None, True))
+            else:
+                rows.append((peer, seq, op, "", b"", None, None, None, True))
+            if waiter is not None:
+                waiting.append((seq, op, waiter))
+        with self._pending_lock:
+            for seq, op, waiter in waiting:
+                if op in (OP_RECORD, OP_ERASE):
+                    self._pending[seq] = waiter
+                else:
+                    self._flushes.append((seq, waiter))
+        self._insert(rows, waiting)
+
+    def _insert(self, rows: list[tuple[Any, ...]], waiting: list[tuple[int, int, Any]]) -> None:
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            try:
+                conn = self._conn
+                if conn is None or conn.closed:
+                    conn = self._conn = self.store.connect()
+                with conn.transaction():
+                    if attempt == 0:
+                        with conn.cursor().copy(self.store.sql_queue_copy) as copy:
+                            copy.set_types(["bytea", "int8", "int2", "text", "bytea", "text", "bytea", "text", "bool"])
+                            for row in rows:
+                                copy.write_row(row)
+                    else:
+                        # The last try may have committed before its connection broke: never twice.
+                        conn.cursor().executemany(self.store.sql_queue_insert, rows)
+                    conn.execute("SELECT pg_notify(%s, '')", (self.store.channel_queued,))
+            except (LedgerError, psycopg.Error) as exc:
+                attempt += 1
+                if not self.failing:
+                    log.error("ledger_queue_failed", error=_reason(exc), records=len(rows))
+                self.failing = True
+                if self._conn is not None:
+                    self._conn.close()
+                    self._conn = None
+                if waiting and (self.give_up or time.monotonic() - started > self.confirm_timeout):
+                    error = LedgerError(f"the ledger's database cannot be reached: {_reason(exc)}")
+                    self._fail(waiting, error)
+                    waiting = []
+                if self.give_up:
+                    lost = sum(1 for row in rows if row[2] == OP_RECORD and not row[8])
+                    if lost:
+                        log.error("ledger_records_lost", records=lost, reason="the database stayed unreachable while closing")
+                    return
+                time.sleep(min(0.05 * attempt, 0.5))
+                continue
+            if self.failing:
+                log.info("ledger_queue_recovered", after_s=round(time.monotonic() - started, 3))
+            self.failing = False
+            return
+
+    def _fail(self, waiting: list[tuple[int, int, Any]], error: LedgerError) -> None:
+        failed = []
+        with self._pending_lock:
+            for seq, _, waiter in waiting:
+                if self._pending.pop(seq, None) is not None:
+                    failed.append((waiter, error))
+            seqs = {seq for seq, _, _ in waiting}
+            kept = [(seq, w) for seq, w in self._flushes if seq not in seqs]
+            failed.extend((w, error) for seq, w in self._flushes if seq in seqs)
+            self._flushes = kept
+        release(failed)
+
+    # -- hearing from the sequencer (the listener thread) --------------------------------------------
+
+    def _listen(self) -> None:
+        conn = None
+        while not self._stop.is_set():
+            try:
+                if conn is None:
+                    conn = self.store.connect()
+                    conn.execute(f"LISTEN {self.store.channel_sequenced}")
+                for note in conn.notifies(timeout=0.5, stop_after=1):
+                    if note.payload.isdigit():
+                        self._size = max(self._size, int(note.payload))
+                self._settle()
+            except (LedgerError, psycopg.Error) as exc:
+                if conn is not None:
+                    conn.close()
+                    conn = None
+                if not self._stop.is_set():
+                    log.warning("ledger_listener_reconnecting", error=_reason(exc))
+                self._stop.wait(0.5)
+        if conn is not None:
+            conn.close()
+
+    def _settle(self) -> None:
+        """Release the waiters whose rows the sequencer has stored."""
+        with self._pending_lock:
+            if not self._pending and not self._flushes:
+                return
+        done = self.store.peer_seq(self.peer)
+        size, _ = self.store.tree_head()
+        self._size = max(self._size, size)
+        results: list[tuple[Any, Any]] = []
+        with self._pending_lock:
+            ready = [seq for seq in self._pending if seq <= done]
+            flushes = [(seq, w) for seq, w in self._flushes if seq <= done]
+            if flushes:
+                self._flushes = [(seq, w) for seq, w in self._flushes if seq > done]
+        if ready:
+            found = self.store.entries([_entry(self.peer, seq) for seq in ready])
+            with self._pending_lock:
+                for seq in ready:
+                    waiter = self._pending.pop(seq, None)
+                    index = found.get(_entry(self.peer, seq))
+                    results.append((waiter, index if index is not None else LedgerError(
+                        "the sequencer did not store the record (its queue row was unreadable)")))
+        results.extend((w, size) for _, w in flushes)
+        release(results)
+
+    # -- sequencing (the seat thread, while elected) --------------------------------------------------
+
+    def _campaign(self) -> None:
+        conn = None
+        while not self._stop.is_set():
+            try:
+                if time.monotonic() < self._handover_until and not self._calls:
+                    self._stop.wait(0.1)
+                    continue
+                if conn is None or conn.closed:
+                    conn = self.store.connect()
+                if self.store.try_lead(conn):
+                    try:
+                        self._lead(conn)
+                    finally:
+                        self.leading = False
+                        conn.close()  # Ends the session, and with it the lock.
+                        conn = None
+                    continue
+                if self._calls:
+                    conn.execute("SELECT pg_notify(%s, %s)", (f"{self.store.schema}_handover", self.peer.hex()))
+                    self._stop.wait(0.1)
+                else:
+                    self._stop.wait(self.election_interval)
+            except (LedgerError, psycopg.Error) as exc:
+                if conn is not None:
+                    conn.close()
+                    conn = None
+                if not self._stop.is_set():
+                    log.warning("ledger_sequencer_seat_error", error=_reason(exc))
+                self._stop.wait(self.election_interval)
+            except Exception as exc:  # pragma: no cover - a bug; the seat must not die silently.
+                log.error("ledger_sequencer_failed", error=f"{type(exc).__name__}: {exc}")
+                if conn is not None:
+                    conn.close()
+                    conn = None
+                self._stop.wait(self.election_interval)
+
+    def _lead(self, conn: Any) -> None:
+        store = self.store
+        state = store.state_on(conn)
+        if state.stored_end != state.size:
+            log.error("ledger_sequencer_refused", reason=(
+                f"the tree state says {state.size} records but the last stored index is {state.stored_end - 1}; "
+                "run `aiobligations verify`"))
+            self._stop.wait(30)
+            return
+        secret = self.crypto.master.unwrap(store.get_meta("pseudonym_secret") or b"", SubjectCrypto.secret_label)
+        # A fresh crypto: keys cached while another process led may have been erased since.
+        crypto = SubjectCrypto(self.crypto.master, secret)
+        sequencer = Sequencer(origin=self.origin, signer=self.signer, crypto=crypto, state=state,
+                              get_keys=store.get_keys, checkpoint_interval=self.checkpoint_interval,
+                              history_interval=self.history_interval, pseudonymous=True)
+        progress = store.progress(conn)
+        store.forget_peers(conn, time.time() - _PEER_SILENCE)
+        handover = threading.Event()
+        channel = f"{store.schema}_handover"
+        conn.execute(f"LISTEN {store.channel_queued}")
+        conn.execute(f"LISTEN {channel}")
+        self.leading = True
+        log.info("ledger_sequencer_elected", size=state.size, pid=os.getpid())
+        while True:
+            while self._calls:
+                function, waiter = self._calls.popleft()
+                try:
+                    value = function(conn, sequencer)
+                except Exception as exc:
+                    value = exc
+                release([(waiter, value)])
+            if handover.is_set():
+                log.info("ledger_sequencer_handover")
+                self._handover_until = time.monotonic() + 3.0
+                return
+            stopping = self._stop.is_set()
+            taken = self._sequence_once(conn, sequencer, progress, sign=stopping and sequencer.unsigned)
+            if stopping:
+                return  # What was queued is stored and signed; closing the session hands over.
+            if taken:
+                continue  # Take what queued meanwhile before sleeping.
+            timeout = sequencer.idle_timeout()
+            timeout = 1.0 if timeout is None else min(1.0, timeout)
+            # Notifications that came while a batch was being written wait in psycopg's backlog.
+            for note in conn.notifies(timeout=max(timeout, 0.0), stop_after=1):
+                if note.channel == channel and note.payload != self.peer.hex():
+                    handover.set()
+
+    def _sequence_once(self, conn: Any, sequencer: Sequencer, progress: dict[bytes, int], *,
+                       sign: bool = False) -> int:
+        """Take one batch from the queue, sequence it and store it; return how many rows it took."""
+        rows = self.store.take_queue(conn, self.max_batch)
+        if not rows:
+            if sign or (sequencer.unsigned and (sequencer.idle_timeout() or 0.0) <= 0.0):
+                self._commit(conn, sequencer, [], [], {}, sign=True)
+            return 0
+        master = sequencer.crypto.master
+        items: list[Item] = []
+        advance: dict[bytes, int] = {}
+        for _qid, peer, seq, op, kind, body, pseudonym, sealed, interaction_id, row_waits in rows:
+            peer = bytes(peer)
+            if seq <= progress.get(peer, 0) or seq <= advance.get(peer, 0):
+                continue  # Sent again after a commit whose answer was lost: already stored.
+            advance[peer] = seq
+            entry = _entry(peer, seq) if row_waits else None
+            if op == OP_RECORD:
+                body = bytes(body)
+                try:
+                    if not kind or (body and not body.startswith(b",")):
+                        raise LedgerError("malformed queue row")
+                    personal = None
+                    if sealed is not None:
+                        personal = master.unwrap(bytes(sealed), queue_label(_entry(peer, seq)))
+                    record = PreparedRecord(kind, body, pseudonym, personal, interaction_id)
+                except LedgerError:
+                    log.error("ledger_queue_row_unreadable", peer=peer.hex(), seq=seq)
+                    record = PreparedRecord("ledger.queue_row_unreadable",
+                                            b',"peer":"%s","seq":%d' % (peer.hex().encode(), seq), None, None)
+                items.append((OP_RECORD, record, entry))
+            elif op == OP_ERASE and pseudonym:
+                items.append((OP_ERASE, pseudonym, entry))
+            elif op == OP_SIGN:
+                sign = True
+        self._commit(conn, sequencer, items, [row[0] for row in rows], advance, sign=sign)
+        progress.update(advance)
+        return len(rows)
+
+    def _commit(self, conn: Any, sequencer: Sequencer, items: list[Item], qids: list[int],
+                advance: dict[bytes, int], *, sign: bool) -> None:
+        new_keys: dict[str, bytes] = {}
+        batch, results = sequencer.sequence(items, new_keys, sign=sign)
+        entries = {index: waiter for waiter, index in results if type(waiter) is bytes}
+        now = time.time()
+        try:
+            self.store.write_batch(batch, conn, queue=(qids, [(p, s, now) for p, s in advance.items()], entries))
+        except BaseException:
+            sequencer.forget_keys(new_keys)
+            raise
+        sequencer.adopt(batch)
+        self._size = max(self._size, batch.size)
+
+    # -- maintenance, run by whoever is the sequencer -------------------------------------------------
+
+    def call(self, name: str, args: tuple[Any, ...]) -> Any:
+        """Run ``prune`` or ``rotate`` as the sequencer (asking the current one to hand over)."""
+        if name == "prune":
+            return self._as_sequencer(lambda conn, seq: self._prune(conn, seq, *args))
+        if name == "rotate":
+            return self._as_sequencer(lambda conn, seq: self._rotate(conn, seq, args[0]))
+        raise LedgerError(f"unknown maintenance call {name!r}")
+
+    def _as_sequencer(self, function: Callable[[Any, Sequencer], Any], timeout: float = 60.0) -> Any:
+        if not self.candidate:
+            raise LedgerError("this process does not stand for sequencer; run maintenance from one that does")
+        waiter = Waiter()
+        self._calls.append((function, waiter))
+        return waiter.wait(timeout)
+
+    def _prune(self, conn: Any, sequencer: Sequencer, end: int | None, now: float | None) -> int:
+        store = self.store
+        state = store.state_on(conn)
+        reader = TreeReader(store, state.pruned_start, state.pruned_frontier)
+        now = time.time() if now is None else now
+        limit = reader.first_index
+        for index, ts, kind in store.kinds_in(limit, sequencer.signed_size):
+            if ts + self.retention.period(kind) > now:
+                break
+            limit = index + 1
+        if end is None:
+            end = limit
+        if end > limit:
+            found = store.get_record(limit)
+            raise RetentionError(
+                f"record {limit} ({found[1] if found else '?'}) is inside its retention period of "
+                f"{self.retention.describe(found[1] if found else '?')}; nothing was pruned")
+        if end <= reader.first_index:
+            return reader.first_index
+        store.prune(end, reader.compact_range(0, end), conn)
+        return end
+
+    def _rotate(self, conn: Any, sequencer: Sequencer, new: MasterKey) -> int:
+        store = self.store
+        old = self.crypto.master
+        rows = []
+        for pseudonym, wrapped, _ in store.all_keys():
+            label = SubjectCrypto.wrap_label(pseudonym)
+            rows.append((pseudonym, new.wrap(old.unwrap(wrapped, label), label), new.key_id))
+        secret = old.unwrap(store.get_meta("pseudonym_secret") or b"", SubjectCrypto.secret_label)
+        with conn.transaction():
+            conn.cursor().executemany(f"UPDATE {store.schema}.subject_keys SET wrapped=%s, master_id=%s "
+                                      "WHERE pseudonym=%s", [(w, m, p) for p, w, m in rows])
+            store._upsert_meta(conn, [("pseudonym_secret", new.wrap(secret, SubjectCrypto.secret_label)),
+                                      ("master_id", new.key_id.encode())])
+        self.crypto.master = new
+        sequencer.crypto.master = new
+        return len(rows)
+
+    # -- closing ------------------------------------------------------------------------------------
+
+    def _wake_threads(self) -> None:
+        """Wake this process's listener and sequencer from their waits on the database."""
+        try:
+            conn = self._conn if self._conn is not None and not self._conn.closed else self.store.connect()
+            conn.execute("SELECT pg_notify(%s, ''), pg_notify(%s, '')",
+                         (self.store.channel_queued, self.store.channel_sequenced))
+        except (LedgerError, psycopg.Error):
+            pass  # They wake within a second anyway.
+
+    def close(self, timeout: float | None = 30.0) -> None:
+        """Hand everything queued to the database, wait for it to be sequenced (within ``timeout``),
+        then stop; the sequencer, if this process is it, signs a final checkpoint and hands over."""
+        with self.close_lock:
+            if self.closed:
+                return
+            if self.forked:
+                self.closed = True
+                return
+            if self.thread.is_alive():
+                self.sign_finally(timeout)
+            self.stop()
+            self._stop.set()
+            self._wake_threads()
+            if self.candidate:
+                self._seat.join()
+            self._listener.join()
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+            with self._pending_lock:
+                left = list(self._pending.values()) + [w for _, w in self._flushes]
+                self._pending.clear()
+                self._flushes = []
+            release([(w, LedgerError("the ledger closed before the record was sequenced")) for w in left])
+            self.closed = True
+
+
+def ReplicaLedger(  # noqa: N802 - reads as the kind of ledger it opens, like ProcessLedger.
+    url: str,
+    *,
+    origin: str,
+    signer: Signer,
+    master_key: MasterKey,
+    schema: str = "aiobligations",
+    queue_size: int = 65536,
+    on_full: str = "raise",
+    full_timeout: float = 5.0,
+    max_batch: int = 4096,
+    checkpoint_interval: float = 0.0,
+    retention: Retention | None = None,
+    history_interval: float = 60.0,
+    batch_delay: float = 0.002,
+    candidate: bool = True,
+    election_interval: float = 0.5,
+    migrate: bool = True,
+) -> Any:
+    """Open the ledger kept in PostgreSQL at ``url`` as one replica among many.
+
+    Same API as every :class:`~aiobligations.ledger.Ledger`. ``submit`` never waits; ``append``
+    returns the record's index once the elected sequencer stored it; reads, proofs, receipts,
+    export and verify read the shared tables. Every process that opens the ledger stands for
+    election as its sequencer (``candidate``), so the log keeps being sequenced as long as any of
+    them runs.
+
+    Example:
+        >>> ledger = ReplicaLedger("postgresql://ledger@db.internal/evidence", origin="example.com/ai/ledger",
+        ...                        signer=signer, master_key=master)  # doctest: +SKIP
+
+    Args:
+        url: The database (``postgresql://…``; keep the password out of it, in ``PGPASSWORD``).
+        schema: The PostgreSQL schema of this ledger's tables.
+        candidate: Whether this process may become the sequencer.
+        election_interval: How often a candidate tries the sequencer's lock: the longest a log goes
+            unsequenced after its sequencer dies, plus the time PostgreSQL takes to notice.
+        migrate: Apply pending schema migrations on open.
+        origin, signer, master_key, queue_size, on_full, full_timeout, max_batch,
+        checkpoint_interval, retention, history_interval, batch_delay: As for :class:`Ledger`.
+
+    Raises:
+        ConfigurationError: another origin, signing key or master key than the ledger's.
+        UnusableInput: the schema is at a version this code cannot use.
+        LedgerError: the database cannot be reached.
+
+    .. versionadded:: 0.3.0
+    """
+    from .ledger import Ledger, _check_options, _ledger_secret
+
+    _check_options(origin, checkpoint_interval)
+    store = PostgresStore(url, schema=schema, migrate=migrate)
+    try:
+        state = store.open()
+        with store.lock("create"):
+            secret = _ledger_secret(store, origin, signer, master_key)
+        if state.stored_end != state.size:
+            raise UnusableInput(
+                f"{store!r}: the tree state says {state.size} records but the last stored index is "
+                f"{state.stored_end - 1}; run `aiobligations verify` on it")
+        crypto = SubjectCrypto(master_key, secret)
+        writer = ReplicaWriter(store, crypto, origin=origin, signer=signer, retention=retention or Retention(),
+                               checkpoint_interval=checkpoint_interval, history_interval=history_interval,
+                               candidate=candidate, election_interval=election_interval,
+                               queue_size=queue_size, on_full=on_full, full_timeout=full_timeout,
+                               max_batch=max_batch, batch_delay=batch_delay)
+    except BaseException:
+        store.close()
+        raise
+    if not isinstance(retention, (Retention, type(None))):
+        raise ConfigurationError("retention must be a Retention")
+    return Ledger._composed(store, writer, crypto, origin=origin, signer=signer, retention=retention, state=state)
+
