@@ -56,7 +56,6 @@ CREATE TABLE {s}.records (
     data bytea NOT NULL,
     entry bytea
 );
-CREATE UNIQUE INDEX records_entry ON {s}.records (entry) WHERE entry IS NOT NULL;
 CREATE TABLE {s}.nodes (level int NOT NULL, idx bigint NOT NULL, hash bytea NOT NULL, PRIMARY KEY (level, idx));
 CREATE TABLE {s}.checkpoints (size bigint PRIMARY KEY, ts double precision NOT NULL, note text NOT NULL);
 CREATE TABLE {s}.interactions (interaction_id text PRIMARY KEY, idx bigint NOT NULL);
@@ -75,6 +74,47 @@ CREATE TABLE {s}.queue (
     UNIQUE (peer, seq)
 );
 CREATE TABLE {s}.peers (peer bytea PRIMARY KEY, seq bigint NOT NULL, seen double precision NOT NULL);
+-- The sequencer stores a whole batch with one call: one round trip, so one wait on the network
+-- (under a busy interpreter each wait can cost a thread switch interval to get the GIL back).
+CREATE FUNCTION {s}.store_batch(
+    r_idx bigint[], r_ts float8[], r_kind text[], r_leaf bytea[], r_data bytea[], r_entry bytea[],
+    n_level int[], n_idx bigint[], n_hash bytea[],
+    k_pseudonym text[], k_wrapped bytea[], k_master text[], erased text[],
+    i_id text[], i_idx bigint[],
+    m_key text[], m_value bytea[],
+    c_size bigint, c_ts float8, c_note text,
+    q_ids bigint[], p_peer bytea[], p_seq bigint[], p_seen float8[],
+    channel text, payload text, take int)
+    RETURNS SETOF {s}.queue LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO {s}.subject_keys SELECT * FROM unnest(k_pseudonym, k_wrapped, k_master)
+        ON CONFLICT (pseudonym) DO UPDATE SET wrapped = excluded.wrapped, master_id = excluded.master_id;
+    DELETE FROM {s}.subject_keys WHERE pseudonym = ANY(erased);
+    INSERT INTO {s}.records SELECT * FROM unnest(r_idx, r_ts, r_kind, r_leaf, r_data, r_entry);
+    INSERT INTO {s}.nodes SELECT * FROM unnest(n_level, n_idx, n_hash);
+    INSERT INTO {s}.interactions SELECT * FROM unnest(i_id, i_idx) ON CONFLICT DO NOTHING;
+    INSERT INTO {s}.meta SELECT * FROM unnest(m_key, m_value) ON CONFLICT (key) DO UPDATE SET value = excluded.value;
+    IF c_note IS NOT NULL THEN
+        INSERT INTO {s}.checkpoints VALUES (c_size, c_ts, c_note)
+            ON CONFLICT (size) DO UPDATE SET ts = excluded.ts, note = excluded.note;
+    END IF;
+    DELETE FROM {s}.queue WHERE qid = ANY(q_ids);
+    INSERT INTO {s}.peers SELECT * FROM unnest(p_peer, p_seq, p_seen)
+        ON CONFLICT (peer) DO UPDATE SET seq = greatest(peers.seq, excluded.seq), seen = excluded.seen;
+    PERFORM pg_notify(channel, payload);
+    -- And the next batch, in the same round trip.
+    RETURN QUERY SELECT * FROM {s}.queue ORDER BY qid LIMIT take;
+END $$;
+-- A replica queues a batch with one call too.
+CREATE FUNCTION {s}.enqueue(
+    q_peer bytea[], q_seq bigint[], q_op smallint[], q_kind text[], q_body bytea[], q_pseudonym text[],
+    q_sealed bytea[], q_interaction text[], q_waits boolean[], channel text) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO {s}.queue (peer, seq, op, kind, body, pseudonym, sealed, interaction_id, waits)
+        SELECT * FROM unnest(q_peer, q_seq, q_op, q_kind, q_body, q_pseudonym, q_sealed, q_interaction, q_waits)
+        ON CONFLICT (peer, seq) DO NOTHING;
+    PERFORM pg_notify(channel, '');
+END $$;
 """),
 ]
 
@@ -144,13 +184,6 @@ class PostgresStore:
         self._pool_lock = threading.Lock()
         self._writer: Any = None
         self._closed = False
-        s = schema
-        self.sql_queue_copy = (
-            f"COPY {s}.queue (peer, seq, op, kind, body, pseudonym, sealed, interaction_id, waits) "
-            "FROM STDIN (FORMAT BINARY)")
-        self.sql_queue_insert = (
-            f"INSERT INTO {s}.queue (peer, seq, op, kind, body, pseudonym, sealed, interaction_id, waits) "
-            "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (peer, seq) DO NOTHING")
 
     def __repr__(self) -> str:
         return f"PostgresStore({redact_url(self.url)!r}, schema={self.schema!r})"
@@ -340,9 +373,9 @@ class PostgresStore:
 
     def _upsert_meta(self, conn: Any, rows: list[tuple[str, bytes]]) -> None:
         if rows:
-            conn.cursor().executemany(
-                f"INSERT INTO {self.schema}.meta VALUES (%s, %s) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                rows)
+            keys, values = zip(*rows)
+            conn.execute(f"INSERT INTO {self.schema}.meta SELECT * FROM unnest(%s::text[], %b::bytea[]) "
+                         "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (list(keys), list(values)))
 
     def drop_meta(self, keys: Sequence[str]) -> None:
         """Delete metadata values."""
@@ -366,12 +399,13 @@ class PostgresStore:
 
     # -- writing (the sequencer, through the connection that holds its lock) ----------------------
 
-    def write_batch(self, batch: Batch, conn: Any = None, queue: Any = None) -> None:
+    def write_batch(self, batch: Batch, conn: Any = None, queue: Any = None, take: int = 0) -> list[QueueRow]:
         """Store one batch atomically and durably (on ``conn``, the sequencer's, if given).
 
         ``queue`` (from the sequencer) is ``(qids, progress, entries)``: the queue rows the batch
         consumes, each peer's last sequenced number, and (index → entry) of the records someone
-        waits on. They are removed, noted and stored in the same transaction.
+        waits on. They are removed, noted and stored in the same transaction. With ``take``, the
+        next ``take`` queue rows come back in the same round trip (the sequencer's next batch).
 
         Raises:
             psycopg.Error: nothing of the batch is stored.
@@ -380,45 +414,38 @@ class PostgresStore:
             conn = self._write_conn()
         s = self.schema
         qids, progress, entries = queue if queue is not None else ((), (), {})
-        with conn.transaction():
-            if batch.new_keys:
-                conn.cursor().executemany(
-                    f"INSERT INTO {s}.subject_keys VALUES (%s,%s,%s) ON CONFLICT (pseudonym) DO UPDATE "
-                    "SET wrapped = excluded.wrapped, master_id = excluded.master_id", batch.new_keys)
-            if batch.erased:
-                conn.execute(f"DELETE FROM {s}.subject_keys WHERE pseudonym = ANY(%s)", (batch.erased,))
-            if batch.records:
-                with conn.cursor().copy(
-                        f"COPY {s}.records (idx, ts, kind, leaf, data, entry) FROM STDIN (FORMAT BINARY)") as copy:
-                    copy.set_types(["int8", "float8", "text", "bytea", "bytea", "bytea"])
-                    get = entries.get
-                    for row in batch.records:
-                        copy.write_row((*row, get(row[0])))
-            if batch.nodes:
-                with conn.cursor().copy(f"COPY {s}.nodes (level, idx, hash) FROM STDIN (FORMAT BINARY)") as copy:
-                    copy.set_types(["int4", "int8", "bytea"])
-                    for row in batch.nodes:
-                        copy.write_row(row)
-            if batch.interactions:
-                conn.cursor().executemany(
-                    f"INSERT INTO {s}.interactions VALUES (%s,%s) ON CONFLICT DO NOTHING", batch.interactions)
-            meta = [("tree", batch.size.to_bytes(8, "big") + _pack(batch.frontier)),
-                    ("last_ts", repr(batch.last_ts).encode())]
-            if batch.checkpoint is not None:
-                meta.append(("checkpoint", batch.checkpoint.encode()))
-                if batch.checkpoint_history:
-                    conn.execute(f"INSERT INTO {s}.checkpoints VALUES (%s,%s,%s) ON CONFLICT (size) DO UPDATE "
-                                 "SET ts = excluded.ts, note = excluded.note",
-                                 (batch.size, batch.last_ts, batch.checkpoint))
-            meta.extend(batch.extra_meta)
-            self._upsert_meta(conn, meta)
-            if qids:
-                conn.execute(f"DELETE FROM {s}.queue WHERE qid = ANY(%s)", (list(qids),))
-            if progress:
-                conn.cursor().executemany(
-                    f"INSERT INTO {s}.peers VALUES (%s,%s,%s) ON CONFLICT (peer) DO UPDATE "
-                    "SET seq = greatest(peers.seq, excluded.seq), seen = excluded.seen", progress)
-            conn.execute("SELECT pg_notify(%s, %s)", (self.channel_sequenced, str(batch.size)))
+        records = list(zip(*batch.records)) if batch.records else [()] * 5
+        nodes = list(zip(*batch.nodes)) if batch.nodes else [()] * 3
+        keys = list(zip(*batch.new_keys)) if batch.new_keys else [()] * 3
+        interactions = list(zip(*batch.interactions)) if batch.interactions else [()] * 2
+        meta = [("tree", batch.size.to_bytes(8, "big") + _pack(batch.frontier)),
+                ("last_ts", repr(batch.last_ts).encode())]
+        if batch.checkpoint is not None:
+            meta.append(("checkpoint", batch.checkpoint.encode()))
+        meta.extend(batch.extra_meta)
+        history = batch.checkpoint if batch.checkpoint is not None and batch.checkpoint_history else None
+        peers = list(zip(*progress)) if progress else [()] * 3
+        get = entries.get
+        # One statement, so one round trip and one transaction (autocommit): see store_batch.
+        return conn.execute(
+            f"SELECT qid, peer, seq, op, kind, body, pseudonym, sealed, interaction_id, waits FROM {s}.store_batch(%b::int8[], %b::float8[], %s::text[], %b::bytea[], %b::bytea[], %b::bytea[], "
+            "%b::int4[], %b::int8[], %b::bytea[], %s::text[], %b::bytea[], %s::text[], %s::text[], "
+            "%s::text[], %b::int8[], %s::text[], %b::bytea[], %s, %s, %s, %b::int8[], %b::bytea[], %b::int8[], "
+            "%b::float8[], %s, %s, %s)",
+            ([*records[0]], [*records[1]], [*records[2]], [*records[3]], [*records[4]], [get(i) for i in records[0]],
+             [*nodes[0]], [*nodes[1]], [*nodes[2]], [*keys[0]], [*keys[1]], [*keys[2]], list(batch.erased),
+             [*interactions[0]], [*interactions[1]], [k for k, _ in meta], [v for _, v in meta],
+             batch.size, batch.last_ts, history, list(qids), [*peers[0]], [*peers[1]], [*peers[2]],
+             self.channel_sequenced, sequenced_payload(batch.size, progress, entries), take)).fetchall()
+
+    def enqueue(self, conn: Any, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Insert queue rows and wake the sequencer, in one transaction and one round trip.
+
+        A row already queued (sent again after a commit whose answer was lost) is kept once.
+        """
+        columns = [list(column) for column in zip(*rows)]
+        conn.execute(f"SELECT {self.schema}.enqueue(%b::bytea[], %b::int8[], %b::int2[], %s::text[], %b::bytea[], "
+                     "%s::text[], %b::bytea[], %s::text[], %b::bool[], %s)", (*columns, self.channel_queued))
 
     def take_queue(self, conn: Any, limit: int) -> list[QueueRow]:
         """The oldest ``limit`` queue rows, in queue order (read in the sequencer's transaction)."""
@@ -446,9 +473,10 @@ class PostgresStore:
         rows = self._query(f"SELECT seq FROM {self.schema}.peers WHERE peer=%s", (peer,))
         return int(rows[0][0]) if rows else -1
 
-    def entries(self, entries: Sequence[bytes]) -> dict[bytes, int]:
-        """The indices of the records stored for these queue entries."""
-        rows = self._query(f"SELECT entry, idx FROM {self.schema}.records WHERE entry = ANY(%s)", (list(entries),))
+    def entries(self, peer: bytes, start: int, end: int) -> dict[bytes, int]:
+        """(entry → index) of the records in ``[start, end)`` that ``peer`` waits on (a range scan)."""
+        rows = self._query(f"SELECT entry, idx FROM {self.schema}.records WHERE idx >= %s AND idx < %s "
+                           "AND entry IS NOT NULL AND substring(entry from 1 for 8) = %s", (start, end, peer))
         return {bytes(entry): int(idx) for entry, idx in rows}
 
     def try_lead(self, conn: Any) -> bool:
@@ -589,6 +617,46 @@ class PostgresStore:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+
+
+def sequenced_payload(size: int, progress: Sequence[tuple[bytes, int, float]],
+                      entries: dict[int, bytes] | None = None) -> str:
+    """The sequencer's notification: the new size, each peer's last sequenced number, and where
+    the records someone waits on went, so that no peer has to ask.
+
+    ``"1234;0a1b2c3d4e5f6071:17:15@1230,17@1233;…"`` (peer, last number, then number@index of
+    each waited-on record). When that would not fit a notification (8,000 bytes), the indices are
+    left out (``:?``), and if even that does not fit, the peers too (``";*"``): listeners then
+    read the tables.
+    """
+    placed: dict[bytes, list[str]] = {}
+    for index, entry in (entries or {}).items():
+        placed.setdefault(entry[:8], []).append(f"{int.from_bytes(entry[8:], 'big')}@{index}")
+    text = str(size) + "".join(f";{peer.hex()}:{seq}:{','.join(placed.get(peer, ()))}" for peer, seq, _ in progress)
+    if len(text) < 7900:
+        return text
+    text = str(size) + "".join(f";{peer.hex()}:{seq}:?" for peer, seq, _ in progress)
+    return text if len(text) < 7900 else f"{size};*"
+
+
+def parse_sequenced(payload: str) -> tuple[int, dict[bytes, tuple[int, dict[int, int] | None]] | None]:
+    """The size and, per peer, (last sequenced number, {number: index} or ``None``: ask) of a
+    notification; ``None`` for the peers: read the tables."""
+    size_text, _, rest = payload.partition(";")
+    size = int(size_text) if size_text.isdigit() else -1
+    if rest == "*":
+        return size, None
+    progress: dict[bytes, tuple[int, dict[int, int] | None]] = {}
+    for part in rest.split(";") if rest else ():
+        peer, _, tail = part.partition(":")
+        seq, _, placed = tail.partition(":")
+        try:
+            where = None if placed == "?" else {
+                int(a): int(b) for a, b in (pair.split("@") for pair in placed.split(",") if pair)}
+            progress[bytes.fromhex(peer)] = (int(seq), where)
+        except ValueError:
+            continue
+    return size, progress
 
 
 def _raw(value: Any) -> Any:

@@ -40,7 +40,7 @@ from ..errors import ConfigurationError, LedgerError, RetentionError, UnusableIn
 from ._items import OP_DEFER, OP_ERASE, OP_RECORD, OP_SIGN, Item, Waiter, build, release, waits
 from .crypto import MasterKey, SubjectCrypto
 from .note import Signer
-from .postgres import PostgresStore, _reason, psycopg
+from .postgres import PostgresStore, _reason, parse_sequenced, psycopg
 from .reader import TreeReader
 from .records import PreparedRecord
 from .retention import Retention
@@ -104,7 +104,7 @@ class ReplicaWriter(Writer):
         self.seq = 0
         self.failing = False
         self._conn: Any = None
-        self._pending: dict[int, Any] = {}  # seq -> waiter, for records and erasures
+        self._pending: dict[int, tuple[Any, int]] = {}  # seq -> (waiter, size when queued): records, erasures
         self._flushes: list[tuple[int, Any]] = []  # (seq, waiter), for flushes and signatures
         self._pending_lock = threading.Lock()
         self._size, _ = self.store.tree_head()
@@ -190,10 +190,11 @@ class ReplicaWriter(Writer):
                 rows.append((peer, seq, op, "", b"", None, None, None, True))
             if waiter is not None:
                 waiting.append((seq, op, waiter))
+        floor = self._size  # Its index will be at least this.
         with self._pending_lock:
             for seq, op, waiter in waiting:
                 if op in (OP_RECORD, OP_ERASE):
-                    self._pending[seq] = waiter
+                    self._pending[seq] = (waiter, floor)
                 else:
                     self._flushes.append((seq, waiter))
         self._insert(rows, waiting)
@@ -206,16 +207,7 @@ class ReplicaWriter(Writer):
                 conn = self._conn
                 if conn is None or conn.closed:
                     conn = self._conn = self.store.connect()
-                with conn.transaction():
-                    if attempt == 0:
-                        with conn.cursor().copy(self.store.sql_queue_copy) as copy:
-                            copy.set_types(["bytea", "int8", "int2", "text", "bytea", "text", "bytea", "text", "bool"])
-                            for row in rows:
-                                copy.write_row(row)
-                    else:
-                        # The last try may have committed before its connection broke: never twice.
-                        conn.cursor().executemany(self.store.sql_queue_insert, rows)
-                    conn.execute("SELECT pg_notify(%s, '')", (self.store.channel_queued,))
+                self.store.enqueue(conn, rows)
             except (LedgerError, psycopg.Error) as exc:
                 attempt += 1
                 if not self.failing:
@@ -261,10 +253,18 @@ class ReplicaWriter(Writer):
                 if conn is None:
                     conn = self.store.connect()
                     conn.execute(f"LISTEN {self.store.channel_sequenced}")
+                    self._settle(None)  # Whatever was sequenced while nobody listened.
+                heard = False
                 for note in conn.notifies(timeout=0.5, stop_after=1):
-                    if note.payload.isdigit():
-                        self._size = max(self._size, int(note.payload))
-                self._settle()
+                    heard = True
+                    size, progress = parse_sequenced(note.payload)
+                    self._size = max(self._size, size)
+                    if progress is None:
+                        self._settle(None)
+                    elif self.peer in progress:
+                        self._settle(*progress[self.peer])
+                if not heard:
+                    self._settle(None)  # Polled: in case a notification was missed.
             except (LedgerError, psycopg.Error) as exc:
                 if conn is not None:
                     conn.close()
@@ -275,28 +275,39 @@ class ReplicaWriter(Writer):
         if conn is not None:
             conn.close()
 
-    def _settle(self) -> None:
-        """Release the waiters whose rows the sequencer has stored."""
+    def _settle(self, done: int | None, placed: dict[int, int] | None = None) -> None:
+        """Release the waiters whose rows the sequencer has stored (``done``: this peer's last
+        sequenced number, as notified, with ``placed``: the indices of its waited-on records;
+        ``None``: read them from the database)."""
         with self._pending_lock:
             if not self._pending and not self._flushes:
                 return
-        done = self.store.peer_seq(self.peer)
-        size, _ = self.store.tree_head()
-        self._size = max(self._size, size)
+        if done is None:
+            done = self.store.peer_seq(self.peer)
+            self._size = max(self._size, self.store.tree_head()[0])
+        size = self._size
         results: list[tuple[Any, Any]] = []
         with self._pending_lock:
-            ready = [seq for seq in self._pending if seq <= done]
+            ready = {seq: self._pending.pop(seq) for seq in [seq for seq in self._pending if seq <= done]}
             flushes = [(seq, w) for seq, w in self._flushes if seq <= done]
             if flushes:
                 self._flushes = [(seq, w) for seq, w in self._flushes if seq > done]
+        if ready and placed is not None and all(seq in placed for seq in ready):
+            results.extend((waiter, placed[seq]) for seq, (waiter, _) in ready.items())
+            ready = {}
         if ready:
-            found = self.store.entries([_entry(self.peer, seq) for seq in ready])
-            with self._pending_lock:
-                for seq in ready:
-                    waiter = self._pending.pop(seq, None)
-                    index = found.get(_entry(self.peer, seq))
-                    results.append((waiter, index if index is not None else LedgerError(
-                        "the sequencer did not store the record (its queue row was unreadable)")))
+            start = min(floor for _, floor in ready.values())
+            try:
+                found = self.store.entries(self.peer, start, max(size, self.store.tree_head()[0])
+                                           if size <= start else size)
+            except LedgerError:
+                with self._pending_lock:
+                    self._pending.update(ready)  # Asked again on the next notification or poll.
+                raise
+            for seq, (waiter, _) in ready.items():
+                index = found.get(_entry(self.peer, seq))
+                results.append((waiter, index if index is not None else LedgerError(
+                    "the sequencer did not store the record (its queue row was unreadable)")))
         results.extend((w, size) for _, w in flushes)
         release(results)
 
@@ -360,6 +371,8 @@ class ReplicaWriter(Writer):
         conn.execute(f"LISTEN {store.channel_queued}")
         conn.execute(f"LISTEN {channel}")
         self.leading = True
+        self._next: list[Any] | None = None
+        rows = None
         log.info("ledger_sequencer_elected", size=state.size, pid=os.getpid())
         while True:
             while self._calls:
@@ -374,7 +387,9 @@ class ReplicaWriter(Writer):
                 self._handover_until = time.monotonic() + 3.0
                 return
             stopping = self._stop.is_set()
-            taken = self._sequence_once(conn, sequencer, progress, sign=stopping and sequencer.unsigned)
+            taken = self._sequence_once(conn, sequencer, progress, sign=stopping and sequencer.unsigned,
+                                        rows=rows)
+            rows = self._next
             if stopping:
                 return  # What was queued is stored and signed; closing the session hands over.
             if taken:
@@ -387,9 +402,12 @@ class ReplicaWriter(Writer):
                     handover.set()
 
     def _sequence_once(self, conn: Any, sequencer: Sequencer, progress: dict[bytes, int], *,
-                       sign: bool = False) -> int:
-        """Take one batch from the queue, sequence it and store it; return how many rows it took."""
-        rows = self.store.take_queue(conn, self.max_batch)
+                       sign: bool = False, rows: list[Any] | None = None) -> int:
+        """Sequence and store one batch (``rows``, or taken from the queue now); return how many
+        rows it took. The next batch, fetched with the store, is left in ``self._next``."""
+        self._next = None
+        if rows is None:
+            rows = self.store.take_queue(conn, self.max_batch)
         if not rows:
             if sign or (sequencer.unsigned and (sequencer.idle_timeout() or 0.0) <= 0.0):
                 self._commit(conn, sequencer, [], [], {}, sign=True)
@@ -432,7 +450,8 @@ class ReplicaWriter(Writer):
         entries = {index: waiter for waiter, index in results if type(waiter) is bytes}
         now = time.time()
         try:
-            self.store.write_batch(batch, conn, queue=(qids, [(p, s, now) for p, s in advance.items()], entries))
+            self._next = self.store.write_batch(batch, conn, queue=(qids, [(p, s, now) for p, s in advance.items()],
+                                                                    entries), take=self.max_batch) or None
         except BaseException:
             sequencer.forget_keys(new_keys)
             raise
@@ -527,7 +546,7 @@ class ReplicaWriter(Writer):
                 self._conn.close()
                 self._conn = None
             with self._pending_lock:
-                left = list(self._pending.values()) + [w for _, w in self._flushes]
+                left = [w for w, _ in self._pending.values()] + [w for _, w in self._flushes]
                 self._pending.clear()
                 self._flushes = []
             release([(w, LedgerError("the ledger closed before the record was sequenced")) for w in left])
