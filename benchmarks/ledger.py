@@ -161,6 +161,9 @@ TARGET_SUBMIT_P99_US = 50.0
 TARGET_VERIFY_RATE = 300_000
 TARGET_VERIFY_RSS_MB = 200.0
 TARGET_OPEN_S = 1.0
+TARGET_PG_RATE = 15_000  # 4 replicas x 16 producers into PostgreSQL, durable
+TARGET_PG_RATIO = 0.3  # ... over psycopg's executemany of the same rows in batches of 1,000
+TARGET_FAILOVER_S = 5.0
 
 _START = time.perf_counter()
 
@@ -393,7 +396,17 @@ def worker_main() -> int:
     if args["mode"] == "bare_commit":
         print(json.dumps(_bare_commit_latency(Path(args["path"]), args["count"])), flush=True)
         return 0
-    if args["writer"] == "process":
+    if args["mode"] == "executemany":
+        print(json.dumps(_executemany_rate(args)), flush=True)
+        return 0
+    if args["writer"] == "replica":
+        from aiobligations.ledger.replica import ReplicaLedger
+
+        ledger = ReplicaLedger(args["url"], schema=args["schema"], origin=ORIGIN, signer=keys.signer(),
+                               master_key=keys.master_key(), queue_size=1 << 20)
+        if args["mode"] == "failover":
+            return _failover_worker(ledger)
+    elif args["writer"] == "process":
         ledger = ProcessLedger(args["path"], origin=ORIGIN, signer=keys.signer(), master_key=keys.master_key(),
                                queue_size=1 << 20)
     else:
@@ -526,6 +539,210 @@ def _bare_commit_latency(path: Path, count: int) -> dict[str, Any]:
     ordered = sorted(latencies)
     return {"commits": count, **{name: _us(_percentile(ordered, f)) for name, f in
                                   (("p50", 0.5), ("p90", 0.9), ("p99", 0.99))}}
+
+
+# -- PostgreSQL ----------------------------------------------------------------------------------
+
+
+def _pg(url: str, sql: str, params: Any = ()) -> list[Any]:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        cursor = conn.execute(sql, params)
+        return cursor.fetchall() if cursor.description else []
+
+
+def _executemany_rate(args: dict[str, Any]) -> dict[str, Any]:
+    """psycopg's ``executemany`` of the same rows (index, time, kind, leaf hash, ~1 KiB record) in
+    batches of 1,000, each committed (``synchronous_commit`` on), into a plain table."""
+    import psycopg
+
+    url, table = args["url"], f"{args['schema']}_executemany"
+    make = _worker_records(args)
+    from aiobligations.ledger.records import prepare
+
+    rows = []
+    for n in range(args["count"]):
+        record = prepare(make(n % 16, n))
+        data = b'{"v":1,"idx":%d,"ts":"2026-12-04T00:00:00.000000Z","kind":"interaction"%s,"sealed":"%s"}' % (
+            n, record.body, base64_of(record.personal or b""))
+        rows.append((n, time.time(), "interaction", hashlib.sha256(b"\x00" + data).digest(), data))
+    _pg(url, f"CREATE TABLE {table} (idx bigint PRIMARY KEY, ts double precision NOT NULL, kind text NOT NULL, "
+             "leaf bytea NOT NULL, data bytea NOT NULL)")
+    try:
+        with psycopg.connect(url) as conn:
+            assert conn.execute("SHOW synchronous_commit").fetchone()[0] == "on"
+            started = time.perf_counter()
+            for at in range(0, len(rows), BARE_BATCH):
+                with conn.cursor() as cursor:
+                    cursor.executemany(f"INSERT INTO {table} VALUES (%s,%s,%s,%s,%s)", rows[at:at + BARE_BATCH])
+                conn.commit()
+            seconds = time.perf_counter() - started
+        mean = sum(len(r[4]) for r in rows) / len(rows)
+    finally:
+        _pg(url, f"DROP TABLE IF EXISTS {table}")
+    return {"rows": len(rows), "seconds": round(seconds, 3), "rate": round(len(rows) / seconds, 1),
+            "row_bytes_mean": round(mean, 1)}
+
+
+def base64_of(data: bytes) -> bytes:
+    import base64
+
+    return base64.b64encode(data)
+
+
+def _failover_worker(ledger: Any) -> int:
+    """Say whether this process is the sequencer; on request, append one record and say when it
+    returned (the survivor's side of the failover measurement)."""
+    deadline = time.monotonic() + 30
+    while ledger.size == 0 and time.monotonic() < deadline:
+        ledger.append(small_record(0))
+    print(json.dumps({"ready": True, "pid": os.getpid(), "leading": ledger._writer.leading}), flush=True)
+    while True:
+        line = sys.stdin.readline()
+        if not line:
+            break
+        request = json.loads(line)
+        if request.get("leading"):
+            print(json.dumps({"leading": ledger._writer.leading}), flush=True)
+            continue
+        index = ledger.append(small_record(1), timeout=60)
+        print(json.dumps({"appended": index, "at": time.monotonic(), "leading": ledger._writer.leading}), flush=True)
+    ledger.close()
+    return 0
+
+
+def run_pg_window(tmp: Path, keys: Keys, opts: dict[str, Any], url: str, *, processes: int,
+                  producers: int) -> dict[str, Any]:
+    """``processes`` replicas × ``producers`` producers awaiting ``aappend`` on one fresh PostgreSQL ledger."""
+    schema = f"bench_{os.getpid()}_{int(time.time() * 1000) % 10**8}"
+    workers: list[_Worker] = []
+    try:
+        for w in range(processes):
+            workers.append(_Worker(tmp, _payload(keys, tmp / "unused.db", opts, mode="window", writer="replica",
+                                                 worker=w, producers=producers, warmup_s=opts["warmup_s"],
+                                                 url=url, schema=schema)))
+        ready = [worker.line(timeout=120) for worker in workers]
+        start = time.monotonic() + 0.2
+        end = start + opts["window_s"]
+        for worker in workers:
+            worker.send({"start": start, "end": end})
+        pids = [r["pid"] for r in ready]
+        backends = [int(row[0]) for row in _pg(url, "SELECT pid FROM pg_stat_activity WHERE application_name = "
+                                                    "'aiobligations' AND datname = current_database()")]
+        time.sleep(max(0.0, start - time.monotonic()))
+        before = {pid: _task_cpu_ns(pid) for pid in [*pids, *backends]}
+        time.sleep(max(0.0, end - time.monotonic()))
+        after = {pid: _task_cpu_ns(pid) for pid in before}
+        results = [worker.line(timeout=120) for worker in workers]
+        for worker in workers:
+            worker.finish(timeout=120)
+        stored, record_bytes, batches = _pg(url, f"SELECT count(*), avg(length(data)), count(DISTINCT ts) "
+                                                 f"FROM {schema}.records")[0]
+    finally:
+        for worker in workers:
+            worker.kill()
+        _pg(url, f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+    seconds = end - start
+    counted = sum(r["counted"] for r in results)
+    appended = sum(r["appended"] for r in results)
+    if stored != appended:
+        raise RuntimeError(f"postgres: {appended} records appended but {stored} stored")
+    per_record = 1 / 1000 / max(1, counted)
+    delta = {pid: sum(_cpu_delta(before[pid], after[pid]).values()) for pid in before}
+    threads: dict[str, float] = {}
+    for r in ready:
+        for tid, ns in _cpu_delta(before[r["pid"]], after[r["pid"]]).items():
+            name = r["threads"].get(str(tid), "other")
+            threads[name] = threads.get(name, 0.0) + ns
+    return {
+        "processes": processes,
+        "producers_per_process": producers,
+        "window_s": round(seconds, 3),
+        "records": counted,
+        "rate": round(counted / seconds, 1),
+        "rate_per_process": [round(r["counted"] / seconds, 1) for r in results],
+        "records_per_sequencer_batch": round(stored / max(1, batches), 1),
+        "replicas_cpu_us_per_record": round(sum(delta[pid] for pid in pids) * per_record, 1),
+        "replicas_threads_cpu_us_per_record": {name: round(ns * per_record, 1) for name, ns in sorted(threads.items())
+                                                if ns},
+        "postgres_backends_cpu_us_per_record": round(sum(delta[pid] for pid in backends) * per_record, 1),
+        "aappend_ms_p50": round(statistics.median(r["aappend_ms"]["p50"] for r in results), 3),
+        "aappend_ms_p99": max(r["aappend_ms"]["p99"] for r in results),
+        "record_bytes_mean": round(float(record_bytes or 0), 1),
+        "stored": int(stored),
+    }
+
+
+def bench_failover(tmp: Path, keys: Keys, opts: dict[str, Any], url: str, rounds: int) -> dict[str, Any]:
+    """Two replicas; ``kill -9`` the sequencer; time until the survivor's next ``append`` returns
+    (it can only return once a new sequencer has taken over and stored it)."""
+    schema = f"bench_fo_{os.getpid()}_{int(time.time() * 1000) % 10**8}"
+    times = []
+    try:
+        for _ in range(rounds):
+            workers = [_Worker(tmp, _payload(keys, tmp / "unused.db", opts, mode="failover", writer="replica",
+                                             worker=w, url=url, schema=schema)) for w in range(2)]
+            try:
+                ready = [worker.line(timeout=120) for worker in workers]
+                deadline = time.monotonic() + 10
+                while not any(r["leading"] for r in ready) and time.monotonic() < deadline:
+                    for worker, r in zip(workers, ready):
+                        worker.send({"leading": True})
+                        r["leading"] = worker.line(timeout=30)["leading"]
+                leader = next(i for i, r in enumerate(ready) if r["leading"])
+                survivor = workers[1 - leader]
+                killed_at = time.monotonic()
+                os.kill(ready[leader]["pid"], signal.SIGKILL)
+                survivor.send({"append": True})
+                answer = survivor.line(timeout=60)
+                times.append(answer["at"] - killed_at)
+                survivor.process.stdin.close()
+                survivor.finish(timeout=60)
+            finally:
+                for worker in workers:
+                    worker.kill()
+    finally:
+        _pg(url, f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+    return {"rounds": rounds, "takeover_s": [round(t, 3) for t in times], "max_s": round(max(times), 3),
+            "median_s": round(statistics.median(times), 3), "target_s": TARGET_FAILOVER_S,
+            "pass": max(times) <= TARGET_FAILOVER_S}
+
+
+def bench_postgres(tmp: Path, keys: Keys, opts: dict[str, Any], url: str, runs: int) -> dict[str, Any]:
+    """4 replicas × 16 producers into PostgreSQL vs. psycopg's executemany of the same rows, interleaved."""
+    windows, bare = [], []
+    for run in range(runs):
+        progress(f"postgres run {run + 1}/{runs}: 4 replicas x 16 producers")
+        windows.append(run_pg_window(tmp, keys, opts, url, processes=PROCESSES, producers=PRODUCERS // PROCESSES))
+        progress(f"postgres run {run + 1}/{runs}: executemany")
+        worker = _Worker(tmp, _payload(keys, tmp / "unused.db", opts, mode="executemany", writer="none", worker=0,
+                                       url=url, schema=f"bench_em_{os.getpid()}", count=opts["executemany_rows"]))
+        bare.append(worker.line(timeout=300))
+        worker.finish(timeout=60)
+    rate = statistics.median(w["rate"] for w in windows)
+    bare_rate = statistics.median(b["rate"] for b in bare)
+    progress("postgres: sequencer failover")
+    failover = bench_failover(tmp, keys, opts, url, rounds=3 if opts["quick"] else 5)
+    return {
+        "url": _redact(url),
+        "four_processes": windows,
+        "executemany_batches_of_1000": bare,
+        "rate_median": rate,
+        "executemany_rate_median": bare_rate,
+        "ratio_to_executemany": round(rate / bare_rate, 3),
+        "targets": {"rate": TARGET_PG_RATE, "ratio_to_executemany": TARGET_PG_RATIO},
+        "pass_rate": rate >= TARGET_PG_RATE,
+        "pass_ratio": rate / bare_rate >= TARGET_PG_RATIO,
+        "failover": failover,
+        "pass": rate >= TARGET_PG_RATE and rate / bare_rate >= TARGET_PG_RATIO and failover["pass"],
+    }
+
+
+def _redact(url: str) -> str:
+    from aiobligations.ledger.postgres import redact_url
+
+    return redact_url(url)
 
 
 class _Worker:
@@ -1257,7 +1474,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="prompt + output characters per 1 KiB record (default 500: ~1 KiB stored)")
     parser.add_argument("--skip", default="", help="comma-separated parts to skip: durable,latency,submit,big")
     parser.add_argument("--tmp", default="/tmp", help="where the temporary folder goes")
+    parser.add_argument("--postgres", metavar="URL", default=None,
+                        help="also measure replicas on this PostgreSQL database (e.g. "
+                             "postgresql://postgres@127.0.0.1:5432/test); --only-postgres skips the rest")
+    parser.add_argument("--only-postgres", action="store_true", help="with --postgres: only that part")
     args = parser.parse_args(argv)
+    if args.only_postgres:
+        if not args.postgres:
+            parser.error("--only-postgres needs --postgres URL")
+        args.skip = "durable,latency,submit,big"
     if args.append_records:
         progress("note: --append-records is deprecated and ignored; durable appends run for --window seconds")
     skip = {part.strip() for part in args.skip.split(",") if part.strip()}
@@ -1271,6 +1496,8 @@ def main(argv: list[str] | None = None) -> int:
         "latency_appends": args.latency_appends or (200 if args.quick else 1000),
         "personal_chars": args.personal_chars,
         "ids": args.ids,
+        "quick": args.quick,
+        "executemany_rows": 20_000 if args.quick else 100_000,
     }
 
     signal.signal(signal.SIGTERM, _on_sigterm)
@@ -1300,6 +1527,9 @@ def main(argv: list[str] | None = None) -> int:
             result["verify_1m"] = bench_verify(tmp, keys, db, info)
             result["open_1m"] = bench_open(tmp, keys, db, runs)
             checks.extend((result["verify_1m"]["pass"], result["open_1m"]["pass"]))
+        if args.postgres:
+            result["postgres"] = bench_postgres(tmp, keys, opts, args.postgres, runs)
+            checks.append(result["postgres"]["pass"])
         result["pass"] = bool(checks) and all(checks)
         result["total_s"] = round(time.perf_counter() - started, 1)
         result["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
