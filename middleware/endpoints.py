@@ -80,6 +80,8 @@ class Endpoints:
             operator_tokens=load_operator_tokens(variable=variable),
             shared_path=shared_path,
             shared_secret=shared_secret,
+            # Replicas on several hosts share their buckets through the ledger's database.
+            shared_store=obligations.ledger._store if obligations.profile.ledger.url else None,
         )
         self.request_pages = RequestPages(lambda: self.requests.desk, prefix=prefix, subject_of=self._subject_of,
                                           language=obligations.disclosure.language,

@@ -32,7 +32,8 @@ from urllib.parse import parse_qs
 
 import structlog
 
-from aiobligations.errors import ConfigurationError
+from aiobligations.errors import ConfigurationError, LedgerError
+from aiobligations.replicastate import PostgresRateLimiter, acquire_all_postgres
 from aiobligations.requests.workflow import (
     Complaint,
     InvalidRequest,
@@ -351,7 +352,8 @@ class RequestEndpoints:
                  max_rate_keys: int = 10_000,
                  clock: Callable[[], float] = time.monotonic,
                  shared_path: str | None = None,
-                 shared_secret: bytes | None = None) -> None:
+                 shared_secret: bytes | None = None,
+                 shared_store: Any = None) -> None:
         self._desk = desk
         self._explanations = f"{prefix}/explanations"
         self._complaints = f"{prefix}/complaints"
@@ -366,9 +368,19 @@ class RequestEndpoints:
         self._operator_tokens = tuple(tokens.items())
         self._clock = clock
         self._last_remind = float("-inf")
-        self.subject_limiter: RateLimiter | SharedRateLimiter | None = None
-        self.address_limiter: RateLimiter | SharedRateLimiter | None = None
-        if shared_path is not None:
+        self.subject_limiter: RateLimiter | SharedRateLimiter | PostgresRateLimiter | None = None
+        self.address_limiter: RateLimiter | SharedRateLimiter | PostgresRateLimiter | None = None
+        self._limits_block = shared_store is not None  # A database round trip: run it off the event loop.
+        if shared_store is not None:
+            # Replicas on several hosts: the buckets live in the ledger's PostgreSQL schema.
+            if not isinstance(shared_secret, bytes) or not shared_secret:
+                raise ConfigurationError("shared_secret (non-empty bytes) is required with shared_store")
+            if subject_limit is not None:
+                self.subject_limiter = PostgresRateLimiter(subject_limit, shared_store, shared_secret, "subject")
+            if address_limit is not None:
+                self.address_limiter = PostgresRateLimiter(address_limit, shared_store, shared_secret, "address")
+            shared_path = None
+        elif shared_path is not None:
             if not isinstance(shared_secret, bytes) or not shared_secret:
                 raise ConfigurationError("shared_secret (non-empty bytes) is required with shared_path")
             if isinstance(max_rate_keys, bool) or not isinstance(max_rate_keys, int) or max_rate_keys < 1:
@@ -388,7 +400,7 @@ class RequestEndpoints:
                 log.warning("shared_state_unavailable", path=shared_path, part="rate_limits",
                             error=exc.strerror or type(exc).__name__, fallback="per_process")
                 shared_path = None
-        if shared_path is None:
+        if shared_path is None and shared_store is None:
             self.subject_limiter = (RateLimiter(subject_limit, max_keys=max_rate_keys, clock=clock)
                                     if subject_limit is not None else None)
             self.address_limiter = (RateLimiter(address_limit, max_keys=max_rate_keys, clock=clock)
@@ -443,7 +455,17 @@ class RequestEndpoints:
         if not checks:
             return
         now = self._clock()
-        if all(isinstance(limiter, SharedRateLimiter) for _, limiter, _ in checks):
+        if all(isinstance(limiter, PostgresRateLimiter) for _, limiter, _ in checks):
+            # Every replica spends from the same rows: one call checks and spends them all.
+            try:
+                spent = acquire_all_postgres([(limiter, key) for _, limiter, key in checks])  # type: ignore[misc]
+            except LedgerError:
+                log.warning("rate_limits_unavailable", reason="the ledger's database cannot be reached")
+                raise _BadRequest(503, "evidence_unavailable",
+                                  "the service cannot record requests right now; try again shortly",
+                                  [(b"retry-after", b"5")]) from None
+            waits = [(waiting, which) for waiting, (which, _, _) in zip(spent, checks, strict=True)]
+        elif all(isinstance(limiter, SharedRateLimiter) for _, limiter, _ in checks):
             # Other processes spend from the same buckets: check and spend in one step, under their locks.
             spent = acquire_all([(limiter, key) for _, limiter, key in checks], now)
             waits = [(waiting, which) for waiting, (which, _, _) in zip(spent, checks, strict=True)]
@@ -556,7 +578,10 @@ class RequestEndpoints:
         path, method = scope["path"], scope["method"]
         subject = self._subject_of(scope)
         if method == "POST":
-            self._limit(scope, subject)
+            if self._limits_block:
+                await asyncio.to_thread(self._limit, scope, subject)
+            else:
+                self._limit(scope, subject)
         if path == self._explanations:
             self._method(method, "POST")
             payload = await self._json(receive)

@@ -105,6 +105,36 @@ BEGIN
     -- And the next batch, in the same round trip.
     RETURN QUERY SELECT * FROM {s}.queue ORDER BY qid LIMIT take;
 END $$;
+-- Token buckets of the request endpoints, shared by every replica (keys are keyed digests, never
+-- the subject or address itself); times are the database's clock, the one clock all hosts share.
+CREATE TABLE {s}.rate_limits (
+    namespace text NOT NULL, mark bytea NOT NULL, tokens float8 NOT NULL, at float8 NOT NULL,
+    PRIMARY KEY (namespace, mark));
+CREATE FUNCTION {s}.rate_acquire(ns text[], marks bytea[], bursts float8[], rates float8[], spend boolean)
+    RETURNS float8[] LANGUAGE plpgsql AS $$
+DECLARE
+    now float8 := extract(epoch FROM clock_timestamp());
+    waits float8[] := '{{}}';
+    levels float8[] := '{{}}';
+    level float8;
+    t float8;
+    a float8;
+BEGIN
+    INSERT INTO {s}.rate_limits SELECT n, m, b, now FROM unnest(ns, marks, bursts) AS x(n, m, b)
+        ON CONFLICT DO NOTHING;
+    FOR i IN 1 .. coalesce(array_length(ns, 1), 0) LOOP
+        SELECT tokens, at INTO t, a FROM {s}.rate_limits WHERE namespace = ns[i] AND mark = marks[i] FOR UPDATE;
+        level := least(bursts[i], t + greatest(0, now - a) * rates[i]);
+        levels := levels || level;
+        waits := waits || CASE WHEN level >= 1 THEN 0::float8 ELSE (1 - level) / rates[i] END;
+    END LOOP;
+    IF spend AND coalesce((SELECT max(w) FROM unnest(waits) w), 0) = 0 THEN
+        FOR i IN 1 .. coalesce(array_length(ns, 1), 0) LOOP
+            UPDATE {s}.rate_limits SET tokens = levels[i] - 1, at = now WHERE namespace = ns[i] AND mark = marks[i];
+        END LOOP;
+    END IF;
+    RETURN waits;
+END $$;
 -- A replica queues a batch with one call too.
 CREATE FUNCTION {s}.enqueue(
     q_peer bytea[], q_seq bigint[], q_op smallint[], q_kind text[], q_body bytea[], q_pseudonym text[],
