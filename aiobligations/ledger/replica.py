@@ -27,6 +27,7 @@ The design follows Trillian's split between a queue and a sequencer:
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -181,8 +182,13 @@ class ReplicaWriter(Writer):
                 sealed = None
                 if payload.personal is not None:
                     sealed = wrap(payload.personal, queue_label(_entry(peer, seq)))
+                # PostgreSQL text cannot hold NUL: such an id stays in the record but is not indexed
+                # (PostgresStore.find_interaction finds none), instead of failing the batch forever.
+                interaction_id = payload.interaction_id
+                if interaction_id is not None and "\x00" in interaction_id:
+                    interaction_id = None
                 rows.append((peer, seq, OP_RECORD, payload.kind, payload.body,
-                             None if subject is None else pseudonym(subject), sealed, payload.interaction_id,
+                             None if subject is None else pseudonym(subject), sealed, interaction_id,
                              waits(waiter)))
             elif op == OP_ERASE:
                 rows.append((peer, seq, OP_ERASE, "subject.erased", b"", pseudonym(payload), None, None, True))
@@ -208,6 +214,13 @@ class ReplicaWriter(Writer):
                 if conn is None or conn.closed:
                     conn = self._conn = self.store.connect()
                 self.store.enqueue(conn, rows)
+            except psycopg.DataError as exc:
+                # Not the database being away: these rows can never be stored as they are (text
+                # PostgreSQL refuses, say). Store each good one, and in place of a bad one a
+                # record saying that one was refused, so nothing is retried forever or lost silently.
+                log.error("ledger_queue_rows_refused", error=_reason(exc), records=len(rows))
+                rows = self._sift(rows)
+                continue
             except (LedgerError, psycopg.Error) as exc:
                 attempt += 1
                 if not self.failing:
@@ -231,6 +244,21 @@ class ReplicaWriter(Writer):
                 log.info("ledger_queue_recovered", after_s=round(time.monotonic() - started, 3))
             self.failing = False
             return
+
+    def _sift(self, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        """The rows with each one the database refuses replaced by a ``ledger.record_refused`` record."""
+        kept = []
+        for row in rows:
+            try:
+                conn = self._conn
+                if conn is None or conn.closed:
+                    conn = self._conn = self.store.connect()
+                conn.execute("SELECT %s::text, %s::text, %s::text", (row[3], row[5], row[7]))
+                kept.append(row)
+            except psycopg.DataError as exc:
+                body = b',"error":%s' % json.dumps(f"{type(exc).__name__}: {_reason(exc)}"[:300]).encode()
+                kept.append((row[0], row[1], OP_RECORD, "ledger.record_refused", body, None, None, None, row[8]))
+        return kept
 
     def _fail(self, waiting: list[tuple[int, int, Any]], error: LedgerError) -> None:
         failed = []
