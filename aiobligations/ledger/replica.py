@@ -398,6 +398,13 @@ class ReplicaWriter(Writer):
         channel = f"{store.schema}_handover"
         conn.execute(f"LISTEN {store.channel_queued}")
         conn.execute(f"LISTEN {channel}")
+        # A sequencer that stopped without dying (SIGSTOP, a hung host) must not keep the seat: it
+        # queries at least every second, so a session idle for 10 s is ended by the server, and
+        # with it the lock. Keepalives end the session of a host that vanished from the network.
+        conn.execute("SET idle_session_timeout = '10s'")
+        conn.execute("SET tcp_keepalives_idle = 5")
+        conn.execute("SET tcp_keepalives_interval = 2")
+        conn.execute("SET tcp_keepalives_count = 3")
         self.leading = True
         self._next: list[Any] | None = None
         rows = None
