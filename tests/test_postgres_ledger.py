@@ -227,3 +227,62 @@ def test_keys_callback(site: Path) -> None:
     assert asked == ["signing_key", "master_key"]
     with pytest.raises(ConfigurationError, match="keys callback returned a int"):
         Obligations.from_file(site, keys=lambda kind: 7)
+
+
+_CHILD = """
+import sys, time
+from aiobligations.ledger.replica import ReplicaLedger
+from aiobligations.ledger.crypto import MasterKey
+from aiobligations.ledger.note import Signer
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+url, schema, signing, master = sys.argv[1:5]
+ledger = ReplicaLedger(url, schema=schema, origin="test.example/aiobligations/ledger",
+                       signer=Signer("test.example/aiobligations/ledger",
+                                     Ed25519PrivateKey.from_private_bytes(bytes.fromhex(signing))),
+                       master_key=MasterKey(bytes.fromhex(master)))
+ledger.append({"kind": "child"})
+while not ledger._writer.leading:
+    time.sleep(0.01)
+print("leading", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_stopped_sequencer_loses_its_seat(pg_url: str, pg_schema: str, make_replica: Any) -> None:
+    """A sequencer that stops without dying (SIGSTOP) is cut off by the server within about 10 s,
+    and another replica takes over: the log never stays unsequenced for as long as it is stopped."""
+    import signal
+    import subprocess
+    import sys
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from aiobligations.ledger.crypto import MasterKey
+    from aiobligations.ledger.note import Signer
+
+    key = Ed25519PrivateKey.generate()
+    master = MasterKey.generate()
+    signing = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+                                serialization.NoEncryption()).hex()
+    child = subprocess.Popen([sys.executable, "-c", _CHILD, pg_url, pg_schema, signing, master._raw.hex()],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None
+        for line in child.stdout:  # structlog's lines come first
+            if line.strip() == "leading":
+                break
+        else:
+            pytest.fail("the child never became the sequencer")
+        os.kill(child.pid, signal.SIGSTOP)
+        stopped = time.monotonic()
+        ledger = make_replica(signer=Signer("test.example/aiobligations/ledger", key), master_key=master)
+        index = ledger.append({"kind": "after"}, timeout=40)
+        took = time.monotonic() - stopped
+        print(f"takeover from a stopped sequencer: {took:.1f} s")
+        assert index == 1 and ledger._writer.leading
+        assert took < 25
+    finally:
+        os.kill(child.pid, signal.SIGCONT)
+        child.kill()
+        child.communicate()
