@@ -32,7 +32,7 @@ from .note import BadSignature, Checkpoint, MalformedNote, UnknownKey, Verifier
 from .reader import TreeReader
 from .store import NODE_STRIDE, SQLiteStore
 
-__all__ = ["VerifyReport", "verify_bundle", "verify_database", "verify_path"]
+__all__ = ["VerifyReport", "verify_bundle", "verify_database", "verify_path", "verify_postgres"]
 
 _CHUNK = 4096
 _MAX_SMALL_FILE = 1 << 20
