@@ -35,7 +35,7 @@ except ImportError:  # pragma: no cover - exercised only without the extra.
     psycopg = None  # type: ignore[assignment]
     ConnectionPool = None  # type: ignore[assignment,misc]
 
-__all__ = ["MIGRATIONS", "PostgresStore", "QueueRow", "redact_url"]
+__all__ = ["MIGRATIONS", "PostgresStore", "QueueRow", "parse_sequenced", "redact_url", "sequenced_payload"]
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,39}$")
 
@@ -251,11 +251,21 @@ class PostgresStore:
         return pool.connection()
 
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        try:
-            with self._reads() as conn:
-                return conn.execute(sql, params).fetchall()
-        except psycopg.Error as exc:
-            raise LedgerError(f"the ledger's database failed: {_reason(exc)}") from None
+        stale = 0
+        while True:
+            conn = None
+            try:
+                with self._reads() as conn:
+                    return conn.execute(sql, params).fetchall()
+            except psycopg.OperationalError as exc:
+                # A pooled connection that died while idle (the database restarted, the network was
+                # cut) is dropped by the pool as it comes back broken: try another, as many as it holds.
+                if conn is not None and conn.broken and stale < self._pool_size:
+                    stale += 1
+                    continue
+                raise LedgerError(f"the ledger's database failed: {_reason(exc)}") from None
+            except psycopg.Error as exc:
+                raise LedgerError(f"the ledger's database failed: {_reason(exc)}") from None
         except Exception as exc:
             if type(exc).__name__ == "PoolTimeout":
                 raise LedgerError(f"the ledger's database {redact_url(self.url)} cannot be reached") from None
@@ -515,9 +525,9 @@ class PostgresStore:
 
     def sequencer_pid(self) -> int | None:
         """The PostgreSQL backend pid of the session holding the sequencer's lock, if any."""
+        # pg_locks keeps the int4 keys as oids; cast back to int they are the signed keys we took.
         rows = self._query("SELECT pid FROM pg_locks WHERE locktype='advisory' AND classid::int = %s "
-                           "AND objid::int = %s AND granted", (self._lock_class & 0xFFFFFFFF if self._lock_class < 0
-                                                             else self._lock_class, LOCK_SEQUENCER))
+                           "AND objid::int = %s AND granted", (self._lock_class, LOCK_SEQUENCER))
         return int(rows[0][0]) if rows else None
 
     def indices_of(self, kinds: Sequence[str], start: int, end: int) -> list[int]:

@@ -48,7 +48,7 @@ from .retention import Retention
 from .sequencer import Sequencer
 from .writer import Writer
 
-__all__ = ["ReplicaLedger", "ReplicaWriter"]
+__all__ = ["ReplicaLedger", "ReplicaWriter", "queue_label"]
 
 log = structlog.get_logger("aiobligations.ledger")
 
