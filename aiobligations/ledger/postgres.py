@@ -266,10 +266,10 @@ class PostgresStore:
                 raise LedgerError(f"the ledger's database failed: {_reason(exc)}") from None
             except psycopg.Error as exc:
                 raise LedgerError(f"the ledger's database failed: {_reason(exc)}") from None
-        except Exception as exc:
-            if type(exc).__name__ == "PoolTimeout":
-                raise LedgerError(f"the ledger's database {redact_url(self.url)} cannot be reached") from None
-            raise
+            except Exception as exc:
+                if type(exc).__name__ == "PoolTimeout":
+                    raise LedgerError(f"the ledger's database {redact_url(self.url)} cannot be reached") from None
+                raise
 
     def _write_conn(self) -> Any:
         if self._writer is None or self._writer.closed:
