@@ -684,12 +684,6 @@ class TestRetention:
         assert 46 == backend.verify(key=signer.verifier_key).end
 
 
-    @pytest.mark.xfail(strict=True, raises=LedgerError, reason=(
-        "library bug in TreeReader.subtree (reader.py), on both stores: a subtree that straddles the "
-        "pruned boundary below the first stored interior level (here leaves 16..23 and 20..21 after "
-        "pruning [0, 21)) is read from leaf hashes, some of them pruned, instead of being combined from "
-        "the pruned prefix's compact range and the stored leaves; proofs and receipts of records 22..31 "
-        "then raise 'records 16..23 are not all stored (pruned?)'"))
     def test_records_beside_the_pruned_prefix_prove_inclusion(self, backend: Backend, signer: Signer) -> None:
         """Every record still stored after a prune at an unaligned index has an inclusion proof and a receipt."""
         ledger = backend.open(max_batch=8)
@@ -710,10 +704,6 @@ class TestRetention:
             self, backend: Backend, tmp_path: Path, signer: Signer, request: pytest.FixtureRequest) -> None:
         """An earlier checkpoint of a size inside the pruned prefix cannot be linked to the log any more:
         verify says so as unusable input (exit 2, one line), never a crash and never 'intact'."""
-        if backend.name == "sqlite":
-            request.applymarker(pytest.mark.xfail(strict=True, raises=LedgerError, reason=(
-                "verify.py: verify_database lets the LedgerError of the consistency proof escape (the CLI "
-                "dies with a traceback), where verify_postgres turns it into UnusableInput (exit 2)")))
         ledger = backend.open()
         fill(ledger, 10)
         early = ledger.sign_checkpoint()

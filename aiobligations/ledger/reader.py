@@ -69,6 +69,11 @@ class TreeReader:
         pruned = self._pruned.get((level, index))
         if pruned is not None:
             return pruned
+        start = index << level
+        if level and start < self.first_index < start + (1 << level):
+            # The subtree straddles the pruned prefix's end: its left part is known only through
+            # the prefix's compact range, so fold it from its two halves.
+            return merkle.node_hash(self.subtree(level - 1, 2 * index), self.subtree(level - 1, 2 * index + 1))
         base = level - level % NODE_STRIDE
         width = 1 << (level - base)
         first = index * width

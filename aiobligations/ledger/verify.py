@@ -436,6 +436,8 @@ def verify_database(
         return _verify_store(store, key, since_checkpoint)
     except sqlite3.DatabaseError as exc:
         raise UnusableInput(f"{path}: the database cannot be read ({exc})") from None
+    except LedgerError as exc:
+        raise UnusableInput(f"{path}: {exc}") from None
     finally:
         store.close()
 
