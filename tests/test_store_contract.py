@@ -35,7 +35,6 @@ from aiobligations.cli import main
 from aiobligations.errors import (
     ConfigurationError,
     LedgerBroken,
-    LedgerError,
     RetentionError,
     UnusableInput,
 )
