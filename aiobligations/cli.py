@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import click
+import structlog
 
 from .errors import ConfigurationError, LedgerBroken, ObligationError, UnusableInput
 from .keys import init_project, load_signer
@@ -68,6 +69,13 @@ def _read_text_arg(value: str, name: str) -> str:
 
 class _Group(click.Group):
     """Report usage errors as one line, like every other error, and exit 2."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        # Run as the program: standard output is the command's answer (scripts parse --json), so the
+        # library's log lines (a PostgreSQL ledger's ledger_sequencer_elected) go to standard error.
+        if not structlog.is_configured():
+            structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
+        return super().__call__(*args, **kwargs)
 
     def main(self, *args: Any, **kwargs: Any) -> Any:  # noqa: D102 - click's own entry point.
         try:

@@ -1,7 +1,7 @@
 """The demo service wrapped in ``ObligationsMiddleware``, built at import time, for multi-worker servers.
 
 ``uvicorn --workers N`` and gunicorn need an import string, and each worker (or, with gunicorn
-``--preload``, the master before it forks) imports this module. Two variants, both reading the
+``--preload``, the master before it forks) imports this module. Three variants, each reading the
 profile named by ``AIOBLIGATIONS_CONFIG``:
 
 * ``app``: the middleware built without a hub, which loads the profile itself once per process,
@@ -10,10 +10,13 @@ profile named by ``AIOBLIGATIONS_CONFIG``:
   closed the way the examples close theirs: when the server runs the lifespan's shutdown (before
   uvicorn returns and re-raises SIGTERM), and at exit in a process that serves nothing (gunicorn's
   master under ``--preload``).
+* ``fail_closed_app``: as ``app``, with the middleware's ``failure="fail_closed"`` (503 while the
+  ledger cannot take records).
 
-Both sit inside a small probe, outside the middleware, so the tests can tell the processes apart:
-every response carries ``X-Worker-Pid``, and ``GET /_workers/probe`` answers with the worker's pid
-and the pid of the ledger's writer process as that worker knows it.
+Each sits inside a small probe, outside the middleware, so the tests can tell the processes apart:
+every response carries ``X-Worker-Pid``, and ``GET /_workers/probe`` answers with the worker's pid,
+the pid of the ledger's writer process as that worker knows it, and (``leading``) whether the
+worker is the sequencer of a ledger kept in PostgreSQL (``null`` for other ledgers).
 """
 
 from __future__ import annotations
@@ -46,7 +49,9 @@ class _Probe:
             return
         pid = str(os.getpid()).encode()
         if scope["path"] == PROBE_PATH:
-            body = json.dumps({"pid": os.getpid(), "writer_pid": getattr(self.ledger, "writer_pid", None)}).encode()
+            # "leading": whether this process is the sequencer of a ledger kept in PostgreSQL (else None).
+            body = json.dumps({"pid": os.getpid(), "writer_pid": getattr(self.ledger, "writer_pid", None),
+                               "leading": getattr(getattr(self.ledger, "_writer", None), "leading", None)}).encode()
             await send({"type": "http.response.start", "status": 200,
                         "headers": [(b"content-type", b"application/json"), (PID_HEADER.encode(), pid)]})
             await send({"type": "http.response.body", "body": body})
@@ -91,6 +96,8 @@ def __getattr__(name: str) -> Any:
     # Built on first access, so a server importing one variant does not open the ledger twice.
     if name == "app":
         value = _Probe(ObligationsMiddleware(build_app(stream_delay=STREAM_DELAY)))
+    elif name == "fail_closed_app":
+        value = _Probe(ObligationsMiddleware(build_app(stream_delay=STREAM_DELAY), failure="fail_closed"))
     elif name == "explicit_app":
         value = _explicit()
     else:
