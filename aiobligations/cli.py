@@ -427,5 +427,59 @@ from .requests.cli import requests_group  # noqa: E402 - registered after the gr
 main.add_command(requests_group)
 
 
+@main.command("export-otlp")
+@click.option("--endpoint", default=None,
+              help="The collector's OTLP/HTTP logs URL, e.g. http://collector:4318/v1/logs "
+                   "(default: the profile's [otlp] endpoint).")
+@click.option("--follow", is_flag=True, help="Keep exporting new records until stopped (SIGTERM or Ctrl-C).")
+@_config_option
+def export_otlp(endpoint: str | None, follow: bool, config: Path | None) -> None:
+    """Send the configured ledger's records to an OpenTelemetry collector, as OTLP/HTTP log records.
+
+    Starts from the ledger's durable cursor, the one the service's own exporter uses, and advances
+    it once the collector acknowledges. Exits 0 when done, 1 when the collector did not acknowledge
+    or another process is exporting (with --follow it waits for its turn instead), 2 on unusable
+    input or configuration.
+    """
+    import signal
+    import threading
+
+    from .errors import LedgerLocked
+    from .ledger.otlp import ExportFailed, open_exporter, redact_endpoint
+
+    try:
+        exporter = open_exporter(load_profile(config or Path(DEFAULT_CONFIG)), endpoint=endpoint)
+    except ObligationError as exc:
+        _fail(str(exc))
+    where = redact_endpoint(exporter.endpoint)
+    if not follow:
+        try:
+            try:
+                count = exporter.export_pending()
+                cursor = exporter.cursor
+            finally:
+                exporter.close(0)
+        except ExportFailed as exc:
+            _fail(f"{exc}; {exc.exported} records were exported before, the rest wait in the ledger", 1)
+        except LedgerLocked as exc:
+            _fail(str(exc), 1)
+        except ObligationError as exc:
+            _fail(str(exc))
+        click.echo(f"exported {count} records to {where}; next index {cursor}")
+        return
+    stop = threading.Event()
+    previous = {number: signal.signal(number, lambda *_: stop.set()) for number in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        exporter.start()
+        click.echo(f"exporting to {where} until stopped (SIGTERM or Ctrl-C)", err=True)
+        while not stop.wait(0.5):
+            pass
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        exporter.close(timeout=10.0)
+    click.echo(f"exported {exporter.exported} records to {where}")
+
+
 if __name__ == "__main__":  # pragma: no cover - exercised through the console script.
     main()

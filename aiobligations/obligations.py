@@ -17,6 +17,7 @@ from .labels.labeller import Labeller
 from .labels.settings import LabelSettings, build_labeller
 from .ledger.crypto import MasterKey
 from .ledger.ledger import Ledger
+from .ledger.otlp import LedgerExporter, OTLPSettings
 from .ledger.process import ProcessLedger
 from .ledger.spool import Spool
 from .ledger.store import SQLiteStore
@@ -48,8 +49,12 @@ class Obligations:
         # Validate every section before opening anything, so a bad profile fails at start-up.
         self.disclosure = DisclosureSettings.from_profile(profile)
         self.label_settings = LabelSettings.from_profile(profile)
+        otlp = OTLPSettings.from_profile(profile)
         self.ledger = ledger if ledger is not None else self._open_ledger(profile, keys)
         self.spool = Spool(f"{profile.ledger.path}.spool", self.ledger)
+        self.otlp: LedgerExporter | None = (
+            otlp.exporter(self.ledger, service_name=profile.service.name or None).start() if otlp else None)
+        """The exporter of ledger records to OpenTelemetry that the profile's ``[otlp]`` table asks for."""
         self.output_hooks: list[OutputHook] = []
         """Functions that may transform each AI output (the labels feature plugs in here)."""
         self._labeller: Labeller | None = None
@@ -253,8 +258,10 @@ class Obligations:
         return Ledger(SQLiteStore(settings.path), **options)
 
     def close(self) -> None:
-        """Write out the spool, then flush and close the ledger. Idempotent."""
+        """Write out the spool, stop the OTLP exporter, then flush and close the ledger. Idempotent."""
         self.spool.close()
+        if getattr(self, "otlp", None) is not None:
+            self.otlp.close()
         self.ledger.close()
 
     def __enter__(self) -> Obligations:
