@@ -80,6 +80,7 @@ def test_a_row_sent_again_is_stored_once(make_replica: Any, pg_url: str, pg_sche
     ledger.append({"kind": "x", "n": 1})
     # The same peer and number again, as after a connection lost in the middle of a commit.
     row = (writer.peer, writer.seq, OP_RECORD, "x", b',"n":1', None, None, None, False)
+    row = (*row, writer.queue_seal.mac(row))
     with writer.store.connect() as conn:
         writer.store.enqueue(conn, [row])
     ledger.append({"kind": "x", "n": 2})
@@ -286,3 +287,42 @@ def test_a_stopped_sequencer_loses_its_seat(pg_url: str, pg_schema: str, make_re
         os.kill(child.pid, signal.SIGCONT)
         child.kill()
         child.communicate()
+
+
+def test_master_key_rotation_with_replicas_on_the_old_key(make_replica: Any) -> None:
+    """After one replica rotates the master key, a replica still on the old key keeps queueing (its
+    rows open for the new sequencer), never sequences with the old key, and nothing is lost."""
+    from aiobligations.ledger.crypto import MasterKey
+
+    new = MasterKey.generate()
+    rotating = make_replica()
+    old = make_replica()
+    rotating.append({"kind": "interaction", "subject": "alice", "personal": {"p": "before"}})
+    assert rotating.rotate_master_key(new) == 1
+    assert rotating._writer.leading
+    index = old.append({"kind": "interaction", "subject": "bob", "personal": {"p": MARKER}}, timeout=10)
+    assert rotating.read(index)["personal"] == {"p": MARKER}
+    assert rotating.read(0)["personal"] == {"p": "before"}
+    rotating.close()  # The old-key replica must not take the seat: the log waits for a current one.
+    old.submit({"kind": "interaction", "subject": "carol", "personal": {"p": "queued"}})
+    current = make_replica(master_key=new)
+    assert current.flush(timeout=20) == 3
+    assert current.read(2)["personal"] == {"p": "queued"}
+    assert not old._writer.leading
+
+
+def test_a_row_forged_into_the_queue_is_stored_as_forged(make_replica: Any, pg_url: str, pg_schema: str) -> None:
+    """Someone with database access alone cannot make the sequencer sign a record of their making:
+    a queue row without the replicas' tag, or with an edited field, is stored as ledger.queue_row_forged."""
+    ledger = make_replica(candidate=False)
+    ledger.submit({"kind": "genuine", "n": 1})
+    until(lambda: sql(pg_url, f"SELECT 1 FROM {pg_schema}.queue"), 5, "the queued row")
+    sql(pg_url, f"UPDATE {pg_schema}.queue SET body = %s", (b',"n":2',))  # An edited genuine row.
+    sql(pg_url, f"INSERT INTO {pg_schema}.queue (peer, seq, op, kind, body, waits, mac) "
+                "VALUES (%s, 1, 0, 'interaction', %s, false, %s)",
+        (b"\x01" * 8, b',"route":"/made-up"', b"\x00" * 16))
+    sequencer = make_replica()
+    assert sequencer.flush(timeout=20) == 2
+    kinds = [sequencer.read(i)["kind"] for i in range(2)]
+    assert kinds == ["ledger.queue_row_forged", "ledger.queue_row_forged"]
+    assert "made-up" not in str([sequencer.read(i) for i in range(2)])

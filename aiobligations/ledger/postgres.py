@@ -39,8 +39,8 @@ __all__ = ["MIGRATIONS", "PostgresStore", "QueueRow", "parse_sequenced", "redact
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,39}$")
 
-QueueRow = tuple[int, bytes, int, int, str, bytes, "str | None", "bytes | None", "str | None", bool]
-"""A drained queue row: (qid, peer, seq, op, kind, body, pseudonym, sealed, interaction id, waits)."""
+QueueRow = tuple[int, bytes, int, int, str, bytes, "str | None", "bytes | None", "str | None", bool, bytes]
+"""A drained queue row: (qid, peer, seq, op, kind, body, pseudonym, sealed, interaction id, waits, mac)."""
 
 # Each migration is (version, what it does, its statements). A migration runs in one transaction
 # under an advisory lock, so replicas starting together apply it once. Never edit a released one:
@@ -71,6 +71,7 @@ CREATE TABLE {s}.queue (
     sealed bytea,
     interaction_id text,
     waits boolean NOT NULL,
+    mac bytea NOT NULL,
     UNIQUE (peer, seq)
 );
 CREATE TABLE {s}.peers (peer bytea PRIMARY KEY, seq bigint NOT NULL, seen double precision NOT NULL);
@@ -138,15 +139,21 @@ END $$;
 -- A replica queues a batch with one call too.
 CREATE FUNCTION {s}.enqueue(
     q_peer bytea[], q_seq bigint[], q_op smallint[], q_kind text[], q_body bytea[], q_pseudonym text[],
-    q_sealed bytea[], q_interaction text[], q_waits boolean[], channel text) RETURNS void LANGUAGE plpgsql AS $$
+    q_sealed bytea[], q_interaction text[], q_waits boolean[], q_mac bytea[], channel text)
+    RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
-    INSERT INTO {s}.queue (peer, seq, op, kind, body, pseudonym, sealed, interaction_id, waits)
-        SELECT * FROM unnest(q_peer, q_seq, q_op, q_kind, q_body, q_pseudonym, q_sealed, q_interaction, q_waits)
+    INSERT INTO {s}.queue (peer, seq, op, kind, body, pseudonym, sealed, interaction_id, waits, mac)
+        SELECT * FROM unnest(q_peer, q_seq, q_op, q_kind, q_body, q_pseudonym, q_sealed, q_interaction, q_waits, q_mac)
         ON CONFLICT (peer, seq) DO NOTHING;
     PERFORM pg_notify(channel, '');
 END $$;
 """),
 ]
+
+# Every session commits durably whatever the database's or role's default: an acknowledged record
+# must survive a crash of the database server.
+_OPTIONS = "-c synchronous_commit=on"
+_OPTIONS_READONLY = "-c default_transaction_read_only=on"
 
 LOCK_MIGRATE = 0
 LOCK_SEQUENCER = 1
@@ -226,7 +233,7 @@ class PostgresStore:
         Raises:
             LedgerError: the database cannot be reached.
         """
-        options = "-c default_transaction_read_only=on" if self._readonly else None
+        options = _OPTIONS_READONLY if self._readonly else _OPTIONS
         try:
             return psycopg.connect(self.url, autocommit=autocommit, connect_timeout=max(1, int(self._timeout)),
                                    application_name="aiobligations", options=options)
@@ -241,7 +248,7 @@ class PostgresStore:
                 if self._closed:
                     raise LedgerError("the store is closed")
                 if self._pool is None:
-                    options = "-c default_transaction_read_only=on" if self._readonly else None
+                    options = _OPTIONS_READONLY if self._readonly else _OPTIONS
                     self._pool = ConnectionPool(
                         self.url, min_size=1, max_size=self._pool_size, open=True, timeout=self._timeout,
                         name=f"aiobligations-{self.schema}",
@@ -308,7 +315,9 @@ class PostgresStore:
         try:
             with conn.transaction():
                 conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (self._lock_class, LOCK_MIGRATE))
-                conn.execute(f"CREATE SCHEMA IF NOT EXISTS {self.schema}")
+                # Only when missing: a role that owns a schema made for it need not create schemas.
+                if conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (self.schema,)).fetchone() is None:
+                    conn.execute(f"CREATE SCHEMA {self.schema}")
                 conn.execute(f"CREATE TABLE IF NOT EXISTS {self.schema}.migrations ("
                              "version int PRIMARY KEY, description text NOT NULL, applied double precision NOT NULL)")
                 current = self.version(conn)
@@ -468,7 +477,7 @@ class PostgresStore:
         get = entries.get
         # One statement, so one round trip and one transaction (autocommit): see store_batch.
         return conn.execute(
-            f"SELECT qid, peer, seq, op, kind, body, pseudonym, sealed, interaction_id, waits FROM {s}.store_batch(%b::int8[], %b::float8[], %s::text[], %b::bytea[], %b::bytea[], %b::bytea[], "
+            f"SELECT qid, peer, seq, op, kind, body, pseudonym, sealed, interaction_id, waits, mac FROM {s}.store_batch(%b::int8[], %b::float8[], %s::text[], %b::bytea[], %b::bytea[], %b::bytea[], "
             "%b::int4[], %b::int8[], %b::bytea[], %s::text[], %b::bytea[], %s::text[], %s::text[], "
             "%s::text[], %b::int8[], %s::text[], %b::bytea[], %s, %s, %s, %b::int8[], %b::bytea[], %b::int8[], "
             "%b::float8[], %s, %s, %s)",
@@ -485,12 +494,12 @@ class PostgresStore:
         """
         columns = [list(column) for column in zip(*rows)]
         conn.execute(f"SELECT {self.schema}.enqueue(%b::bytea[], %b::int8[], %b::int2[], %s::text[], %b::bytea[], "
-                     "%s::text[], %b::bytea[], %s::text[], %b::bool[], %s)", (*columns, self.channel_queued))
+                     "%s::text[], %b::bytea[], %s::text[], %b::bool[], %b::bytea[], %s)", (*columns, self.channel_queued))
 
     def take_queue(self, conn: Any, limit: int) -> list[QueueRow]:
         """The oldest ``limit`` queue rows, in queue order (read in the sequencer's transaction)."""
         rows = conn.execute(
-            f"SELECT qid, peer, seq, op, kind, body, pseudonym, sealed, interaction_id, waits FROM {self.schema}.queue "
+            f"SELECT qid, peer, seq, op, kind, body, pseudonym, sealed, interaction_id, waits, mac FROM {self.schema}.queue "
             "ORDER BY qid LIMIT %s", (limit,)).fetchall()
         return rows
 

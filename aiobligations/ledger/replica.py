@@ -4,7 +4,7 @@ The design follows Trillian's split between a queue and a sequencer:
 
 - **Appending.** Every process (each worker of each replica) has a :class:`ReplicaWriter`. Its
   thread takes the process's records in batches, builds deferred records, replaces each subject by
-  its keyed pseudonym, seals the personal part under a key derived from the master key (bound to
+  its keyed pseudonym, seals the personal part under a key derived from the pseudonym secret (bound to
   the row's peer and number), and inserts the batch into the ``queue`` table in one transaction.
   Once that commits the records are durable: **acknowledged**. Each process is a *peer* with a
   random 8-byte token and numbers its rows 1, 2, 3…; it inserts a batch only after the previous one
@@ -27,6 +27,8 @@ The design follows Trillian's split between a queue and a sequencer:
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
 import threading
@@ -36,9 +38,21 @@ from collections.abc import Callable
 from typing import Any
 
 import structlog
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ..errors import ConfigurationError, LedgerError, RetentionError, UnusableInput
-from ._items import OP_DEFER, OP_ERASE, OP_RECORD, OP_SIGN, Item, Waiter, build, release, waits
+from ._items import (
+    OP_DEFER,
+    OP_ERASE,
+    OP_RECORD,
+    OP_SIGN,
+    Item,
+    Waiter,
+    build,
+    release,
+    waits,
+)
 from .crypto import MasterKey, SubjectCrypto
 from .note import Signer
 from .postgres import PostgresStore, _reason, parse_sequenced, psycopg
@@ -48,7 +62,7 @@ from .retention import Retention
 from .sequencer import Sequencer
 from .writer import Writer
 
-__all__ = ["ReplicaLedger", "ReplicaWriter", "queue_label"]
+__all__ = ["QueueSeal", "ReplicaLedger", "ReplicaWriter", "queue_label"]
 
 log = structlog.get_logger("aiobligations.ledger")
 
@@ -59,6 +73,45 @@ _PEER_SILENCE = 86400.0  # A peer's progress row is dropped after a day without 
 def queue_label(entry: bytes) -> bytes:
     """What a queued personal part is bound to: its peer and number (so a row cannot be moved)."""
     return _QUEUE_LABEL + entry
+
+
+class QueueSeal:
+    """Seals a queued record's personal part until the sequencer seals it under the subject's key.
+
+    The key is derived from the ledger's pseudonym secret, which every replica holds and which a
+    master key rotation re-wraps but never changes: rows queued by a replica that still runs with
+    the old master key open for a sequencer that runs with the new one.
+    """
+
+    def __init__(self, secret: bytes, origin: str) -> None:
+        key = hmac.new(secret, b"aiobligations/queue-key\n" + origin.encode(), hashlib.sha256).digest()
+        self._aead = AESGCM(key)
+        self._mac_key = hmac.new(secret, b"aiobligations/queue-mac\n" + origin.encode(), hashlib.sha256).digest()
+
+    def mac(self, row: tuple[Any, ...]) -> bytes:
+        """A tag over a queue row's nine fields, under a key only the replicas hold: a row written
+        into the queue by anyone else (someone with only database access) is told apart."""
+        parts = [b"" if v is None else v if isinstance(v, bytes) else str(v).encode("utf-8", "surrogatepass")
+                 for v in row[:9]]
+        framed = b"".join(len(p).to_bytes(4, "big") + p for p in parts)
+        flags = bytes((row[5] is None, row[6] is None, row[7] is None))
+        return hmac.new(self._mac_key, framed + flags, hashlib.sha256).digest()[:16]
+
+    def seal(self, data: bytes, entry: bytes) -> bytes:
+        """``data`` sealed for the queue row ``entry`` (peer and number)."""
+        nonce = os.urandom(12)
+        return nonce + self._aead.encrypt(nonce, data, queue_label(entry))
+
+    def open(self, blob: bytes, entry: bytes) -> bytes:
+        """What :meth:`seal` sealed for ``entry``.
+
+        Raises:
+            LedgerError: the blob was not sealed for this row (moved, altered, another ledger's).
+        """
+        try:
+            return self._aead.decrypt(blob[:12], blob[12:], queue_label(entry))
+        except (InvalidTag, ValueError):
+            raise LedgerError("a queued personal part does not open (altered or moved)") from None
 
 
 def _entry(peer: bytes, seq: int) -> bytes:
@@ -85,8 +138,9 @@ class ReplicaWriter(Writer):
     def __init__(self, store: PostgresStore, crypto: SubjectCrypto, *, origin: str, signer: Signer,
                  retention: Retention, checkpoint_interval: float, history_interval: float,
                  candidate: bool = True, election_interval: float = 0.5, confirm_timeout: float = 10.0,
-                 **options: Any) -> None:
+                 queue_seal: QueueSeal, **options: Any) -> None:
         super().__init__(**options)
+        self.queue_seal = queue_seal
         self.store = store
         self.crypto = crypto
         self.origin = origin
@@ -168,7 +222,7 @@ class ReplicaWriter(Writer):
         """Insert one batch into the queue; register the waiters; retry while the database is down."""
         crypto = self.crypto
         pseudonym = crypto.pseudonym
-        wrap = crypto.master.wrap
+        wrap = self.queue_seal.seal
         peer = self.peer
         rows = []
         waiting: list[tuple[int, int, Any]] = []
@@ -181,7 +235,7 @@ class ReplicaWriter(Writer):
                 subject = payload.subject
                 sealed = None
                 if payload.personal is not None:
-                    sealed = wrap(payload.personal, queue_label(_entry(peer, seq)))
+                    sealed = wrap(payload.personal, _entry(peer, seq))
                 # PostgreSQL text cannot hold NUL: such an id stays in the record but is not indexed
                 # (PostgresStore.find_interaction finds none), instead of failing the batch forever.
                 interaction_id = payload.interaction_id
@@ -203,7 +257,8 @@ class ReplicaWriter(Writer):
                     self._pending[seq] = (waiter, floor)
                 else:
                     self._flushes.append((seq, waiter))
-        self._insert(rows, waiting)
+        mac = self.queue_seal.mac
+        self._insert([(*row, mac(row)) for row in rows], waiting)
 
     def _insert(self, rows: list[tuple[Any, ...]], waiting: list[tuple[int, int, Any]]) -> None:
         started = time.monotonic()
@@ -257,7 +312,8 @@ class ReplicaWriter(Writer):
                 kept.append(row)
             except psycopg.DataError as exc:
                 body = b',"error":%s' % json.dumps(f"{type(exc).__name__}: {_reason(exc)}"[:300]).encode()
-                kept.append((row[0], row[1], OP_RECORD, "ledger.record_refused", body, None, None, None, row[8]))
+                refused = (row[0], row[1], OP_RECORD, "ledger.record_refused", body, None, None, None, row[8])
+                kept.append((*refused, self.queue_seal.mac(refused)))
         return kept
 
     def _fail(self, waiting: list[tuple[int, int, Any]], error: LedgerError) -> None:
@@ -376,6 +432,8 @@ class ReplicaWriter(Writer):
                     conn.close()
                     conn = None
                 self._stop.wait(self.election_interval)
+        if conn is not None:
+            conn.close()  # The candidate's session, never elected this time.
 
     def _lead(self, conn: Any) -> None:
         store = self.store
@@ -385,6 +443,15 @@ class ReplicaWriter(Writer):
                 f"the tree state says {state.size} records but the last stored index is {state.stored_end - 1}; "
                 "run `aiobligations verify`"))
             self._stop.wait(30)
+            return
+        current = (store.get_meta("master_id") or b"").decode()
+        if current and current != self.crypto.master.key_id:
+            # The master key was rotated by another replica: sealing with the old one would store
+            # subject keys nobody else can open. Leave the seat to a replica with the current key.
+            log.error("ledger_sequencer_declined", reason=(
+                "this process's master key is not the ledger's current one (rotated elsewhere); "
+                "restart it with the new key"))
+            self._stop.wait(10 * self.election_interval)
             return
         secret = self.crypto.master.unwrap(store.get_meta("pseudonym_secret") or b"", SubjectCrypto.secret_label)
         # A fresh crypto: keys cached while another process led may have been erased since.
@@ -447,23 +514,34 @@ class ReplicaWriter(Writer):
             if sign or (sequencer.unsigned and (sequencer.idle_timeout() or 0.0) <= 0.0):
                 self._commit(conn, sequencer, [], [], {}, sign=True)
             return 0
-        master = sequencer.crypto.master
+        unseal = self.queue_seal.open
         items: list[Item] = []
         advance: dict[bytes, int] = {}
-        for _qid, peer, seq, op, kind, body, pseudonym, sealed, interaction_id, row_waits in rows:
+        check = self.queue_seal.mac
+        for _qid, peer, seq, op, kind, body, pseudonym, sealed, interaction_id, row_waits, mac in rows:
             peer = bytes(peer)
+            body = bytes(body)
+            sealed = None if sealed is None else bytes(sealed)
+            if not hmac.compare_digest(bytes(mac), check((peer, seq, op, kind, body, pseudonym, sealed,
+                                                           interaction_id, row_waits))):
+                # Not written by a replica: someone with access to the database alone. Stored as
+                # that fact (so it shows in the log and its audits), never as the record it claims.
+                log.error("ledger_queue_row_forged", peer=peer.hex(), seq=seq)
+                items.append((OP_RECORD, PreparedRecord(
+                    "ledger.queue_row_forged", b',"peer":"%s","seq":%d' % (peer.hex().encode(), seq), None, None),
+                    None))
+                continue
             if seq <= progress.get(peer, 0) or seq <= advance.get(peer, 0):
                 continue  # Sent again after a commit whose answer was lost: already stored.
             advance[peer] = seq
             entry = _entry(peer, seq) if row_waits else None
             if op == OP_RECORD:
-                body = bytes(body)
                 try:
                     if not kind or (body and not body.startswith(b",")):
                         raise LedgerError("malformed queue row")
                     personal = None
                     if sealed is not None:
-                        personal = master.unwrap(bytes(sealed), queue_label(_entry(peer, seq)))
+                        personal = unseal(sealed, _entry(peer, seq))
                     record = PreparedRecord(kind, body, pseudonym, personal, interaction_id)
                 except LedgerError:
                     log.error("ledger_queue_row_unreadable", peer=peer.hex(), seq=seq)
@@ -553,10 +631,15 @@ class ReplicaWriter(Writer):
 
     def _wake_threads(self) -> None:
         """Wake this process's listener and sequencer from their waits on the database."""
+        own = self._conn is None or self._conn.closed
         try:
-            conn = self._conn if self._conn is not None and not self._conn.closed else self.store.connect()
-            conn.execute("SELECT pg_notify(%s, ''), pg_notify(%s, '')",
-                         (self.store.channel_queued, self.store.channel_sequenced))
+            conn = self.store.connect() if own else self._conn
+            try:
+                conn.execute("SELECT pg_notify(%s, ''), pg_notify(%s, '')",
+                             (self.store.channel_queued, self.store.channel_sequenced))
+            finally:
+                if own:
+                    conn.close()
         except (LedgerError, psycopg.Error):
             pass  # They wake within a second anyway.
 
@@ -649,7 +732,7 @@ def ReplicaLedger(  # noqa: N802 - reads as the kind of ledger it opens, like Pr
                 f"{store!r}: the tree state says {state.size} records but the last stored index is "
                 f"{state.stored_end - 1}; run `aiobligations verify` on it")
         crypto = SubjectCrypto(master_key, secret)
-        writer = ReplicaWriter(store, crypto, origin=origin, signer=signer, retention=retention or Retention(),
+        writer = ReplicaWriter(store, crypto, queue_seal=QueueSeal(secret, origin), origin=origin, signer=signer, retention=retention or Retention(),
                                checkpoint_interval=checkpoint_interval, history_interval=history_interval,
                                candidate=candidate, election_interval=election_interval,
                                queue_size=queue_size, on_full=on_full, full_timeout=full_timeout,
