@@ -59,6 +59,7 @@ PUBLIC_MODULES = [
     "aiobligations.ledger.ledger",
     "aiobligations.ledger.merkle",
     "aiobligations.ledger.note",
+    "aiobligations.ledger.otlp",
     "aiobligations.ledger.postgres",
     "aiobligations.ledger.process",
     "aiobligations.ledger.reader",

@@ -8,16 +8,20 @@ from .bundle import export_bundle
 from .crypto import MasterKey
 from .ledger import Ledger
 from .note import Checkpoint, Signer, Verifier
+from .postgres import PostgresStore
 from .process import ProcessLedger
+from .replica import ReplicaLedger
 from .retention import Retention
 from .store import SQLiteStore, Store
-from .verify import VerifyReport, verify_bundle, verify_database, verify_path
+from .verify import VerifyReport, verify_bundle, verify_database, verify_path, verify_postgres
 
 __all__ = [
     "Checkpoint",
     "Ledger",
     "MasterKey",
+    "PostgresStore",
     "ProcessLedger",
+    "ReplicaLedger",
     "Retention",
     "SQLiteStore",
     "Signer",
@@ -28,4 +32,5 @@ __all__ = [
     "verify_bundle",
     "verify_database",
     "verify_path",
+    "verify_postgres",
 ]
