@@ -69,6 +69,13 @@ on_full = "raise"
 # Where records are sealed, hashed and committed: "process" (a writer process beside the service,
 # so the serving process's core and GIL stay free for requests) or "thread" (inside the service).
 writer = "process"
+# Replicas on several hosts: keep the ledger in PostgreSQL instead (pip install 'aiobligations[postgres]').
+# Every replica gets the same profile and keys; `path` then only names this host's spool and counters.
+# url = "env:AIOBLIGATIONS_DATABASE_URL"   # or "postgresql://ledger@db.internal:5432/evidence"
+# schema = "aiobligations"                 # one PostgreSQL schema per ledger
+# sequencer = true                         # may this process be elected to sequence the log?
+# migrate = true                           # apply schema migrations on start-up (else: aiobligations db upgrade)
+# Keys may come from the environment instead of files: signing_key = "env:AIOBLIGATIONS_SIGNING_KEY".
 
 [ledger.retention]
 # Periods may be lengthened, never set below the legal floors shown.

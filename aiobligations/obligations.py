@@ -38,6 +38,11 @@ class Obligations:
     Args:
         profile: The provider's validated profile.
         ledger: A ledger to use instead of the one the profile describes (tests, custom stores).
+        keys: A callback that supplies the keys, from a KMS or a secret store, so that none is on
+            disk: asked ``keys("signing_key")`` and ``keys("master_key")``, it returns a
+            :class:`~aiobligations.ledger.Signer` / :class:`~aiobligations.ledger.MasterKey`, the
+            key file's text (PEM, or the master key line), 32 raw bytes for the master key, or
+            ``None`` to use the profile's key.
 
     .. versionadded:: 0.1.0
     """
@@ -252,7 +257,8 @@ class Obligations:
         if settings.url is not None:
             from .ledger.replica import ReplicaLedger
 
-            return ReplicaLedger(settings.url, schema=settings.schema, **options)
+            return ReplicaLedger(settings.url, schema=settings.schema, candidate=settings.sequencer,
+                                 migrate=settings.migrate, **options)
         if settings.writer == "process":
             return ProcessLedger(settings.path, **options)
         return Ledger(SQLiteStore(settings.path), **options)

@@ -69,6 +69,10 @@ class LedgerSettings:
     ``path`` only names where this host keeps its spool and shared counters."""
     schema: str = "aiobligations"
     """The PostgreSQL schema of the ledger's tables (with ``url``)."""
+    sequencer: bool = True
+    """With ``url``: whether this process may be elected to sequence the log."""
+    migrate: bool = True
+    """With ``url``: apply pending schema migrations on start-up (else ``aiobligations db upgrade``)."""
 
 
 @dataclass(frozen=True)
@@ -208,6 +212,13 @@ def parse_profile(data: Mapping[str, Any], *, base: Path, source: str = "profile
     if not isinstance(schema, str) or not re.fullmatch(r"[a-z_][a-z0-9_]{0,39}", schema):
         errors.add(f"[ledger] schema must be a lower-case identifier of at most 40 characters, got {schema!r}")
         schema = "aiobligations"
+    flags = {}
+    for flag in ("sequencer", "migrate"):
+        value = lg.get(flag, True)
+        if not isinstance(value, bool):
+            errors.add(f"[ledger] {flag} must be true or false, got {value!r}")
+            value = True
+        flags[flag] = value
     retention_table = lg.get("retention", {})
     retention = Retention()
     if not isinstance(retention_table, Mapping):
@@ -230,6 +241,8 @@ def parse_profile(data: Mapping[str, Any], *, base: Path, source: str = "profile
         writer=writer if writer in ("process", "thread") else "process",
         url=url,
         schema=schema,
+        sequencer=flags["sequencer"],
+        migrate=flags["migrate"],
     )
     errors.raise_if_any()
     return Profile(provider=provider, service=service, ledger=ledger, raw=data)

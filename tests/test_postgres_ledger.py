@@ -326,3 +326,19 @@ def test_a_row_forged_into_the_queue_is_stored_as_forged(make_replica: Any, pg_u
     kinds = [sequencer.read(i)["kind"] for i in range(2)]
     assert kinds == ["ledger.queue_row_forged", "ledger.queue_row_forged"]
     assert "made-up" not in str([sequencer.read(i) for i in range(2)])
+
+
+def test_profile_sequencer_and_migrate_flags(site: Path) -> None:
+    """[ledger] migrate = false refuses a schema behind this version; sequencer = false never sequences."""
+    text = site.read_text()
+    site.write_text(text.replace("[ledger]", "[ledger]\nmigrate = false\nsequencer = false", 1))
+    with pytest.raises(UnusableInput, match="no aiobligations ledger"):
+        Obligations.from_file(site)
+    assert CliRunner().invoke(main, ["db", "upgrade", "--config", str(site)]).exit_code == 0
+    with Obligations.from_file(site) as obligations:
+        assert obligations.ledger._writer.candidate is False
+        obligations.submit({"kind": "x"})
+        assert not obligations.ledger._writer.leading
+    site.write_text(text.replace("[ledger]", '[ledger]\nmigrate = "yes"', 1))
+    with pytest.raises(ConfigurationError, match="migrate must be true or false"):
+        load_profile(site)

@@ -536,7 +536,9 @@ class PostgresStore:
         """The PostgreSQL backend pid of the session holding the sequencer's lock, if any."""
         # pg_locks keeps the int4 keys as oids; cast back to int they are the signed keys we took.
         rows = self._query("SELECT pid FROM pg_locks WHERE locktype='advisory' AND classid::int = %s "
-                           "AND objid::int = %s AND granted", (self._lock_class, LOCK_SEQUENCER))
+                           "AND objid::int = %s AND granted AND database = "
+                           "(SELECT oid FROM pg_database WHERE datname = current_database())",
+                           (self._lock_class, LOCK_SEQUENCER))
         return int(rows[0][0]) if rows else None
 
     def indices_of(self, kinds: Sequence[str], start: int, end: int) -> list[int]:

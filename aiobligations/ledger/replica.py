@@ -43,6 +43,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ..errors import ConfigurationError, LedgerError, RetentionError, UnusableInput
 from ._items import (
+    OP_CALL,
     OP_DEFER,
     OP_ERASE,
     OP_RECORD,
@@ -629,6 +630,22 @@ class ReplicaWriter(Writer):
 
     # -- closing ------------------------------------------------------------------------------------
 
+    def _sequencer_alive(self) -> bool:
+        try:
+            return self.store.sequencer_pid() is not None
+        except LedgerError:
+            return False
+
+    def _queued_finally(self, timeout: float | None) -> None:
+        """Have everything queued so far committed to the queue table, within ``timeout`` seconds."""
+        waiter = Waiter()
+        try:
+            self.enqueue((OP_CALL, lambda: None, waiter))
+            waiter.wait(timeout)
+        except LedgerError as exc:
+            log.error("ledger_close_failed", error=str(exc))
+            self.give_up = True
+
     def _wake_threads(self) -> None:
         """Wake this process's listener and sequencer from their waits on the database."""
         own = self._conn is None or self._conn.closed
@@ -653,7 +670,10 @@ class ReplicaWriter(Writer):
                 self.closed = True
                 return
             if self.thread.is_alive():
-                self.sign_finally(timeout)
+                if self.candidate or self._sequencer_alive():
+                    self.sign_finally(timeout)  # Stored, sequenced and signed (by us or the sequencer).
+                else:
+                    self._queued_finally(timeout)  # Nobody sequences now: durable in the queue suffices.
             self.stop()
             self._stop.set()
             self._wake_threads()
