@@ -123,7 +123,9 @@ class Endpoints:
             f"{prefix}/transparency": self._transparency_html,
             f"{prefix}/checkpoint": self._checkpoint,
             f"{prefix}/openapi.json": self._openapi,
+            f"{prefix}/health": self._health,
         }
+        self._checkpoint_path = f"{prefix}/checkpoint"
         self._openapi_json = json.dumps(openapi_document(prefix), ensure_ascii=False, indent=1).encode()
 
     @property
@@ -188,6 +190,9 @@ class Endpoints:
             return
         if scope["path"].startswith(self._receipts):
             status, content_type, body = await asyncio.to_thread(self._receipt, scope)
+        elif scope["path"] == self._checkpoint_path:
+            # A PostgreSQL ledger reads it from the database: off the event loop.
+            status, content_type, body = await asyncio.to_thread(self._checkpoint, scope)
         else:
             status, content_type, body = self._routes[scope["path"]](scope)
         headers = [
@@ -231,6 +236,14 @@ class Endpoints:
             body = json.dumps({"error": {"code": "no_checkpoint", "message": "no checkpoint signed yet"}})
             return 404, b"application/json", body.encode()
         return 200, b"text/plain; charset=utf-8", note.encode()
+
+    def _health(self, scope: Scope) -> tuple[int, bytes, bytes]:
+        """200 while the ledger takes records, else 503: a readiness probe that means what it says
+        (a replica whose database is unreachable, or a full queue, answers 503)."""
+        if self.obligations.ledger.accepting:
+            return 200, b"application/json", b'{"ledger":"accepting"}'
+        body = {"error": {"code": "evidence_unavailable", "message": "the ledger cannot take records now"}}
+        return 503, b"application/json", json.dumps(body).encode()
 
     def _receipt(self, scope: Scope) -> tuple[int, bytes, bytes]:
         """The subject's receipt for one of their interactions (C2SP tlog-proof).

@@ -322,6 +322,20 @@ def openapi_document(prefix: str = "/ai") -> dict[str, Any]:
                 },
             },
         },
+        f"{prefix}/health": {
+            "get": {
+                "operationId": "health",
+                "summary": "Whether the ledger takes records now (a readiness probe).",
+                "security": [],
+                "responses": {
+                    "200": {"description": "The ledger takes records.", "content": {"application/json": {
+                        "schema": {"type": "object", "properties": {"ledger": {"const": "accepting"}}}}}},
+                    "503": _error("The ledger cannot take records now: its database is unreachable, or its "
+                                  "queue is full (evidence_unavailable)."),
+                    "405": _WRONG_METHOD,
+                },
+            },
+        },
         "/.well-known/security.txt": {
             "get": {
                 "operationId": "securityTxt",

@@ -345,6 +345,16 @@ class TestEndpoints:
         assert b"Contact: " in security["body"] and b"Expires: " in security["body"]
         assert 405 == refused["status"]
 
+    def test_health_says_whether_the_ledger_takes_records(self, obligations) -> None:
+        """GET /ai/health: 200 while the ledger takes records, 503 when it cannot (a readiness probe)."""
+        app = ObligationsMiddleware(json_app({}), obligations=obligations)
+        ready = asyncio.run(call(app, "/ai/health", method="GET"))
+        assert (200, {"ledger": "accepting"}) == (ready["status"], json.loads(ready["body"]))
+        obligations.ledger.close()
+        closed = asyncio.run(call(app, "/ai/health", method="GET"))
+        assert 503 == closed["status"]
+        assert "evidence_unavailable" == json.loads(closed["body"])["error"]["code"]
+
 
 class TestConcurrency:
     def test_a_thousand_concurrent_streams_are_each_recorded_once(self, obligations) -> None:

@@ -32,7 +32,7 @@ def test_the_document_is_openapi_3_1_and_covers_every_route() -> None:
     assert set(doc["paths"]) == {
         "/ai/explanations", "/ai/explanations/{request_id}", "/ai/explanations/{request_id}/complaints",
         "/ai/complaints", "/ai/receipts/{interaction_id}", "/.well-known/ai-transparency",
-        "/ai/transparency", "/ai/checkpoint", "/.well-known/security.txt",
+        "/ai/transparency", "/ai/checkpoint", "/ai/health", "/.well-known/security.txt",
     }
     schemas = doc["components"]["schemas"]
     for ref in _refs(doc):
@@ -61,7 +61,7 @@ def test_the_document_is_a_valid_openapi_schema_for_schemathesis() -> None:
     schemathesis = pytest.importorskip("schemathesis")
     schema = schemathesis.openapi.from_dict(openapi_document())
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 9
+    assert len(operations) == 10
 
 
 @pytest.fixture
