@@ -80,7 +80,7 @@ def test_a_row_sent_again_is_stored_once(make_replica: Any, pg_url: str, pg_sche
     ledger.append({"kind": "x", "n": 1})
     # The same peer and number again, as after a connection lost in the middle of a commit.
     row = (writer.peer, writer.seq, OP_RECORD, "x", b',"n":1', None, None, None, False)
-    row = (*row, writer.queue_seal.mac(row))
+    row = (*row[:6], writer.queue_seal.seal(row, None), *row[7:])
     with writer.store.connect() as conn:
         writer.store.enqueue(conn, [row])
     ledger.append({"kind": "x", "n": 2})
@@ -318,7 +318,7 @@ def test_a_row_forged_into_the_queue_is_stored_as_forged(make_replica: Any, pg_u
     ledger.submit({"kind": "genuine", "n": 1})
     until(lambda: sql(pg_url, f"SELECT 1 FROM {pg_schema}.queue"), 5, "the queued row")
     sql(pg_url, f"UPDATE {pg_schema}.queue SET body = %s", (b',"n":2',))  # An edited genuine row.
-    sql(pg_url, f"INSERT INTO {pg_schema}.queue (peer, seq, op, kind, body, waits, mac) "
+    sql(pg_url, f"INSERT INTO {pg_schema}.queue (peer, seq, op, kind, body, waits, sealed) "
                 "VALUES (%s, 1, 0, 'interaction', %s, false, %s)",
         (b"\x01" * 8, b',"route":"/made-up"', b"\x00" * 16))
     sequencer = make_replica()

@@ -39,8 +39,8 @@ __all__ = ["MIGRATIONS", "PostgresStore", "QueueRow", "parse_sequenced", "redact
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,39}$")
 
-QueueRow = tuple[int, bytes, int, int, str, bytes, "str | None", "bytes | None", "str | None", bool, bytes]
-"""A drained queue row: (qid, peer, seq, op, kind, body, pseudonym, sealed, interaction id, waits, mac)."""
+QueueRow = tuple[int, bytes, int, int, str, bytes, "str | None", bytes, "str | None", bool]
+"""A drained queue row: (qid, peer, seq, op, kind, body, pseudonym, sealed, interaction id, waits)."""
 
 # Each migration is (version, what it does, its statements). A migration runs in one transaction
 # under an advisory lock, so replicas starting together apply it once. Never edit a released one:
@@ -68,10 +68,9 @@ CREATE TABLE {s}.queue (
     kind text NOT NULL,
     body bytea NOT NULL,
     pseudonym text,
-    sealed bytea,
+    sealed bytea NOT NULL,
     interaction_id text,
     waits boolean NOT NULL,
-    mac bytea NOT NULL,
     UNIQUE (peer, seq)
 );
 CREATE TABLE {s}.peers (peer bytea PRIMARY KEY, seq bigint NOT NULL, seen double precision NOT NULL);
@@ -139,11 +138,11 @@ END $$;
 -- A replica queues a batch with one call too.
 CREATE FUNCTION {s}.enqueue(
     q_peer bytea[], q_seq bigint[], q_op smallint[], q_kind text[], q_body bytea[], q_pseudonym text[],
-    q_sealed bytea[], q_interaction text[], q_waits boolean[], q_mac bytea[], channel text)
+    q_sealed bytea[], q_interaction text[], q_waits boolean[], channel text)
     RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
-    INSERT INTO {s}.queue (peer, seq, op, kind, body, pseudonym, sealed, interaction_id, waits, mac)
-        SELECT * FROM unnest(q_peer, q_seq, q_op, q_kind, q_body, q_pseudonym, q_sealed, q_interaction, q_waits, q_mac)
+    INSERT INTO {s}.queue (peer, seq, op, kind, body, pseudonym, sealed, interaction_id, waits)
+        SELECT * FROM unnest(q_peer, q_seq, q_op, q_kind, q_body, q_pseudonym, q_sealed, q_interaction, q_waits)
         ON CONFLICT (peer, seq) DO NOTHING;
     PERFORM pg_notify(channel, '');
 END $$;
@@ -477,7 +476,7 @@ class PostgresStore:
         get = entries.get
         # One statement, so one round trip and one transaction (autocommit): see store_batch.
         return conn.execute(
-            f"SELECT qid, peer, seq, op, kind, body, pseudonym, sealed, interaction_id, waits, mac FROM {s}.store_batch(%b::int8[], %b::float8[], %s::text[], %b::bytea[], %b::bytea[], %b::bytea[], "
+            f"SELECT qid, peer, seq, op, kind, body, pseudonym, sealed, interaction_id, waits FROM {s}.store_batch(%b::int8[], %b::float8[], %s::text[], %b::bytea[], %b::bytea[], %b::bytea[], "
             "%b::int4[], %b::int8[], %b::bytea[], %s::text[], %b::bytea[], %s::text[], %s::text[], "
             "%s::text[], %b::int8[], %s::text[], %b::bytea[], %s, %s, %s, %b::int8[], %b::bytea[], %b::int8[], "
             "%b::float8[], %s, %s, %s)",
@@ -494,12 +493,12 @@ class PostgresStore:
         """
         columns = [list(column) for column in zip(*rows)]
         conn.execute(f"SELECT {self.schema}.enqueue(%b::bytea[], %b::int8[], %b::int2[], %s::text[], %b::bytea[], "
-                     "%s::text[], %b::bytea[], %s::text[], %b::bool[], %b::bytea[], %s)", (*columns, self.channel_queued))
+                     "%s::text[], %b::bytea[], %s::text[], %b::bool[], %s)", (*columns, self.channel_queued))
 
     def take_queue(self, conn: Any, limit: int) -> list[QueueRow]:
         """The oldest ``limit`` queue rows, in queue order (read in the sequencer's transaction)."""
         rows = conn.execute(
-            f"SELECT qid, peer, seq, op, kind, body, pseudonym, sealed, interaction_id, waits, mac FROM {self.schema}.queue "
+            f"SELECT qid, peer, seq, op, kind, body, pseudonym, sealed, interaction_id, waits FROM {self.schema}.queue "
             "ORDER BY qid LIMIT %s", (limit,)).fetchall()
         return rows
 

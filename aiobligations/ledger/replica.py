@@ -77,42 +77,52 @@ def queue_label(entry: bytes) -> bytes:
 
 
 class QueueSeal:
-    """Seals a queued record's personal part until the sequencer seals it under the subject's key.
+    """Seals and authenticates a queued row until the sequencer takes it.
 
-    The key is derived from the ledger's pseudonym secret, which every replica holds and which a
-    master key rotation re-wraps but never changes: rows queued by a replica that still runs with
-    the old master key open for a sequencer that runs with the new one.
+    Each row's ``sealed`` value is AES-256-GCM over the record's personal part (empty when it has
+    none), with every other field of the row as associated data, under a key derived from the
+    ledger's pseudonym secret. Only replicas hold that secret, so a row written or edited by
+    someone with database access alone does not open: the sequencer stores it as
+    ``ledger.queue_row_forged``. The secret survives master key rotations (they re-wrap it, never
+    change it), so rows queued by a replica still on the old master key open for a sequencer on the
+    new one.
     """
 
     def __init__(self, secret: bytes, origin: str) -> None:
         key = hmac.new(secret, b"aiobligations/queue-key\n" + origin.encode(), hashlib.sha256).digest()
         self._aead = AESGCM(key)
-        self._mac_key = hmac.new(secret, b"aiobligations/queue-mac\n" + origin.encode(), hashlib.sha256).digest()
 
-    def mac(self, row: tuple[Any, ...]) -> bytes:
-        """A tag over a queue row's nine fields, under a key only the replicas hold: a row written
-        into the queue by anyone else (someone with only database access) is told apart."""
-        parts = [b"" if v is None else v if isinstance(v, bytes) else str(v).encode("utf-8", "surrogatepass")
-                 for v in row[:9]]
-        framed = b"".join(len(p).to_bytes(4, "big") + p for p in parts)
-        flags = bytes((row[5] is None, row[6] is None, row[7] is None))
-        return hmac.new(self._mac_key, framed + flags, hashlib.sha256).digest()[:16]
+    @staticmethod
+    def _frame(row: tuple[Any, ...]) -> bytes:
+        """The row's fields but ``sealed``, each framed by its length (-1: null), as associated data."""
+        peer, seq, op, kind, body, pseudonym, _, interaction_id, row_waits = row[:9]
+        kind_b = kind.encode("utf-8", "surrogatepass")
+        pseudonym_b = b"" if pseudonym is None else pseudonym.encode()
+        interaction_b = b"" if interaction_id is None else interaction_id.encode("utf-8", "surrogatepass")
+        return _QUEUE_LABEL + b"%s%d:%d:%d:%s%d:%s%d:%s%d:%s%d" % (
+            peer, seq, op, len(kind_b), kind_b, len(body), body,
+            -1 if pseudonym is None else len(pseudonym_b), pseudonym_b,
+            -1 if interaction_id is None else len(interaction_b), interaction_b, bool(row_waits))
 
-    def seal(self, data: bytes, entry: bytes) -> bytes:
-        """``data`` sealed for the queue row ``entry`` (peer and number)."""
-        nonce = os.urandom(12)
-        return nonce + self._aead.encrypt(nonce, data, queue_label(entry))
+    def seal(self, row: tuple[Any, ...], personal: bytes | None, nonce: bytes | None = None) -> bytes:
+        """The ``sealed`` value of ``row`` (its other fields as they will be stored), holding
+        ``personal``; ``nonce``: 12 fresh random bytes (a batch draws all of its nonces at once)."""
+        if nonce is None:
+            nonce = os.urandom(12)
+        # A personal part is compact JSON, never empty: an empty plaintext means "none".
+        return nonce + self._aead.encrypt(nonce, personal or b"", self._frame(row))
 
-    def open(self, blob: bytes, entry: bytes) -> bytes:
-        """What :meth:`seal` sealed for ``entry``.
+    def open(self, row: tuple[Any, ...], sealed: bytes) -> bytes | None:
+        """The personal part of a stored row (``None`` if it has none).
 
         Raises:
-            LedgerError: the blob was not sealed for this row (moved, altered, another ledger's).
+            LedgerError: the row was not written by a replica of this ledger, or was edited since.
         """
         try:
-            return self._aead.decrypt(blob[:12], blob[12:], queue_label(entry))
+            data = self._aead.decrypt(sealed[:12], sealed[12:], self._frame(row))
         except (InvalidTag, ValueError):
-            raise LedgerError("a queued personal part does not open (altered or moved)") from None
+            raise LedgerError("a queued row does not open (written or edited outside the replicas)") from None
+        return data or None
 
 
 def _entry(peer: bytes, seq: int) -> bytes:
@@ -223,32 +233,34 @@ class ReplicaWriter(Writer):
         """Insert one batch into the queue; register the waiters; retry while the database is down."""
         crypto = self.crypto
         pseudonym = crypto.pseudonym
-        wrap = self.queue_seal.seal
+        seal = self.queue_seal.seal
         peer = self.peer
         rows = []
         waiting: list[tuple[int, int, Any]] = []
-        for op, payload, waiter in items:
+        nonces = os.urandom(12 * len(items))  # One system call for the batch, not one per record.
+        for position, (op, payload, waiter) in enumerate(items):
             if op == OP_DEFER:
                 op, payload = OP_RECORD, build(*payload)
             self.seq += 1
             seq = self.seq
+            nonce = nonces[12 * position : 12 * position + 12]
             if op == OP_RECORD:
                 subject = payload.subject
-                sealed = None
-                if payload.personal is not None:
-                    sealed = wrap(payload.personal, _entry(peer, seq))
                 # PostgreSQL text cannot hold NUL: such an id stays in the record but is not indexed
                 # (PostgresStore.find_interaction finds none), instead of failing the batch forever.
                 interaction_id = payload.interaction_id
                 if interaction_id is not None and "\x00" in interaction_id:
                     interaction_id = None
-                rows.append((peer, seq, OP_RECORD, payload.kind, payload.body,
-                             None if subject is None else pseudonym(subject), sealed, interaction_id,
-                             waits(waiter)))
+                row = (peer, seq, OP_RECORD, payload.kind, payload.body,
+                       None if subject is None else pseudonym(subject), None, interaction_id, waits(waiter))
+                personal = payload.personal
             elif op == OP_ERASE:
-                rows.append((peer, seq, OP_ERASE, "subject.erased", b"", pseudonym(payload), None, None, True))
+                row = (peer, seq, OP_ERASE, "subject.erased", b"", pseudonym(payload), None, None, True)
+                personal = None
             else:
-                rows.append((peer, seq, op, "", b"", None, None, None, True))
+                row = (peer, seq, op, "", b"", None, None, None, True)
+                personal = None
+            rows.append((*row[:6], seal(row, personal, nonce), *row[7:]))
             if waiter is not None:
                 waiting.append((seq, op, waiter))
         floor = self._size  # Its index will be at least this.
@@ -258,8 +270,7 @@ class ReplicaWriter(Writer):
                     self._pending[seq] = (waiter, floor)
                 else:
                     self._flushes.append((seq, waiter))
-        mac = self.queue_seal.mac
-        self._insert([(*row, mac(row)) for row in rows], waiting)
+        self._insert(rows, waiting)
 
     def _insert(self, rows: list[tuple[Any, ...]], waiting: list[tuple[int, int, Any]]) -> None:
         started = time.monotonic()
@@ -314,7 +325,7 @@ class ReplicaWriter(Writer):
             except psycopg.DataError as exc:
                 body = b',"error":%s' % json.dumps(f"{type(exc).__name__}: {_reason(exc)}"[:300]).encode()
                 refused = (row[0], row[1], OP_RECORD, "ledger.record_refused", body, None, None, None, row[8])
-                kept.append((*refused, self.queue_seal.mac(refused)))
+                kept.append((*refused[:6], self.queue_seal.seal(refused, None), *refused[7:]))
         return kept
 
     def _fail(self, waiting: list[tuple[int, int, Any]], error: LedgerError) -> None:
@@ -518,13 +529,14 @@ class ReplicaWriter(Writer):
         unseal = self.queue_seal.open
         items: list[Item] = []
         advance: dict[bytes, int] = {}
-        check = self.queue_seal.mac
-        for _qid, peer, seq, op, kind, body, pseudonym, sealed, interaction_id, row_waits, mac in rows:
+        unseal = self.queue_seal.open
+        for _qid, peer, seq, op, kind, body, pseudonym, sealed, interaction_id, row_waits in rows:
             peer = bytes(peer)
             body = bytes(body)
-            sealed = None if sealed is None else bytes(sealed)
-            if not hmac.compare_digest(bytes(mac), check((peer, seq, op, kind, body, pseudonym, sealed,
-                                                           interaction_id, row_waits))):
+            try:
+                personal = unseal((peer, seq, op, kind, body, pseudonym, None, interaction_id, row_waits),
+                                  bytes(sealed))
+            except LedgerError:
                 # Not written by a replica: someone with access to the database alone. Stored as
                 # that fact (so it shows in the log and its audits), never as the record it claims.
                 log.error("ledger_queue_row_forged", peer=peer.hex(), seq=seq)
@@ -537,17 +549,12 @@ class ReplicaWriter(Writer):
             advance[peer] = seq
             entry = _entry(peer, seq) if row_waits else None
             if op == OP_RECORD:
-                try:
-                    if not kind or (body and not body.startswith(b",")):
-                        raise LedgerError("malformed queue row")
-                    personal = None
-                    if sealed is not None:
-                        personal = unseal(sealed, _entry(peer, seq))
-                    record = PreparedRecord(kind, body, pseudonym, personal, interaction_id)
-                except LedgerError:
+                if not kind or (body and not body.startswith(b",")):
                     log.error("ledger_queue_row_unreadable", peer=peer.hex(), seq=seq)
                     record = PreparedRecord("ledger.queue_row_unreadable",
                                             b',"peer":"%s","seq":%d' % (peer.hex().encode(), seq), None, None)
+                else:
+                    record = PreparedRecord(kind, body, pseudonym, personal, interaction_id)
                 items.append((OP_RECORD, record, entry))
             elif op == OP_ERASE and pseudonym:
                 items.append((OP_ERASE, pseudonym, entry))
