@@ -258,7 +258,7 @@ class Obligations:
             from .ledger.replica import ReplicaLedger
 
             return ReplicaLedger(settings.url, schema=settings.schema, candidate=settings.sequencer,
-                                 migrate=settings.migrate, **options)
+                                 migrate=settings.migrate, leftovers=f"{settings.path}.leftovers", **options)
         if settings.writer == "process":
             return ProcessLedger(settings.path, **options)
         return Ledger(SQLiteStore(settings.path), **options)

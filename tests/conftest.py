@@ -95,7 +95,7 @@ def make_replica(pg_url: str, pg_schema: str, signer: Signer, master: MasterKey)
         kwargs.setdefault("signer", signer)
         kwargs.setdefault("master_key", master)
         kwargs.setdefault("schema", pg_schema)
-        ledger = ReplicaLedger(pg_url, **kwargs)
+        ledger = ReplicaLedger(kwargs.pop("url", pg_url), **kwargs)
         opened.append(ledger)
         return ledger
 

@@ -342,3 +342,31 @@ def test_profile_sequencer_and_migrate_flags(site: Path) -> None:
     site.write_text(text.replace("[ledger]", '[ledger]\nmigrate = "yes"', 1))
     with pytest.raises(ConfigurationError, match="migrate must be true or false"):
         load_profile(site)
+
+
+def test_records_left_when_closing_without_the_database_are_kept_and_queued_later(
+        tmp_path: Path, pg_schema: str, make_replica: Any) -> None:
+    """A replica that closes while its database is unreachable keeps the records nobody waited on
+    in its leftovers file (sealed, never plaintext), and the next replica on the host queues them:
+    each is stored once."""
+    from _pgproxy import proxied
+
+    leftovers = tmp_path / "ledger.db.leftovers"
+    with proxied() as proxy:
+        # Records wait half a second before the writer takes them: all five are in its hands
+        # when it finds the database gone.
+        ledger = make_replica(url=proxy.url(), leftovers=leftovers, candidate=False, batch_delay=0.5)
+        proxy.cut()
+        for n in range(5):
+            ledger.submit({"kind": "left", "n": n, "subject": "dora", "personal": {"p": MARKER}})
+        until(lambda: ledger._writer.failing, 10, "the writer to find the database gone")
+        ledger.close(timeout=1)
+    lines = leftovers.read_bytes()
+    assert lines and MARKER.encode() not in lines and b"dora" not in lines
+    assert oct(leftovers.stat().st_mode & 0o777) == "0o600"
+    later = make_replica(leftovers=leftovers)
+    assert not leftovers.exists()
+    total = later.flush(timeout=20)
+    left = [later.read(i) for i in range(total)]
+    assert [r["n"] for r in left] == list(range(5))
+    assert all(r["kind"] == "left" and r["personal"] == {"p": MARKER} for r in left)

@@ -27,6 +27,8 @@ The design follows Trillian's split between a queue and a sequencer:
 
 from __future__ import annotations
 
+import base64
+import fcntl
 import hashlib
 import hmac
 import json
@@ -149,9 +151,10 @@ class ReplicaWriter(Writer):
     def __init__(self, store: PostgresStore, crypto: SubjectCrypto, *, origin: str, signer: Signer,
                  retention: Retention, checkpoint_interval: float, history_interval: float,
                  candidate: bool = True, election_interval: float = 0.5, confirm_timeout: float = 10.0,
-                 queue_seal: QueueSeal, **options: Any) -> None:
+                 queue_seal: QueueSeal, leftovers: str | None = None, **options: Any) -> None:
         super().__init__(**options)
         self.queue_seal = queue_seal
+        self.leftovers = leftovers
         self.store = store
         self.crypto = crypto
         self.origin = origin
@@ -301,9 +304,10 @@ class ReplicaWriter(Writer):
                     self._fail(waiting, error)
                     waiting = []
                 if self.give_up:
-                    lost = sum(1 for row in rows if row[2] == OP_RECORD and not row[8])
-                    if lost:
-                        log.error("ledger_records_lost", records=lost, reason="the database stayed unreachable while closing")
+                    kept = [row for row in rows if row[2] == OP_RECORD and not row[8]]
+                    if kept and not self._keep(kept):
+                        log.error("ledger_records_lost", records=len(kept),
+                                  reason="the database stayed unreachable while closing")
                     return
                 time.sleep(min(0.05 * attempt, 0.5))
                 continue
@@ -311,6 +315,71 @@ class ReplicaWriter(Writer):
                 log.info("ledger_queue_recovered", after_s=round(time.monotonic() - started, 3))
             self.failing = False
             return
+
+    def _keep(self, rows: list[tuple[Any, ...]]) -> bool:
+        """Write rows the database could not take before close to the leftovers file, for the next
+        replica that opens the ledger on this host to queue; whether they were kept.
+
+        The rows are already sealed and authenticated (personal parts encrypted, subjects
+        pseudonymous), and keep their peer and number, so queueing them later stores each once.
+        """
+        if self.leftovers is None:
+            return False
+        lines = b"".join(json.dumps({
+            "peer": row[0].hex(), "seq": row[1], "op": row[2], "kind": row[3],
+            "body": base64.b64encode(row[4]).decode(), "pseudonym": row[5],
+            "sealed": base64.b64encode(row[6]).decode(), "interaction_id": row[7],
+        }, ensure_ascii=False).encode("utf-8", "surrogatepass") + b"\n" for row in rows)
+        try:
+            fd = os.open(self.leftovers, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                os.write(fd, lines)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            log.error("ledger_leftovers_failed", path=self.leftovers, error=exc.strerror or type(exc).__name__)
+            return False
+        log.warning("ledger_records_kept", records=len(rows), path=self.leftovers,
+                    reason="the database stayed unreachable while closing; queued at the next start")
+        return True
+
+    def queue_leftovers(self) -> int:
+        """Queue the rows an earlier process of this host kept when it closed without the database;
+        return how many. Called when a replica opens (the database answered)."""
+        if self.leftovers is None:
+            return 0
+        claimed = f"{self.leftovers}.{os.getpid()}.queueing"
+        try:
+            os.rename(self.leftovers, claimed)  # Atomic: one process of the host takes the file.
+        except FileNotFoundError:
+            return 0
+        except OSError as exc:
+            log.error("ledger_leftovers_failed", path=self.leftovers, error=exc.strerror or type(exc).__name__)
+            return 0
+        rows, bad = [], 0
+        with open(claimed, "rb") as handle:
+            for line in handle:
+                try:
+                    item = json.loads(line)
+                    rows.append((bytes.fromhex(item["peer"]), int(item["seq"]), int(item["op"]), item["kind"],
+                                 base64.b64decode(item["body"]), item["pseudonym"], base64.b64decode(item["sealed"]),
+                                 item["interaction_id"], False))
+                except (ValueError, KeyError, TypeError):
+                    bad += 1  # A torn last line (a crash while writing): the sequencer would refuse it anyway.
+        try:
+            if rows:
+                with self.store.connect() as conn:
+                    for at in range(0, len(rows), 1000):
+                        self.store.enqueue(conn, rows[at : at + 1000])
+        except (LedgerError, psycopg.Error) as exc:
+            os.rename(claimed, self.leftovers)  # Next time, then.
+            log.error("ledger_leftovers_failed", path=self.leftovers, error=_reason(exc))
+            return 0
+        os.unlink(claimed)
+        log.info("ledger_leftovers_queued", records=len(rows), unreadable_lines=bad)
+        return len(rows)
 
     def _sift(self, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
         """The rows with each one the database refuses replaced by a ``ledger.record_refused`` record."""
@@ -716,6 +785,7 @@ def ReplicaLedger(  # noqa: N802 - reads as the kind of ledger it opens, like Pr
     candidate: bool = True,
     election_interval: float = 0.5,
     migrate: bool = True,
+    leftovers: str | os.PathLike[str] | None = None,
 ) -> Any:
     """Open the ledger kept in PostgreSQL at ``url`` as one replica among many.
 
@@ -736,6 +806,9 @@ def ReplicaLedger(  # noqa: N802 - reads as the kind of ledger it opens, like Pr
         election_interval: How often a candidate tries the sequencer's lock: the longest a log goes
             unsequenced after its sequencer dies, plus the time PostgreSQL takes to notice.
         migrate: Apply pending schema migrations on open.
+        leftovers: A file of this host where records the database could not take before this
+            process closed are kept (sealed), to be queued by the next replica that opens the ledger
+            on this host; without it they are lost, and logged as such.
         origin, signer, master_key, queue_size, on_full, full_timeout, max_batch,
         checkpoint_interval, retention, history_interval, batch_delay: As for :class:`Ledger`.
 
@@ -763,7 +836,12 @@ def ReplicaLedger(  # noqa: N802 - reads as the kind of ledger it opens, like Pr
                                checkpoint_interval=checkpoint_interval, history_interval=history_interval,
                                candidate=candidate, election_interval=election_interval,
                                queue_size=queue_size, on_full=on_full, full_timeout=full_timeout,
-                               max_batch=max_batch, batch_delay=batch_delay)
+                               max_batch=max_batch, batch_delay=batch_delay,
+                               leftovers=None if leftovers is None else os.fspath(leftovers))
+        try:
+            writer.queue_leftovers()
+        except Exception as exc:  # Never keep a replica from opening: the file stays for next time.
+            log.error("ledger_leftovers_failed", path=writer.leftovers, error=f"{type(exc).__name__}: {exc}")
     except BaseException:
         store.close()
         raise
