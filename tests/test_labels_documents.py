@@ -478,7 +478,6 @@ def test_markdown_read_forms() -> None:
         b'---\nAIGC:\n  Label: "\\q"\n---\n',
         b'---\nAIGC:\n  Label: "1"\n  Label: "2"\n---\n',
         b"---\nAIGC:\n  - item\n---\n",
-        b"---\nAIGC: {not json\n---\n",
         b'---\nAIGC:\n  Label: "\\ud800"\n---\n',
         b"\xff\xfe---\n",
     ],
@@ -486,6 +485,14 @@ def test_markdown_read_forms() -> None:
 def test_markdown_malformed(bad: bytes) -> None:
     with pytest.raises(LabelError):
         markdown.read_labels(bad)
+
+
+def test_markdown_one_line_value_that_is_not_json_is_returned_for_inspect_to_judge() -> None:
+    # A label that does not parse is a finding of inspect, not an unusable file (issue 11, defect 17),
+    # and labelling replaces it.
+    bad = b"---\nAIGC: {not json\n---\nbody\n"
+    assert markdown.read_labels(bad) == ["{not json"]
+    assert markdown.read_labels(markdown.write_label(bad, PAYLOAD)) == [PAYLOAD]
 
 
 def test_markdown_long_lines_fast() -> None:

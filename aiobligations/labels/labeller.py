@@ -88,17 +88,38 @@ def _with_pixels(data: bytes, module: ModuleType, change: Any) -> bytes:
     return out.getvalue()
 
 
+MAX_SHOWN_PAYLOAD = 256
+"""How many characters of a malformed implicit label :meth:`Labeller.inspect` shows."""
+
+
+def _malformed_entry(payload: str, reason: str) -> dict[str, Any]:
+    """The report entry of an implicit label that does not parse: a bounded excerpt and the reason."""
+    entry: dict[str, Any] = {"payload": payload[:MAX_SHOWN_PAYLOAD], "malformed": True,
+                             "findings": [f"the label does not parse: {reason}"]}
+    if len(payload) > MAX_SHOWN_PAYLOAD:
+        entry["payload_truncated"] = True
+        entry["payload_length"] = len(payload)
+    return entry
+
+
 def detect(data: bytes, media_type: str | None = None) -> ModuleType:
     """The format module for ``data``: by its content, checked against ``media_type`` if given.
+
+    Markdown without front matter has nothing to sniff; it is detected only when ``media_type``
+    says ``text/markdown``.
 
     Raises:
         LabelError: the content is of no supported format, or not of the declared one.
     """
+    declared = _BY_TYPE.get(media_type.split(";")[0].strip().lower()) if media_type is not None else None
     for module in FORMATS:
         if module.sniff(data):
-            if media_type is not None and _BY_TYPE.get(media_type.split(";")[0].strip().lower()) not in (None, module):
+            if declared not in (None, module):
                 raise LabelError(f"the content is {module.MEDIA_TYPES[0]}, not {media_type}")
             return module
+    if declared is markdown:
+        # Markdown has no signature: without front matter, only its declared type says what it is.
+        return markdown
     raise LabelError(
         "not a supported file: " + ", ".join(m.MEDIA_TYPES[0] for m in FORMATS) + " can be labelled"
     )
@@ -279,6 +300,11 @@ class Labeller:
                 watermark: bool = True) -> dict[str, Any]:
         """Every label found in ``data``, with conformance findings and verification results.
 
+        An implicit label that does not parse as an Annex E label (not JSON, too large, not the
+        label's object) is reported with ``"malformed": true``, a bounded excerpt of its payload and
+        a finding; it does not count as a label, so ``labelled`` is false unless another label is
+        found.
+
         ``produce_id`` is a candidate id to check the watermark's payload against when the file's
         metadata (and so its own ProduceID) is gone. ``watermark=False`` skips the watermark
         search, which decodes the image (tens of milliseconds at 1080p).
@@ -289,15 +315,19 @@ class Labeller:
         module = detect(data, media_type)
         report: dict[str, Any] = {"format": module.MEDIA_TYPES[0], "gb45438": [], "c2pa": None}
         payloads = module.read_labels(data)
+        valid = 0
+        malformed: list[str] = []
         for payload in payloads:
-            entry: dict[str, Any] = {"payload": payload, "findings": annex_e.findings(payload)}
             try:
                 parsed = annex_e.AIGCLabel.parse(payload)
-                entry["fields"] = parsed.as_dict()
             except LabelError as exc:
-                entry["findings"].append(str(exc))
-                report["gb45438"].append(entry)
+                # A label that does not parse is a finding, not a label (issue 11, defect 17).
+                malformed.append(str(exc))
+                report["gb45438"].append(_malformed_entry(payload, str(exc)))
                 continue
+            valid += 1
+            entry: dict[str, Any] = {"payload": payload, "findings": annex_e.findings(payload),
+                                     "fields": parsed.as_dict()}
             digest_of = getattr(module, "content_digest", None)
             if parsed.reserved_code1.startswith("v1.") and self.public_key is not None and digest_of is not None:
                 try:
@@ -307,8 +337,11 @@ class Labeller:
                     entry["reserved_code1"] = f"does not verify: {exc}"
                     entry["findings"].append("ReservedCode1 does not verify with the provider's key")
             report["gb45438"].append(entry)
+        report_findings = [f"an implicit label that does not parse is not a label: {reason}" for reason in malformed]
         if len(payloads) > 1:
-            report["findings"] = ["more than one implicit label (GB 45438 §6.1 c) requires exactly one)"]
+            report_findings.append("more than one implicit label (GB 45438 §6.1 c) requires exactly one)")
+        if report_findings:
+            report["findings"] = report_findings
         try:
             from .c2pa import read
         except ImportError:  # pragma: no cover - without the media extra.
@@ -318,7 +351,7 @@ class Labeller:
             report["c2pa"] = found.as_dict() if found is not None else None
         if watermark and module in _IMAGES and self._watermark_key is not None:
             report["watermark"] = self._detect_watermark(data, module, payloads, produce_id)
-        report["labelled"] = bool(payloads) or report["c2pa"] is not None or bool(
+        report["labelled"] = bool(valid) or report["c2pa"] is not None or bool(
             report.get("watermark", {}).get("present"))
         return report
 

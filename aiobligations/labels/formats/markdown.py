@@ -186,12 +186,8 @@ def _blocks(front: list[str]) -> list[tuple[int, int, str]]:
         value = (match.group(1) or "").strip(" \t")
         if value and not value.startswith("#"):
             if value.startswith(("{", "[")):
-                try:
-                    json.loads(value)
-                except (ValueError, RecursionError):
-                    raise LabelError(
-                        "front matter AIGC value is not valid one-line JSON"
-                    ) from None
+                # Returned as written, even when it is not JSON: a label that does not parse is a
+                # finding of inspect, and labelling replaces it, rather than making the file unusable.
                 found.append((first, index, value))
             else:
                 found.append((first, index, _scalar(value)))

@@ -14,6 +14,7 @@ that are compressed, encrypted or unsynchronised.
 
 from __future__ import annotations
 
+import array
 import hashlib
 import re
 import struct
@@ -226,9 +227,13 @@ def _parse_txxx(body: bytes, flags: int, version: int) -> tuple[str, str]:
         codec = "latin-1" if encoding == 0 else "utf-8"
         null = b"\x00"
     elif encoding in (1, 2):
-        terminator = next(
-            (i for i in range(0, len(text) - 1, 2) if text[i : i + 2] == b"\x00\x00"), -1
-        )
+        # The first 16-bit code unit that is zero, found in C: a scan in Python took seconds on a
+        # 256 MiB frame.
+        units = array.array("H", text[: len(text) - len(text) % 2])
+        try:
+            terminator = units.index(0) * 2
+        except ValueError:
+            terminator = -1
         if terminator < 0:
             raise LabelError("malformed TXXX frame: the description has no terminator.")
         raw_desc, raw_value = text[:terminator], text[terminator + 2 :]
