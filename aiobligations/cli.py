@@ -331,7 +331,16 @@ def _read_input(path: Path) -> bytes:
         if info.st_size > MAX_LABEL_INPUT:
             _fail(f"{path}: larger than {MAX_LABEL_INPUT >> 20} MiB")
         with open(path, "rb") as handle:
-            data = handle.read(MAX_LABEL_INPUT + 1)
+            # read(n) allocates n bytes first: ask for the size stat gave (plus one, to see growth),
+            # not for the 2 GiB bound, which a small file's process may not even be allowed to map.
+            data = handle.read(info.st_size + 1)
+            if len(data) > info.st_size:
+                parts = [data]
+                while (size := sum(map(len, parts))) <= MAX_LABEL_INPUT and (
+                    part := handle.read(min(1 << 24, MAX_LABEL_INPUT + 1 - size))
+                ):
+                    parts.append(part)
+                data = b"".join(parts)
         if len(data) > MAX_LABEL_INPUT:
             _fail(f"{path}: larger than {MAX_LABEL_INPUT >> 20} MiB")
         return data
