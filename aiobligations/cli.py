@@ -151,14 +151,21 @@ def demo(port: int, host: str, config: Path | None) -> None:
     default=None,
     help="An earlier signed checkpoint you accepted (a file); the log must be consistent with it.",
 )
+@click.option("--trust-bundle-key", "trust_bundle_key", is_flag=True,
+              help="Without --key: trust the key the bundle or database carries (proves nothing against "
+                   "whoever could rewrite it).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @_config_option
-def verify(path: str, schema: str, key: str | None, since: str | None, as_json: bool, config: Path | None) -> None:
+def verify(path: str, schema: str, key: str | None, since: str | None, trust_bundle_key: bool, as_json: bool,
+           config: Path | None) -> None:
     """Verify a ledger database or an audit bundle: every record, the root, the signature.
 
     PATH is a bundle (folder or .tar.gz), a SQLite ledger file, or a PostgreSQL URL
-    (postgresql://user@host:5432/database). Exits 0 when intact, 1 on a break (naming the first bad
-    index), 2 on unusable input.
+    (postgresql://user@host:5432/database). The verifier key must be pinned: --key, or the
+    configured signing key (--config or ./aiobligations.toml); --trust-bundle-key uses the key the
+    bundle carries instead. Exits 0 when intact, 1 on a break (naming the first bad index, or the
+    table and row) or a checkpoint signed by another key than the pinned one, 2 on unusable input
+    or no pinned key.
     """
     if key is not None and not key.strip():
         _fail("--key is not a verifier key: it is empty (give name+id+key, or a file holding it)")
@@ -166,7 +173,8 @@ def verify(path: str, schema: str, key: str | None, since: str | None, as_json: 
     earlier = _read_file_arg(since, "--since-checkpoint")
     try:
         target: str | Path = path if path.startswith(("postgresql://", "postgres://")) else Path(path)
-        report = verify_path(target, key=trusted, since_checkpoint=earlier, schema=schema)
+        report = verify_path(target, key=trusted, since_checkpoint=earlier, schema=schema,
+                             trust_shipped_key=trust_bundle_key)
     except LedgerBroken as exc:
         if as_json:
             click.echo(json.dumps({"intact": False, "first_bad_index": exc.index, "reason": exc.reason}))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from aiobligations.errors import ConfigurationError, LedgerBroken, LedgerClosed, RetentionError
+from aiobligations.errors import ConfigurationError, LedgerBroken, LedgerClosed, RetentionError, UnusableInput
 from aiobligations.ledger import Ledger, MasterKey, Signer, SQLiteStore, export_bundle, verify_path
 from aiobligations.ledger import merkle
 from aiobligations.ledger.note import open_checkpoint
@@ -359,7 +359,9 @@ class TestBundles:
         ledger.close()
         export_bundle(tmp_path / "ledger.db", tmp_path / "b")
 
-        report = verify_path(tmp_path / "b")
+        with pytest.raises(UnusableInput, match="no verifier key is pinned"):
+            verify_path(tmp_path / "b")
+        report = verify_path(tmp_path / "b", trust_shipped_key=True)
 
         assert not report.pinned
         assert any("--key" in note for note in report.notes)

@@ -613,13 +613,14 @@ class TestExportAndVerify:
         assert 1 == len(result.stderr.strip().splitlines()), result.stderr
 
     def test_verify_refuses_another_key(self, backend: Backend, signer: Signer) -> None:
-        """A verifier key that did not sign the ledger is unusable input (CLI exit 2), never 'intact'."""
+        """A pinned verifier key that did not sign the ledger is a break (CLI exit 1), never 'intact'."""
         ledger = backend.open()
         ledger.append({"kind": "log"})
 
         result = verify_cli(backend, Signer.generate(ORIGIN).verifier_key)
 
-        assert 2 == result.exit_code, result.output
+        assert 1 == result.exit_code, result.output
+        assert "signed by another key" in result.stderr
         assert "intact" not in result.output
 
 

@@ -295,26 +295,54 @@ class TestCheckpoint:
             result.stderr.strip().splitlines()
         )
 
-    def test_a_wrong_key_is_unusable_input_exit_2(self, pristine: Fixture, scratch: Path) -> None:
+    def test_a_wrong_pinned_key_is_a_break_exit_1(self, pristine: Fixture, scratch: Path) -> None:
+        """Issue 11, defect 12: a checkpoint not signed by the pinned key is a break (exit 1), not unusable input."""
         bundle = write_bundle(pristine, scratch)
         impostor = Signer.generate(ORIGIN)  # same name, another key: another key ID
 
-        with pytest.raises(UnusableInput, match="wrong key"):
+        with pytest.raises(LedgerBroken, match="signed by another key"):
             verify_path(bundle, key=impostor.verifier_key)
         result = CliRunner().invoke(main, ["verify", str(bundle), "--key", impostor.verifier_key])
 
-        assert 2 == result.exit_code, result.output
+        assert 1 == result.exit_code, result.output
         lines = result.stderr.strip().splitlines()
-        assert 1 == len(lines) and "wrong key" in lines[0], result.stderr
+        assert 1 == len(lines) and "BROKEN:" in lines[0] and "signed by another key" in lines[0], result.stderr
         assert "Traceback" not in result.output
 
-    def test_a_wrong_key_for_the_database_is_exit_2(self, pristine: Fixture) -> None:
+    def test_a_wrong_key_for_the_database_is_exit_1(self, pristine: Fixture) -> None:
         other = Signer.generate("other.example/log")
 
         result = CliRunner().invoke(main, ["verify", str(pristine.db), "--key", other.verifier_key])
 
-        assert 2 == result.exit_code, result.output
+        assert 1 == result.exit_code, result.output
         assert 1 == len(result.stderr.strip().splitlines()), result.stderr
+        assert "signed by another key" in result.stderr
+
+    def test_a_bundle_re_signed_under_another_key_needs_a_pinned_key(self, pristine: Fixture, scratch: Path) -> None:
+        """Issue 11, defect 12: checkpoint and verifier.key both replaced by an impostor's. Without a pinned
+        key ``verify`` refuses (exit 2, saying the key must be pinned); pinned, it is a break (exit 1);
+        only --trust-bundle-key accepts the shipped key, and says so."""
+        impostor = Signer.generate(ORIGIN)
+        body = pristine.members["checkpoint"].decode().partition("\n\n")[0] + "\n"
+        bundle = write_bundle(pristine, scratch, checkpoint=impostor.sign(body).encode())
+        (bundle / "verifier.key").write_text(impostor.verifier_key + "\n")
+
+        with pytest.raises(UnusableInput, match="no verifier key is pinned"):
+            verify_path(bundle)
+        unpinned = CliRunner().invoke(main, ["verify", str(bundle)])
+        assert 2 == unpinned.exit_code, unpinned.output
+        lines = unpinned.stderr.strip().splitlines()
+        assert 1 == len(lines) and "--key" in lines[0] and "--trust-bundle-key" in lines[0], unpinned.stderr
+        assert "intact" not in unpinned.output
+
+        pinned = CliRunner().invoke(main, ["verify", str(bundle), "--key", pristine.signer.verifier_key])
+        assert 1 == pinned.exit_code, pinned.output
+        assert "BROKEN:" in pinned.stderr and "signed by another key" in pinned.stderr
+
+        trusting = CliRunner().invoke(main, ["verify", str(bundle), "--trust-bundle-key"])
+        assert 0 == trusting.exit_code, trusting.output
+        assert f"signed by {impostor.verifier_key}" in trusting.stdout
+        assert "note: trusted the bundle's own verifier.key" in trusting.stdout
 
 
 class TestBundleCli:

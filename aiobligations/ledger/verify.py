@@ -30,6 +30,7 @@ from . import merkle
 from .bundle import MEMBERS
 from .note import BadSignature, Checkpoint, MalformedNote, UnknownKey, Verifier
 from .reader import TreeReader
+from .records import format_ts
 from .store import NODE_STRIDE, SQLiteStore
 
 __all__ = ["VerifyReport", "verify_bundle", "verify_database", "verify_path", "verify_postgres"]
@@ -96,29 +97,37 @@ def verify_path(
     key: str | None = None,
     since_checkpoint: str | None = None,
     schema: str = "aiobligations",
+    trust_shipped_key: bool = False,
 ) -> VerifyReport:
     """Verify a bundle (folder or ``.tar.gz``) or a ledger database, whichever ``path`` is.
 
     Args:
         path: The bundle or database: a folder, a ``.tar.gz``, a SQLite file, or a PostgreSQL URL
             (``postgresql://…``, whose ledger lives in ``schema``).
-        key: The verifier key to trust (``name+id+key``). Without it the key shipped with the
-            bundle or stored in the database is used, and the report says so.
+        key: The verifier key to trust (``name+id+key``): the auditor pins the key the provider
+            gave them. A checkpoint signed by any other key is a break.
         since_checkpoint: An earlier signed checkpoint note the auditor accepted; the log must be
             consistent with it.
+        trust_shipped_key: Without ``key``, use the key shipped with the bundle or stored in the
+            database (the report says so). Anyone can re-sign an altered log under a key of their
+            own and ship that key, so this proves integrity only against a key checked elsewhere.
+            Without ``key`` and without this, :class:`UnusableInput` is raised.
 
     Returns:
         A :class:`VerifyReport` when everything checks out.
 
     Raises:
-        LedgerBroken: a record, hash or signature does not match; names the first bad index.
-        UnusableInput: the input is missing, foreign or unreadable, or the key does not fit it.
+        LedgerBroken: a record, hash or signature does not match, or the checkpoint is signed by
+            another key than ``key``; names the first bad index (or the table and row).
+        UnusableInput: the input is missing, foreign or unreadable, ``key`` is malformed, or no key
+            is pinned and ``trust_shipped_key`` is false.
     """
+    trust = {"trust_shipped_key": trust_shipped_key}
     if isinstance(path, str) and path.startswith(("postgresql://", "postgres://")):
-        return verify_postgres(path, schema=schema, key=key, since_checkpoint=since_checkpoint)
+        return verify_postgres(path, schema=schema, key=key, since_checkpoint=since_checkpoint, **trust)
     path = Path(path)
     if path.is_dir():
-        return verify_bundle(path, key=key, since_checkpoint=since_checkpoint)
+        return verify_bundle(path, key=key, since_checkpoint=since_checkpoint, **trust)
     if not path.exists():
         raise UnusableInput(f"{path}: no such file or folder")
     try:
@@ -127,9 +136,9 @@ def verify_path(
     except OSError as exc:
         raise UnusableInput(f"{path}: cannot be read ({exc.strerror})") from None
     if magic.startswith(b"\x1f\x8b"):
-        return verify_bundle(path, key=key, since_checkpoint=since_checkpoint)
+        return verify_bundle(path, key=key, since_checkpoint=since_checkpoint, **trust)
     if magic.startswith(b"SQLite format 3"):
-        return verify_database(path, key=key, since_checkpoint=since_checkpoint)
+        return verify_database(path, key=key, since_checkpoint=since_checkpoint, **trust)
     raise UnusableInput(f"{path}: neither an audit bundle nor a ledger database")
 
 
@@ -138,14 +147,15 @@ def verify_bundle(
     *,
     key: str | None = None,
     since_checkpoint: str | None = None,
+    trust_shipped_key: bool = False,
 ) -> VerifyReport:
     """Verify an audit bundle offline. See :func:`verify_path` for the arguments and errors."""
     path = Path(path)
     if path.is_dir():
-        return _verify_folder(path, key, since_checkpoint)
+        return _verify_folder(path, key, since_checkpoint, trust_shipped_key)
     with tempfile.TemporaryDirectory(prefix="aiobligations-verify-") as tmp:
         _unpack(path, Path(tmp))
-        return _verify_folder(Path(tmp), key, since_checkpoint)
+        return _verify_folder(Path(tmp), key, since_checkpoint, trust_shipped_key)
 
 
 def _unpack(path: Path, into: Path) -> None:
@@ -210,10 +220,20 @@ def _read_small(folder: Path, name: str, *, required: bool = True) -> str | None
         raise LedgerBroken(f"{name} is not UTF-8") from None
 
 
-def _trusted_verifier(key: str | None, shipped: str | None, source: str) -> tuple[Verifier, bool]:
+NO_KEY = ("no verifier key is pinned: pass --key with the key the provider gave you "
+          "(or --trust-bundle-key to use the key the bundle or database carries, which proves nothing "
+          "against whoever could rewrite it)")
+"""Why verification without a pinned key is refused (exit 2)."""
+
+
+def _trusted_verifier(key: str | None, shipped: str | None, source: str,
+                      trust_shipped: bool = False) -> tuple[Verifier, bool]:
+    """The verifier to check signatures with, and whether the auditor pinned it."""
+    if key is None and not trust_shipped:
+        raise UnusableInput(NO_KEY)
     text = key if key is not None else shipped
     if text is None:
-        raise UnusableInput(f"{source}: no verifier key (pass --key)")
+        raise UnusableInput(f"{source}: no verifier key is shipped with it (pass --key)")
     try:
         return Verifier.from_key(text.strip()), key is not None
     except ValueError as exc:
@@ -221,18 +241,25 @@ def _trusted_verifier(key: str | None, shipped: str | None, source: str) -> tupl
         raise UnusableInput(f"{what} is not a verifier key ({exc})") from None
 
 
-def _open_note(verifier: Verifier, note: str, what: str, *, claimed: str | None = None) -> Checkpoint:
+def _open_note(verifier: Verifier, note: str, what: str, *, claimed: str | None = None,
+               pinned: bool = False) -> Checkpoint:
     """Verify a signed checkpoint note with ``verifier``.
 
     ``claimed`` is the key the bundle or database says it is signed by: when that is the trusted
-    key itself, a note without a valid signature line for it has been altered (exit 1), not
-    checked with the wrong key (exit 2).
+    key itself, a note without a valid signature line for it has been altered (exit 1). With a
+    ``pinned`` key, a note signed by another key is a break too (exit 1): the log was re-signed or
+    replaced, whatever key it ships.
     """
     try:
         return Checkpoint.parse(verifier.verify(note))
     except UnknownKey:
         if claimed is not None and claimed.strip() == verifier.verifier_key:
             raise LedgerBroken(f"{what} has no signature line for its own key (altered)") from None
+        if pinned:
+            raise LedgerBroken(
+                f"{what} is signed by another key, not by the pinned {verifier.name}+{verifier.key_id.hex()} "
+                "(re-signed or replaced)"
+            ) from None
         raise UnusableInput(
             f"{what} is not signed by {verifier.name}+{verifier.key_id.hex()} (wrong key?)"
         ) from None
@@ -270,14 +297,16 @@ def _since(verifier: Verifier, since_checkpoint: str | None) -> Checkpoint | Non
     return _open_note(verifier, since_checkpoint, "the earlier checkpoint")
 
 
-def _verify_folder(folder: Path, key: str | None, since_checkpoint: str | None) -> VerifyReport:
+def _verify_folder(folder: Path, key: str | None, since_checkpoint: str | None,
+                   trust_shipped: bool = False) -> VerifyReport:
     for name in MEMBERS:
         _refuse_special(folder / name)
     if not (folder / "records.jsonl").exists() or not (folder / "checkpoint").exists():
         raise UnusableInput(f"{folder}: not an audit bundle (no records.jsonl or checkpoint)")
     shipped = _read_small(folder, "verifier.key", required=False)
-    verifier, pinned = _trusted_verifier(key, shipped, str(folder))
-    checkpoint = _open_note(verifier, _read_small(folder, "checkpoint") or "", "the checkpoint", claimed=shipped)
+    verifier, pinned = _trusted_verifier(key, shipped, str(folder), trust_shipped)
+    checkpoint = _open_note(verifier, _read_small(folder, "checkpoint") or "", "the checkpoint", claimed=shipped,
+                            pinned=pinned)
     earlier = _since(verifier, since_checkpoint)
     if earlier is not None and earlier.origin != checkpoint.origin:
         raise UnusableInput(f"the earlier checkpoint is for {earlier.origin!r}, not {checkpoint.origin!r}")
@@ -316,7 +345,8 @@ def _verify_folder(folder: Path, key: str | None, since_checkpoint: str | None) 
         )
     report = VerifyReport(checkpoint.origin, size, start, end, root, verifier.verifier_key, pinned)
     if not pinned:
-        report.notes.append("trusted the bundle's own verifier.key; pass --key to pin the key you were given")
+        report.notes.append("trusted the bundle's own verifier.key (--trust-bundle-key): anyone who can rewrite "
+                            "the bundle can re-sign it; pass --key to pin the key you were given")
     if earlier is not None:
         text = _read_small(folder, "consistency.json", required=False)
         if text is None:
@@ -424,16 +454,18 @@ def verify_database(
     *,
     key: str | None = None,
     since_checkpoint: str | None = None,
+    trust_shipped_key: bool = False,
 ) -> VerifyReport:
-    """Verify a live ledger database: every record against its hash, the indices, the stored interior
-    hashes, the tree state and the signed root.
+    """Verify a live ledger database: every record against its hash and its index columns, the
+    interior hashes, the interaction-id index, the kept checkpoints, the metadata rows, the tree
+    state and the signed root.
 
     Records written after the latest checkpoint are checked against their stored hashes and
     counted in the report as unsigned. See :func:`verify_path` for arguments and errors.
     """
     store = SQLiteStore(path, create=False, readonly=True)
     try:
-        return _verify_store(store, key, since_checkpoint)
+        return _verify_store(store, key, since_checkpoint, trust_shipped_key)
     except sqlite3.DatabaseError as exc:
         raise UnusableInput(f"{path}: the database cannot be read ({exc})") from None
     except LedgerError as exc:
@@ -448,6 +480,7 @@ def verify_postgres(
     schema: str = "aiobligations",
     key: str | None = None,
     since_checkpoint: str | None = None,
+    trust_shipped_key: bool = False,
 ) -> VerifyReport:
     """Verify a live ledger kept in PostgreSQL, read-only, exactly as :func:`verify_database` does a
     SQLite file. See :func:`verify_path` for arguments and errors.
@@ -459,58 +492,158 @@ def verify_postgres(
     except ConfigurationError as exc:
         raise UnusableInput(str(exc)) from None
     try:
-        return _verify_store(store, key, since_checkpoint)
+        return _verify_store(store, key, since_checkpoint, trust_shipped_key)
     except LedgerError as exc:
         raise UnusableInput(f"{store.path}: {exc}") from None
     finally:
         store.close()
 
 
-def _verify_store(store: Any, key: str | None, since_checkpoint: str | None) -> VerifyReport:
+def _select(store: Any, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Run a read-only query on either store; ``{t}`` prefixes table names, ``?`` marks parameters."""
+    schema = getattr(store, "schema", None)
+    if schema is not None:  # PostgreSQL
+        return store._query(sql.replace("{t}", f"{schema}.").replace("?", "%s"), params)
+    return store._reader().execute(sql.replace("{t}", ""), params).fetchall()
+
+
+def _check_meta(store: Any, verifier: Verifier, checkpoint: Checkpoint, shipped: str | None, pinned: bool) -> None:
+    """The metadata rows a verifier can check: ``origin`` and ``verifier_key`` against the signed checkpoint."""
+    origin = (store.get_meta("origin") or b"").decode("utf-8", "replace")
+    if origin != checkpoint.origin:
+        raise LedgerBroken(f"table meta, row 'origin': says {origin[:80]!r}, the signed checkpoint is for "
+                           f"{checkpoint.origin!r} (altered)")
+    if pinned and (shipped or "").strip() != verifier.verifier_key:
+        raise LedgerBroken("table meta, row 'verifier_key': not the pinned key that signs the checkpoint (altered)")
+
+
+def _record_fields(data: bytes, index: int) -> tuple[str, str, str | None]:
+    """The ``ts``, ``kind`` and interaction id (as the writer indexes it) carried by record bytes."""
+    try:
+        value = json.loads(data)
+        ts, kind = value["ts"], value["kind"]
+    except (ValueError, KeyError, TypeError):
+        raise LedgerBroken("the record is not a JSON object with ts and kind", index=index) from None
+    ident = value.get("interaction_id") if kind == "interaction" else None
+    if not isinstance(ident, str) or len(ident) > 200:
+        ident = None
+    return ts, kind, ident
+
+
+def _column_ts_matches(column: Any, text: str) -> bool:
+    if type(column) is not float and type(column) is not int:
+        return False
+    try:
+        return format_ts(float(column)) == text
+    except (ValueError, OverflowError):
+        return False
+
+
+class _InteractionIndex:
+    """Checks the ``interactions`` table (interaction id -> index) against the records, in one pass.
+
+    Receipts and the request desk find an interaction's record through this table, so a row that
+    points at another record, or a record missing its row, is a break naming the table and row.
+    """
+
+    def __init__(self, store: Any, start: int) -> None:
+        self._store = store
+        rows = _select(store, "SELECT interaction_id, idx FROM {t}interactions WHERE idx >= ? ORDER BY idx, interaction_id",
+                       (start,))
+        self._rows = iter(rows)
+        self._next = next(self._rows, None)
+
+    def record(self, index: int, ident: str | None) -> None:
+        """Check the rows up to ``index``, whose record carries interaction id ``ident`` (or none)."""
+        while self._next is not None and self._next[1] <= index:
+            row_id, row_index = self._next
+            self._next = next(self._rows, None)
+            if row_index < index:
+                raise LedgerBroken(f"table interactions, row {str(row_id)[:80]!r}: points at record {row_index}, "
+                                   "which is missing or not that interaction's record (altered)")
+            if row_id != ident:
+                raise LedgerBroken(f"table interactions, row {str(row_id)[:80]!r}: points at record {row_index}, "
+                                   f"whose interaction id is {ident!r} (altered)")
+            return
+        if ident is None or "\x00" in ident:
+            return  # PostgreSQL text cannot hold NUL: such an id is never indexed.
+        first = self._store.find_interaction(ident)
+        if first is None or first >= index:
+            raise LedgerBroken(f"table interactions: no row for the interaction id {ident[:80]!r} of this record "
+                               "(deleted or altered)", index=index)
+        # An earlier record holds the id (a replay keeps the first); that row was checked already.
+
+    def finish(self, end: int) -> None:
+        """Every row left points past the last stored record."""
+        self.record(end, None)
+
+
+def _check_nodes(store: Any, size: int) -> None:
+    """No stored interior hash may lie outside the tree: the writer would collide with it later."""
+    for level, count, low, high in _select(store, "SELECT level, count(*), min(idx), max(idx) FROM {t}nodes GROUP BY level"):
+        expected = size >> level if isinstance(level, int) and level > 0 and not level % NODE_STRIDE else 0
+        if high is not None and (low < 0 or high >= expected or count > expected):
+            raise LedgerBroken(f"table nodes: a row at level {level}, index {high if high >= expected else low}, "
+                               f"is not a node of the tree of {size} records (altered)")
+
+
+def _verify_store(store: Any, key: str | None, since_checkpoint: str | None,
+                  trust_shipped: bool = False) -> VerifyReport:
     state = store.open()
-    shipped = (store.get_meta("verifier_key") or b"").decode() or None
-    verifier, pinned = _trusted_verifier(key, shipped, str(store.path))
+    shipped = (store.get_meta("verifier_key") or b"").decode("utf-8", "replace") or None
+    verifier, pinned = _trusted_verifier(key, shipped, str(store.path), trust_shipped)
     if not state.checkpoint:
         raise UnusableInput(f"{store.path}: the ledger has no signed checkpoint yet")
-    checkpoint = _open_note(verifier, state.checkpoint, "the latest checkpoint", claimed=shipped)
+    checkpoint = _open_note(verifier, state.checkpoint, "the latest checkpoint", claimed=shipped, pinned=pinned)
+    _check_meta(store, verifier, checkpoint, shipped, pinned)
     earlier = _since(verifier, since_checkpoint)
     start = state.pruned_start
     size = checkpoint.size
-    tree = _compact(0, start, state.pruned_frontier, "the pruned prefix", start)
+    try:
+        tree = merkle.CompactRange.from_hashes(0, start, state.pruned_frontier)
+    except ValueError as exc:
+        raise LedgerBroken(f"table meta, row 'pruned': {exc} (altered)") from None
+    history = store.checkpoints()
     roots: dict[int, bytes] = {}
-    stops = sorted({s for s in (size, earlier.size if earlier else None) if s is not None and s >= start})
+    wanted = {size, earlier.size if earlier else None, *(row[0] for row in history if isinstance(row[0], int))}
+    stops = sorted({s for s in wanted if s is not None and s >= start})
     roots.update({stop: tree.root() for stop in stops if stop == start})
     nodes = _NodeChecker(store, start)
-    expected = start
-    for chunk in _chunks(store.iter_records(start, 1 << 62), _CHUNK):
-        leaves = []
-        for index, leaf, data in chunk:
-            if index != expected:
-                raise LedgerBroken("the record is missing", index=expected)
-            if type(data) is not bytes or type(leaf) is not bytes or len(leaf) != 32:
-                # The writer stores both as BLOBs; SQL such as replace() or a bare number stores
-                # TEXT or INTEGER instead: the row was edited outside aiobligations.
-                raise LedgerBroken("the record or its hash is stored with the wrong type (altered)", index=index)
-            if not data.startswith(b'{"v":1,"idx":%d,' % index):
-                raise LedgerBroken("the record is not the one expected at this position", index=index)
-            if sha256(b"\x00" + data).digest() != leaf:
-                raise LedgerBroken("the record does not match its stored hash (altered)", index=index)
-            leaves.append(bytes(leaf))
-            expected += 1
-        nodes.feed(expected - len(leaves), leaves)
-        _extend(tree, leaves, stops, roots)
+    index_check = _InteractionIndex(store, start)
+    times: dict[int, float] = {}
+    needed_times = {s - 1 for s in stops} | {s for s in stops}
+    columns = store.kinds_in(start, 1 << 62)
+    records = store.iter_records(start, 1 << 62)
+    try:
+        expected, last_ts = _stream(records, columns, start, nodes, index_check, tree, stops, roots, needed_times,
+                                    times)
+    finally:
+        for generator in (records, columns):
+            close = getattr(generator, "close", None)
+            if close is not None:
+                close()
     if expected < max(state.size, size):
         raise LedgerBroken("the record is missing", index=expected)
     if expected > state.size:
         raise LedgerBroken("records are stored past the recorded tree size", index=state.size)
-    if tree.hashes != state.frontier:
-        raise LedgerBroken("the stored tree state does not match the records")
+    index_check.finish(expected)
     if roots.get(size) != checkpoint.root:
-        raise LedgerBroken("the stored hashes do not add up to the signed root (altered)", index=start)
+        raise _misplaced(tree, state, start, size)
+    if tree.hashes != state.frontier:
+        if state.size > size:
+            raise _misplaced(tree, state, size, state.size)
+        raise LedgerBroken("the stored tree state does not match the records")
+    _check_nodes(store, state.size)
+    stored_last = _float(store.get_meta("last_ts"))
+    if last_ts is not None and (stored_last is None or stored_last < last_ts):
+        raise LedgerBroken(f"table meta, row 'last_ts': {stored_last!r} is before the last record's time "
+                           "(altered: the next records would go back in time)")
+    _check_history(history, verifier, checkpoint, roots, times, store, state, start)
     report = VerifyReport(checkpoint.origin, size, start, size, checkpoint.root, verifier.verifier_key, pinned)
     report.unsigned = state.size - size
     if not pinned:
-        report.notes.append("trusted the database's own verifier key; pass --key to pin it")
+        report.notes.append("trusted the database's own verifier key (--trust-bundle-key): anyone who can write "
+                            "the database can re-sign it; pass --key to pin the key you were given")
     if earlier is not None:
         if earlier.size > size:
             raise LedgerBroken(f"the earlier checkpoint has {earlier.size} records, more than the log's {size}")
@@ -524,6 +657,108 @@ def _verify_store(store: Any, key: str | None, since_checkpoint: str | None) -> 
                                 "proof": [base64.b64encode(h).decode() for h in proof]}, earlier, checkpoint)
         report.since = earlier.size
     return report
+
+
+def _stream(records: Iterator[tuple[int, bytes, bytes]], columns: Iterator[tuple[int, float, str]], start: int,
+            nodes: _NodeChecker, index_check: _InteractionIndex, tree: merkle.CompactRange, stops: list[int],
+            roots: dict[int, bytes], needed_times: set[int], times: dict[int, float]) -> tuple[int, float | None]:
+    """Check every stored record, in order; return one past the last index and the last record's time."""
+    expected = start
+    last_ts: float | None = None
+    for chunk in _chunks(records, _CHUNK):
+        leaves = []
+        for index, leaf, data in chunk:
+            if index != expected:
+                raise LedgerBroken("the record is missing", index=expected)
+            if type(data) is not bytes or type(leaf) is not bytes or len(leaf) != 32:
+                # The writer stores both as BLOBs; SQL such as replace() or a bare number stores
+                # TEXT or INTEGER instead: the row was edited outside aiobligations.
+                raise LedgerBroken("the record or its hash is stored with the wrong type (altered)", index=index)
+            if not data.startswith(b'{"v":1,"idx":%d,' % index):
+                raise LedgerBroken("the record is not the one expected at this position", index=index)
+            if sha256(b"\x00" + data).digest() != leaf:
+                raise LedgerBroken("the record does not match its stored hash (altered)", index=index)
+            column_index, column_ts, column_kind = next(columns, (None, None, None))
+            if column_index != index:
+                raise LedgerBroken("the record is missing", index=index)  # pragma: no cover - one table
+            ts, kind, ident = _record_fields(data, index)
+            if not _column_ts_matches(column_ts, ts):
+                raise LedgerBroken(f"table records, column ts: {column_ts!r} is not the record's time {ts} (altered)",
+                                   index=index)
+            if column_kind != kind:
+                raise LedgerBroken(f"table records, column kind: {str(column_kind)[:80]!r} is not the record's kind "
+                                   f"{str(kind)[:80]!r} (altered)", index=index)
+            index_check.record(index, ident)
+            last_ts = float(column_ts)
+            if index in needed_times:
+                times[index] = last_ts
+            leaves.append(bytes(leaf))
+            expected += 1
+        nodes.feed(expected - len(leaves), leaves)
+        _extend(tree, leaves, stops, roots)
+    return expected, last_ts
+
+
+def _float(value: bytes | None) -> float | None:
+    try:
+        return None if value is None else float(value)
+    except ValueError:
+        return None
+
+
+def _misplaced(tree: merkle.CompactRange, state: Any, start: int, end: int) -> LedgerBroken:
+    """The break when every record matches its stored hash but the hashes do not add up.
+
+    The records were altered together with their stored hashes. The stored interior hashes were
+    already checked, so the altered record lies under the first subtree of the tree state (the
+    compact range the writer stored in the same transaction) that the records no longer give.
+    Within one subtree nothing stored says which leaf it was: with a single leaf it is exact,
+    otherwise the first record of the smallest subtree is named and the range given.
+    """
+    subtrees = merkle.decompose(0, state.size)
+    if len(subtrees) == len(state.frontier) and len(tree.hashes) == len(subtrees):
+        for (level, node), mine, stored in zip(subtrees, tree.hashes, state.frontier):
+            first, last = node << level, ((node + 1) << level) - 1
+            if mine != stored and last >= start:
+                first = max(first, start)
+                if first == last:
+                    return LedgerBroken("the record was altered together with its stored hash", index=first)
+                return LedgerBroken(f"one of records {first}..{last} was altered together with its stored hash "
+                                    "(nothing stored tells which)", index=first)
+    return LedgerBroken("the stored hashes do not add up to the signed root (altered)", index=start)
+
+
+def _check_history(history: list[tuple[Any, Any, Any]], verifier: Verifier, checkpoint: Checkpoint,
+                   roots: dict[int, bytes], times: dict[int, float], store: Any, state: Any, start: int) -> None:
+    """Every kept checkpoint must be signed by the key, for this log, and agree with the records."""
+    reader: TreeReader | None = None
+    for size, ts, note in history:
+        what = f"table checkpoints, row {size!r}"
+        if not isinstance(note, str):
+            raise LedgerBroken(f"{what}: the note is not text (altered)")
+        kept = _open_note(verifier, note, what, claimed=verifier.verifier_key)
+        if kept.size != size or kept.origin != checkpoint.origin or size > state.size:
+            raise LedgerBroken(f"{what}: its note is for size {kept.size} of {kept.origin!r} (altered)")
+        root = roots.get(size)
+        if root is None and size <= checkpoint.size:
+            # Inside the pruned prefix: checked by a consistency proof when the kept hashes allow one.
+            if reader is None:
+                reader = TreeReader(store, state.pruned_start, state.pruned_frontier)
+            try:
+                proof = reader.consistency_proof(size, checkpoint.size)
+            except LedgerError:
+                proof = None
+            try:
+                if proof is not None:
+                    merkle.verify_consistency(size, checkpoint.size, proof, kept.root, checkpoint.root)
+            except merkle.InvalidProof:
+                raise LedgerBroken(f"{what}: not consistent with the latest checkpoint (altered)") from None
+        elif root != kept.root:
+            raise LedgerBroken(f"{what}: its root is not the root of the first {size} records (altered)")
+        low, high = times.get(size - 1), times.get(size)
+        if (type(ts) is not float and type(ts) is not int) or (low is not None and ts < low) or (
+                high is not None and ts > high):
+            raise LedgerBroken(f"{what}, column ts: {ts!r} is not when those records were signed (altered)")
 
 
 def _chunks(rows: Iterator[tuple[int, bytes, bytes]], size: int) -> Iterator[list[tuple[int, bytes, bytes]]]:
@@ -577,8 +812,19 @@ class _NodeChecker:
         except LedgerError:
             stored = None
         if stored != hashes[0]:
+            first = parent << parent_level
+            last = first + (1 << parent_level) - 1
+            if stored is not None and level == 0:
+                # Every record under it matched its stored hash (checked first), so one of them
+                # was altered together with that hash; nothing stored says which one.
+                raise LedgerBroken(
+                    f"the stored interior hash at level {parent_level} over records {first}..{last} does not "
+                    "match them: one of them was altered together with its stored hash (nothing stored tells which)",
+                    index=first,
+                )
             raise LedgerBroken(
-                f"the stored interior hash at level {parent_level} does not match the records under it",
-                index=parent << parent_level,
+                f"table nodes, level {parent_level}, index {parent}: the stored interior hash "
+                f"{'is missing' if stored is None else 'does not match the records under it'} (altered)",
+                index=first,
             )
         self._add(parent_level, parent, hashes[0])
