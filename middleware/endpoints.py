@@ -7,6 +7,7 @@ service runs), so serving them costs a dictionary lookup.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import re
 import time
@@ -29,14 +30,14 @@ from aiobligations.disclosure import (
     short_notice,
     transparency_document,
 )
-from aiobligations.errors import LedgerError
-from aiobligations.ledger.receipts import parse_receipt, receipt_for_interaction
+from aiobligations.errors import LedgerBroken, LedgerClosed, LedgerError, LedgerFull, LedgerLocked
+from aiobligations.ledger.receipts import make_receipt
 from aiobligations.obligations import Obligations
 from aiobligations.sharedstate import shared_state_of
 
 from .openapi import openapi_document
 from .request_pages import RequestPages
-from .requests import OPERATOR_TOKENS_ENV, RequestEndpoints, load_operator_tokens
+from .requests import OPERATOR_TOKENS_ENV, EvidenceAlarm, RequestEndpoints, load_operator_tokens
 
 log = structlog.get_logger("aiobligations.middleware")
 
@@ -69,6 +70,9 @@ class Endpoints:
         self.obligations = obligations
         self._subject_of = subject_of or (lambda scope: None)
         self._receipts = f"{prefix}/receipts/"
+        self._decoy: int | None = None  # The last interaction row looked up: what an unknown id reads.
+        self.alarm = EvidenceAlarm()
+        """Raised once when a request meets evidence that does not read or verify; see ``/ai/health``."""
         # Operators sign in with tokens from the environment (never from the profile file).
         variable = str(obligations.profile.raw.get("requests", {}).get("operator_tokens_env", OPERATOR_TOKENS_ENV))
         # Rate limits hold for every worker process of the host: their buckets live beside the ledger.
@@ -82,10 +86,12 @@ class Endpoints:
             shared_secret=shared_secret,
             # Replicas on several hosts share their buckets through the ledger's database.
             shared_store=obligations.ledger._store if obligations.profile.ledger.url else None,
+            alarm=self.alarm,
         )
         self.request_pages = RequestPages(lambda: self.requests.desk, prefix=prefix, subject_of=self._subject_of,
                                           language=obligations.disclosure.language,
-                                          transparency_url=f"{prefix}/transparency")
+                                          transparency_url=f"{prefix}/transparency",
+                                          on_break=self.alarm.report, limit=self.requests.limit_wait)
         self.prefix = prefix
         self.disclosure = settings = obligations.disclosure
         profile = obligations.profile
@@ -239,8 +245,12 @@ class Endpoints:
 
     def _health(self, scope: Scope) -> tuple[int, bytes, bytes]:
         """200 while the ledger takes records, else 503: a readiness probe that means what it says
-        (a replica whose database is unreachable, or a full queue, answers 503)."""
+        (a replica whose database is unreachable, or a full queue, answers 503). Once a request has
+        met evidence that does not verify, the 200 says ``"evidence": "break_detected"`` too."""
         if self.obligations.ledger.accepting:
+            if self.alarm.raised:
+                return 200, b"application/json", json.dumps(
+                    {"ledger": "accepting", "evidence": "break_detected", "breaks": self.alarm.breaks}).encode()
             return 200, b"application/json", b'{"ledger":"accepting"}'
         body = {"error": {"code": "evidence_unavailable", "message": "the ledger cannot take records now"}}
         return 503, b"application/json", json.dumps(body).encode()
@@ -249,7 +259,15 @@ class Endpoints:
         """The subject's receipt for one of their interactions (C2SP tlog-proof).
 
         Only the interaction's own subject gets it; an unknown id and someone else's id get the
-        same 404, so ids cannot be probed. Runs on a worker thread: it reads the ledger.
+        same 404, so ids cannot be probed, and they cost the same work: one flush, one indexed
+        lookup, one row read and parsed, one pseudonym compared in constant time (an unknown id
+        reads the last interaction row looked up); only the subject's own id goes on to build
+        the receipt. Runs on a worker thread: it reads the ledger.
+
+        A row that does not read as the interaction the index names, or a receipt that does not
+        verify against the ledger's own checkpoint (the database was altered), raises the
+        :class:`~aiobligations.middleware.requests.EvidenceAlarm`; everyone gets the same 404,
+        except the subject the row still names, who gets 409 ``evidence_unverifiable``.
         """
         interaction_id = scope["path"][len(self._receipts):]
         subject = self._subject_of(scope)
@@ -258,19 +276,50 @@ class Endpoints:
         if subject is None or not _UUID.match(interaction_id):
             return missing
         ledger = self.obligations.ledger
+        unavailable = (503, b"application/json", json.dumps({"error": {
+            "code": "evidence_unavailable", "message": "the ledger cannot answer now; try again later"}}).encode())
         try:
             ledger.flush(timeout=5)
-            text = receipt_for_interaction(ledger, interaction_id)
+            index = ledger.find_interaction(interaction_id)
+            known = index is not None and index >= ledger.first_index
+            probe = index if known else self._decoy
+            leaf = ledger.leaf(probe) if probe is not None else None
         except LedgerError as exc:  # The ledger cannot answer now (full, restarting, closing).
             log.warning("receipt_unavailable", error=type(exc).__name__)
-            return 503, b"application/json", json.dumps({"error": {
-                "code": "evidence_unavailable", "message": "the ledger cannot answer now; try again later"}}).encode()
-        if text is None:
+            return unavailable
+        try:
+            record = json.loads(leaf) if leaf is not None else None
+        except ValueError:
+            record = None
+        claimed = record.get("subject") if isinstance(record, dict) else None
+        mine = hmac.compare_digest(_utf8(claimed), _utf8(ledger.pseudonym(subject)))
+        if not known or leaf is None:
             return missing
-        record = json.loads(parse_receipt(text).extra or b"{}")
-        if record.get("subject") != ledger.pseudonym(subject):
+        if (not isinstance(record, dict) or record.get("kind") != "interaction"
+                or record.get("interaction_id") != interaction_id):
+            self.alarm.report(index, "the interaction index names a record that is not this interaction")
             return missing
+        self._decoy = index
+        if not mine:
+            return missing
+        try:
+            text = make_receipt(ledger, index)
+        except (LedgerFull, LedgerClosed, LedgerLocked) as exc:
+            log.warning("receipt_unavailable", error=type(exc).__name__)
+            return unavailable
+        except (LedgerError, LedgerBroken, IndexError, ValueError) as exc:
+            # The record or the tree above it was altered: the receipt would not verify.
+            self.alarm.report(index, getattr(exc, "reason", None) or "the receipt does not verify")
+            return 409, b"application/json", json.dumps({"error": {
+                "code": "evidence_unverifiable",
+                "message": "the evidence of this interaction failed verification; the provider has been "
+                           "alerted and must check its ledger"}}).encode()
         return 200, b"text/plain; charset=utf-8", text.encode()
 
     def _security_txt(self, scope: Scope) -> tuple[int, bytes, bytes]:
         return 200, b"text/plain; charset=utf-8", security_txt(self.disclosure, now=datetime.now(UTC)).encode()
+
+
+def _utf8(value: object) -> bytes:
+    """``value`` as bytes for a constant-time comparison (anything but a string compares as empty)."""
+    return value.encode("utf-8", "surrogatepass") if isinstance(value, str) else b""

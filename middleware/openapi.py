@@ -185,8 +185,11 @@ _WRONG_METHOD = _error("Another method is used on this path (method_not_allowed)
 _INVALID = _error("A field is missing, empty, not a string, too long, or not allowed (invalid_request).")
 _NOT_FOUND = _error("No such request or interaction of yours, or no identity: the same 404 (not_found), "
                     "so ids cannot be probed.")
+_WRONG_TYPE = _error("The body is not sent as Content-Type: application/json, with at most a UTF-8 charset "
+                     "(unsupported_media_type).")
 _RATE_LIMITED = {
-    **_error("Too many POSTs from this subject or client address (rate_limited); retry later."),
+    **_error("Too many POSTs from this subject or client address, or to the whole service (rate_limited); "
+             "retry later."),
     "headers": {"Retry-After": {"description": "Seconds to wait.", "schema": {"type": "integer", "minimum": 1}}},
 }
 _TEXT = {"text/plain; charset=utf-8": {"schema": {"type": "string"}}}
@@ -216,6 +219,7 @@ def openapi_document(prefix: str = "/ai") -> dict[str, Any]:
                     "404": _NOT_FOUND,
                     "405": _WRONG_METHOD,
                     "413": _TOO_LARGE,
+                    "415": _WRONG_TYPE,
                     "422": _INVALID,
                     "429": _RATE_LIMITED,
                 },
@@ -251,6 +255,7 @@ def openapi_document(prefix: str = "/ai") -> dict[str, Any]:
                     "409": _error("The request is not answered or rejected, or was complained about "
                                   "already (invalid_transition)."),
                     "413": _TOO_LARGE,
+                    "415": _WRONG_TYPE,
                     "422": _INVALID,
                     "429": _RATE_LIMITED,
                 },
@@ -268,6 +273,7 @@ def openapi_document(prefix: str = "/ai") -> dict[str, Any]:
                     "400": _BAD_BODY,
                     "405": _WRONG_METHOD,
                     "413": _TOO_LARGE,
+                    "415": _WRONG_TYPE,
                     "422": _INVALID,
                     "429": _RATE_LIMITED,
                 },
@@ -283,8 +289,12 @@ def openapi_document(prefix: str = "/ai") -> dict[str, Any]:
                 "responses": {
                     "200": {"description": "The receipt (verify it with `aiobligations verify-receipt`).",
                             "content": _TEXT},
-                    "404": _error("No such interaction of yours, or not sequenced yet (not_found)."),
+                    "404": _error("No such interaction of yours, or not sequenced yet, or its record does not "
+                                  "read as that interaction (not_found)."),
                     "405": _WRONG_METHOD,
+                    "409": _error("Your interaction's evidence failed verification: its record or the tree above "
+                                  "it was altered (evidence_unverifiable). The provider is alerted."),
+                    "503": _error("The ledger cannot answer now (evidence_unavailable); retry later."),
                 },
             },
         },
@@ -328,8 +338,14 @@ def openapi_document(prefix: str = "/ai") -> dict[str, Any]:
                 "summary": "Whether the ledger takes records now (a readiness probe).",
                 "security": [],
                 "responses": {
-                    "200": {"description": "The ledger takes records.", "content": {"application/json": {
-                        "schema": {"type": "object", "properties": {"ledger": {"const": "accepting"}}}}}},
+                    "200": {"description": "The ledger takes records. Once a request has met evidence that "
+                                           "does not verify (an altered row), it also says so: run "
+                                           "`aiobligations verify`.",
+                            "content": {"application/json": {"schema": {
+                                "type": "object", "required": ["ledger"],
+                                "properties": {"ledger": {"const": "accepting"},
+                                               "evidence": {"const": "break_detected"},
+                                               "breaks": {"type": "integer", "minimum": 1}}}}}},
                     "503": _error("The ledger cannot take records now: its database is unreachable, or its "
                                   "queue is full (evidence_unavailable)."),
                     "405": _WRONG_METHOD,

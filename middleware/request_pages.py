@@ -27,6 +27,7 @@ from urllib.parse import parse_qs, parse_qsl, quote, urlsplit
 from zoneinfo import ZoneInfo
 
 from aiobligations.disclosure.page import negotiate_language
+from aiobligations.errors import LedgerBroken
 from aiobligations.requests.workflow import InvalidRequest, InvalidTransition, NotFound, Request, RequestDesk
 
 __all__ = ["MAX_FORM_BODY", "RequestPages", "beijing_time"]
@@ -80,6 +81,7 @@ _WORDS: dict[str, dict[str, str]] = {
         "e409": "目前不能对这个请求投诉：只有在我们答复或拒绝之后才能投诉，而且每个请求只能投诉一次。",
         "e413": "提交的内容太长。请缩短后再试。",
         "e415": "表单格式不正确。请使用本网站的表单提交。",
+        "e429": "目前提交的请求太多。请稍后再试。",
         "e422": "有必填内容没有填写，或内容太长。请检查后重新提交。",
     },
     "en": {
@@ -121,6 +123,7 @@ _WORDS: dict[str, dict[str, str]] = {
                 "refused it, and only once per request.",
         "e413": "What you sent is too long. Please shorten it and try again.",
         "e415": "The form was not in the expected format. Please use the form on this website.",
+        "e429": "We are receiving too many requests right now. Please try again in a little while.",
         "e422": "Something required is missing or too long. Please check the form and send it again.",
     },
 }
@@ -159,7 +162,8 @@ _SECURITY_HEADERS = [
 
 
 class _Failure(Exception):
-    def __init__(self, status: int, allow: str | None = None) -> None:
+    def __init__(self, status: int, allow: str | None = None, retry_after: int | None = None) -> None:
+        self.retry_after = retry_after
         super().__init__(status)
         self.status, self.allow = status, allow
 
@@ -182,13 +186,22 @@ class RequestPages:
         subject_of: Names the subject of a request, or returns ``None`` when it has no identity.
         language: The language when neither ``?lang=`` nor ``Accept-Language`` decides (``zh``/``en``).
         transparency_url: Linked from every page (default ``{prefix}/transparency``).
+        on_break: Called with ``(index, reason)`` when the ledger's evidence does not read (an
+            altered row); the page is then the same 404 as for an unknown id.
+        limit: Spends the rate limits of a POST that writes to the ledger; returns 0 to go ahead,
+            else the seconds to wait (the page is then 429 with ``Retry-After``), e.g.
+            :meth:`RequestEndpoints.limit_wait <aiobligations.middleware.requests.RequestEndpoints.limit_wait>`.
 
     .. versionadded:: 0.1.0
     """
 
     def __init__(self, desk: RequestDesk | Callable[[], RequestDesk], *, prefix: str,
                  subject_of: Callable[[Scope], str | None], language: str = "zh",
-                 transparency_url: str | None = None) -> None:
+                 transparency_url: str | None = None,
+                 on_break: Callable[[int | None, str], None] | None = None,
+                 limit: Callable[[Scope, str | None], Awaitable[int]] | None = None) -> None:
+        self._on_break = on_break
+        self._limit = limit
         prefix = "/" + prefix.strip("/") if prefix.strip("/") else ""
         self._desk = desk
         self.base = f"{prefix}/requests"
@@ -224,12 +237,18 @@ class RequestPages:
             status, body, location = exc.status, self._error_page(exc.status, lang, explicit), None
             if exc.allow:
                 headers.append((b"allow", exc.allow.encode()))
+            if exc.retry_after:
+                headers.append((b"retry-after", str(exc.retry_after).encode()))
         except NotFound:
             status, body, location = 404, self._error_page(404, lang, explicit), None
         except InvalidTransition:
             status, body, location = 409, self._error_page(409, lang, explicit), None
         except InvalidRequest:
             status, body, location = 422, self._error_page(422, lang, explicit), None
+        except LedgerBroken as exc:  # An altered row: the same 404 as an unknown id; operators are alerted.
+            if self._on_break is not None:
+                self._on_break(exc.index, exc.reason)
+            status, body, location = 404, self._error_page(404, lang, explicit), None
         data = body.encode()
         if location is not None:
             headers.append((b"location", location.encode()))
@@ -244,6 +263,10 @@ class RequestPages:
                      explicit: bool) -> tuple[int, str, str | None]:
         path, method = scope["path"], scope["method"]
         subject = self._subject_of(scope)
+        if method == "POST" and self._limit is not None:
+            waiting = await self._limit(scope, subject)
+            if waiting:
+                raise _Failure(429, retry_after=waiting)
         if path == self.base:
             if method in ("GET", "HEAD"):
                 query = _query(scope)

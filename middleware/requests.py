@@ -32,7 +32,7 @@ from urllib.parse import parse_qs
 
 import structlog
 
-from aiobligations.errors import ConfigurationError, LedgerError
+from aiobligations.errors import ConfigurationError, LedgerBroken, LedgerError
 from aiobligations.replicastate import PostgresRateLimiter, acquire_all_postgres
 from aiobligations.requests.workflow import (
     Complaint,
@@ -47,7 +47,9 @@ from aiobligations.sharedstate import SharedRateLimiter, acquire_all
 
 __all__ = [
     "DEFAULT_ADDRESS_LIMIT",
+    "DEFAULT_GLOBAL_LIMIT",
     "DEFAULT_SUBJECT_LIMIT",
+    "EvidenceAlarm",
     "MAX_BODY",
     "MIN_TOKEN_LENGTH",
     "OPERATOR_TOKENS_ENV",
@@ -56,6 +58,7 @@ __all__ = [
     "RateLimiter",
     "RequestEndpoints",
     "complaint_view",
+    "is_json_media_type",
     "load_operator_tokens",
     "operator_request_view",
     "request_view",
@@ -90,6 +93,41 @@ class _BadRequest(Exception):
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
         self.headers = headers or []
+
+
+class EvidenceAlarm:
+    """
+    Raised the first time a request meets ledger evidence that does not read or verify (an altered row).
+
+    The first break is logged once, at error level, as ``ledger_break_detected`` with the record's
+    index and what did not match (no subject, no id of a person); later ones only count. Operators
+    see the state on ``GET {prefix}/health`` (``"evidence": "break_detected"``) and should run
+    ``aiobligations verify``. One alarm per middleware (one per process in a normal deployment).
+    Thread-safe.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(self) -> None:
+        self.breaks = 0
+        self.first_index: int | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def raised(self) -> bool:
+        """Whether a break has been met."""
+        return self.breaks > 0
+
+    def report(self, index: int | None, reason: str) -> None:
+        """Count one break; log it when it is the first."""
+        with self._lock:
+            self.breaks += 1
+            first = self.breaks == 1
+            if first:
+                self.first_index = index
+        if first:
+            log.error("ledger_break_detected", index=index, reason=reason,
+                      action="run `aiobligations verify` on the ledger")
 
 
 # -- operator tokens ---------------------------------------------------------------------------
@@ -179,6 +217,13 @@ DEFAULT_SUBJECT_LIMIT = RateLimit(10, 5)
 
 DEFAULT_ADDRESS_LIMIT = RateLimit(60, 20)
 """Per client address: 60 requests an hour, 20 at once."""
+
+DEFAULT_GLOBAL_LIMIT = RateLimit(600, 120, period=60.0)
+"""For the whole service, every subject and address together: 600 ledger-writing POSTs a minute,
+120 at once. It bounds what rotating addresses or identities can write to the ledger; size it to
+the service (``global_limit=``)."""
+
+_GLOBAL_KEY = "all"
 
 
 class RateLimiter:
@@ -325,7 +370,10 @@ class RequestEndpoints:
         operator_tokens: ``{sha256_hex(token): operator_id}``, e.g. from :func:`load_operator_tokens`.
             Empty (the default): every operator call gets 401 or 403.
         subject_limit: The per-subject limit on the subject's POSTs; ``None`` turns it off.
-        address_limit: The per-address limit (``scope["client"][0]``); ``None`` turns it off.
+        address_limit: The per-address limit (``scope["client"][0]``, the peer's address unless the
+            server is told to trust a proxy's forwarded headers); ``None`` turns it off.
+        global_limit: One bucket for every POST that writes to the ledger (explanations,
+            complaints), whoever and wherever it comes from; ``None`` turns it off.
         max_rate_keys: How many subjects (and, separately, addresses) the limiters remember. Shared
             limiters get 16 times as many slots (rounded up to a power of two), so that a key is
             almost never evicted early.
@@ -336,6 +384,7 @@ class RequestEndpoints:
             opened (a read-only folder), the limiters stay in memory and a warning is logged.
         shared_secret: The key of the digests that stand for subjects and addresses in that file;
             required with ``shared_path``.
+        alarm: Where breaks in the evidence are reported (a fresh :class:`EvidenceAlarm` by default).
 
     Raises:
         ConfigurationError: An option is invalid, or the shared-state file is unusable (a symbolic
@@ -349,12 +398,15 @@ class RequestEndpoints:
                  operator_tokens: Mapping[str, str] | None = None,
                  subject_limit: RateLimit | None = DEFAULT_SUBJECT_LIMIT,
                  address_limit: RateLimit | None = DEFAULT_ADDRESS_LIMIT,
+                 global_limit: RateLimit | None = DEFAULT_GLOBAL_LIMIT,
                  max_rate_keys: int = 10_000,
                  clock: Callable[[], float] = time.monotonic,
                  shared_path: str | None = None,
                  shared_secret: bytes | None = None,
-                 shared_store: Any = None) -> None:
+                 shared_store: Any = None,
+                 alarm: EvidenceAlarm | None = None) -> None:
         self._desk = desk
+        self.alarm = alarm or EvidenceAlarm()
         self._explanations = f"{prefix}/explanations"
         self._complaints = f"{prefix}/complaints"
         self._operator = f"{prefix}/operator/"
@@ -370,6 +422,7 @@ class RequestEndpoints:
         self._last_remind = float("-inf")
         self.subject_limiter: RateLimiter | SharedRateLimiter | PostgresRateLimiter | None = None
         self.address_limiter: RateLimiter | SharedRateLimiter | PostgresRateLimiter | None = None
+        self.global_limiter: RateLimiter | SharedRateLimiter | PostgresRateLimiter | None = None
         self._limits_block = shared_store is not None  # A database round trip: run it off the event loop.
         if shared_store is not None:
             # Replicas on several hosts: the buckets live in the ledger's PostgreSQL schema.
@@ -379,6 +432,8 @@ class RequestEndpoints:
                 self.subject_limiter = PostgresRateLimiter(subject_limit, shared_store, shared_secret, "subject")
             if address_limit is not None:
                 self.address_limiter = PostgresRateLimiter(address_limit, shared_store, shared_secret, "address")
+            if global_limit is not None:
+                self.global_limiter = PostgresRateLimiter(global_limit, shared_store, shared_secret, "service")
             shared_path = None
         elif shared_path is not None:
             if not isinstance(shared_secret, bytes) or not shared_secret:
@@ -393,10 +448,14 @@ class RequestEndpoints:
                 if address_limit is not None:
                     self.address_limiter = SharedRateLimiter(address_limit, shared_path, shared_secret, "address",
                                                              slots=slots, clock=clock)
+                if global_limit is not None:
+                    self.global_limiter = SharedRateLimiter(global_limit, shared_path, shared_secret, "service",
+                                                            slots=1024, clock=clock)
             except OSError as exc:
-                if isinstance(self.subject_limiter, SharedRateLimiter):
-                    self.subject_limiter.close()
-                self.subject_limiter = self.address_limiter = None
+                for opened in (self.subject_limiter, self.address_limiter):
+                    if isinstance(opened, SharedRateLimiter):
+                        opened.close()
+                self.subject_limiter = self.address_limiter = self.global_limiter = None
                 log.warning("shared_state_unavailable", path=shared_path, part="rate_limits",
                             error=exc.strerror or type(exc).__name__, fallback="per_process")
                 shared_path = None
@@ -405,6 +464,8 @@ class RequestEndpoints:
                                     if subject_limit is not None else None)
             self.address_limiter = (RateLimiter(address_limit, max_keys=max_rate_keys, clock=clock)
                                     if address_limit is not None else None)
+            self.global_limiter = (RateLimiter(global_limit, max_keys=1, clock=clock)
+                                   if global_limit is not None else None)
 
     @property
     def desk(self) -> RequestDesk:
@@ -436,6 +497,9 @@ class RequestEndpoints:
             status, body = 409, {"error": {"code": "invalid_transition", "message": str(exc)}}
         except InvalidRequest as exc:
             status, body = 422, {"error": {"code": "invalid_request", "message": str(exc)}}
+        except LedgerBroken as exc:  # An altered row: the same 404 as an unknown id, and the alarm.
+            self.alarm.report(exc.index, exc.reason)
+            status, body = _NOT_FOUND[0], {"error": {"code": _NOT_FOUND[1], "message": _NOT_FOUND[2]}}
         data = json.dumps(body, ensure_ascii=False).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
                    (b"cache-control", b"no-store"), *extra]
@@ -445,13 +509,16 @@ class RequestEndpoints:
     # -- rate limits ---------------------------------------------------------------------------
 
     def _limit(self, scope: Scope, subject: str | None) -> None:
-        """Spend one request of the subject's and the address's buckets, or raise 429 (spending none)."""
+        """Spend one request of the subject's, the address's and the service's buckets, or raise 429
+        (spending none)."""
         checks: list[tuple[str, RateLimiter | SharedRateLimiter, str]] = []
         if self.subject_limiter is not None and subject is not None:
             checks.append(("subject", self.subject_limiter, subject))
         client = scope.get("client")
         if self.address_limiter is not None and client:
             checks.append(("address", self.address_limiter, str(client[0])))
+        if self.global_limiter is not None:
+            checks.append(("service", self.global_limiter, _GLOBAL_KEY))
         if not checks:
             return
         now = self._clock()
@@ -478,9 +545,29 @@ class RequestEndpoints:
         if waiting > 0:
             seconds = max(1, math.ceil(waiting))
             log.info("rate_limited", limit=which, retry_after=seconds)  # No subject, no address.
-            raise _BadRequest(429, "rate_limited",
-                              f"too many requests from this {which}; try again in {seconds} s",
+            message = (f"the service takes too many requests now; try again in {seconds} s" if which == "service"
+                       else f"too many requests from this {which}; try again in {seconds} s")
+            raise _BadRequest(429, "rate_limited", message,
                               [(b"retry-after", str(seconds).encode())])
+
+    async def limit_wait(self, scope: Scope, subject: str | None) -> int:
+        """Spend one request of every bucket for a ledger-writing POST made elsewhere (the form pages).
+
+        Returns:
+            0 when the POST may go ahead, else the seconds to wait (nothing is spent then; also
+            when the shared buckets cannot be reached).
+        """
+        try:
+            if self._limits_block:
+                await asyncio.to_thread(self._limit, scope, subject)
+            else:
+                self._limit(scope, subject)
+        except _BadRequest as exc:
+            for name, value in exc.headers:
+                if name == b"retry-after":
+                    return int(value)
+            return 1
+        return 0
 
     # -- the operators' side -------------------------------------------------------------------
 
@@ -529,7 +616,7 @@ class RequestEndpoints:
             if len(parts) == 3 and parts[0] == "requests" and parts[1] and parts[2] in _REQUEST_ACTIONS:
                 self._method(method, "POST")
                 request_id, action = parts[1], parts[2]
-                payload = await self._json(receive, empty_ok=action == "review")
+                payload = await self._json(scope, receive, empty_ok=action == "review")
                 if action == "review":
                     request = await asyncio.to_thread(desk.start_review, request_id, by=operator)
                 elif action == "answer":
@@ -548,7 +635,7 @@ class RequestEndpoints:
                 return 200, operator_request_view(request)
             if len(parts) == 3 and parts[0] == "complaints" and parts[1] and parts[2] == "resolve":
                 self._method(method, "POST")
-                payload = await self._json(receive)
+                payload = await self._json(scope, receive)
                 complaint = await asyncio.to_thread(desk.resolve_complaint, parts[1],
                                                     _field(payload, "outcome"), by=operator)
                 log.info("operator_step", operator=operator, complaint_id=complaint.id, step=complaint.state)
@@ -584,7 +671,7 @@ class RequestEndpoints:
                 self._limit(scope, subject)
         if path == self._explanations:
             self._method(method, "POST")
-            payload = await self._json(receive)
+            payload = await self._json(scope, receive)
             if subject is None:
                 raise NotFound("no identity")
             request = await asyncio.to_thread(
@@ -599,7 +686,7 @@ class RequestEndpoints:
             return 201, {"id": request.id, "status": request.state, "due": _iso(request.due)}
         if path == self._complaints:
             self._method(method, "POST")
-            payload = await self._json(receive)
+            payload = await self._json(scope, receive)
             complaint = await asyncio.to_thread(
                 self.desk.complaint,
                 subject or "anonymous",
@@ -619,7 +706,7 @@ class RequestEndpoints:
             self._method(method, "GET")
             return 200, request_view(await asyncio.to_thread(self.desk.get, request_id, subject))
         self._method(method, "POST")
-        payload = await self._json(receive)
+        payload = await self._json(scope, receive)
         request = await asyncio.to_thread(self.desk.complain, request_id, subject, _field(payload, "text"))
         return 200, request_view(request)
 
@@ -635,7 +722,14 @@ class RequestEndpoints:
             raise _BadRequest(405, "method_not_allowed", f"use {allowed}")
 
     @staticmethod
-    async def _json(receive: Receive, *, empty_ok: bool = False) -> dict[str, Any]:
+    async def _json(scope: Scope, receive: Receive, *, empty_ok: bool = False) -> dict[str, Any]:
+        # Only application/json: a cross-site form or fetch cannot send it without a CORS preflight,
+        # so a text/plain or form post from another site is refused before anything is recorded.
+        declared = [value for name, value in scope.get("headers") or () if name.lower() == b"content-type"]
+        if declared or not empty_ok:
+            if len(declared) != 1 or not is_json_media_type(declared[0]):
+                raise _BadRequest(415, "unsupported_media_type",
+                                  "the body must be sent as Content-Type: application/json (UTF-8)")
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -651,6 +745,9 @@ class RequestEndpoints:
                 break
         if empty_ok and not b"".join(chunks).strip():
             return {}
+        if not declared:  # An operator's step with a body but no Content-Type.
+            raise _BadRequest(415, "unsupported_media_type",
+                              "the body must be sent as Content-Type: application/json (UTF-8)")
         try:
             payload = json.loads(b"".join(chunks))
         except (ValueError, UnicodeDecodeError):
@@ -660,6 +757,24 @@ class RequestEndpoints:
         if not isinstance(payload, dict):
             raise _BadRequest(400, "invalid_json", "the body must be a JSON object")
         return payload
+
+
+def is_json_media_type(value: bytes) -> bool:
+    """Whether a ``Content-Type`` value is ``application/json``, with at most a UTF-8 ``charset``."""
+    try:
+        text = value.decode("ascii")
+    except UnicodeDecodeError:
+        return False
+    kind, *params = text.split(";")
+    if kind.strip().lower() != "application/json":
+        return False
+    for param in params:
+        name, sep, arg = param.strip().partition("=")
+        if not param.strip():
+            continue
+        if not sep or name.strip().lower() != "charset" or arg.strip().strip('"').lower() not in ("utf-8", "utf8"):
+            return False
+    return True
 
 
 _REQUEST_ACTIONS = frozenset({"review", "answer", "reject", "resolve"})

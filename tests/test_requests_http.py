@@ -60,7 +60,8 @@ def test_the_whole_flow_with_the_official_client(obligations) -> None:
             general = await http.post("/ai/complaints", headers=ME,
                                       json={"category": "ip", "text": "This copies my poem.", "work": "My poem",
                                             "right_holder": "Me", "output_ref": interaction_id})
-            bad = await http.post("/ai/explanations", headers=ME, content=b"{not json")
+            bad = await http.post("/ai/explanations", headers={**ME, "content-type": "application/json"},
+                                  content=b"{not json")
         await client.close()
         return {"asked": asked, "foreign_ask": foreign_ask, "answered": answered, "foreign_read": foreign_read,
                 "unknown_read": unknown_read, "complained": complained, "general": general, "bad": bad,
@@ -94,7 +95,7 @@ def test_text_that_is_not_unicode_gets_422_not_500(obligations) -> None:
 
     async def post() -> httpx.Response:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
-            return await http.post("/ai/complaints", headers=ME,
+            return await http.post("/ai/complaints", headers={**ME, "content-type": "application/json"},
                                    content=b'{"category": "general", "text": "\\ud800"}')
 
     response = asyncio.run(post())

@@ -299,7 +299,8 @@ def test_a_429_spends_nothing_and_limits_can_be_off(hub: Obligations, clock: Clo
     off = endpoints(hub, clock, subject_limit=None, address_limit=None)
 
     async def many(http: httpx.AsyncClient) -> set[int]:
-        return {(await http.post("/ai/explanations", headers=ALICE, content=b"{")).status_code for _ in range(25)}
+        return {(await http.post("/ai/explanations", content=b"{",
+                                      headers={**ALICE, "content-type": "application/json"})).status_code for _ in range(25)}
 
     assert {400} == run(off, many)
 

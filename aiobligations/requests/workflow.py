@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hmac
 import json
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -33,7 +34,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 import structlog
 
-from ..errors import ObligationError
+from ..errors import LedgerBroken, ObligationError
 from ..interaction import uuid7
 from .calendar import (
     DEFAULT_DEADLINE_DAYS,
@@ -77,6 +78,11 @@ _DECIDED = frozenset({"answered", "rejected"})
 _NOT_FOUND = "no such request"
 _NO_INTERACTION = "no such interaction"
 _NO_COMPLAINT = "no such complaint"
+
+
+def _utf8(value: object) -> bytes:
+    """``value`` as bytes for a constant-time comparison (anything but a string compares as empty)."""
+    return value.encode("utf-8", "surrogatepass") if isinstance(value, str) else b""
 _MAX_TEXT = 20_000
 _FOLLOWED = ("explanation", "complaint", "subject.erased")
 
@@ -263,6 +269,9 @@ class RequestDesk:
     .. versionadded:: 0.1.0
     """
 
+    _decoy: int | None = None
+    """The last interaction index looked up: the row an unknown id reads, so it costs what a known one does."""
+
     def __init__(
         self,
         obligations: Obligations,
@@ -312,6 +321,10 @@ class RequestDesk:
             try:
                 record = ledger.read(index)
             except IndexError:  # Pruned meanwhile.
+                continue
+            # The kind column only finds candidates; the record's own (hashed) bytes decide. A row
+            # whose column was edited to a followed kind is not folded in (`verify` reports it).
+            if record.get("kind") not in _FOLLOWED:
                 continue
             if record.get("kind") == "subject.erased":
                 pseudonym = record.get("subject")
@@ -536,26 +549,42 @@ class RequestDesk:
         log.info("explanation_received", request_id=request_id, due=_ts(request.due))
         return request
 
-    def _interaction(self, interaction_id: str, subject: str) -> dict[str, Any]:
-        """The subject's own interaction record (``personal`` opened), or NotFound."""
+    def _interaction(self, interaction_id: str, subject: str) -> None:
+        """Check that the interaction is the subject's own, else raise NotFound.
+
+        An unknown id and someone else's id do the same work (one flush, one indexed lookup, one
+        row read and parsed, one pseudonym compared in constant time; for an unknown id the row is
+        the last interaction looked up), so the time taken does not tell them apart.
+
+        Raises:
+            NotFound: No such interaction, or another subject's (the same error).
+            LedgerBroken: The index names a row that is not that interaction (the row was altered).
+        """
         if not isinstance(interaction_id, str) or not interaction_id or len(interaction_id) > 200:
             raise NotFound(_NO_INTERACTION)
         if not isinstance(subject, str) or not subject:
             raise NotFound(_NO_INTERACTION)
+        # Interactions are submitted without waiting: flush first, every time (flushing only on a
+        # miss would make unknown ids slower than known ones).
+        self.ledger.flush()
         index = self.ledger.find_interaction(interaction_id)
-        if index is None:
-            # It may still be queued: interactions are submitted without waiting.
-            self.ledger.flush()
-            index = self.ledger.find_interaction(interaction_id)
-        if index is None:
-            raise NotFound(_NO_INTERACTION)
+        known = index is not None and index >= self.ledger.first_index
+        probe = index if known else self._decoy
+        leaf = self.ledger.leaf(probe) if probe is not None else None
         try:
-            record = self.ledger.read(index)
-        except IndexError:  # Pruned after its retention period.
-            raise NotFound(_NO_INTERACTION) from None
-        if record.get("subject") != self.ledger.pseudonym(subject):
+            record = json.loads(leaf) if leaf is not None else None
+        except ValueError:
+            record = None
+        claimed = record.get("subject") if isinstance(record, dict) else None
+        mine = hmac.compare_digest(_utf8(claimed), _utf8(self.ledger.pseudonym(subject)))
+        if not known or leaf is None:  # Unknown, or pruned after its retention period.
             raise NotFound(_NO_INTERACTION)
-        return record
+        if (not isinstance(record, dict) or record.get("kind") != "interaction"
+                or record.get("interaction_id") != interaction_id):
+            raise LedgerBroken("the interaction index names a record that is not this interaction", index=index)
+        self._decoy = index
+        if not mine:
+            raise NotFound(_NO_INTERACTION)
 
     def get(self, request_id: str, subject: str) -> Request:
         """
@@ -566,13 +595,17 @@ class RequestDesk:
         """
         with self._synced():
             request = self._requests.get(request_id) if isinstance(request_id, str) else None
-            if request is None or not self._owns(request_id, subject):
+            # The pseudonym is computed and compared for unknown ids too: the same work either way.
+            owned = self._owns(request_id if request is not None else "", subject)
+            if request is None or not owned:
                 raise NotFound(_NOT_FOUND)
             return request
 
     def _owns(self, key: str, subject: str) -> bool:
+        if not isinstance(subject, str) or not subject:
+            return False
         pseudonym = self._pseudonyms.get(key)
-        return isinstance(subject, str) and bool(subject) and pseudonym == self.ledger.pseudonym(subject)
+        return hmac.compare_digest(_utf8(pseudonym), _utf8(self.ledger.pseudonym(subject)))
 
     def complain(self, request_id: str, subject: str, text: str) -> Request:
         """
