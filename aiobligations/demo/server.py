@@ -2,22 +2,33 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import importlib
+import ipaddress
 import logging
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from ..errors import ConfigurationError
 from ..keys import init_project
 from ..obligations import Obligations
 from .app import build_app
 
-__all__ = ["run_demo", "wrap"]
+__all__ = [
+    "KEEP_ALIVE_TIMEOUT",
+    "LIMIT_CONCURRENCY",
+    "MAX_INCOMPLETE_EVENT_SIZE",
+    "REQUEST_TIMEOUT",
+    "run_demo",
+    "server_settings",
+    "wrap",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +57,119 @@ def wrap(app: Any, obligations: Obligations) -> Any:
         logger.warning("ObligationsMiddleware is not available (%s); serving the demo unwrapped", exc)
         return app
     return middleware(app, obligations=obligations)
+
+
+REQUEST_TIMEOUT = 15.0
+"""Seconds a connection has to deliver a whole request (line, headers and body), from the moment it
+opens or its previous response ends; then it is closed. uvicorn has no such bound of its own (its
+keep-alive timer runs only between requests and any byte stops it), so a client that sends half a
+request line and waits (slowloris) would hold the connection for ever."""
+
+KEEP_ALIVE_TIMEOUT = 5
+"""Seconds an idle keep-alive connection stays open after a response (uvicorn ``--timeout-keep-alive``)."""
+
+MAX_INCOMPLETE_EVENT_SIZE = 16 << 10
+"""The most bytes of an unfinished request line and headers kept (h11 ``max_incomplete_event_size``);
+more is a 400."""
+
+LIMIT_CONCURRENCY = 1000
+"""Connections and tasks at once; beyond, uvicorn answers 503 at once (``--limit-concurrency``)."""
+
+
+def _request_deadline_protocol(timeout: float) -> type:
+    """An h11 protocol for uvicorn that closes a connection not delivering a whole request in ``timeout`` s."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class RequestDeadlineH11Protocol(H11Protocol):
+        """uvicorn's h11 protocol with a deadline for each request to arrive whole (slowloris)."""
+
+        _deadline: asyncio.TimerHandle | None = None
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._deadline = self.loop.call_later(timeout, self._expire)
+
+        def _disarm(self) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+
+        def _expire(self) -> None:
+            self._deadline = None
+            if not self.transport.is_closing():
+                logger.info("closing a connection that did not deliver a request in %s s", timeout)
+                self.transport.close()
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm()
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            cycle = self.cycle
+            if cycle is not None and not cycle.response_complete and not cycle.more_body:
+                self._disarm()  # The whole request is in: the app has it.
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing():
+                self._arm()  # The next request on this connection gets the same deadline.
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+    return RequestDeadlineH11Protocol
+
+
+def server_settings(server: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The ``uvicorn.Config`` keyword arguments that bound connections, from a profile's ``[server]`` table.
+
+    The table's keys (all optional): ``forwarded_allow_ips`` (a list of proxy addresses or networks
+    whose ``X-Forwarded-For`` and ``X-Forwarded-Proto`` are believed; default none, so the client
+    address is the TCP peer and rotating ``X-Forwarded-For`` changes nothing), ``request_timeout``
+    (:data:`REQUEST_TIMEOUT`), ``keep_alive_timeout`` (:data:`KEEP_ALIVE_TIMEOUT`),
+    ``limit_concurrency`` (:data:`LIMIT_CONCURRENCY`).
+
+    Raises:
+        ConfigurationError: A value has the wrong type or is out of range.
+
+    .. versionadded:: 0.1.0
+    """
+    if server is not None and not isinstance(server, Mapping):
+        raise ConfigurationError("[server] must be a table")
+    server = dict(server or {})
+    unknown = set(server) - {"forwarded_allow_ips", "request_timeout", "keep_alive_timeout", "limit_concurrency"}
+    if unknown:
+        raise ConfigurationError(f"[server] has unknown keys: {', '.join(sorted(unknown))}")
+    proxies = server.get("forwarded_allow_ips", [])
+    if not isinstance(proxies, list) or not all(isinstance(p, str) and p.strip() for p in proxies):
+        raise ConfigurationError("[server] forwarded_allow_ips must be a list of addresses or networks")
+    for proxy in proxies:
+        try:
+            ipaddress.ip_network(proxy.strip(), strict=False)
+        except ValueError:
+            raise ConfigurationError(f"[server] forwarded_allow_ips: {proxy!r} is not an address or network") from None
+
+    def number(key: str, default: float, kind: type) -> Any:
+        value = server.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 3600:
+            raise ConfigurationError(f"[server] {key} must be a number of seconds (0 to 3600), got {value!r}")
+        return kind(value)
+
+    request_timeout = number("request_timeout", REQUEST_TIMEOUT, float)
+    limit = server.get("limit_concurrency", LIMIT_CONCURRENCY)
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ConfigurationError(f"[server] limit_concurrency must be an int, 1 or more, got {limit!r}")
+    return {
+        "http": _request_deadline_protocol(request_timeout),
+        "proxy_headers": bool(proxies),
+        "forwarded_allow_ips": ",".join(p.strip() for p in proxies),  # Never FORWARDED_ALLOW_IPS's default.
+        "timeout_keep_alive": number("keep_alive_timeout", KEEP_ALIVE_TIMEOUT, int),
+        "h11_max_incomplete_event_size": MAX_INCOMPLETE_EVENT_SIZE,
+        "limit_concurrency": limit,
+        "timeout_graceful_shutdown": 10,
+    }
 
 
 def _announce(message: str) -> None:
@@ -100,7 +224,8 @@ def run_demo(*, config: Path, port: int = 8000, host: str = "127.0.0.1") -> None
     """Serve the demo AI service, wrapped by ``ObligationsMiddleware``, until SIGTERM or Ctrl-C.
 
     If ``config`` does not exist, a development profile and keys are written into its folder
-    first (announced on stderr). On SIGTERM or Ctrl-C uvicorn shuts down gracefully, the ledger is
+    first (announced on stderr). The profile's ``[server]`` table bounds connections and says which
+    proxies' forwarded headers to believe (none by default): see :func:`server_settings`. On SIGTERM or Ctrl-C uvicorn shuts down gracefully, the ledger is
     flushed and closed, and the function returns normally.
 
     Args:
@@ -128,7 +253,8 @@ def run_demo(*, config: Path, port: int = 8000, host: str = "127.0.0.1") -> None
     with _quiet_exit_signals() as received:
         try:
             app = wrap(build_app(), obligations)
-            uvicorn_config = uvicorn.Config(app, host=host, port=port, log_level="info", lifespan="on")
+            settings = server_settings(obligations.profile.raw.get("server"))
+            uvicorn_config = uvicorn.Config(app, host=host, port=port, log_level="info", lifespan="on", **settings)
             if not received:  # A signal that came while starting up means: don't start.
                 _announcing_server(uvicorn_config, obligations).run()
         finally:
