@@ -36,7 +36,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..errors import ConfigurationError, LedgerError, ObligationError
+from ..errors import ConfigurationError, LedgerBroken, LedgerError, ObligationError
 from . import merkle
 from .note import Checkpoint, NoteError, Verifier
 from .reader import checkpoint_of
@@ -295,6 +295,8 @@ def receipt_for_interaction(ledger: Ledger, interaction_id: str) -> str | None:
 
     Raises:
         TypeError: ``interaction_id`` is not a str.
+        LedgerBroken: the index names a record that is not the ``interaction`` record of this id
+            (the ``interactions`` table was edited); no receipt is written for another record.
 
     .. versionadded:: 0.1.0
     """
@@ -312,9 +314,18 @@ def _find_interaction(ledger: Ledger, interaction_id: str) -> int | None:
     found = ledger.leaf(index)
     if found is None:
         return None
-    value = json.loads(found)
-    if value.get("kind") != "interaction" or value.get("interaction_id") != interaction_id:
-        return None  # pragma: no cover - the index is written with the record it names.
+    try:
+        value = json.loads(found)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict) or value.get("kind") != "interaction" or value.get("interaction_id") != interaction_id:
+        # The index is written with the record it names: the table was edited. A receipt must never
+        # prove a different record, so refuse rather than prove whatever the row points at.
+        raise LedgerBroken(
+            "the interaction index points at a record that is not this interaction's (the interactions table "
+            "was altered); run `aiobligations verify` on the ledger",
+            index=index,
+        )
     return index
 
 

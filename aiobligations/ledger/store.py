@@ -224,6 +224,15 @@ def _insert_rows(conn: sqlite3.Connection, table: str, width: int, rows: Sequenc
         position += size
 
 
+def _blob(value: object) -> bytes:
+    """A ``meta`` value as bytes, whatever type SQL typed by hand stored (TEXT, a number)."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogatepass")
+    if isinstance(value, (int, float)):
+        return repr(value).encode()
+    return bytes(value)  # type: ignore[arg-type]
+
+
 def _pack(hashes: Sequence[bytes]) -> bytes:
     return b"".join(hashes)
 
@@ -366,7 +375,7 @@ class SQLiteStore:
     def _load_state(self) -> StoreState:
         conn = self._writer if self._writer is not None else self._reader()
         state = StoreState()
-        meta = dict(conn.execute("SELECT key, value FROM meta"))
+        meta = {key: _blob(value) for key, value in conn.execute("SELECT key, value FROM meta")}
         tree = meta.get("tree")
         if tree:
             state.size = int.from_bytes(tree[:8], "big")
@@ -387,7 +396,7 @@ class SQLiteStore:
     def get_meta(self, key: str) -> bytes | None:
         """Return a metadata value, or ``None``."""
         row = self._reader().execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
-        return None if row is None else bytes(row[0])
+        return None if row is None else _blob(row[0])
 
     def put_meta(self, values: dict[str, bytes]) -> None:
         """Set metadata values durably and atomically (used before the writer starts)."""

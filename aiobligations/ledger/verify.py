@@ -593,6 +593,9 @@ def _verify_store(store: Any, key: str | None, since_checkpoint: str | None,
     shipped = (store.get_meta("verifier_key") or b"").decode("utf-8", "replace") or None
     verifier, pinned = _trusted_verifier(key, shipped, str(store.path), trust_shipped)
     if not state.checkpoint:
+        if state.size or state.stored_end > state.pruned_start:
+            # The writer signs with the first batch of records: records without a checkpoint were edited.
+            raise LedgerBroken("table meta, row 'checkpoint': missing, yet records are stored (deleted)")
         raise UnusableInput(f"{store.path}: the ledger has no signed checkpoint yet")
     checkpoint = _open_note(verifier, state.checkpoint, "the latest checkpoint", claimed=shipped, pinned=pinned)
     _check_meta(store, verifier, checkpoint, shipped, pinned)
@@ -625,9 +628,14 @@ def _verify_store(store: Any, key: str | None, since_checkpoint: str | None,
     if expected < max(state.size, size):
         raise LedgerBroken("the record is missing", index=expected)
     if expected > state.size:
-        raise LedgerBroken("records are stored past the recorded tree size", index=state.size)
+        raise LedgerBroken("records are stored past the recorded tree size (table meta, row 'tree')",
+                           index=state.size)
     index_check.finish(expected)
-    if roots.get(size) != checkpoint.root:
+    intact = roots.get(size) == checkpoint.root
+    node_break = nodes.broken(intact)
+    if node_break is not None:
+        raise node_break
+    if not intact:
         raise _misplaced(tree, state, start, size)
     if tree.hashes != state.frontier:
         if state.size > size:
@@ -737,6 +745,9 @@ def _check_history(history: list[tuple[Any, Any, Any]], verifier: Verifier, chec
         if not isinstance(note, str):
             raise LedgerBroken(f"{what}: the note is not text (altered)")
         kept = _open_note(verifier, note, what, claimed=verifier.verifier_key)
+        if kept.size > checkpoint.size and kept.origin == checkpoint.origin:
+            raise LedgerBroken(f"table meta, row 'checkpoint': older than the kept checkpoint of size {kept.size} "
+                               "(rolled back)")
         if kept.size != size or kept.origin != checkpoint.origin or size > state.size:
             raise LedgerBroken(f"{what}: its note is for size {kept.size} of {kept.origin!r} (altered)")
         root = roots.get(size)
@@ -789,6 +800,8 @@ class _NodeChecker:
         self._width = 1 << NODE_STRIDE
         self._pending: dict[int, list[bytes]] = {}
         self._start = start
+        self.mismatch: tuple[bool, int, int, int, int] | None = None
+        """(stored hash present, level, index, first record, last record) of the first mismatch."""
 
     def feed(self, first: int, leaves: list[bytes]) -> None:
         for offset, leaf in enumerate(leaves):
@@ -811,20 +824,32 @@ class _NodeChecker:
             stored = self._store.node_hashes(parent_level, parent, parent + 1)[0]
         except LedgerError:
             stored = None
-        if stored != hashes[0]:
+        if stored != hashes[0] and self.mismatch is None:
             first = parent << parent_level
             last = first + (1 << parent_level) - 1
-            if stored is not None and level == 0:
-                # Every record under it matched its stored hash (checked first), so one of them
-                # was altered together with that hash; nothing stored says which one.
-                raise LedgerBroken(
-                    f"the stored interior hash at level {parent_level} over records {first}..{last} does not "
-                    "match them: one of them was altered together with its stored hash (nothing stored tells which)",
-                    index=first,
-                )
-            raise LedgerBroken(
-                f"table nodes, level {parent_level}, index {parent}: the stored interior hash "
-                f"{'is missing' if stored is None else 'does not match the records under it'} (altered)",
+            # Which is altered, the stored hash or the records under it, is decided against the
+            # signed root once every record is read (see ``_verify_store``).
+            self.mismatch = (stored is not None and level == 0, parent_level, parent, first, last)
+        self._add(parent_level, parent, hashes[0])
+
+    def broken(self, records_intact: bool) -> LedgerBroken | None:
+        """The first mismatch found, if any, as a break.
+
+        When the records add up to the signed root, the stored hash is the altered one (or it is
+        missing). Otherwise every record under it matched its stored hash (checked first), so one of
+        them was altered together with that hash; nothing stored says which one.
+        """
+        if self.mismatch is None:
+            return None
+        found, parent_level, parent, first, last = self.mismatch
+        if not records_intact and found:
+            return LedgerBroken(
+                f"the stored interior hash at level {parent_level} over records {first}..{last} does not "
+                "match them: one of them was altered together with its stored hash (nothing stored tells which)",
                 index=first,
             )
-        self._add(parent_level, parent, hashes[0])
+        return LedgerBroken(
+            f"table nodes, level {parent_level}, index {parent}: the stored interior hash "
+            f"{'does not match the records under it' if found else 'is missing'} (altered)",
+            index=first,
+        )
