@@ -255,48 +255,45 @@ def db() -> None:
     """The ledger's PostgreSQL schema (with [ledger] url): versions and migrations."""
 
 
-@db.command()
-@_config_option
-def upgrade(config: Path | None) -> None:
-    """Apply the pending schema migrations of the configured PostgreSQL ledger (each runs once)."""
-    from .ledger.postgres import MIGRATIONS, PostgresStore
+def _on_schema(config: Path | None, action: Any) -> tuple[str, Any]:
+    """Run ``action(store)`` on the configured PostgreSQL ledger's store; return (schema, result)."""
+    from .ledger.postgres import PostgresStore
 
     try:
         profile = load_profile(config or Path(DEFAULT_CONFIG))
         if profile.ledger.url is None:
-            _fail("the profile's ledger is a SQLite file, which needs no migrations; set [ledger] url")
+            _fail("the profile's ledger is a SQLite file, which has no schema versions; set [ledger] url")
         store = PostgresStore(profile.ledger.url, schema=profile.ledger.schema)
         try:
-            applied = store.upgrade()
+            return profile.ledger.schema, action(store)
         finally:
             store.close()
     except ObligationError as exc:
         _fail(str(exc))
+
+
+@db.command()
+@_config_option
+def upgrade(config: Path | None) -> None:
+    """Apply the pending schema migrations of the configured PostgreSQL ledger (each runs once)."""
+    from .ledger.postgres import MIGRATIONS
+
+    schema, applied = _on_schema(config, lambda store: store.upgrade())
     latest = MIGRATIONS[-1][0]
     if applied:
-        click.echo(f"applied migrations {', '.join(map(str, applied))}: schema {profile.ledger.schema} is at version {latest}")
+        click.echo(f"applied migrations {', '.join(map(str, applied))}: schema {schema} is at version {latest}")
     else:
-        click.echo(f"schema {profile.ledger.schema} is at version {latest}: nothing to do")
+        click.echo(f"schema {schema} is at version {latest}: nothing to do")
 
 
 @db.command()
 @_config_option
 def version(config: Path | None) -> None:
     """Print the schema version of the configured PostgreSQL ledger and the one this code needs."""
-    from .ledger.postgres import MIGRATIONS, PostgresStore
+    from .ledger.postgres import MIGRATIONS
 
-    try:
-        profile = load_profile(config or Path(DEFAULT_CONFIG))
-        if profile.ledger.url is None:
-            _fail("the profile's ledger is a SQLite file; set [ledger] url")
-        store = PostgresStore(profile.ledger.url, schema=profile.ledger.schema)
-        try:
-            current = store.version()
-        finally:
-            store.close()
-    except ObligationError as exc:
-        _fail(str(exc))
-    click.echo(f"schema {profile.ledger.schema}: version {current}; this aiobligations needs {MIGRATIONS[-1][0]}")
+    schema, current = _on_schema(config, lambda store: store.version())
+    click.echo(f"schema {schema}: version {current}; this aiobligations needs {MIGRATIONS[-1][0]}")
 
 
 @main.command("verify-receipt")
