@@ -308,8 +308,14 @@ def verify_receipt_command(file: Path, key: str, record: Path | None) -> None:
     """
     from .ledger.receipts import InvalidReceipt, verify_receipt
 
-    text = _read_file_arg(str(file), "receipt")
-    assert text is not None
+    # Read like a media file (a FIFO hung here, /dev/zero ran out of memory), with a receipt's bound.
+    raw = _read_input(file, limit=MAX_RECEIPT)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        _fail(f"receipt {file} cannot be read ({exc})")
+    if not text.strip():
+        _fail(f"receipt {file} is empty")
     trusted = _read_text_arg(key, "--key").strip()
     data = _read_input(record) if record is not None else None
     try:
@@ -321,33 +327,35 @@ def verify_receipt_command(file: Path, key: str, record: Path | None) -> None:
     click.echo(f"verified: the record is in {checkpoint.origin} at tree size {checkpoint.size}")
 
 
-def _read_input(path: Path) -> bytes:
+def _read_input(path: Path, *, limit: int | None = None) -> bytes:
     """The file's bytes, read with a bound; anything but a regular file is refused before opening.
 
     A link to ``/dev/zero`` would be read forever and a FIFO would hang, so only what ``stat``
-    says is a regular file (a link to one is fine) is opened.
+    says is a regular file (a link to one is fine) is opened. ``limit`` is the bound in bytes
+    (default :data:`MAX_LABEL_INPUT`).
     """
+    bound = MAX_LABEL_INPUT if limit is None else limit
     try:
         info = path.stat()
         if stat.S_ISDIR(info.st_mode):
             _fail(f"{path}: is a folder")
         if not stat.S_ISREG(info.st_mode):
-            _fail(f"{path}: not a regular file (a device, FIFO or socket is never a media file)")
-        if info.st_size > MAX_LABEL_INPUT:
-            _fail(f"{path}: larger than {MAX_LABEL_INPUT >> 20} MiB")
+            _fail(f"{path}: not a regular file (a device, FIFO or socket is never a media file or a receipt)")
+        if info.st_size > bound:
+            _fail(f"{path}: larger than {bound >> 20} MiB")
         with open(path, "rb") as handle:
             # read(n) allocates n bytes first: ask for the size stat gave (plus one, to see growth),
             # not for the 2 GiB bound, which a small file's process may not even be allowed to map.
             data = handle.read(info.st_size + 1)
             if len(data) > info.st_size:
                 parts = [data]
-                while (size := sum(map(len, parts))) <= MAX_LABEL_INPUT and (
-                    part := handle.read(min(1 << 24, MAX_LABEL_INPUT + 1 - size))
+                while (size := sum(map(len, parts))) <= bound and (
+                    part := handle.read(min(1 << 24, bound + 1 - size))
                 ):
                     parts.append(part)
                 data = b"".join(parts)
-        if len(data) > MAX_LABEL_INPUT:
-            _fail(f"{path}: larger than {MAX_LABEL_INPUT >> 20} MiB")
+        if len(data) > bound:
+            _fail(f"{path}: larger than {bound >> 20} MiB")
         return data
     except FileNotFoundError:
         _fail(f"{path}: no such file")
@@ -358,6 +366,7 @@ def _read_input(path: Path) -> bytes:
 
 
 MAX_LABEL_INPUT = 2 << 30
+MAX_RECEIPT = 1 << 20  # A receipt is a few KiB: its checkpoint and up to 63 hashes.
 
 
 def _is_bomb(exc: BaseException) -> bool:
