@@ -220,7 +220,7 @@ def _read_small(folder: Path, name: str, *, required: bool = True) -> str | None
         raise LedgerBroken(f"{name} is not UTF-8") from None
 
 
-NO_KEY = ("no verifier key is pinned: pass --key with the key the provider gave you "
+_NO_KEY = ("no verifier key is pinned: pass --key with the key the provider gave you "
           "(or --trust-bundle-key to use the key the bundle or database carries, which proves nothing "
           "against whoever could rewrite it)")
 """Why verification without a pinned key is refused (exit 2)."""
@@ -230,7 +230,7 @@ def _trusted_verifier(key: str | None, shipped: str | None, source: str,
                       trust_shipped: bool = False) -> tuple[Verifier, bool]:
     """The verifier to check signatures with, and whether the auditor pinned it."""
     if key is None and not trust_shipped:
-        raise UnusableInput(NO_KEY)
+        raise UnusableInput(_NO_KEY)
     text = key if key is not None else shipped
     if text is None:
         raise UnusableInput(f"{source}: no verifier key is shipped with it (pass --key)")
