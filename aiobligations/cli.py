@@ -61,7 +61,11 @@ def _read_text_arg(value: str, name: str) -> str:
     path = Path(value)
     try:
         if path.is_file():
-            return path.read_text(encoding="utf-8")
+            with open(path, "rb") as handle:
+                data = handle.read(MAX_TEXT_ARG + 1)
+            if len(data) > MAX_TEXT_ARG:
+                _fail(f"{name} {value}: larger than {MAX_TEXT_ARG >> 10} KiB")
+            return data.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         _fail(f"{name} {value} cannot be read ({exc})")
     return value
@@ -92,10 +96,20 @@ def _read_file_arg(value: str | None, name: str) -> str | None:
     """The text of the file an option names, or ``None`` when the option was not given."""
     if value is None:
         return None
+    path = Path(value)
     try:
-        return Path(value).read_text(encoding="utf-8")
+        if path.exists() and not path.is_file():
+            _fail(f"{name} {value}: not a regular file")
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_TEXT_ARG + 1)  # A checkpoint or a key: a few hundred bytes.
+        if len(data) > MAX_TEXT_ARG:
+            _fail(f"{name} {value}: larger than {MAX_TEXT_ARG >> 10} KiB")
+        return data.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         _fail(f"{name} {value} cannot be read ({getattr(exc, 'strerror', None) or exc})")
+
+
+MAX_TEXT_ARG = 1 << 20
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

@@ -130,6 +130,9 @@ def verify_path(
         return verify_bundle(path, key=key, since_checkpoint=since_checkpoint, **trust)
     if not path.exists():
         raise UnusableInput(f"{path}: no such file or folder")
+    if not path.is_file():
+        # A FIFO would block the open until a writer came; a device would be read for ever.
+        raise UnusableInput(f"{path}: not a regular file, a folder or a postgresql:// URL")
     try:
         with open(path, "rb") as handle:
             magic = handle.read(16)
@@ -173,7 +176,13 @@ def _unpack(path: Path, into: Path) -> None:
                 if target.exists():
                     raise UnusableInput(f"{path}: member {name!r} appears twice")
                 with open(target, "wb") as handle:
-                    shutil.copyfileobj(source, handle, 1 << 20)
+                    if name == "records.jsonl":
+                        try:
+                            _copy_lines(source, handle)
+                        except _LongLine:
+                            return  # The verifier names the long line's index from the copy.
+                    else:
+                        shutil.copyfileobj(source, handle, 1 << 20)
             # Read to the end of the gzip stream so that a cut or corrupt trailer (its CRC and
             # length) is noticed even though tar's end-of-archive marker was already seen.
             assert tar.fileobj is not None
@@ -181,6 +190,27 @@ def _unpack(path: Path, into: Path) -> None:
                 pass
     except (tarfile.TarError, EOFError, OSError, _zlib_error()) as exc:
         raise UnusableInput(f"{path}: not a readable .tar.gz bundle ({exc})") from None
+
+
+class _LongLine(Exception):
+    """``records.jsonl`` holds a line longer than any record; what was copied shows it."""
+
+
+def _copy_lines(source: IO[bytes], target: IO[bytes]) -> None:
+    """Copy ``records.jsonl`` out of the tarball, stopping just past a line longer than a record
+    may be: the verifier reports that line as a break (naming its index) from what was copied, and
+    a compression bomb (gigabytes of one endless line in a few megabytes) is never inflated to disk.
+
+    Raises:
+        _LongLine: the copy stopped early.
+    """
+    run = 0  # Bytes since the last newline.
+    while chunk := source.read(1 << 20):
+        end = chunk.rfind(b"\n")
+        run = run + len(chunk) if end < 0 else len(chunk) - 1 - end
+        target.write(chunk)
+        if run > _MAX_RECORD + 1:
+            raise _LongLine
 
 
 def _zlib_error() -> type[Exception]:
