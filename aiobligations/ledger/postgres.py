@@ -26,7 +26,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from ..errors import ConfigurationError, LedgerError, UnusableInput
-from .store import Batch, StoreState, _pack, _unpack
+from .store import Batch, StoreState, _blob, _pack, state_from
 
 try:
     import psycopg
@@ -368,23 +368,9 @@ class PostgresStore:
         return self._state(lambda sql, params=(): conn.execute(sql, params).fetchall())
 
     def _state(self, query: Any) -> StoreState:
-        state = StoreState()
-        meta = {key: bytes(value) for key, value in query(
+        meta = {key: _blob(value) for key, value in query(
             f"SELECT key, value FROM {self.schema}.meta WHERE key IN ('tree', 'last_ts', 'checkpoint', 'pruned')")}
-        tree = meta.get("tree")
-        if tree:
-            state.size = int.from_bytes(tree[:8], "big")
-            state.frontier = _unpack(tree[8:])
-        state.last_ts = float(meta.get("last_ts", b"0"))
-        checkpoint = meta.get("checkpoint")
-        state.checkpoint = checkpoint.decode() if checkpoint else None
-        pruned = meta.get("pruned")
-        if pruned:
-            state.pruned_start = int.from_bytes(pruned[:8], "big")
-            state.pruned_frontier = _unpack(pruned[8:])
-        top = query(f"SELECT max(idx) FROM {self.schema}.records")[0][0]
-        state.stored_end = state.pruned_start if top is None else int(top) + 1
-        return state
+        return state_from(meta, query(f"SELECT max(idx) FROM {self.schema}.records")[0][0])
 
     # -- meta ----------------------------------------------------------------------------------
 

@@ -30,7 +30,7 @@ from ..errors import LedgerError, LedgerLocked, UnusableInput
 from . import _flock
 from ._flock import held
 
-__all__ = ["NODE_STRIDE", "Batch", "SQLiteStore", "Store", "StoreState"]
+__all__ = ["NODE_STRIDE", "Batch", "SQLiteStore", "Store", "StoreState", "state_from"]
 
 NODE_STRIDE = 4
 """Interior hashes are stored for levels 4, 8, 12, …; the levels between are folded on demand."""
@@ -224,6 +224,25 @@ def _insert_rows(conn: sqlite3.Connection, table: str, width: int, rows: Sequenc
         position += size
 
 
+def state_from(meta: dict[str, bytes], last_index: int | None) -> StoreState:
+    """The state that a store's ``meta`` rows (``tree``, ``last_ts``, ``checkpoint``, ``pruned``)
+    and its highest stored index describe: every store keeps them the same way."""
+    state = StoreState()
+    tree = meta.get("tree")
+    if tree:
+        state.size = int.from_bytes(tree[:8], "big")
+        state.frontier = _unpack(tree[8:])
+    state.last_ts = float(meta.get("last_ts", b"0"))
+    checkpoint = meta.get("checkpoint")
+    state.checkpoint = checkpoint.decode() if checkpoint else None
+    pruned = meta.get("pruned")
+    if pruned:
+        state.pruned_start = int.from_bytes(pruned[:8], "big")
+        state.pruned_frontier = _unpack(pruned[8:])
+    state.stored_end = state.pruned_start if last_index is None else int(last_index) + 1
+    return state
+
+
 def _blob(value: object) -> bytes:
     """A ``meta`` value as bytes, whatever type SQL typed by hand stored (TEXT, a number)."""
     if isinstance(value, str):
@@ -374,22 +393,8 @@ class SQLiteStore:
 
     def _load_state(self) -> StoreState:
         conn = self._writer if self._writer is not None else self._reader()
-        state = StoreState()
         meta = {key: _blob(value) for key, value in conn.execute("SELECT key, value FROM meta")}
-        tree = meta.get("tree")
-        if tree:
-            state.size = int.from_bytes(tree[:8], "big")
-            state.frontier = _unpack(tree[8:])
-        state.last_ts = float(meta.get("last_ts", b"0"))
-        checkpoint = meta.get("checkpoint")
-        state.checkpoint = checkpoint.decode() if checkpoint else None
-        pruned = meta.get("pruned")
-        if pruned:
-            state.pruned_start = int.from_bytes(pruned[:8], "big")
-            state.pruned_frontier = _unpack(pruned[8:])
-        row = conn.execute("SELECT max(idx) FROM records").fetchone()
-        state.stored_end = state.pruned_start if row[0] is None else row[0] + 1
-        return state
+        return state_from(meta, conn.execute("SELECT max(idx) FROM records").fetchone()[0])
 
     # -- meta ----------------------------------------------------------------------------------
 
