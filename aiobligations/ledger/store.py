@@ -252,6 +252,23 @@ def _blob(value: object) -> bytes:
     return bytes(value)  # type: ignore[arg-type]
 
 
+def _create_private(path: Path) -> None:
+    """Create the database file readable by its owner only (it holds pseudonyms, times and kinds);
+    SQLite then gives its WAL and shared-memory files the same permissions. An existing file that
+    others can read is tightened, when this process owns it."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except FileExistsError:
+        with contextlib.suppress(OSError):
+            info = os.stat(path)
+            if info.st_mode & 0o077 and info.st_uid == os.getuid():
+                os.chmod(path, 0o600)
+        return
+    except OSError:
+        return  # SQLite reports it, with the reason, when it opens the file.
+    os.close(fd)
+
+
 def _pack(hashes: Sequence[bytes]) -> bytes:
     return b"".join(hashes)
 
@@ -297,6 +314,7 @@ class SQLiteStore:
         if not self._create and not self.path.exists():
             raise UnusableInput(f"{self.path}: no such ledger database")
         if write and not self._readonly:
+            _create_private(self.path)
             uri = f"file:{self.path}?mode=rwc"
         else:
             uri = f"file:{self.path}?mode=ro"
@@ -333,7 +351,8 @@ class SQLiteStore:
         """
         path = self.path.with_name(self.path.name + ".lock")
         try:
-            handle = open(path, "a+")  # noqa: SIM115 - held open until close().
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            handle = open(fd, "a+")  # noqa: SIM115 - held open until close().
         except OSError as exc:
             raise UnusableInput(f"{path}: cannot create the ledger's lock file ({exc.strerror})") from None
         try:
