@@ -169,3 +169,18 @@ def test_the_repository_stands_alone() -> None:
         if outside.search(path.read_bytes()):
             offenders.append(name)
     assert [] == offenders, f"these files refer to a folder outside the repository: {offenders}"
+
+
+def test_every_error_a_caller_can_catch_is_in_the_tree() -> None:
+    """Every exception class our public modules define derives from ObligationError (issue 12)."""
+    from aiobligations.errors import ObligationError
+
+    outside = []
+    for name in PUBLIC_MODULES:
+        module = importlib.import_module(name)
+        for attribute in getattr(module, "__all__", ()):
+            value = getattr(module, attribute)
+            if inspect.isclass(value) and issubclass(value, BaseException) and value.__module__ == name:
+                if not issubclass(value, ObligationError):
+                    outside.append(f"{name}.{attribute}")
+    assert outside == []

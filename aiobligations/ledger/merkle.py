@@ -6,6 +6,8 @@ import hashlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import islice
 
+from ..errors import ObligationError
+
 __all__ = [
     "EMPTY_ROOT",
     "HASH_SIZE",
@@ -38,7 +40,7 @@ _BLOCK = 1 << _BLOCK_LEVEL
 Subtree = Callable[[int, int], bytes]
 
 
-class InvalidProof(ValueError):
+class InvalidProof(ObligationError, ValueError):
     """A Merkle proof failed verification."""
 
 

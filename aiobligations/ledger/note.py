@@ -11,6 +11,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from ..errors import ObligationError
+
 __all__ = [
     "BadSignature",
     "Checkpoint",
@@ -36,7 +38,7 @@ _KEY_ID_HEX = re.compile("[0-9a-f]{8}")
 _DECIMAL = re.compile("0|[1-9][0-9]{0,19}")
 
 
-class NoteError(ValueError):
+class NoteError(ObligationError, ValueError):
     """A signed note could not be opened."""
 
 
