@@ -589,20 +589,88 @@ class TestMP4:
         assert out[encoder_item[0] : encoder_item[1]].endswith(b"Lavf")
         assert box(b"\xa9too", b"x") in out
 
-    def test_itunes_meta_is_left_alone(self) -> None:
-        """An M4A udta/meta with handler mdir stays; a separate mdta meta carries the label."""
-        itunes = full(
-            b"meta",
-            full(b"hdlr", b"\x00" * 4, b"mdir", b"appl", b"\x00" * 9),
-            box(b"ilst", box(b"\xa9nam", box(b"data", struct.pack(">II", 1, 0), b"Song"))),
-        )
-        original = make_mp4("moov-first", udta=box(b"udta", itunes))
-        once = mp4.write_label(original, PAYLOAD)
-        twice = mp4.write_label(once, OTHER)
+    def test_itunes_meta_gets_a_freeform_item(self) -> None:
+        """An iTunes udta/meta (handler mdir) takes the label as a '----' item; no second meta."""
+        song = box(b"\xa9nam", box(b"data", struct.pack(">II", 1, 0), b"Song"))
+        hdlr = full(b"hdlr", b"\x00" * 4, b"mdir", b"appl", b"\x00" * 9)
+        itunes = full(b"meta", hdlr, box(b"ilst", song))
+        for layout in ("moov-first", "moov-last"):
+            original = make_mp4(layout, udta=box(b"udta", itunes))
+            once = mp4.write_label(original, PAYLOAD)
+            twice = mp4.write_label(once, OTHER)
 
-        assert itunes in twice
-        assert [OTHER] == mp4.read_labels(twice)
-        assert SAMPLES == read_samples(twice)
+            assert [PAYLOAD] == mp4.read_labels(once)
+            assert [OTHER] == mp4.read_labels(twice)
+            assert mp4.write_label(twice, OTHER) == twice
+            assert SAMPLES == read_samples(twice)
+            udta = find(twice, [b"moov", b"udta"])
+            assert [b"meta"] == list(walk(twice, *udta))
+            meta = walk(twice, *udta)[b"meta"][0]
+            children = walk(twice, meta[0] + 4, meta[1])
+            assert [b"hdlr", b"ilst"] == list(children)
+            assert hdlr == twice[children[b"hdlr"][0][0] - 8 : children[b"hdlr"][0][1]]
+            items = walk(twice, *children[b"ilst"][0])
+            assert [b"\xa9nam", b"----"] == list(items)
+            assert [1] == [len(v) for v in items.values()][1:]
+            freeform = items[b"----"][0]
+            assert (
+                full(b"mean", b"com.apple.iTunes")
+                + full(b"name", b"AIGC")
+                + box(b"data", struct.pack(">II", 1, 0), OTHER.encode())
+                == twice[freeform[0] : freeform[1]]
+            )
+            assert song in twice
+
+    @pytest.mark.parametrize("quicktime", [False, True], ids=["iso-meta", "quicktime-meta"])
+    def test_itunes_meta_without_ilst_gets_one(self, quicktime: bool) -> None:
+        """An mdir meta holding only its hdlr gets an ilst with the label."""
+        hdlr = full(b"hdlr", b"\x00" * 4, b"mdir", b"appl", b"\x00" * 9)
+        meta = box(b"meta", hdlr) if quicktime else full(b"meta", hdlr)
+        out = mp4.write_label(make_mp4("moov-last", udta=box(b"udta", meta)), PAYLOAD)
+
+        assert [PAYLOAD] == mp4.read_labels(out)
+        assert SAMPLES == read_samples(out)
+        start, end = find(out, [b"moov", b"udta", b"meta"])
+        children = walk(out, start + (0 if quicktime else 4), end)
+        assert [b"hdlr", b"ilst"] == list(children)
+        assert [b"----"] == list(walk(out, *children[b"ilst"][0]))
+
+    def test_second_meta_from_earlier_versions_is_merged(self) -> None:
+        """mdir meta plus an AIGC-only mdta meta (what earlier versions wrote) becomes one meta."""
+        song = box(b"\xa9nam", box(b"data", struct.pack(">II", 1, 0), b"Song"))
+        itunes = full(b"meta", full(b"hdlr", b"\x00" * 4, b"mdir", b"appl", b"\x00" * 9),
+                      box(b"ilst", song))
+        original = make_mp4(udta=box(b"udta", itunes, mdta_meta([b"AIGC"], [(1, OTHER.encode())])))
+        assert [OTHER] == mp4.read_labels(original)
+        out = mp4.write_label(original, PAYLOAD)
+
+        assert [PAYLOAD] == mp4.read_labels(out)
+        assert SAMPLES == read_samples(out)
+        udta = walk(out, *find(out, [b"moov", b"udta"]))
+        assert 1 == len(udta[b"meta"])
+        assert song in out and b"mdta" not in out[udta[b"meta"][0][0] : udta[b"meta"][0][1]]
+
+    def test_freeform_aigc_with_another_mean_is_replaced(self) -> None:
+        """A '----' AIGC item under another mean is read, and replaced rather than duplicated."""
+        other = box(b"----", full(b"mean", b"org.example"), full(b"name", b"AIGC"),
+                    box(b"data", struct.pack(">II", 1, 0), OTHER.encode()))
+        keep = box(b"----", full(b"mean", b"com.apple.iTunes"), full(b"name", b"AIGC-note"),
+                   box(b"data", struct.pack(">II", 1, 0), b"kept"))
+        itunes = full(b"meta", full(b"hdlr", b"\x00" * 4, b"mdir", b"appl", b"\x00" * 9),
+                      box(b"ilst", other, keep))
+        original = make_mp4(udta=box(b"udta", itunes))
+        assert [OTHER] == mp4.read_labels(original)
+        out = mp4.write_label(original, PAYLOAD)
+        assert [PAYLOAD] == mp4.read_labels(out)
+        assert keep in out and other not in out
+
+    def test_meta_with_another_handler_is_left_alone(self) -> None:
+        """A udta/meta whose handler is neither mdta nor mdir (ID32) stays; an mdta meta is added."""
+        id32 = full(b"meta", full(b"hdlr", b"\x00" * 4, b"ID32", b"\x00" * 13), box(b"ID32", b"x"))
+        out = mp4.write_label(make_mp4(udta=box(b"udta", id32)), PAYLOAD)
+        assert id32 in out
+        assert [PAYLOAD] == mp4.read_labels(out)
+        assert 2 == len(walk(out, *find(out, [b"moov", b"udta"]))[b"meta"])
 
     def test_large_sizes_and_size_zero(self) -> None:
         """A 64-bit mdat size and a final moov of size 0 (to end of file) are handled."""

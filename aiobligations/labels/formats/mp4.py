@@ -1,9 +1,22 @@
 """GB 45438 implicit labels in MP4, MOV and M4A files: key ``AIGC`` in ``moov/udta/meta``.
 
-The label is stored the way ``ffmpeg -movflags use_metadata_tags`` stores it (TC260-PG-20257A and
-202510A): a ``meta`` box whose ``hdlr`` has handler type ``mdta``, a ``keys`` box naming the key
-``AIGC`` in namespace ``mdta``, and an ``ilst`` item, typed by the key's 1-based index, whose ``data``
-box holds the JSON with type indicator 1 (UTF-8) and locale 0.
+``moov/udta`` holds exactly one ``meta`` box after labelling whenever it held at most one before:
+the label goes into the existing ``meta`` when there is one, in the layout its handler uses.
+
+- No ``meta`` (or only ``meta`` boxes with other handlers): a ``meta`` is added the way
+  ``ffmpeg -movflags use_metadata_tags`` writes one (TC260-PG-20257A and 202510A): its ``hdlr`` has
+  handler type ``mdta``, a ``keys`` box names the key ``AIGC`` in namespace ``mdta``, and an
+  ``ilst`` item, typed by the key's 1-based index, has a ``data`` box holding the JSON with type
+  indicator 1 (UTF-8) and locale 0.
+- An ``mdta`` ``meta``: the ``AIGC`` key and item are added to its ``keys`` and ``ilst``.
+- An iTunes ``meta`` (handler ``mdir``, what FFmpeg writes for ``-metadata title=...`` and its
+  ``encoder`` tag, and what M4A taggers write): the label is a freeform ``----`` item in its ``ilst``
+  (created if missing) with ``mean`` ``com.apple.iTunes``, ``name`` ``AIGC`` and the same ``data``
+  box. Mutagen reads it as ``----:com.apple.iTunes:AIGC`` and FFmpeg as the container tag ``AIGC``.
+
+Every other item and box is kept. Re-labelling replaces the ``AIGC`` key or item wherever it is
+(any ``mean`` for a freeform item); an ``mdta`` ``meta`` left holding nothing by that (one added next
+to an iTunes ``meta`` by earlier versions) is removed.
 
 :func:`write_label` only edits ``moov``: every other top-level box, ``mdat`` included, is copied byte
 for byte. When ``moov`` changes size, the chunk offsets in every track's ``stco`` and ``co64`` that
@@ -11,8 +24,8 @@ point past ``moov`` are moved by the same amount, so they still address the same
 
 Both ``meta`` layouts occur: the ISO full box (4 bytes of version and flags before its children) and
 the QuickTime atom (children straight away). They are told apart by the first four bytes, which are
-zero only in the full box. A ``udta/meta`` whose handler is not ``mdta`` (for example iTunes ``mdir``
-tags in M4A) is left alone, and a separate ``mdta`` ``meta`` is added next to it.
+zero only in the full box. A ``udta/meta`` whose handler is neither ``mdta`` nor ``mdir`` (for example
+``ID32``) is left alone.
 
 Refused with :class:`~aiobligations.errors.LabelError`: malformed or truncated boxes, more than one
 ``moov``, fragmented files (``moof``) and files with ``saio`` offsets when ``moov`` would change
@@ -41,6 +54,9 @@ MEDIA_TYPES: tuple[str, ...] = (
 
 _KEY = b"AIGC"
 _NAMESPACE = b"mdta"
+_ITUNES = b"mdir"  # The handler type of iTunes-style metadata: ilst items named by four-character codes.
+_FREEFORM = b"----"  # An iTunes item named by its mean and name boxes rather than its type.
+_FREEFORM_MEAN = b"com.apple.iTunes"
 _TOP_LEVEL = frozenset({b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"pnot"})
 _MAX_U32 = 0xFFFFFFFF
 
@@ -73,10 +89,8 @@ def read_labels(data: bytes) -> list[str]:
             parsed = _parse_meta(buf, meta)
             if parsed is None:
                 continue
-            keys = parsed.keys
             for item in parsed.items:
-                index = struct.unpack(">I", item.type)[0]
-                if 1 <= index <= len(keys) and keys[index - 1][1] == _KEY:
+                if _is_label_item(buf, parsed, item):
                     labels.extend(_data_values(buf, item))
     return labels
 
@@ -222,17 +236,18 @@ def _box(box_type: bytes, content: bytes) -> bytes:
 
 
 class _Meta(NamedTuple):
+    handler: bytes  # b"mdta" or b"mdir".
     full: bool  # ISO full box (version and flags first) rather than a QuickTime atom.
     prefix: bytes  # The version and flags of a full box; empty for a QuickTime atom.
     children: list[_Box]
     keys_box: _Box | None
-    keys: list[tuple[bytes, bytes, bytes]]  # (namespace, name, raw entry), in index order.
+    keys: list[tuple[bytes, bytes, bytes]]  # (namespace, name, raw entry), in index order; mdta only.
     ilst_box: _Box | None
     items: list[_Box]
 
 
 def _parse_meta(buf: bytes, meta: _Box) -> _Meta | None:
-    """Parse a ``meta`` box; ``None`` when its handler is not ``mdta``."""
+    """Parse a ``meta`` box; ``None`` when its handler is neither ``mdta`` nor ``mdir``."""
     full = meta.end - meta.body >= 4 and buf[meta.body : meta.body + 4] == b"\x00\x00\x00\x00"
     prefix = buf[meta.body : meta.body + 4] if full else b""
     children = _boxes(buf, meta.body + len(prefix), meta.end)
@@ -244,9 +259,10 @@ def _parse_meta(buf: bytes, meta: _Box) -> _Meta | None:
     hdlr = handlers[0]
     if hdlr.end - hdlr.body < 12:
         raise LabelError(f"malformed MP4: the hdlr box at offset {hdlr.start} is truncated.")
-    if buf[hdlr.body + 8 : hdlr.body + 12] != _NAMESPACE:
+    handler = buf[hdlr.body + 8 : hdlr.body + 12]
+    if handler not in (_NAMESPACE, _ITUNES):
         return None
-    keys_boxes = [box for box in children if box.type == b"keys"]
+    keys_boxes = [box for box in children if box.type == b"keys"] if handler == _NAMESPACE else []
     ilst_boxes = [box for box in children if box.type == b"ilst"]
     if len(keys_boxes) > 1 or len(ilst_boxes) > 1:
         raise LabelError("malformed MP4: a meta box has more than one keys or ilst box.")
@@ -254,6 +270,8 @@ def _parse_meta(buf: bytes, meta: _Box) -> _Meta | None:
     ilst_box = ilst_boxes[0] if ilst_boxes else None
     keys = _parse_keys(buf, keys_box) if keys_box else []
     items = _boxes(buf, ilst_box.body, ilst_box.end) if ilst_box else []
+    if handler == _ITUNES:
+        return _Meta(handler, full, prefix, children, None, [], ilst_box, items)
     for item in items:
         index = struct.unpack(">I", item.type)[0]
         if not 1 <= index <= len(keys):
@@ -261,7 +279,19 @@ def _parse_meta(buf: bytes, meta: _Box) -> _Meta | None:
                 f"malformed MP4: ilst item {index} at offset {item.start} names no key "
                 f"(keys has {len(keys)} entries)."
             )
-    return _Meta(full, prefix, children, keys_box, keys, ilst_box, items)
+    return _Meta(handler, full, prefix, children, keys_box, keys, ilst_box, items)
+
+
+def _is_label_item(buf: bytes, meta: _Meta, item: _Box) -> bool:
+    """Whether ``item`` of ``meta``'s ``ilst`` is an ``AIGC`` item."""
+    if meta.handler == _NAMESPACE:
+        index = struct.unpack(">I", item.type)[0]
+        return 1 <= index <= len(meta.keys) and meta.keys[index - 1][1] == _KEY
+    if item.type != _FREEFORM:
+        return False
+    names = [box for box in _boxes(buf, item.body, item.end) if box.type == b"name"]
+    # mean and name are full boxes: version and flags, then the string.
+    return any(buf[name.body + 4 : name.end] == _KEY for name in names if name.end - name.body >= 4)
 
 
 def _parse_keys(buf: bytes, keys_box: _Box) -> list[tuple[bytes, bytes, bytes]]:
@@ -306,6 +336,13 @@ def _label_item(index: int, value: bytes) -> bytes:
     return _box(struct.pack(">I", index), data)
 
 
+def _freeform_item(value: bytes) -> bytes:
+    mean = _box(b"mean", b"\x00\x00\x00\x00" + _FREEFORM_MEAN)
+    name = _box(b"name", b"\x00\x00\x00\x00" + _KEY)
+    data = _box(b"data", struct.pack(">II", 1, 0) + value)
+    return _box(_FREEFORM, mean + name + data)
+
+
 def _keys_box(prefix: bytes, entries: list[bytes]) -> bytes:
     return _box(b"keys", prefix + struct.pack(">I", len(entries)) + b"".join(entries))
 
@@ -324,20 +361,21 @@ def _rebuild_udta(buf: bytes, udta: _Box, value: bytes | None) -> bytes | None:
     children = _boxes(buf, udta.body, udta.end, udta=True)
     # Keep QuickTime's optional zero terminator last, after any meta box added here.
     terminator = buf[children[-1].end if children else udta.body : udta.end]
+    metas = {child.start: _parse_meta(buf, child) for child in children if child.type == b"meta"}
+    # The label goes into the first mdta or mdir meta; only when there is none is a meta added.
+    target = next((start for start, meta in metas.items() if meta is not None), None)
     parts: list[bytes] = []
     changed = False
     for child in children:
         raw = buf[child.start : child.end]
-        if child.type == b"meta":
-            meta = _parse_meta(buf, child)
-            if meta is not None:
-                new_meta = _rebuild_meta(buf, child, meta, value)
-                if value is not None:
-                    value = None
-                    changed = True
-                if new_meta is not None:
-                    raw, changed = new_meta, True
+        meta = metas.get(child.start)
+        if meta is not None:
+            new_meta = _rebuild_meta(buf, child, meta, value if child.start == target else None)
+            if new_meta is not None:
+                raw, changed = new_meta, True
         parts.append(raw)
+    if target is not None:
+        value = None
     if value is not None:
         parts.append(_new_meta(value))
         changed = True
@@ -348,7 +386,12 @@ def _rebuild_udta(buf: bytes, udta: _Box, value: bytes | None) -> bytes | None:
 
 
 def _rebuild_meta(buf: bytes, box: _Box, meta: _Meta, value: bytes | None) -> bytes | None:
-    """Return an ``mdta`` meta box with AIGC removed and ``value`` added, or ``None`` if unchanged."""
+    """Return the meta box with AIGC removed and ``value`` added, or ``None`` if unchanged.
+
+    An ``mdta`` meta that held nothing but AIGC items, and gets no ``value``, becomes ``b""``.
+    """
+    if meta.handler == _ITUNES:
+        return _rebuild_itunes_meta(buf, box, meta, value)
     removed = {i + 1 for i, (_, name, _) in enumerate(meta.keys) if name == _KEY}
     if not removed and value is None:
         return None
@@ -370,6 +413,8 @@ def _rebuild_meta(buf: bytes, box: _Box, meta: _Meta, value: bytes | None) -> by
     if value is not None:
         entries.append(struct.pack(">I4s", 8 + len(_KEY), _NAMESPACE) + _KEY)
         items.append(_label_item(len(entries), value))
+    elif not entries and not items and {c.type for c in meta.children} <= {b"hdlr", b"keys", b"ilst"}:
+        return b""
 
     keys_prefix = b"\x00\x00\x00\x00"
     if meta.keys_box is not None:
@@ -388,6 +433,27 @@ def _rebuild_meta(buf: bytes, box: _Box, meta: _Meta, value: bytes | None) -> by
             parts.append(new_keys)
     if meta.ilst_box is None:
         parts.append(new_ilst)
+    return _meta_box(box, meta, parts)
+
+
+def _rebuild_itunes_meta(buf: bytes, box: _Box, meta: _Meta, value: bytes | None) -> bytes | None:
+    """Return an ``mdir`` meta box with AIGC removed and ``value`` added, or ``None`` if unchanged."""
+    kept = [item for item in meta.items if not _is_label_item(buf, meta, item)]
+    if len(kept) == len(meta.items) and value is None:
+        return None
+    items = [buf[item.start : item.end] for item in kept]
+    if value is not None:
+        items.append(_freeform_item(value))
+    content = b"".join(items)
+    large = meta.ilst_box is not None and meta.ilst_box.large
+    new_ilst = _header(b"ilst", len(content), large) + content
+    parts = [new_ilst if c.type == b"ilst" else buf[c.start : c.end] for c in meta.children]
+    if meta.ilst_box is None:
+        parts.append(new_ilst)
+    return _meta_box(box, meta, parts)
+
+
+def _meta_box(box: _Box, meta: _Meta, parts: list[bytes]) -> bytes:
     return (
         _header(b"meta", len(meta.prefix) + sum(map(len, parts)), box.large)
         + meta.prefix
