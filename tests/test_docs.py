@@ -74,6 +74,7 @@ PUBLIC_MODULES = [
     "aiobligations.ledger.writer",
     "aiobligations.obligations",
     "aiobligations.replicastate",
+    "aiobligations.testing",
     "aiobligations.middleware",
     "aiobligations.middleware.asgi",
     "aiobligations.middleware.capture",
