@@ -404,7 +404,7 @@ def label(source: Path, target: Path, media_type: str | None, interaction_id: st
         _fail(f"{target} already exists; choose a new path")
     try:
         with Obligations.from_file(config or Path(DEFAULT_CONFIG)) as obligations:
-            out = obligations.label(data, media_type, interaction_id=interaction_id)
+            labelled = obligations.label_with_evidence(data, media_type, interaction_id=interaction_id)
     except ObligationError as exc:
         _fail(f"{source}: {exc}" if "LabelError" in type(exc).__name__ else str(exc))
     except Exception as exc:
@@ -413,11 +413,14 @@ def label(source: Path, target: Path, media_type: str | None, interaction_id: st
         _fail(f"{source}: an image too large to decode safely ({exc})")
     try:
         tmp = target.with_name(f".{target.name}.tmp")
-        tmp.write_bytes(out)
+        tmp.write_bytes(labelled.data)
         tmp.replace(target)
     except OSError as exc:
         _fail(f"cannot write {target} ({exc.strerror})")
-    click.echo(f"wrote {target}: {len(data)} → {len(out)} bytes")
+    click.echo(f"wrote {target}: {len(data)} → {len(labelled.data)} bytes")
+    for part, outcome in labelled.evidence.items():
+        if isinstance(outcome, dict) and "skipped" in outcome:
+            click.echo(f"skipped {part} label: {outcome['skipped']}")
 
 
 @main.command()

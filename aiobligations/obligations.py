@@ -13,7 +13,7 @@ from .errors import ConfigurationError, LedgerError
 from .inference import OutputHook, inference
 from .interaction import uuid7
 from .keys import load_signer
-from .labels.labeller import Labeller
+from .labels.labeller import Labelled, Labeller
 from .labels.settings import LabelSettings, build_labeller
 from .ledger.crypto import MasterKey
 from .ledger.ledger import Ledger
@@ -126,9 +126,9 @@ class Obligations:
             self._labeller = build_labeller(self.profile, self.label_settings, self.ledger.signer.private_key)
         return self._labeller
 
-    def label(self, data: bytes, media_type: str | None = None, *, interaction_id: str | None = None,
-              implicit: bool | None = None, c2pa: bool | None = None, explicit: bool | None = None,
-              watermark: bool | None = None, composite: bool = False) -> bytes:
+    def label_with_evidence(self, data: bytes, media_type: str | None = None, *, interaction_id: str | None = None,
+                            implicit: bool | None = None, c2pa: bool | None = None, explicit: bool | None = None,
+                            watermark: bool | None = None, composite: bool = False) -> Labelled:
         """Label a generated file as the profile says (GB 45438 implicit label, C2PA) and record it.
 
         Each label applied leaves a ``label`` record in the ledger: the interaction, the format, the
@@ -146,7 +146,8 @@ class Obligations:
                 ``compositeWithTrainedAlgorithmicMedia`` instead of ``trainedAlgorithmicMedia``).
 
         Returns:
-            The labelled file.
+            The labelled file and the evidence recorded, which says why a part was skipped (e.g.
+            ``evidence["explicit"] == {"skipped": "no audio cue: ..."}`` for an A-law WAV).
 
         Raises:
             LabelError: the file is malformed or of an unsupported format; nothing is recorded.
@@ -165,7 +166,18 @@ class Obligations:
             composite=composite,
         )
         self.submit({"kind": "label", "interaction_id": produce_id, **labelled.evidence})
-        return labelled.data
+        return labelled
+
+    def label(self, data: bytes, media_type: str | None = None, *, interaction_id: str | None = None,
+              implicit: bool | None = None, c2pa: bool | None = None, explicit: bool | None = None,
+              watermark: bool | None = None, composite: bool = False) -> bytes:
+        """Label a generated file as the profile says and record it; return the labelled file.
+
+        :meth:`label_with_evidence`, returning only the bytes. Same arguments and errors.
+        """
+        return self.label_with_evidence(data, media_type, interaction_id=interaction_id, implicit=implicit,
+                                        c2pa=c2pa, explicit=explicit, watermark=watermark,
+                                        composite=composite).data
 
     @property
     def notice(self) -> str:

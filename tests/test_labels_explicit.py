@@ -376,19 +376,19 @@ def test_add_audio_cue_to_empty_wav() -> None:
     assert len(frames) == 2 * (1920 * 9 + 3200)
 
 
-def _float_wav() -> bytes:
+def _alaw_wav() -> bytes:
     data = b"\x00" * 16
-    fmt = struct.pack("<HHIIHH", 3, 1, 8000, 32000, 4, 32)
+    fmt = struct.pack("<HHIIHH", 6, 1, 8000, 8000, 1, 8)
     body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", len(data)) + data
     return b"RIFF" + struct.pack("<I", len(body)) + body
 
 
 @pytest.mark.parametrize(
     "data",
-    [b"", b"RIFF", b"not a wav at all", _wav(16000, 2, 1)[:30], _float_wav(), _encode(Image.new("RGB", (8, 8)), "PNG")],
+    [b"", b"RIFF", b"not a wav at all", _wav(16000, 2, 1)[:30], _alaw_wav(), _encode(Image.new("RGB", (8, 8)), "PNG")],
 )
 def test_add_audio_cue_malformed_raises_label_error(data: bytes) -> None:
-    """Garbage, truncated headers and non-PCM WAVs raise LabelError."""
+    """Garbage, truncated headers and A-law WAVs (neither PCM nor float) raise LabelError."""
     with pytest.raises(LabelError):
         add_audio_cue(data)
 

@@ -11,7 +11,7 @@
 Video captions (§5.4: ≥ 2 s on the opening frames, ≥ 5 % high) are not implemented yet.
 
 Explicit labels change the content, so apply them *before* implicit labels and C2PA: re-encoding
-an image or rewriting a WAV keeps neither XMP nor RIFF metadata chunks.
+an image keeps no XMP (a WAV's cue keeps its other RIFF chunks, but C2PA must sign the result).
 """
 
 from __future__ import annotations
@@ -19,9 +19,7 @@ from __future__ import annotations
 import io
 import math
 import threading
-import wave
 from collections.abc import MutableMapping
-from struct import error as struct_error
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import ConfigurationError, LabelError
@@ -376,20 +374,29 @@ def rhythm_cue(
     return np.concatenate(parts)
 
 
-def _encode_pcm(samples: np.ndarray, sampwidth: int, channels: int) -> bytes:
-    """Little-endian interleaved PCM for float samples in [-1, 1] (8-bit is unsigned)."""
+def _encode_pcm(samples: np.ndarray, sampwidth: int, channels: int, *, kind: str = "pcm",
+                valid_bits: int | None = None) -> bytes:
+    """Little-endian interleaved samples for float samples in [-1, 1].
+
+    ``kind="pcm"``: integers of ``sampwidth`` bytes (8-bit is unsigned), quantised to
+    ``valid_bits`` significant bits (default: the whole sample) in the high bits, as
+    WAVE_FORMAT_EXTENSIBLE asks. ``kind="float"``: IEEE float of 4 or 8 bytes.
+    """
     np = _numpy()
     clipped = np.clip(samples, -1.0, 1.0)
-    if sampwidth == 1:
-        ints = np.round(clipped * 127).astype(np.int16) + 128
-        frames = ints.astype(np.uint8)
-    elif sampwidth == 2:
-        frames = np.round(clipped * 32767).astype("<i2")
-    elif sampwidth == 3:
-        ints = np.round(clipped * 8388607).astype("<i4")
-        frames = ints.view(np.uint8).reshape(-1, 4)[:, :3]
+    if kind == "float":
+        frames = clipped.astype("<f4" if sampwidth == 4 else "<f8")
     else:
-        frames = np.round(clipped * 2147483647).astype("<i4")
+        bits = 8 * sampwidth if valid_bits is None else valid_bits
+        ints = np.round(clipped * ((1 << (bits - 1)) - 1)).astype(np.int64) << (8 * sampwidth - bits)
+        if sampwidth == 1:
+            frames = (ints + 128).astype(np.uint8)
+        elif sampwidth == 2:
+            frames = ints.astype("<i2")
+        elif sampwidth == 3:
+            frames = ints.astype("<i4").view(np.uint8).reshape(-1, 4)[:, :3]
+        else:
+            frames = ints.astype("<i4")
     frames = np.repeat(frames, channels, axis=0) if frames.ndim == 2 else np.repeat(frames, channels)
     return np.ascontiguousarray(frames).tobytes()
 
@@ -403,50 +410,41 @@ def add_audio_cue(
     amplitude: float = 0.3,
     silence_ms: int = 200,
 ) -> bytes:
-    """Return the PCM WAV with :func:`rhythm_cue` and ``silence_ms`` of silence before or after it.
+    """Return the WAV with :func:`rhythm_cue` and ``silence_ms`` of silence before or after its audio.
 
-    The rate, sample width (8, 16, 24 or 32-bit integer) and channel count are kept; the original
-    sample data follow the cue (``at="start"``) or precede it (``at="end"``) bit for bit. Extra
-    RIFF chunks (LIST, an ``AIGC`` implicit label) are not kept: add implicit labels afterwards.
+    Supported: PCM 8/16/24/32-bit and IEEE float 32/64-bit, plain or WAVE_FORMAT_EXTENSIBLE (see
+    :func:`aiobligations.labels.formats.wav.sample_format`). The rate, sample format and channel
+    count are kept; the original sample data follow the cue (``at="start"``) or precede it
+    (``at="end"``) bit for bit. Every other RIFF chunk (``LIST``/``INFO``, ``bext``, ``cue ``,
+    ``smpl``, an ``AIGC`` implicit label, unknown ones) is kept byte for byte and in order; only the
+    ``data`` chunk, a ``fact`` chunk's frame count and the RIFF size change. Positions that other
+    chunks hold (cue points, loops, ``bext`` time references) are not shifted by the cue's length.
 
     Raises:
         ConfigurationError: ``at`` or a cue parameter is invalid.
-        LabelError: not a PCM WAV that the ``wave`` module reads, or truncated sample data.
+        LabelError: not a WAV, malformed, truncated sample data, or a sample format the cue is not
+            written into (A-law, ADPCM, …); the message says which.
     """
+    from .formats import wav
+
     if at not in ("start", "end"):
         raise ConfigurationError(f"at must be 'start' or 'end', got {at!r}")
     if not 0 <= silence_ms <= 10_000:
         raise ConfigurationError(f"silence_ms must be from 0 to 10000, got {silence_ms!r}")
     if not isinstance(wav_bytes, (bytes, bytearray, memoryview)):
         raise LabelError(f"expected WAV bytes, got {type(wav_bytes).__name__}")
-    try:
-        with wave.open(io.BytesIO(bytes(wav_bytes)), "rb") as reader:
-            channels = reader.getnchannels()
-            sampwidth = reader.getsampwidth()
-            rate = reader.getframerate()
-            nframes = reader.getnframes()
-            if reader.getcomptype() != "NONE":
-                raise LabelError(f"cannot cue a compressed WAV ({reader.getcompname()})")
-            original = reader.readframes(nframes)
-    except LabelError:
-        raise
-    except (wave.Error, EOFError, OSError, ValueError, struct_error) as exc:
-        raise LabelError(f"not a readable PCM WAV: {exc}") from exc
-    if sampwidth not in (1, 2, 3, 4) or channels < 1 or rate < 1:
-        raise LabelError(f"unsupported WAV: {sampwidth * 8}-bit, {channels} channel(s), {rate} Hz")
-    if len(original) != nframes * sampwidth * channels:
+    data = bytes(wav_bytes)
+    if not wav.sniff(data):
+        raise LabelError("not a RIFF/WAVE file")
+    fmt = wav.sample_format(data)
+    original = wav.sample_data(data)
+    if len(original) % fmt.block_align:
         raise LabelError(
-            f"truncated WAV: the header declares {nframes} frames, the data holds "
-            f"{len(original) // (sampwidth * channels)}"
+            f"malformed WAV: the data chunk's {len(original)} bytes are not whole {fmt.block_align}-byte frames"
         )
-    cue = _encode_pcm(rhythm_cue(rate, unit_ms=unit_ms, frequency=frequency, amplitude=amplitude), sampwidth, channels)
-    silent_byte = b"\x80" if sampwidth == 1 else b"\x00"
-    silence = silent_byte * (round(rate * silence_ms / 1000) * sampwidth * channels)
+    cue = _encode_pcm(rhythm_cue(fmt.rate, unit_ms=unit_ms, frequency=frequency, amplitude=amplitude),
+                      fmt.width, fmt.channels, kind=fmt.kind, valid_bits=fmt.valid_bits)
+    silent_byte = b"\x80" if fmt.kind == "pcm" and fmt.width == 1 else b"\x00"
+    silence = silent_byte * (round(fmt.rate * silence_ms / 1000) * fmt.block_align)
     body = cue + silence + original if at == "start" else original + silence + cue
-    out = io.BytesIO()
-    with wave.open(out, "wb") as writer:
-        writer.setnchannels(channels)
-        writer.setsampwidth(sampwidth)
-        writer.setframerate(rate)
-        writer.writeframes(body)
-    return out.getvalue()
+    return wav.replace_samples(data, body, len(body) // fmt.block_align)

@@ -5,16 +5,23 @@ Every other chunk, the ``data`` chunk included, is copied byte for byte; only th
 Readers also look for an ``AIGC`` subchunk inside ``LIST``/``INFO``, which some tools write, and
 :func:`write_label` removes those too so that exactly one label remains. RF64 and big-endian RIFX
 files are refused with :class:`~aiobligations.errors.LabelError`.
+
+The audible cue (:func:`aiobligations.labels.explicit.add_audio_cue`) reads the sample format with
+:func:`sample_format` and writes its samples with :func:`replace_samples`, which likewise keeps every
+other chunk (``LIST``/``INFO``, ``bext``, ``cue ``, ``smpl``, unknown ones) byte for byte and in order;
+only the ``data`` chunk, the frame count in ``fact`` and the RIFF size change.
 """
 
 from __future__ import annotations
 
 import hashlib
 import struct
+from dataclasses import dataclass
 
 from aiobligations.errors import LabelError
 
-__all__ = ["MEDIA_TYPES", "content_digest", "read_labels", "sniff", "write_label"]
+__all__ = ["MEDIA_TYPES", "SampleFormat", "content_digest", "read_labels", "replace_samples", "sample_data",
+           "sample_format", "sniff", "write_label"]
 
 MEDIA_TYPES: tuple[str, ...] = ("audio/wav", "audio/wave", "audio/x-wav", "audio/vnd.wave")
 """The media types this module handles."""
@@ -166,3 +173,134 @@ def _decode(raw: bytes) -> str:
         return raw.rstrip(b"\x00").decode("utf-8")
     except UnicodeDecodeError as exc:
         raise LabelError(f"the AIGC chunk is not valid UTF-8: {exc}.") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Sample format and sample data, for the audible cue
+
+_PCM, _FLOAT, _EXTENSIBLE = 0x0001, 0x0003, 0xFFFE
+_GUID_TAIL = b"\x00\x00\x10\x00\x80\x00\x00\xaa\x00\x38\x9b\x71"  # KSDATAFORMAT_SUBTYPE_* after the tag.
+_TAG_NAMES = {
+    0x0002: "Microsoft ADPCM", 0x0006: "A-law", 0x0007: "mu-law", 0x0011: "IMA ADPCM", 0x0031: "GSM 6.10",
+    0x0050: "MPEG", 0x0055: "MPEG Layer III", 0x0092: "Dolby AC-3 SPDIF", 0x0161: "Windows Media Audio",
+    0x2000: "AC-3", 0xF1AC: "FLAC",
+}
+_SUPPORTED = "PCM 8/16/24/32-bit and IEEE float 32/64-bit (plain or WAVE_FORMAT_EXTENSIBLE)"
+
+
+@dataclass(frozen=True)
+class SampleFormat:
+    """The sample format of a WAV's ``data`` chunk, as :func:`sample_format` reads it from ``fmt ``."""
+
+    rate: int
+    channels: int
+    width: int
+    """Bytes per sample (the container): 1, 2, 3 or 4 for PCM, 4 or 8 for float."""
+    kind: str
+    """``"pcm"`` (8-bit unsigned, wider signed) or ``"float"`` (IEEE 754, little-endian)."""
+    valid_bits: int
+    """Significant bits of each PCM sample (WAVE_FORMAT_EXTENSIBLE's ``wValidBitsPerSample``)."""
+    extensible: bool
+
+    @property
+    def block_align(self) -> int:
+        """Bytes per frame: one sample of each channel."""
+        return self.width * self.channels
+
+
+def _tag_name(tag: int) -> str:
+    name = _TAG_NAMES.get(tag)
+    return f"format tag 0x{tag:04X}" + (f" ({name})" if name else "")
+
+
+def sample_format(data: bytes) -> SampleFormat:
+    """The sample format of a WAV whose samples :func:`replace_samples` can rewrite.
+
+    Raises:
+        LabelError: the file is not a WAV file, is malformed, or its samples are not
+            PCM 8/16/24/32-bit or IEEE float 32/64-bit (plain or WAVE_FORMAT_EXTENSIBLE);
+            the message says which format it is.
+    """
+    buf = _check_bytes(data)
+    fmt = next((buf[start:end] for cid, start, end, _ in _chunks(buf, 12, _riff_end(buf)) if cid == b"fmt "), None)
+    if fmt is None:
+        raise LabelError("malformed WAV: no 'fmt ' chunk.")
+    if not any(cid == b"data" for cid, *_ in _chunks(buf, 12, _riff_end(buf))):
+        raise LabelError("malformed WAV: no 'data' chunk.")
+    if len(fmt) < 16:
+        raise LabelError(f"malformed WAV: the 'fmt ' chunk has {len(fmt)} bytes, fewer than 16.")
+    tag, channels, rate, _, block_align, bits = struct.unpack("<HHIIHH", fmt[:16])
+    extensible = tag == _EXTENSIBLE
+    valid = bits
+    if extensible:
+        if len(fmt) < 40:
+            raise LabelError(f"malformed WAV: a WAVE_FORMAT_EXTENSIBLE 'fmt ' chunk of {len(fmt)} bytes, not 40.")
+        valid = struct.unpack("<H", fmt[18:20])[0] or bits
+        if fmt[28:40] != _GUID_TAIL:
+            raise LabelError(f"no audio cue: WAVE_FORMAT_EXTENSIBLE with sub-format {fmt[24:40].hex()} "
+                             f"is not supported; the cue is written into {_SUPPORTED}.")
+        tag = struct.unpack("<I", fmt[24:28])[0]
+    if tag not in (_PCM, _FLOAT):
+        raise LabelError(f"no audio cue: {'WAVE_FORMAT_EXTENSIBLE with ' if extensible else ''}"
+                         f"{_tag_name(tag)} is not supported; the cue is written into {_SUPPORTED}.")
+    kind = "pcm" if tag == _PCM else "float"
+    if channels < 1 or not 1000 <= rate <= 768_000:
+        raise LabelError(f"no audio cue: {channels} channel(s) at {rate} Hz; the cue needs at least one "
+                         "channel and a rate from 1000 to 768000 Hz.")
+    width = block_align // channels
+    widths = (1, 2, 3, 4) if kind == "pcm" else (4, 8)
+    if block_align != width * channels or width not in widths or not 0 < valid <= bits <= 8 * width \
+            or (kind == "float" and valid != 8 * width):
+        what = "PCM" if kind == "pcm" else "IEEE float"
+        raise LabelError(f"no audio cue: {bits}-bit {what} ({valid} valid bits) in {block_align}-byte frames of "
+                         f"{channels} channel(s) is not supported; the cue is written into {_SUPPORTED}.")
+    return SampleFormat(rate, channels, width, kind, valid, extensible)
+
+
+def replace_samples(data: bytes, samples: bytes, frames: int) -> bytes:
+    """Return the file with ``samples`` (``frames`` frames) as the content of its first ``data`` chunk.
+
+    Every other chunk is copied byte for byte and in order, except that a top-level ``fact``
+    chunk's sample count (its first 4 bytes) becomes ``frames``; the RIFF size is updated and bytes
+    after the RIFF form are kept after it.
+
+    Raises:
+        LabelError: the file is not a WAV file, is malformed, or the result would not fit RIFF's
+            32-bit sizes.
+    """
+    buf = _check_bytes(data)
+    riff_end = _riff_end(buf)
+    parts: list[bytes] = [buf[:12]]
+    replaced = False
+    for chunk_id, start, end, padded_end in _chunks(buf, 12, riff_end):
+        if chunk_id == b"data" and not replaced:
+            if len(samples) > _MAX_CHUNK:
+                raise LabelError(f"the WAV's sample data would be {len(samples)} bytes, past RIFF's 4 GiB limit.")
+            parts.append(b"data" + struct.pack("<I", len(samples)) + samples + (b"\x00" if len(samples) % 2 else b""))
+            replaced = True
+            continue
+        chunk = buf[start - 8 : padded_end]
+        if chunk_id == b"fact" and end - start >= 4:
+            chunk = chunk[:8] + struct.pack("<I", min(frames, _MAX_CHUNK)) + chunk[12:]
+        if (end - start) % 2 and padded_end == end:
+            chunk += b"\x00"  # The last chunk of some files lacks its pad byte.
+        parts.append(chunk)
+    if not replaced:
+        raise LabelError("malformed WAV: no 'data' chunk.")
+    form = b"".join(parts)
+    if len(form) - 8 > _MAX_CHUNK:
+        raise LabelError(f"the WAV would be {len(form)} bytes, past RIFF's 4 GiB limit.")
+    return b"RIFF" + struct.pack("<I", len(form) - 8) + form[8:] + buf[riff_end:]
+
+
+def sample_data(data: bytes) -> bytes:
+    """The content of the first ``data`` chunk.
+
+    Raises:
+        LabelError: the file is not a WAV file, is malformed, or has no ``data`` chunk.
+    """
+    buf = _check_bytes(data)
+    for chunk_id, start, end, _ in _chunks(buf, 12, _riff_end(buf)):
+        if chunk_id == b"data":
+            return buf[start:end]
+    raise LabelError("malformed WAV: no 'data' chunk.")
