@@ -74,6 +74,11 @@ class InteractionRecord(NamedTuple):
     fields: dict[str, Any] | None = None
     personal: dict[str, Any] | None = None
     capture_skipped: bool = False
+    # -- http, at the end so that positional records built before it still read ----------------
+    # The model the middleware named when the response started (the app's response header, else
+    # the request, else the route's configuration, else the profile's default when the whole
+    # request was seen and names none); None when it could not tell.
+    model: str | None = None
 
 
 BODY_FIELDS = ("request_chunks", "response_chunks")
@@ -195,12 +200,28 @@ def interaction_record(*values: Any) -> dict[str, Any]:
     if i.labels_applied is not None:
         record["labels"] = {"applied": i.labels_applied, "error": i.label_error}
     request = b"".join(i.request_chunks)
-    model = find_string_field(request, b"model")
-    if model:
-        record["model"] = model[:200]
+    response = b"".join(i.response_chunks)
+    failed = i.status is not None and i.status >= 400
+    if failed:
+        # An error answer is no AI content: it disclosed nothing and used up no notice. The model
+        # asked for is kept as asked, not as the model that served (none did).
+        record["disclosure"]["header"] = False
+        record["disclosure"]["notice"] = "none"
+        record["error"] = i.error or f"http_{i.status}"
+        code = find_string_field(response, b"code")
+        if code:
+            record["error_code"] = code[:100]
+        requested = i.model or find_string_field(request, b"model")
+        if requested:
+            record["requested_model"] = requested[:200]
+    else:
+        # The model that served: the one the response body names (it arrives after the headers,
+        # so only the record can use it), else the one the middleware disclosed in the header.
+        model = find_string_field(response, b"model") or i.model or find_string_field(request, b"model")
+        if model:
+            record["model"] = model[:200]
     if find_true(request, b"stream"):
         record["stream"] = True
-    response = b"".join(i.response_chunks)
     usage = find_usage(response)
     if usage:
         record["usage"] = usage

@@ -25,6 +25,7 @@ from typing import Any
 import structlog
 
 from aiobligations.adapters.otel import annotate_span, current_span_if_recording, current_trace_ids
+from aiobligations.disclosure.header import ascii_safe, disclosure_header
 from aiobligations.errors import ConfigurationError, LabelError, LedgerClosed
 from aiobligations.interaction import _current as _current_interaction
 from aiobligations.interaction import uuid7_text
@@ -56,6 +57,9 @@ _BODY_TAG = re.compile(rb"<body\b[^>]*>", re.I)
 _HEAD_TAG = re.compile(rb"<head\b[^>]*>", re.I)
 _FAILURE_POLICIES = ("fail_open", "fail_closed")
 _HTML_LOOKAHEAD = 64 << 10
+_MODEL_SNIFF = 64 << 10  # Request bytes read for its model when the route captures nothing.
+_NOTICE_MODES = (_JSON, _HTML, _SSE)
+_MODEL_HEADER = b"openai-model"
 
 
 def _default_obligations() -> Obligations:
@@ -143,7 +147,9 @@ class ObligationsMiddleware:
         self._link_header = (b"link", b'</.well-known/ai-transparency>; rel="describedby"')
         # The JSON notice around its interaction id, rendered once (see Endpoints.json_notice_parts).
         self._notice_parts = {flag: self.endpoints.json_notice_parts(flag) for flag in (False, True)}
-        self._dated: tuple[int, bytes] = (-1, b"")  # The AI-Disclosure value of the current second.
+        # AI-Disclosure per model named: model -> (second, value of that second, value's prefix).
+        self._dated: dict[str | None, tuple[int, bytes, bytes]] = {}
+        self._default_model = self.obligations.profile.service.model or None
         # Every endpoint of ours lives under one of these; other paths skip the lookup.
         self._own_prefixes = (prefix.rstrip("/") + "/", "/.well-known/")
         self._fail_closed = failure == "fail_closed"
@@ -200,16 +206,20 @@ class ObligationsMiddleware:
         started = time.time()
         clock = time.perf_counter()
         subject, new_cookie = self._subject(scope)
-        first_contact = self._first_contact(subject, new_cookie)
+        # Decided when the response starts, and only for one that will carry a body notice: an
+        # error, a file or an empty answer never uses up the person's first contact.
+        first_contact = False
         span = current_span_if_recording()
         if span is not None:
             annotate_span({"aiobligations.interaction_id": interaction_id,
                            "aiobligations.disclosure.mode": self.endpoints.disclosure.mode}, span)
         limit = self._capture_limit if route.capture else 0
-        request_body = BodyCapture(limit)
+        # Without capture, the start of the request is still read for the model it names.
+        request_body = BodyCapture(limit or (_MODEL_SNIFF if route.disclose else 0))
         response_body = BodyCapture(limit)
         state: dict[str, Any] = {"status": None, "first_byte": None, "outcome": "completed", "mode": _PASS,
-                                 "body_notice": "none", "done": False, "route": route, "labels": 0, "span": span}
+                                 "body_notice": "none", "done": False, "route": route, "labels": 0, "span": span,
+                                 "request_done": False, "model": None}
         held: list[Any] = []  # [start message, body chunks...] while a JSON/HTML body is held.
 
         async def observe_receive() -> Message:
@@ -217,6 +227,8 @@ class ObligationsMiddleware:
             kind = message["type"]
             if kind == "http.request":
                 request_body.add(message.get("body", b""))
+                if not message.get("more_body", False):
+                    state["request_done"] = True
             elif kind == "http.disconnect" and not state["done"]:
                 # Servers also send http.disconnect once a response is complete (uvicorn does, to
                 # a streaming response still listening): only before that is it the client leaving.
@@ -224,22 +236,29 @@ class ObligationsMiddleware:
             return message
 
         async def disclose_send(message: Message) -> None:
+            nonlocal first_contact
             kind = message["type"]
             if kind == "http.response.start":
-                state["status"] = message["status"]
+                status = state["status"] = message["status"]
                 headers = list(message.get("headers", ()))
-                mode = self._body_mode(route, scope["method"], message["status"], headers)
+                mode = self._body_mode(route, scope["method"], status, headers)
                 state["mode"] = mode
                 if mode == _HTML:
                     state["lang"] = self.endpoints.language(scope)
-                if route.disclose:
-                    now = int(time.time())
-                    dated = self._dated
-                    if dated[0] != now:
-                        dated = self._dated = (now, self.endpoints.disclosure_header)
-                    headers.append((b"ai-disclosure", dated[1]))
-                    headers.append((b"ai-interaction-id", interaction_id.encode()))
-                    headers.append(self._link_header)
+                if status >= 400:
+                    # An error (the app's) is no AI content: no AI-Disclosure, no notice, no first
+                    # contact used up. The id still names its record.
+                    state["model"] = find_string_field(request_body.value(), b"model")
+                    if route.disclose:
+                        headers.append((b"ai-interaction-id", interaction_id.encode()))
+                else:
+                    if route.disclose:
+                        model = state["model"] = self._served_model(route, headers, request_body, state, scope)
+                        headers.append((b"ai-disclosure", self._disclosure_value(model)))
+                        headers.append((b"ai-interaction-id", interaction_id.encode()))
+                        headers.append(self._link_header)
+                    if route.body_notice and mode in _NOTICE_MODES:
+                        first_contact = self._first_contact(subject, new_cookie)
                 if new_cookie is not None:
                     headers.append((b"set-cookie", self._set_cookie(new_cookie, scope)))
                 if mode == _SSE:
@@ -457,6 +476,73 @@ class ObligationsMiddleware:
             body = body[: head.end()] + self.endpoints.meta_tag + body[head.end():]
         return body, True
 
+    # -- the model ------------------------------------------------------------------------------------
+
+    def _served_model(self, route: Route, headers: list[tuple[bytes, bytes]], request_body: BodyCapture,
+                      state: dict[str, Any], scope: Scope) -> str | None:
+        """The model that serves this request, as far as is known when the response starts.
+
+        In order: an ``OpenAI-Model`` header the app sets on its response, the request's JSON
+        ``model`` member, the route's ``model``, and the profile's ``[service] model`` only when the
+        whole request was seen and names no model (a request still unread, read past the capture
+        limit, or not JSON, might name another one: then no model is named). The response body's
+        own ``model`` comes after the headers; only the record can use it.
+        """
+        for key, value in headers:
+            if key.lower() == _MODEL_HEADER and value.strip():
+                return value.strip().decode("latin-1")[:200]
+        model = find_string_field(request_body.value(), b"model")
+        if model:
+            return model[:200]
+        if route.model:
+            return route.model
+        default = self._default_model
+        if default is None or request_body.size != request_body.kept_bytes:
+            return None
+        content_type, has_body = b"", False
+        for key, value in scope.get("headers", ()):
+            if key == b"content-type":
+                content_type = value.split(b";", 1)[0].strip().lower()
+            elif key == b"transfer-encoding" or (key == b"content-length" and value.strip() != b"0"):
+                has_body = True
+        if not has_body and not request_body.size:
+            return default
+        if not state["request_done"]:
+            return None
+        if not request_body.size or content_type == b"application/json" or content_type.endswith(b"+json"):
+            return default
+        return None
+
+    def _disclosure_value(self, model: str | None) -> bytes:
+        """The ``AI-Disclosure`` value naming ``model``, dated now (made once a second per model)."""
+        now = int(time.time())
+        dated = self._dated
+        cached = dated.get(model)
+        if cached is not None and cached[0] == now:
+            return cached[1]
+        if cached is None:
+            if len(dated) >= 256:  # Models come from requests: the table stays bounded.
+                dated.clear()
+            profile = self.obligations.profile
+            settings = self.endpoints.disclosure
+            extra: dict[str, Any] = {}
+            if profile.service.filing_number:
+                extra["filing"] = ascii_safe(profile.service.filing_number)
+            if profile.service.licence_number:
+                extra["licence"] = ascii_safe(profile.service.licence_number)
+            prefix = disclosure_header(
+                mode=settings.mode,
+                provider=ascii_safe(profile.provider.name),
+                model=ascii_safe(model) if model else None,
+                extra=extra,
+                form=settings.header_form,
+            ).encode() + (b"; " if settings.header_form == ";" else b", ")
+        else:
+            prefix = cached[2]
+        value = prefix + b"date=@%d" % now
+        dated[model] = (now, value, prefix)
+        return value
+
     # -- subjects ------------------------------------------------------------------------------------
 
     def _subject(self, scope: Scope) -> tuple[str, str | None]:
@@ -542,13 +628,14 @@ class ObligationsMiddleware:
                                "gen_ai.usage.input_tokens": usage.get("input_tokens"),
                                "gen_ai.usage.output_tokens": usage.get("output_tokens")}, span)
             trace_id, span_id = current_trace_ids() if span is not None else _NO_TRACE
+            limit = self._capture_limit if route.capture else 0
             record = InteractionRecord(
                 "http", interaction_id, state["outcome"], started, now - clock, subject, state.get("error"),
                 route=scope["path"],
                 method=scope["method"],
                 status=state["status"],
                 first_byte=None if first_byte is None else first_byte - clock,
-                header_disclosed=route.disclose and state["status"] is not None,
+                header_disclosed=route.disclose and state["status"] is not None and state["status"] < 400,
                 body_notice=state["body_notice"],
                 first_contact=first_contact,
                 document_version=self.endpoints.document_version,
@@ -559,10 +646,12 @@ class ObligationsMiddleware:
                 trace_id=trace_id,
                 span_id=span_id,
                 capture=route.capture,
-                request_chunks=request_body.kept,
+                request_chunks=request_body.kept if limit else (),
                 response_chunks=response_body.kept,
                 capture_limit=self._capture_limit,
-                truncated=request_body.size > request_body.kept_bytes or response_body.size > response_body.kept_bytes,
+                truncated=(request_body.size > (request_body.kept_bytes if limit else 0)
+                           or response_body.size > response_body.kept_bytes),
+                model=state["model"],
             )
             self.obligations.submit_deferred(interaction_record, record)
         except Exception as exc:  # pragma: no cover - evidence must never break the response.

@@ -26,8 +26,12 @@ class Route:
             chat completions (JSON responses). Off by default: it changes what the model said,
             which the disclosure notice and the interface around the text already cover (GB 45438
             §5.1 allows either).
+        model: The model this route serves when neither the app's response (an ``OpenAI-Model``
+            header) nor the request (a JSON ``model`` member) names one; it is what
+            ``AI-Disclosure`` and the record then name, before the profile's ``[service] model``.
 
     .. versionadded:: 0.1.0
+    .. versionchanged:: 0.2.0 ``model``.
     """
 
     pattern: str
@@ -37,6 +41,7 @@ class Route:
     capture: bool = True
     label: bool = True
     text_label: bool = False
+    model: str | None = None
 
     def __post_init__(self) -> None:
         if not self.pattern.startswith("/"):

@@ -468,3 +468,159 @@ class TestReceipts:
         assert checkpoint.size >= 1
         assert foreign["body"] == anonymous["body"] == unknown["body"] == garbage["body"]
         assert {404} == {foreign["status"], anonymous["status"], unknown["status"], garbage["status"]}
+
+
+def header_app(status: int = 200, headers: list[tuple[bytes, bytes]] | None = None, body: bytes = b"{}",
+               read_request: bool = True) -> Callable:
+    """An app answering ``body`` with ``status`` and extra response ``headers``."""
+    async def app(scope, receive, send):
+        if read_request:
+            while (await receive())["type"] != "http.request":
+                pass
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"), *(headers or [])]})
+        await send({"type": "http.response.body", "body": body})
+
+    return app
+
+
+class TestExactEvidence:
+    """Issue 12, item 4: the model that served, and errors that are not AI content."""
+
+    def test_the_demo_image_route_names_the_image_model(self, obligations) -> None:
+        from aiobligations.demo import build_app
+
+        app = ObligationsMiddleware(build_app(stream_delay=0), obligations=obligations)
+        result = asyncio.run(call(app, "/v1/images/generations",
+                                  body=b'{"model":"toy-image-1","prompt":"a fox","size":"256x256"}'))
+
+        assert 200 == result["status"]
+        assert "toy-image-1" == parse_dictionary(result["headers"]["ai-disclosure"])["model"]
+        (record,) = records(obligations)
+        assert ("toy-image-1", True) == (record["model"], record["disclosure"]["header"])
+
+    def test_an_unknown_model_404_is_not_ai_content_and_keeps_the_first_contact(self, obligations) -> None:
+        from aiobligations.demo import build_app
+
+        app = ObligationsMiddleware(build_app(stream_delay=0), obligations=obligations)
+        chat = b'{"model":"%s","messages":[{"role":"user","content":"hi"}]}'
+
+        missing = asyncio.run(call(app, body=chat % b"gpt-9"))
+        cookie = missing["headers"]["set-cookie"].split(";")[0].encode()
+        served = asyncio.run(call(app, body=chat % b"toy-1",
+                                  headers=[(b"content-type", b"application/json"), (b"cookie", cookie)]))
+
+        assert 404 == missing["status"]
+        assert "ai-disclosure" not in missing["headers"] and "link" not in missing["headers"]
+        assert "ai_disclosure" not in json.loads(missing["body"])
+        # The person's first AI answer, after the error, still carries the full notice.
+        assert "first_contact_notice" in json.loads(served["body"])["ai_disclosure"]
+        assert "toy-1" == parse_dictionary(served["headers"]["ai-disclosure"])["model"]
+        error, ok = records(obligations)
+        assert error["subject"] == ok["subject"]
+        assert (missing["headers"]["ai-interaction-id"], 404, "http_404", "model_not_found", "gpt-9") == (
+            error["interaction_id"], error["status"], error["error"], error["error_code"], error["requested_model"])
+        assert {"header": False, "body": "none", "notice": "none"} == {
+            k: error["disclosure"][k] for k in ("header", "body", "notice")}
+        assert "model" not in error
+        assert (200, "toy-1", "first-contact", "json-field") == (
+            ok["status"], ok["model"], ok["disclosure"]["notice"], ok["disclosure"]["body"])
+
+    @pytest.mark.parametrize("status", [400, 429, 500, 503])
+    def test_app_errors_keep_the_first_contact_of_an_api_key(self, obligations, status) -> None:
+        headers = [(b"content-type", b"application/json"), (b"authorization", b"Bearer sk-1")]
+        failing = ObligationsMiddleware(header_app(status, body=b'{"error":{"code":"x"}}'), obligations=obligations)
+        serving = ObligationsMiddleware(json_app(COMPLETION), obligations=obligations)
+
+        asyncio.run(call(failing, headers=headers, body=b'{"model":"toy-1"}'))
+        asyncio.run(call(failing, headers=headers, body=b'{"model":"toy-1"}'))
+        first = asyncio.run(call(serving, headers=headers, body=b'{"model":"toy-1"}'))
+        second = asyncio.run(call(serving, headers=headers, body=b'{"model":"toy-1"}'))
+
+        assert "first_contact_notice" in json.loads(first["body"])["ai_disclosure"]
+        assert "first_contact_notice" not in json.loads(second["body"])["ai_disclosure"]
+        notices = [(r["status"], r["disclosure"]["notice"]) for r in records(obligations)]
+        assert [(status, "none"), (status, "none"), (200, "first-contact"), (200, "short")] == notices
+
+    def test_an_error_stream_start_is_not_disclosed(self, obligations) -> None:
+        app = ObligationsMiddleware(header_app(502, [(b"content-type", b"text/event-stream")], b"data: x\n\n"),
+                                    obligations=obligations)
+
+        result = asyncio.run(call(app, body=b'{"model":"toy-1","stream":true}'))
+
+        assert b"data: x\n\n" == result["body"]
+        assert "ai-disclosure" not in result["headers"]
+        (record,) = records(obligations)
+        assert (502, "none", False) == (record["status"], record["disclosure"]["body"], record["disclosure"]["header"])
+
+    def test_the_response_header_names_the_model_before_the_request(self, obligations) -> None:
+        app = ObligationsMiddleware(header_app(200, [(b"openai-model", b"toy-1-2026-12")], b'{"id":"x"}'),
+                                    obligations=obligations)
+
+        result = asyncio.run(call(app, body=b'{"model":"toy-1"}'))
+
+        assert "toy-1-2026-12" == parse_dictionary(result["headers"]["ai-disclosure"])["model"]
+        (record,) = records(obligations)
+        assert "toy-1-2026-12" == record["model"]
+
+    def test_the_response_body_model_is_recorded_the_request_model_disclosed(self, obligations) -> None:
+        """The body's model comes after the headers: the header names the request's, the record the body's."""
+        app = ObligationsMiddleware(header_app(200, body=b'{"model":"toy-1-2026-12","id":"x"}'),
+                                    obligations=obligations)
+
+        result = asyncio.run(call(app, body=b'{"model":"toy-1"}'))
+
+        assert "toy-1" == parse_dictionary(result["headers"]["ai-disclosure"])["model"]
+        assert "toy-1-2026-12" == records(obligations)[0]["model"]
+
+    def test_the_route_model_when_the_request_names_none(self, obligations) -> None:
+        policy = RoutePolicy([Route("/v1/images/*", model="toy-image-1")])
+        app = ObligationsMiddleware(header_app(200, body=b'{"data":[]}'), obligations=obligations, policy=policy)
+
+        named = asyncio.run(call(app, "/v1/images/generations", body=b'{"model":"other-image","prompt":"x"}'))
+        unnamed = asyncio.run(call(app, "/v1/images/generations", body=b'{"prompt":"x"}'))
+
+        assert "other-image" == parse_dictionary(named["headers"]["ai-disclosure"])["model"]
+        assert "toy-image-1" == parse_dictionary(unnamed["headers"]["ai-disclosure"])["model"]
+        assert ["other-image", "toy-image-1"] == [r["model"] for r in records(obligations)]
+
+    def test_the_profile_default_only_for_a_request_seen_whole_that_names_none(self, obligations) -> None:
+        default = obligations.profile.service.model
+        assert default
+        read = ObligationsMiddleware(header_app(200), obligations=obligations)
+        unread = ObligationsMiddleware(header_app(200, read_request=False), obligations=obligations)
+        form = [(b"content-type", b"multipart/form-data; boundary=b")]
+
+        names_none = asyncio.run(call(read, body=b'{"prompt":"x"}'))
+        not_read = asyncio.run(call(unread, body=b'{"model":"gpt-9"}',
+                                    headers=[(b"content-type", b"application/json"), (b"content-length", b"17")]))
+        multipart = asyncio.run(call(read, body=b'--b\r\ncontent-disposition: form-data; name="model"\r\n\r\nw-1\r\n--b--',
+                                     headers=form))
+        uncaptured = ObligationsMiddleware(header_app(200), obligations=obligations,
+                                           policy=RoutePolicy([Route("/v1/chat/completions", capture=False)]))
+        private = asyncio.run(call(uncaptured, body=b'{"model":"toy-2","messages":[]}'))
+
+        assert default == parse_dictionary(names_none["headers"]["ai-disclosure"])["model"]
+        assert "model" not in parse_dictionary(not_read["headers"]["ai-disclosure"])
+        assert "model" not in parse_dictionary(multipart["headers"]["ai-disclosure"])
+        assert "toy-2" == parse_dictionary(private["headers"]["ai-disclosure"])["model"]
+        models = [r.get("model") for r in records(obligations)]
+        assert [default, None, None, "toy-2"] == models
+        assert "personal" not in records(obligations)[-1]
+
+    def test_a_hostile_model_name_cannot_break_the_header(self, obligations) -> None:
+        app = ObligationsMiddleware(header_app(200), obligations=obligations)
+
+        result = asyncio.run(call(app, body=b'{"model":"a\\" , mode=none, x=\\"\\u00e9\\r\\n"}'))
+
+        disclosure = parse_dictionary(result["headers"]["ai-disclosure"])
+        assert ("ai-originated", 'a" , mode=none, x="%C3%A9%0D%0A') == (disclosure["mode"], disclosure["model"])
+
+    def test_the_default_header_is_the_profiles(self, obligations) -> None:
+        app = ObligationsMiddleware(header_app(200), obligations=obligations)
+
+        result = asyncio.run(call(app, body=b"{}"))
+
+        expected = parse_dictionary(app.endpoints.disclosure_header.decode())
+        got = parse_dictionary(result["headers"]["ai-disclosure"])
+        assert {k: v for k, v in expected.items() if k != "date"} == {k: v for k, v in got.items() if k != "date"}

@@ -130,10 +130,10 @@ def call(flavour: str, service: Service, endpoint: str, **params: Any) -> tuple[
     return asyncio.run(run())
 
 
-def check_headers(headers: Any) -> str:
-    """The disclosure headers are there and well formed; return the interaction id."""
+def check_headers(headers: Any, model: str = "toy-1") -> str:
+    """The disclosure headers are there, well formed and name ``model``; return the interaction id."""
     disclosure = parse_dictionary(headers["ai-disclosure"])
-    assert ("ai-originated", "Example Co", "toy-1") == (disclosure["mode"], disclosure["provider"], disclosure["model"])
+    assert ("ai-originated", "Example Co", model) == (disclosure["mode"], disclosure["provider"], disclosure["model"])
     assert '</.well-known/ai-transparency>; rel="describedby"' == headers["link"]
     interaction_id = headers["ai-interaction-id"]
     assert 7 == uuid.UUID(interaction_id).version
@@ -214,7 +214,8 @@ def test_image_b64_json_is_a_png(flavour: str, service: Service) -> None:
     headers, result = call(flavour, service, "images", model="toy-image-1", prompt="a lighthouse at dusk",
                            size="256x256", response_format="b64_json")
 
-    interaction_id = check_headers(headers)
+    # The model asked for and served, not the profile's default ("toy-1").
+    interaction_id = check_headers(headers, "toy-image-1")
     (image,) = result.data
     assert (256, 256) == png_size(base64.b64decode(image.b64_json))
     assert "a lighthouse at dusk" == image.revised_prompt
@@ -242,3 +243,19 @@ def test_plain_create_works_and_every_call_is_one_record(service: Service) -> No
     for interaction_id in [*ids, stream_id]:
         service.record(interaction_id)
     assert before + 4 == service.interaction_count()
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_an_unknown_model_is_an_error_not_disclosed_as_ai_content(flavour: str, service: Service) -> None:
+    """The client raises NotFoundError; the 404 claims no AI content and is recorded as an error."""
+    with pytest.raises(openai.NotFoundError) as caught:
+        call(flavour, service, "chat", model="gpt-nonexistent", messages=MESSAGES)
+
+    headers = caught.value.response.headers
+    assert "ai-disclosure" not in headers
+    assert "ai_disclosure" not in caught.value.response.json()
+    record = service.record(headers["ai-interaction-id"])
+    assert (404, "http_404", "model_not_found", "gpt-nonexistent", False, "none") == (
+        record["status"], record["error"], record["error_code"], record["requested_model"],
+        record["disclosure"]["header"], record["disclosure"]["notice"])
+    assert "model" not in record
