@@ -250,3 +250,14 @@ def test_cli_says_why_an_a_law_wav_gets_no_cue(tmp_path: Path, monkeypatch) -> N
     (line,) = [line for line in result.stdout.splitlines() if line.startswith("skipped")]
     assert line.startswith("skipped explicit label: no audio cue: ") and "A-law" in line, line
     assert 1 == len(wav.read_labels((tmp_path / "out.wav").read_bytes()))
+
+
+def test_a_header_declaring_too_many_channels_or_a_huge_cue_gets_no_cue() -> None:
+    data = bytearray(ffmpeg_wav("pcm_f64le", layout="stereo"))
+    fmt_at = data.index(b"fmt ") + 8
+    data[fmt_at + 2 : fmt_at + 14] = struct.pack("<HIIH", 65, 8000, 8000 * 520, 520)
+    with pytest.raises(LabelError, match="65 channel"):
+        explicit.add_audio_cue(bytes(data))
+    data[fmt_at + 2 : fmt_at + 14] = struct.pack("<HIIH", 64, 768000, 768000 * 512, 512)
+    with pytest.raises(LabelError, match="no audio cue: it would take"):
+        explicit.add_audio_cue(bytes(data))

@@ -329,6 +329,7 @@ def _numpy() -> Any:
     return numpy
 
 
+_MAX_CUE_BYTES = 256 << 20  # A WAV cue larger than this (e.g. 64 channels at 768 kHz) is refused.
 _PATTERN = (1, 3, 1, 1)  # 短长短短: Morse "AI" (· − · ·), in units; gaps are one unit.
 _FADE_S = 0.005
 
@@ -437,6 +438,10 @@ def add_audio_cue(
     if not wav.sniff(data):
         raise LabelError("not a RIFF/WAVE file")
     fmt = wav.sample_format(data)
+    cue_bytes = (round(fmt.rate * unit_ms / 1000) * 9 + round(fmt.rate * silence_ms / 1000)) * fmt.block_align
+    if cue_bytes > _MAX_CUE_BYTES:
+        raise LabelError(f"no audio cue: it would take {cue_bytes} bytes at {fmt.rate} Hz in {fmt.block_align}-byte "
+                         f"frames, more than {_MAX_CUE_BYTES}")
     original = wav.sample_data(data)
     if len(original) % fmt.block_align:
         raise LabelError(

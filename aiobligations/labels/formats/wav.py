@@ -185,6 +185,7 @@ _TAG_NAMES = {
     0x0050: "MPEG", 0x0055: "MPEG Layer III", 0x0092: "Dolby AC-3 SPDIF", 0x0161: "Windows Media Audio",
     0x2000: "AC-3", 0xF1AC: "FLAC",
 }
+_MAX_CHANNELS = 64  # Bounds the cue's size (at most 64 x 8 bytes x 768 kHz x 1.28 s, 503 MB, at default timing).
 _SUPPORTED = "PCM 8/16/24/32-bit and IEEE float 32/64-bit (plain or WAVE_FORMAT_EXTENSIBLE)"
 
 
@@ -244,9 +245,9 @@ def sample_format(data: bytes) -> SampleFormat:
         raise LabelError(f"no audio cue: {'WAVE_FORMAT_EXTENSIBLE with ' if extensible else ''}"
                          f"{_tag_name(tag)} is not supported; the cue is written into {_SUPPORTED}.")
     kind = "pcm" if tag == _PCM else "float"
-    if channels < 1 or not 1000 <= rate <= 768_000:
-        raise LabelError(f"no audio cue: {channels} channel(s) at {rate} Hz; the cue needs at least one "
-                         "channel and a rate from 1000 to 768000 Hz.")
+    if not 1 <= channels <= _MAX_CHANNELS or not 1000 <= rate <= 768_000:
+        raise LabelError(f"no audio cue: {channels} channel(s) at {rate} Hz; the cue needs 1 to {_MAX_CHANNELS} "
+                         "channels and a rate from 1000 to 768000 Hz.")
     width = block_align // channels
     widths = (1, 2, 3, 4) if kind == "pcm" else (4, 8)
     if block_align != width * channels or width not in widths or not 0 < valid <= bits <= 8 * width \
