@@ -11,22 +11,21 @@ file, and only their SHA-256 digests are kept. The subject's POSTs are rate limi
 per client address (token buckets in memory, or shared by every worker process of the host in the
 file beside the ledger, see :mod:`aiobligations.sharedstate`); over a limit the answer is 429 with
 ``Retry-After``.
+
+This module routes; its parts live beside it: operator tokens in :mod:`.operators`, the buckets'
+shapes and the in-process limiter in :mod:`.ratelimits`, what a request looks like to its subject
+and to operators in :mod:`.views` (all re-exported here, where they used to be).
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import hmac
 import json
 import math
-import os
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -35,15 +34,23 @@ import structlog
 from aiobligations.errors import ConfigurationError, LedgerBroken, LedgerError
 from aiobligations.replicastate import PostgresRateLimiter, acquire_all_postgres
 from aiobligations.requests.workflow import (
-    Complaint,
     InvalidRequest,
     InvalidTransition,
     NotFound,
-    Request,
     RequestDesk,
-    Step,
 )
 from aiobligations.sharedstate import SharedRateLimiter, acquire_all
+
+from .operators import MIN_TOKEN_LENGTH, OPERATOR_TOKENS_ENV, load_operator_tokens, token_digest
+from .ratelimits import (
+    DEFAULT_ADDRESS_LIMIT,
+    DEFAULT_GLOBAL_LIMIT,
+    DEFAULT_SUBJECT_LIMIT,
+    GLOBAL_KEY,
+    RateLimit,
+    RateLimiter,
+)
+from .views import complaint_view, iso, operator_request_view, request_view
 
 __all__ = [
     "DEFAULT_ADDRESS_LIMIT",
@@ -79,12 +86,6 @@ MAX_BODY = 64 << 10
 """The largest request body these endpoints read; larger ones get 413."""
 
 _NOT_FOUND = (404, "not_found", "no such request of yours")
-
-OPERATOR_TOKENS_ENV = "AIOBLIGATIONS_OPERATOR_TOKENS"
-"""The default environment variable holding the operator tokens, as ``id1:token1,id2:token2``."""
-
-MIN_TOKEN_LENGTH = 16
-"""The shortest operator token :func:`load_operator_tokens` accepts."""
 
 
 class _BadRequest(Exception):
@@ -128,223 +129,6 @@ class EvidenceAlarm:
         if first:
             log.error("ledger_break_detected", index=index, reason=reason,
                       action="run `aiobligations verify` on the ledger")
-
-
-# -- operator tokens ---------------------------------------------------------------------------
-
-
-def token_digest(token: str) -> str:
-    """The SHA-256 hex digest of an operator token (what :class:`RequestEndpoints` keeps)."""
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()
-
-
-def load_operator_tokens(environ: Mapping[str, str] = os.environ,
-                         variable: str = OPERATOR_TOKENS_ENV) -> dict[str, str]:
-    """
-    Read operator tokens from an environment variable, as ``{sha256_hex(token): operator_id}``.
-
-    The value is ``id1:token1,id2:token2`` (spaces around entries are ignored; a token may contain
-    ``:`` but not ``,``). An unset or blank variable gives ``{}`` (no operator can sign in).
-
-    Raises:
-        ConfigurationError: The value is malformed (an entry without ``:``, an empty or spaced id, a
-            token shorter than :data:`MIN_TOKEN_LENGTH` or with spaces, a repeated id or token). The
-            message names the variable and the entry's position, never the value.
-
-    .. versionadded:: 0.1.0
-    """
-    raw = environ.get(variable)
-    if raw is None or not raw.strip():
-        return {}
-    tokens: dict[str, str] = {}
-    seen: set[str] = set()
-    for position, entry in enumerate(raw.split(","), start=1):
-        operator, sep, token = entry.strip().partition(":")
-        problem = None
-        if not sep or not operator or not token:
-            problem = "is not id:token"
-        elif any(c.isspace() for c in operator) or any(c.isspace() for c in token):
-            problem = "contains whitespace"
-        elif len(token) < MIN_TOKEN_LENGTH:
-            problem = f"has a token shorter than {MIN_TOKEN_LENGTH} characters"
-        elif operator in seen:
-            problem = "repeats an operator id"
-        else:
-            digest = token_digest(token)
-            if digest in tokens:
-                problem = "repeats a token"
-        if problem is not None:
-            raise ConfigurationError(
-                f"environment variable {variable} is malformed: entry {position} {problem} "
-                "(expected id1:token1,id2:token2)"
-            )
-        seen.add(operator)
-        tokens[digest] = operator
-    return tokens
-
-
-# -- rate limits -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RateLimit:
-    """
-    A token bucket's shape: ``rate`` requests per ``period`` seconds, at most ``burst`` at once.
-
-    .. versionadded:: 0.1.0
-    """
-
-    rate: float
-    burst: int
-    period: float = 3600.0
-
-    def __post_init__(self) -> None:
-        for name in ("rate", "period"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
-                raise ConfigurationError(f"RateLimit.{name} must be a positive number, got {value!r}")
-        if isinstance(self.burst, bool) or not isinstance(self.burst, int) or self.burst < 1:
-            raise ConfigurationError(f"RateLimit.burst must be an int, 1 or more, got {self.burst!r}")
-
-    @property
-    def per_second(self) -> float:
-        """How many requests a bucket regains each second."""
-        return self.rate / self.period
-
-
-DEFAULT_SUBJECT_LIMIT = RateLimit(10, 5)
-"""Per subject: 10 requests an hour, 5 at once."""
-
-DEFAULT_ADDRESS_LIMIT = RateLimit(60, 20)
-"""Per client address: 60 requests an hour, 20 at once."""
-
-DEFAULT_GLOBAL_LIMIT = RateLimit(600, 120, period=60.0)
-"""For the whole service, every subject and address together: 600 ledger-writing POSTs a minute,
-120 at once. It bounds what rotating addresses or identities can write to the ledger; size it to
-the service (``global_limit=``)."""
-
-_GLOBAL_KEY = "all"
-
-
-class RateLimiter:
-    """
-    Token buckets in memory, one per key, for at most ``max_keys`` keys (least recently used go).
-
-    An evicted key starts again with a full bucket, so ``max_keys`` should exceed the keys active in
-    a ``period``. Thread-safe.
-
-    Args:
-        limit: The buckets' shape.
-        max_keys: How many keys to remember.
-        clock: Monotonic seconds (default :func:`time.monotonic`); tests pass their own.
-
-    .. versionadded:: 0.1.0
-    """
-
-    def __init__(self, limit: RateLimit, *, max_keys: int = 10_000,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        if isinstance(max_keys, bool) or not isinstance(max_keys, int) or max_keys < 1:
-            raise ConfigurationError(f"max_keys must be an int, 1 or more, got {max_keys!r}")
-        self.limit = limit
-        self.max_keys = max_keys
-        self.clock = clock
-        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
-        self._lock = threading.RLock()
-
-    def __len__(self) -> int:
-        return len(self._buckets)
-
-    def _level(self, key: str, now: float) -> float:
-        entry = self._buckets.get(key)
-        if entry is None:
-            return float(self.limit.burst)
-        tokens, at = entry
-        return min(float(self.limit.burst), tokens + max(0.0, now - at) * self.limit.per_second)
-
-    def wait(self, key: str, now: float | None = None) -> float:
-        """Seconds until ``key`` may make a request (0 when it may now). Takes nothing."""
-        with self._lock:
-            now = self.clock() if now is None else now
-            level = self._level(key, now)
-            return 0.0 if level >= 1.0 else (1.0 - level) / self.limit.per_second
-
-    def take(self, key: str, now: float | None = None) -> None:
-        """Spend one request of ``key``'s bucket (callers check :meth:`wait` first)."""
-        with self._lock:
-            now = self.clock() if now is None else now
-            self._buckets[key] = (max(0.0, self._level(key, now) - 1.0), now)
-            self._buckets.move_to_end(key)
-            while len(self._buckets) > self.max_keys:
-                self._buckets.popitem(last=False)
-
-    def acquire(self, key: str) -> float:
-        """Take one request if allowed and return 0, else take nothing and return the seconds to wait."""
-        with self._lock:
-            now = self.clock()
-            waiting = self.wait(key, now)
-            if waiting == 0.0:
-                self.take(key, now)
-            return waiting
-
-
-def _iso(moment: datetime | None) -> str | None:
-    return moment.isoformat().replace("+00:00", "Z") if moment is not None else None
-
-
-def request_view(request: Request) -> dict[str, Any]:
-    """What a subject sees of their request (step indices and operator ids are for operators)."""
-    return {
-        "id": request.id,
-        "interaction_id": request.interaction_id,
-        "status": request.state,
-        "received": _iso(request.received),
-        "due": _iso(request.current_due or request.due),
-        "answered_at": _iso(request.answered_at),
-        "answer": request.answer,
-        "factors": dict(request.factors) if request.factors else None,
-        "reason": request.reason,
-        "complaint": request.complaint,
-        "outcome": request.outcome,
-    }
-
-
-def _step_view(step: Step) -> dict[str, Any]:
-    return {"step": step.step, "at": _iso(step.at), "index": step.index, "by": step.by}
-
-
-def operator_request_view(request: Request) -> dict[str, Any]:
-    """What an operator sees of a request: everything, with its steps' ledger indices and ``by``."""
-    return {
-        **request_view(request),
-        "question": request.question,
-        "contact": request.contact,
-        "automated": request.automated,
-        "open": request.open,
-        "request_due": _iso(request.due),
-        "complained_at": _iso(request.complained_at),
-        "complaint_due": _iso(request.complaint_due),
-        "resolved_at": _iso(request.resolved_at),
-        "history": [_step_view(step) for step in request.history],
-    }
-
-
-def complaint_view(complaint: Complaint) -> dict[str, Any]:
-    """What an operator sees of a general complaint, an IP complaint or a report."""
-    return {
-        "id": complaint.id,
-        "category": complaint.category,
-        "status": complaint.state,
-        "received": _iso(complaint.received),
-        "due": _iso(complaint.due),
-        "text": complaint.text,
-        "contact": complaint.contact,
-        "work": complaint.work,
-        "right_holder": complaint.right_holder,
-        "output_ref": complaint.output_ref,
-        "outcome": complaint.outcome,
-        "resolved_at": _iso(complaint.resolved_at),
-        "history": [_step_view(step) for step in complaint.history],
-    }
 
 
 class RequestEndpoints:
@@ -518,7 +302,7 @@ class RequestEndpoints:
         if self.address_limiter is not None and client:
             checks.append(("address", self.address_limiter, str(client[0])))
         if self.global_limiter is not None:
-            checks.append(("service", self.global_limiter, _GLOBAL_KEY))
+            checks.append(("service", self.global_limiter, GLOBAL_KEY))
         if not checks:
             return
         now = self._clock()
@@ -683,7 +467,7 @@ class RequestEndpoints:
             )
             # The explainer, if any, answers in the background; the person gets the id at once.
             asyncio.get_running_loop().run_in_executor(None, self._process, request.id)
-            return 201, {"id": request.id, "status": request.state, "due": _iso(request.due)}
+            return 201, {"id": request.id, "status": request.state, "due": iso(request.due)}
         if path == self._complaints:
             self._method(method, "POST")
             payload = await self._json(scope, receive)
@@ -697,7 +481,7 @@ class RequestEndpoints:
                 output_ref=_field(payload, "output_ref", required=False),
                 contact=_field(payload, "contact", required=False),
             )
-            return 201, {"id": complaint.id, "status": complaint.state, "due": _iso(complaint.due)}
+            return 201, {"id": complaint.id, "status": complaint.state, "due": iso(complaint.due)}
         rest = path[len(self._explanations) + 1 :]
         request_id, _, tail = rest.partition("/")
         if subject is None or not request_id or tail not in ("", "complaints"):

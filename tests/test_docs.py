@@ -83,6 +83,9 @@ PUBLIC_MODULES = [
     "aiobligations.middleware.openapi",
     "aiobligations.middleware.request_pages",
     "aiobligations.middleware.requests",
+    "aiobligations.middleware.operators",
+    "aiobligations.middleware.ratelimits",
+    "aiobligations.middleware.views",
     "aiobligations.profile",
     "aiobligations.records",
     "aiobligations.requests",
@@ -113,7 +116,13 @@ def test_readme_integration_runs(tmp_path: Path, monkeypatch) -> None:
     init_project(tmp_path)
     monkeypatch.chdir(tmp_path)
     (block,) = python_blocks(ROOT / "README.md")
-    namespace: dict = {"app": Starlette()}
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route as StarletteRoute
+
+    async def completions(request):  # A 2xx answer: an unknown path's 404 is no AI content, not disclosed.
+        return JSONResponse({"object": "chat.completion", "choices": []})
+
+    namespace: dict = {"app": Starlette(routes=[StarletteRoute("/v1/chat/completions", completions, methods=["POST"])])}
     try:
         exec(compile(block, "README.md", "exec"), namespace)
         assert 1 == namespace["obligations"].ledger.flush()
