@@ -624,3 +624,15 @@ class TestExactEvidence:
         expected = parse_dictionary(app.endpoints.disclosure_header.decode())
         got = parse_dictionary(result["headers"]["ai-disclosure"])
         assert {k: v for k, v in expected.items() if k != "date"} == {k: v for k, v in got.items() if k != "date"}
+
+
+def test_the_demo_image_route_names_its_model_when_the_request_names_none(obligations) -> None:
+    """The demo's image model is its default there; the app says so, so the profile's toy-1 is not named."""
+    from aiobligations.demo import build_app
+
+    app = ObligationsMiddleware(build_app(stream_delay=0), obligations=obligations)
+    result = asyncio.run(call(app, "/v1/images/generations", body=b'{"prompt":"a fox","size":"256x256"}'))
+
+    assert (200, "toy-image-1") == (result["status"], parse_dictionary(result["headers"]["ai-disclosure"])["model"])
+    (record,) = records(obligations)
+    assert "toy-image-1" == record["model"]

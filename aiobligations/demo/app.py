@@ -247,7 +247,7 @@ def build_app(*, stream_delay: float = 0.02) -> Starlette:
 
     async def image_generations(request: Request) -> Response:
         data = await _read_json(request)
-        _check_model(data, images.name, default=images.name)
+        model = _check_model(data, images.name, default=images.name)
         prompt = _optional(data, "prompt", str, None)
         if prompt is None or not prompt.strip():
             raise _BadRequest("prompt is required and must not be empty")
@@ -271,7 +271,9 @@ def build_app(*, stream_delay: float = 0.02) -> Starlette:
             {
                 "created": int(time.time()),
                 "data": [{"b64_json": base64.b64encode(png).decode(), "revised_prompt": revised} for png in pngs],
-            }
+            },
+            # An image answer's body names no model: the header does, for a request that named none.
+            headers={"OpenAI-Model": model},
         )
 
     async def http_error(request: Request, exc: Exception) -> Response:
