@@ -664,6 +664,19 @@ class TestMP4:
         assert [PAYLOAD] == mp4.read_labels(out)
         assert keep in out and other not in out
 
+    def test_itunes_meta_in_a_terminated_quicktime_udta(self) -> None:
+        """The freeform item goes into the mdir meta; QuickTime's zero terminator stays last."""
+        itunes = box(b"meta", full(b"hdlr", b"\x00" * 4, b"mdir", b"appl", b"\x00" * 9), box(b"ilst"))
+        udta = box(b"udta", box(b"\xa9day", b"2026"), itunes, b"\x00\x00\x00\x00")
+        out = mp4.write_label(make_mp4("moov-last", udta=udta), PAYLOAD)
+
+        assert [PAYLOAD] == mp4.read_labels(out)
+        start, end = find(out, [b"moov", b"udta"])
+        assert out[start:end].startswith(box(b"\xa9day", b"2026"))
+        assert out[start:end].endswith(b"\x00\x00\x00\x00")
+        assert 1 == len(walk(out, start, end - 4)[b"meta"])
+        assert SAMPLES == read_samples(out)
+
     def test_meta_with_another_handler_is_left_alone(self) -> None:
         """A udta/meta whose handler is neither mdta nor mdir (ID32) stays; an mdta meta is added."""
         id32 = full(b"meta", full(b"hdlr", b"\x00" * 4, b"ID32", b"\x00" * 13), box(b"ID32", b"x"))
