@@ -11,7 +11,7 @@ import hmac
 import json
 import re
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs
@@ -38,15 +38,12 @@ from aiobligations.sharedstate import shared_state_of
 from .openapi import openapi_document
 from .request_pages import RequestPages
 from .requests import OPERATOR_TOKENS_ENV, EvidenceAlarm, RequestEndpoints, load_operator_tokens
+from .types import Receive, Scope, Send
 
 log = structlog.get_logger("aiobligations.middleware")
 
 __all__ = ["TRANSPARENCY_JSON", "Endpoints"]
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Send = Callable[[Message], Awaitable[None]]
-Receive = Callable[[], Awaitable[Message]]
 
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 

@@ -20,9 +20,8 @@ import asyncio
 import contextlib
 import html
 import re
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Any
 from urllib.parse import parse_qs, parse_qsl, quote, urlsplit
 from zoneinfo import ZoneInfo
 
@@ -30,12 +29,11 @@ from aiobligations.disclosure.page import negotiate_language
 from aiobligations.errors import LedgerBroken
 from aiobligations.requests.workflow import InvalidRequest, InvalidTransition, NotFound, Request, RequestDesk
 
+from .types import Receive, Scope, Send
+
+
 __all__ = ["MAX_FORM_BODY", "RequestPages", "beijing_time"]
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 MAX_FORM_BODY = 16 << 10
 """The largest form body these pages read; larger ones get 413."""

@@ -25,7 +25,7 @@ import json
 import math
 import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -50,6 +50,7 @@ from .ratelimits import (
     RateLimit,
     RateLimiter,
 )
+from .types import Receive, Scope, Send
 from .views import complaint_view, iso, operator_request_view, request_view
 
 __all__ = [
@@ -74,10 +75,6 @@ __all__ = [
 
 log = structlog.get_logger("aiobligations.middleware.requests")
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 REMIND_EVERY = 3600.0
 """Seconds between two runs of the desk's reminders (due soon, overdue), triggered by requests."""

@@ -85,6 +85,7 @@ PUBLIC_MODULES = [
     "aiobligations.middleware.requests",
     "aiobligations.middleware.operators",
     "aiobligations.middleware.ratelimits",
+    "aiobligations.middleware.types",
     "aiobligations.middleware.views",
     "aiobligations.profile",
     "aiobligations.records",
