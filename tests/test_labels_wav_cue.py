@@ -135,9 +135,12 @@ def test_every_pcm_and_float_wav_gets_the_cue_and_keeps_its_chunks(
     tones = [ms for on, ms in _segments(cue[0], rate) if on]
     assert [1, 3, 1, 1] == [round(ms / 120) for ms in tones], tones
     assert not samples[:, round(rate * 0.12) * 9 : lead].any(), "the pause after the cue is not silent"
-    (found,) = lab.inspect(result.data)["gb45438"]
+    report = lab.inspect(result.data)
+    (found,) = report["gb45438"]
     assert "wav-1" == found["fields"]["ProduceID"]
     assert found["reserved_code1"].startswith("verified")
+    assert {"checked": True, "present": True, "at": "start", "unit_ms": 120} == report["explicit"]
+    assert {"checked": True, "present": False, "at": "start"} == lab.inspect(original)["explicit"]
 
 
 def test_the_fact_chunk_counts_the_cue_so_ffmpeg_reads_the_whole_file() -> None:
@@ -176,6 +179,7 @@ def test_other_wavs_get_no_cue_and_the_evidence_says_why(codec: str, reason: str
     result = labeller().label(original, produce_id="wav-2", explicit=True, c2pa=False)
 
     skipped = result.evidence["explicit"]["skipped"]
+    assert {"checked": False} == {"checked": labeller().inspect(result.data)["explicit"]["checked"]}
     assert skipped.startswith("no audio cue") and reason in skipped and "PCM 8/16/24/32-bit" in skipped
     assert wav.sample_data(original) == wav.sample_data(result.data)
     assert_chunks_kept(original, result.data)
@@ -237,6 +241,22 @@ def test_cli_labels_the_ffmpeg_fixture_keeping_list_info_and_inspect_finds_the_l
     assert 0 == inspected.exit_code, inspected.output
     report = json.loads(inspected.stdout)
     assert 1 == len(report["gb45438"]) and report["c2pa"] is not None
+    assert report["explicit"]["present"] is True
+    assert json.loads(CliRunner().invoke(main, ["inspect", "in.wav"]).stdout)["explicit"]["present"] is False
+
+
+@pytest.mark.parametrize(("unit_ms", "silence_ms", "at", "present"), [
+    (60, 200, "start", True), (250, 100, "start", True), (120, 200, "end", False), (120, 0, "start", False),
+])
+def test_find_audio_cue_at_the_start_in_other_timings(unit_ms: int, silence_ms: int, at: str, present: bool) -> None:
+    """Other units are found; a cue at the end, or one running straight into louder audio, is not."""
+    original = ffmpeg_wav("pcm_s16le", seconds=3.0, meta={})
+
+    found = explicit.find_audio_cue(explicit.add_audio_cue(original, unit_ms=unit_ms, silence_ms=silence_ms,
+                                                           at=at))  # type: ignore[arg-type]
+
+    assert present is found["present"], found
+    assert not present or abs(found["unit_ms"] - unit_ms) <= 15, found
 
 
 def test_cli_says_why_an_a_law_wav_gets_no_cue(tmp_path: Path, monkeypatch) -> None:

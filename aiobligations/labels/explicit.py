@@ -34,6 +34,7 @@ __all__ = [
     "TEXT_WORDING",
     "add_audio_cue",
     "caption_image",
+    "find_audio_cue",
     "label_chat_completion",
     "label_markdown",
     "label_text",
@@ -400,6 +401,53 @@ def _encode_pcm(samples: np.ndarray, sampwidth: int, channels: int, *, kind: str
             frames = ints.astype("<i4")
     frames = np.repeat(frames, channels, axis=0) if frames.ndim == 2 else np.repeat(frames, channels)
     return np.ascontiguousarray(frames).tobytes()
+
+
+_FIND_SECONDS = 4.0  # The opening searched for the cue: nine units of up to 300 ms and the pause.
+
+
+def find_audio_cue(wav_bytes: bytes) -> dict[str, Any]:
+    """Look for the rhythm cue at the start of a WAV (as :func:`add_audio_cue` puts it there).
+
+    The first channel's opening (up to 4 s) is cut into 5 ms windows; the cue is found when its
+    loud and quiet runs are tone, gap, tone, gap, tone, gap, tone of 1, 1, 3, 1, 1, 1, 1 units
+    (a unit of 20 to 300 ms, each run within 20 % or 15 ms), from the first 20 ms on, and the last
+    tone ends in a quiet run (the pause). A cue at the end is not looked for.
+
+    Returns:
+        ``{"checked": True, "present": bool, "at": "start", "unit_ms": ...}`` (``unit_ms`` when
+        present), or ``{"checked": False, "reason": ...}`` for a WAV whose samples cannot be
+        read (A-law, ADPCM, …).
+    """
+    from .formats import wav
+
+    np = _numpy()
+    try:
+        fmt, samples = wav.leading_channel(bytes(wav_bytes), _FIND_SECONDS)
+    except LabelError as exc:
+        return {"checked": False, "reason": str(exc).removeprefix("no audio cue: ")}
+    window = max(1, round(fmt.rate * 0.005))
+    n = len(samples) // window
+    if n == 0:
+        return {"checked": True, "present": False, "at": "start"}
+    rms = np.sqrt((samples[: n * window].reshape(n, window) ** 2).mean(axis=1))
+    loud = rms > max(0.2 * rms.max(), 1e-3)
+    runs: list[list[Any]] = []
+    for state in loud.tolist():
+        if runs and runs[-1][0] == state:
+            runs[-1][1] += 5.0
+        else:
+            runs.append([state, 5.0])
+    if runs and not runs[0][0] and runs[0][1] <= 20:
+        runs = runs[1:]
+    present = False
+    unit = runs[0][1] if runs and runs[0][0] else 0.0
+    if 20 <= unit <= 300 and len(runs) >= 7:
+        expected = [(on, units * unit) for on, units in zip([True, False] * 4, (1, 1, 3, 1, 1, 1, 1), strict=False)]
+        present = all(on == run[0] and abs(run[1] - ms) <= max(15.0, 0.2 * ms)
+                      for (on, ms), run in zip(expected, runs[:7], strict=True))
+        present = present and (len(runs) == 7 or not runs[7][0])
+    return {"checked": True, "present": present, "at": "start", **({"unit_ms": round(unit)} if present else {})}
 
 
 def add_audio_cue(

@@ -351,6 +351,13 @@ class Labeller:
             report["c2pa"] = found.as_dict() if found is not None else None
         if watermark and module in _IMAGES and self._watermark_key is not None:
             report["watermark"] = self._detect_watermark(data, module, payloads, produce_id)
+        if module is wav:
+            from .explicit import find_audio_cue
+
+            try:
+                report["explicit"] = find_audio_cue(data)  # The audible cue (issue 12); not a metadata label.
+            except LabelError as exc:  # pragma: no cover - without numpy (the media extra).
+                report["explicit"] = {"checked": False, "reason": str(exc)}
         report["labelled"] = bool(valid) or report["c2pa"] is not None or bool(
             report.get("watermark", {}).get("present"))
         return report

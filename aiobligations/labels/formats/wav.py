@@ -17,11 +17,12 @@ from __future__ import annotations
 import hashlib
 import struct
 from dataclasses import dataclass
+from typing import Any
 
 from aiobligations.errors import LabelError
 
-__all__ = ["MEDIA_TYPES", "SampleFormat", "content_digest", "read_labels", "replace_samples", "sample_data",
-           "sample_format", "sniff", "write_label"]
+__all__ = ["MEDIA_TYPES", "SampleFormat", "content_digest", "leading_channel", "read_labels", "replace_samples",
+           "sample_data", "sample_format", "sniff", "write_label"]
 
 MEDIA_TYPES: tuple[str, ...] = ("audio/wav", "audio/wave", "audio/x-wav", "audio/vnd.wave")
 """The media types this module handles."""
@@ -292,6 +293,37 @@ def replace_samples(data: bytes, samples: bytes, frames: int) -> bytes:
     if len(form) - 8 > _MAX_CHUNK:
         raise LabelError(f"the WAV would be {len(form)} bytes, past RIFF's 4 GiB limit.")
     return b"RIFF" + struct.pack("<I", len(form) - 8) + form[8:] + buf[riff_end:]
+
+
+def leading_channel(data: bytes, seconds: float) -> tuple[SampleFormat, Any]:
+    """The sample format and the first channel's first ``seconds`` of samples (float64 in [-1, 1], numpy).
+
+    Only those frames are read (NaN and infinite float samples become 0), so a long or wide file
+    costs no more than its opening.
+
+    Raises:
+        LabelError: as :func:`sample_format`, or the file has no ``data`` chunk.
+    """
+    import numpy as np
+
+    buf = _check_bytes(data)
+    fmt = sample_format(buf)
+    span = next(((start, end) for cid, start, end, _ in _chunks(buf, 12, _riff_end(buf)) if cid == b"data"))
+    frames = min((span[1] - span[0]) // fmt.block_align, int(fmt.rate * seconds))
+    raw = np.frombuffer(memoryview(buf)[span[0] : span[0] + frames * fmt.block_align], np.uint8)
+    first = raw.reshape(frames, fmt.block_align)[:, : fmt.width]
+    if fmt.kind == "float":
+        values = np.ascontiguousarray(first).view("<f4" if fmt.width == 4 else "<f8")[:, 0].astype(np.float64)
+        values = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
+    elif fmt.width == 1:
+        values = (first[:, 0].astype(np.float64) - 128) / 128
+    else:
+        ints = np.zeros(frames, np.int64)
+        for index in range(fmt.width):
+            ints |= first[:, index].astype(np.int64) << (8 * index)
+        top = 1 << (8 * fmt.width - 1)
+        values = np.where(ints >= top, ints - 2 * top, ints).astype(np.float64) / top
+    return fmt, np.clip(values, -1.0, 1.0)
 
 
 def sample_data(data: bytes) -> bytes:
