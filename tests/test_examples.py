@@ -452,15 +452,18 @@ class TestVLLMRecipe:
         (record,) = interactions(hub)
         assert (interaction_id, "toy-1", "completed") == (record["interaction_id"], record["model"], record["outcome"])
 
-    def test_it_is_the_outermost_layer_so_refusals_are_disclosed_too(self, served: tuple[TestClient, Path]) -> None:
+    def test_it_is_the_outermost_layer_so_refusals_are_recorded_too(self, served: tuple[TestClient, Path]) -> None:
         client, _ = served
 
         refused = client.post("/v1/chat/completions", json={"model": "toy-1", "messages": MESSAGES})
 
         assert 401 == refused.status_code
-        interaction_id = assert_disclosed(refused.headers)
+        # A refusal is no AI content: recorded, named by its id, not disclosed as AI-generated.
+        assert "ai-disclosure" not in refused.headers
+        interaction_id = refused.headers["ai-interaction-id"]
         (record,) = interactions(find_middleware(client.app).obligations)
-        assert (interaction_id, 401) == (record["interaction_id"], record["status"])
+        assert (interaction_id, 401, "http_401", False) == (
+            record["interaction_id"], record["status"], record["error"], record["disclosure"]["header"])
 
     def test_the_transparency_page_is_served(self, served: tuple[TestClient, Path]) -> None:
         client, _ = served
