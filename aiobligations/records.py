@@ -115,8 +115,14 @@ def find_string_field(data: bytes, name: bytes) -> str | None:
     while at != -1:
         match = _STRING_VALUE.match(data, at + len(key))
         if match is not None:
+            raw = match.group(1)
             try:
-                value = json.loads('"' + match.group(1).decode() + '"')
+                if b"\\" not in raw:
+                    # The common case, nothing escaped (the middleware asks this on every request).
+                    text = raw.decode()
+                    if text.isprintable():
+                        return text
+                value = json.loads('"' + raw.decode() + '"')
             except ValueError:
                 return None
             return value if isinstance(value, str) else None

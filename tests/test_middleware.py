@@ -636,3 +636,13 @@ def test_the_demo_image_route_names_its_model_when_the_request_names_none(obliga
     assert (200, "toy-image-1") == (result["status"], parse_dictionary(result["headers"]["ai-disclosure"])["model"])
     (record,) = records(obligations)
     assert "toy-image-1" == record["model"]
+
+
+def test_find_string_field_fast_path_reads_as_json_does() -> None:
+    from aiobligations.records import find_string_field
+
+    assert "模型-1" == find_string_field('{"model":"模型-1"}'.encode(), b"model")
+    assert "a\u00a0b" == find_string_field('{"model":"a\u00a0b"}'.encode(), b"model")  # Unprintable: via json.
+    assert find_string_field(b'{"model":"a\x01b"}', b"model") is None  # A raw control character is not JSON.
+    assert find_string_field(b'{"model":"\xff"}', b"model") is None
+    assert 'a"b' == find_string_field(b'{"model":"a\\"b"}', b"model")
