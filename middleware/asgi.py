@@ -19,7 +19,7 @@ import re
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -36,14 +36,10 @@ from aiobligations.records import InteractionRecord, find_string_field, find_usa
 
 from .capture import BodyCapture
 from .policy import Route, RoutePolicy
+from .types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = ["ObligationsMiddleware"]
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 Identity = Callable[[Scope], "str | None"]
 
 log = structlog.get_logger("aiobligations.middleware")
