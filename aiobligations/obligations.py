@@ -8,6 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 from .disclosure import DisclosureSettings, short_notice
 from .errors import ConfigurationError, LedgerError
 from .inference import OutputHook, inference
@@ -24,6 +26,20 @@ from .ledger.store import SQLiteStore
 from .profile import Profile, load_profile
 
 __all__ = ["Obligations"]
+
+log = structlog.get_logger("aiobligations.labels")
+
+
+def _skip_cause(reason: str) -> str:
+    """Name why a label was skipped, from the labeller's ``skipped`` message."""
+    lowered = reason.lower()
+    if "cjk font" in lowered or "cannot load the font" in lowered or "aiobligations_cjk_font" in lowered:
+        return "no_cjk_font"
+    if "too small" in lowered:
+        return "image_too_small"
+    if "pip install" in lowered:
+        return "missing_dependency"
+    return "unsupported_variant"
 
 
 class Obligations:
@@ -63,6 +79,9 @@ class Obligations:
         self.output_hooks: list[OutputHook] = []
         """Functions that may transform each AI output (the labels feature plugs in here)."""
         self._labeller: Labeller | None = None
+        # (label, cause) pairs already warned about: one warning each, never one per request.
+        self._skips_warned: set[tuple[str, str]] = set()
+        self._skips_lock = threading.Lock()
         self._requests: Any = None
         self._requests_lock = threading.Lock()
         self.explainer_function: Any = None
@@ -147,7 +166,11 @@ class Obligations:
 
         Returns:
             The labelled file and the evidence recorded, which says why a part was skipped (e.g.
-            ``evidence["explicit"] == {"skipped": "no audio cue: ..."}`` for an A-law WAV).
+            ``evidence["explicit"] == {"skipped": "no audio cue: ..."}`` for an A-law WAV). The
+            first time a label is skipped for a cause (``no_cjk_font``, ``image_too_small``,
+            ``missing_dependency``, ``unsupported_variant``), the hub logs one ``label_skipped``
+            warning naming the label, the cause and the reason; later skips for the same cause
+            are only in their ``label`` records.
 
         Raises:
             LabelError: the file is malformed or of an unsupported format; nothing is recorded.
@@ -166,7 +189,23 @@ class Obligations:
             composite=composite,
         )
         self.submit({"kind": "label", "interaction_id": produce_id, **labelled.evidence})
+        self._warn_skipped(labelled.evidence)
         return labelled
+
+    def _warn_skipped(self, evidence: dict[str, Any]) -> None:
+        """Log one ``label_skipped`` warning per label and cause, the first time it happens."""
+        for part in ("explicit", "watermark"):
+            entry = evidence.get(part)
+            if not isinstance(entry, dict) or not isinstance(entry.get("skipped"), str):
+                continue
+            reason = entry["skipped"]
+            key = (part, _skip_cause(reason))
+            with self._skips_lock:
+                if key in self._skips_warned:
+                    continue
+                self._skips_warned.add(key)
+            log.warning("label_skipped", label=part, cause=key[1], reason=reason, format=evidence.get("format"),
+                        note="logged once per cause; each skip is in its label record")
 
     def label(self, data: bytes, media_type: str | None = None, *, interaction_id: str | None = None,
               implicit: bool | None = None, c2pa: bool | None = None, explicit: bool | None = None,

@@ -341,3 +341,132 @@ def test_run_demo_creates_a_profile_serves_wrapped_and_stops_cleanly(tmp_path: P
     assert "ledger flushed and closed" in output
     assert config.exists() and (config.parent / "keys" / "ledger.key").exists()
     assert (config.parent / "ledger.db").exists()
+
+
+# -- the demo as a visitor sees it: wrapped, every label on its images (issue 12, items 2 and 3) --------------
+
+
+@pytest.fixture(name="demo")
+def fixture_demo(tmp_path: Path) -> Iterator[tuple[Any, Any]]:
+    """The demo wrapped by the middleware on the profile `aiobligations demo` writes, called in-process."""
+    from aiobligations import Obligations
+    from aiobligations.keys import init_project
+
+    hub = Obligations.from_file(init_project(tmp_path / "site"))
+    try:
+        yield wrap(build_app(stream_delay=0), hub), hub
+    finally:
+        hub.close()
+
+
+def in_process(app: Any, *requests: tuple[str, str, dict[str, Any] | None]) -> list[httpx.Response]:
+    """Send ``(method, path, json)`` requests to an ASGI app, one after the other, in-process."""
+    import asyncio
+
+    async def run() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://demo.test") as http:
+            return [await http.request(method, path, json=body) for method, path, body in requests]
+
+    return asyncio.run(run())
+
+
+def label_records(hub: Any) -> list[dict[str, Any]]:
+    size = hub.ledger.flush()
+    return [record for record in (hub.ledger.read(i) for i in range(size)) if record["kind"] == "label"]
+
+
+def test_the_demo_profile_turns_every_label_on(demo: tuple[Any, Any]) -> None:
+    _, hub = demo
+    settings = hub.label_settings
+    assert (True, True, True, True) == (settings.implicit, settings.explicit, settings.watermark, settings.c2pa)
+
+
+def test_the_demo_image_is_1024_and_carries_every_label(demo: tuple[Any, Any]) -> None:
+    """The default image is 1024x1024, captioned, watermarked, with the metadata label and C2PA."""
+    import io
+
+    from PIL import Image, ImageChops, ImageStat
+
+    app, hub = demo
+    (reply,) = in_process(app, ("POST", "/v1/images/generations", {"prompt": "a red fox in the snow"}))
+    assert 200 == reply.status_code, reply.text
+    png = base64.b64decode(reply.json()["data"][0]["b64_json"])
+    assert (1024, 1024) == struct.unpack(">II", png_chunks(png)[0][1][:8])
+
+    report = hub.labeller.inspect(png)
+    assert report["labelled"] is True
+    (label,) = report["gb45438"]
+    assert label["reserved_code1"].startswith("verified")
+    assert report["c2pa"] is not None
+    assert report["watermark"]["checked"] is True and report["watermark"]["present"] is True
+    assert report["watermark"]["id_matches"] is True
+    assert label["fields"]["ProduceID"] == reply.headers["ai-interaction-id"]
+
+    (record,) = label_records(hub)
+    assert {"kind": "caption", "wording": "AI生成", "corner": "bottom-right"} == record["explicit"]
+    assert "skipped" not in record["watermark"]
+    # The caption is drawn: the bottom-right corner differs from the bare picture, the rest barely.
+    bare = Image.open(io.BytesIO(ToyImageModel().generate("a red fox in the snow"))).convert("RGB")
+    diff = ImageChops.difference(bare, Image.open(io.BytesIO(png)).convert("RGB")).convert("L")
+    corner = ImageStat.Stat(diff.crop((824, 924, 1024, 1024))).mean[0]
+    rest = ImageStat.Stat(diff.crop((0, 0, 512, 512))).mean[0]
+    assert corner > 20 > 3 > rest, (corner, rest)
+
+
+@pytest.mark.parametrize(("size", "expected"), [("1536x1024", (1536, 1024)), ("1024x1792", (1024, 1792)),
+                                                 ("auto", (1024, 1024)), ("512x512", (512, 512))])
+def test_openai_sizes_are_accepted(size: str, expected: tuple[int, int]) -> None:
+    (reply,) = in_process(build_app(), ("POST", "/v1/images/generations", {"prompt": "x", "size": size}))
+    assert 200 == reply.status_code, reply.text
+    png = base64.b64decode(reply.json()["data"][0]["b64_json"])
+    assert expected == struct.unpack(">II", png_chunks(png)[0][1][:8])
+
+
+def test_an_unknown_size_is_a_400_naming_the_valid_ones() -> None:
+    (reply,) = in_process(build_app(), ("POST", "/v1/images/generations", {"prompt": "x", "size": "300x300"}))
+    assert_error(reply, 400, "invalid_request")
+    message = reply.json()["error"]["message"]
+    assert "'300x300'" in message
+    for size in ("256x256", "512x512", "1024x1024", "1536x1024", "1024x1536", "1792x1024", "1024x1792", "auto"):
+        assert size in message
+
+
+def test_an_unknown_model_404_lists_the_models() -> None:
+    replies = in_process(
+        build_app(),
+        ("POST", "/v1/chat/completions", {"model": "gpt-9", "messages": [{"role": "user", "content": "a"}]}),
+        ("POST", "/v1/images/generations", {"model": "dall-e-9", "prompt": "x"}),
+        ("GET", "/v1/models/gpt-9", None),
+    )
+    for reply in replies:
+        assert_error(reply, 404, "model_not_found")
+        assert reply.json()["error"]["message"].endswith("the models are toy-1, toy-image-1"), reply.text
+
+
+def test_a_skipped_label_is_warned_once_per_cause(
+    demo: tuple[Any, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No usable CJK font: one `label_skipped` warning for two images; a second cause gets its own."""
+    from structlog.testing import capture_logs
+
+    not_a_font = tmp_path / "not-a-font.ttf"
+    not_a_font.write_text("this is not a font\n")
+    monkeypatch.setenv("AIOBLIGATIONS_CJK_FONT", str(not_a_font))
+    app, hub = demo
+    image = ("POST", "/v1/images/generations", {"prompt": "a fox"})
+    small = ("POST", "/v1/images/generations", {"prompt": "a fox", "size": "256x256"})
+    with capture_logs() as logs:
+        replies = in_process(app, image, image, small, small)
+    assert [200] * 4 == [reply.status_code for reply in replies]
+
+    warnings = [(e["label"], e["cause"]) for e in logs if e["event"] == "label_skipped"]
+    assert [("explicit", "no_cjk_font"), ("watermark", "image_too_small")] == warnings
+    (first, *_) = [e for e in logs if e["event"] == "label_skipped"]
+    assert "warning" == first["log_level"]
+    assert "cannot load the font" in first["reason"]
+    # Every skip is still on the record, request by request.
+    records = label_records(hub)
+    assert 4 == len(records)
+    assert all("cannot load the font" in record["explicit"]["skipped"] for record in records)
+    assert ["too small" in record["watermark"].get("skipped", "") for record in records] == [False, False, True, True]

@@ -225,6 +225,20 @@ def test_image_b64_json_is_a_png(flavour: str, service: Service) -> None:
         record["status"], record["outcome"], record["model"], record["route"])
 
 
+def test_the_default_image_is_1024_and_inspect_finds_its_labels(service: Service) -> None:
+    """No size asked: OpenAI's default 1024x1024, with the metadata label, C2PA and the watermark."""
+    with openai.OpenAI(base_url=f"{service.url}/v1", api_key="sk-demo", max_retries=0, timeout=30) as client:
+        result = client.images.generate(model="toy-image-1", prompt="a lighthouse at dawn")
+    png = base64.b64decode(result.data[0].b64_json)
+    assert (1024, 1024) == png_size(png)
+    report = service.hub.labeller.inspect(png)
+    interaction_id = result.model_extra["ai_disclosure"]["interaction_id"]
+    assert [interaction_id] == [entry["fields"]["ProduceID"] for entry in report["gb45438"]]
+    assert report["c2pa"] is not None
+    assert (True, True, True) == (report["watermark"]["checked"], report["watermark"]["present"],
+                                  report["watermark"]["id_matches"])
+
+
 def test_plain_create_works_and_every_call_is_one_record(service: Service) -> None:
     """Without with_raw_response too; and N calls leave exactly N new interaction records."""
     before = service.interaction_count()
@@ -254,6 +268,7 @@ def test_an_unknown_model_is_an_error_not_disclosed_as_ai_content(flavour: str, 
     headers = caught.value.response.headers
     assert "ai-disclosure" not in headers
     assert "ai_disclosure" not in caught.value.response.json()
+    assert caught.value.response.json()["error"]["message"].endswith("the models are toy-1, toy-image-1")
     record = service.record(headers["ai-interaction-id"])
     assert (404, "http_404", "model_not_found", "gpt-nonexistent", False, "none") == (
         record["status"], record["error"], record["error_code"], record["requested_model"],

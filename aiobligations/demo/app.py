@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from .models import IMAGE_SIZES, ToyChatModel, ToyImageModel
+from .models import DEFAULT_IMAGE_SIZE, IMAGE_SIZES, ToyChatModel, ToyImageModel
 
 __all__ = ["MAX_BODY_BYTES", "build_app"]
 
@@ -117,12 +117,19 @@ def _optional(data: Mapping[str, Any], key: str, kind: type, default: Any) -> An
     return value
 
 
+_MODELS = (ToyChatModel.name, ToyImageModel.name)
+
+
+def _no_such_model(model: str) -> str:
+    return f"the model {model[:100]!r} does not exist; the models are {', '.join(_MODELS)}"
+
+
 def _check_model(data: Mapping[str, Any], expected: str, *, default: str | None = None) -> str:
     model = _optional(data, "model", str, default)
     if model is None:
         raise _BadRequest("model is required")
-    if model not in (ToyChatModel.name, ToyImageModel.name):
-        raise _BadRequest(f"the model {model[:100]!r} does not exist", code="model_not_found", status=404)
+    if model not in _MODELS:
+        raise _BadRequest(_no_such_model(model), code="model_not_found", status=404)
     if model != expected:
         raise _BadRequest(f"the model {model!r} does not support this endpoint; use {expected!r}")
     return model
@@ -192,7 +199,7 @@ def build_app(*, stream_delay: float = 0.02) -> Starlette:
     async def retrieve_model(request: Request) -> Response:
         card = model_cards.get(request.path_params["model"])
         if card is None:
-            return _error(404, "model_not_found", f"the model {request.path_params['model'][:100]!r} does not exist")
+            return _error(404, "model_not_found", _no_such_model(request.path_params["model"]))
         return JSONResponse(card)
 
     async def chat_completions(request: Request) -> Response:
@@ -256,7 +263,7 @@ def build_app(*, stream_delay: float = 0.02) -> Starlette:
         n = _optional(data, "n", int, 1)
         if not 1 <= n <= 4:
             raise _BadRequest(f"n must be between 1 and 4, got {n}")
-        size = _optional(data, "size", str, IMAGE_SIZES[0])
+        size = _optional(data, "size", str, DEFAULT_IMAGE_SIZE)
         if size not in IMAGE_SIZES:
             raise _BadRequest(f"size must be one of {', '.join(IMAGE_SIZES)}, got {size!r}")
         if _optional(data, "response_format", str, "b64_json") != "b64_json":

@@ -10,10 +10,14 @@ import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-__all__ = ["IMAGE_SIZES", "ToyChatModel", "ToyImageModel", "encode_png", "parse_size"]
+__all__ = ["DEFAULT_IMAGE_SIZE", "IMAGE_SIZES", "ToyChatModel", "ToyImageModel", "encode_png", "parse_size"]
 
-IMAGE_SIZES = ("256x256", "512x512", "1024x1024")
-"""The image sizes the toy image model accepts, as OpenAI spells them."""
+IMAGE_SIZES = ("auto", "256x256", "512x512", "1024x1024", "1536x1024", "1024x1536", "1792x1024", "1024x1792")
+"""The image sizes the toy image model accepts: every ``size`` OpenAI's image models take (``auto`` is
+:data:`DEFAULT_IMAGE_SIZE`)."""
+
+DEFAULT_IMAGE_SIZE = "1024x1024"
+"""The size drawn when a request names none, as OpenAI's default; large enough for every label."""
 
 # Kana, CJK ideographs and Hangul syllables: each character is a token of its own.
 _CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
@@ -107,14 +111,14 @@ class ToyChatModel:
 
 
 def parse_size(size: str) -> tuple[int, int]:
-    """Return ``(width, height)`` for one of :data:`IMAGE_SIZES`.
+    """Return ``(width, height)`` for one of :data:`IMAGE_SIZES` (``auto`` is :data:`DEFAULT_IMAGE_SIZE`).
 
     Raises:
         ValueError: the size is not one of :data:`IMAGE_SIZES`.
     """
     if size not in IMAGE_SIZES:
         raise ValueError(f"size must be one of {', '.join(IMAGE_SIZES)}, got {size!r}")
-    width, _, height = size.partition("x")
+    width, _, height = (DEFAULT_IMAGE_SIZE if size == "auto" else size).partition("x")
     return int(width), int(height)
 
 
@@ -176,7 +180,7 @@ class ToyImageModel:
 
     name = "toy-image-1"
 
-    def generate(self, prompt: str, size: str = "256x256", *, variant: int = 0) -> bytes:
+    def generate(self, prompt: str, size: str = DEFAULT_IMAGE_SIZE, *, variant: int = 0) -> bytes:
         """Return a PNG (8-bit RGB) drawn from ``prompt``.
 
         Args:

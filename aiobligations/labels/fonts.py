@@ -3,7 +3,8 @@
 Search order, first hit wins:
 
 1. the file named by the ``AIOBLIGATIONS_CJK_FONT`` environment variable (it must exist);
-2. Noto Sans CJK from the ``manimgx-fonts-cjk`` package (``pip install 'aiobligations[media]'``);
+2. Noto Sans CJK from the ``manimgx-fonts-cjk`` package (``pip install 'aiobligations[cjk-font]'``, which the
+   ``dev`` extra and ``scripts/demo`` install);
 3. system fonts: WenQuanYi Micro Hei (Debian ``fonts-wqy-microhei``, which
    ``scripts/install-chromium`` installs), WenQuanYi Zen Hei, Noto Sans CJK / Source Han Sans
    (Debian ``fonts-noto-cjk``) and Droid Sans Fallback.
@@ -41,7 +42,7 @@ SYSTEM_CJK_FONTS: tuple[str, ...] = (
 """System font files tried, in order, when neither the variable nor the package gives one."""
 
 _INSTALL_HINT = (
-    "install the font package with pip install 'aiobligations[media]' (manimgx-fonts-cjk), "
+    "install the font package with pip install 'aiobligations[cjk-font]' (manimgx-fonts-cjk), "
     "or Debian's fonts-wqy-microhei, or set AIOBLIGATIONS_CJK_FONT to a CJK TTF/OTF/TTC file"
 )
 
