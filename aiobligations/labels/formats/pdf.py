@@ -7,15 +7,22 @@ trailer that repeats the latest trailer's entries with a new ``/Size``, ``/Info`
 ``startxref`` and ``%%EOF``. Reading follows ``startxref`` and the ``/Prev`` chain to the latest
 ``/Info`` and returns its ``/AIGC`` strings.
 
-Limits: only classic ``xref`` tables are supported; files whose latest cross-reference section is a
-cross-reference stream (PDF 1.5+ ``/Type /XRef``) and encrypted files (``/Encrypt``) are refused with
-:class:`~aiobligations.errors.LabelError`. The payload is written as a literal string when it is ASCII
-and as a UTF-16BE hex string with a byte-order mark otherwise.
+Cross-reference streams (PDF 1.5+ ``/Type /XRef``: ``/W``, ``/Index``, ``/FlateDecode`` with or without
+a PNG predictor) are read as well as classic tables, and so are hybrid files (a classic table whose
+trailer names an ``/XRefStm``) and objects stored inside object streams (``/Type /ObjStm``), where
+writers such as qpdf put the Info dictionary. When the latest section is a cross-reference stream,
+the update's own cross-reference section is a cross-reference stream too (uncompressed, ``/W [1 4 2]``,
+``/Prev`` at the previous one), since a classic table may not follow a stream.
+
+Limits: encrypted files (``/Encrypt``) are refused with :class:`~aiobligations.errors.LabelError`, and
+so are stream filters other than ``/FlateDecode``. The payload is written as a literal string when it
+is ASCII and as a UTF-16BE hex string with a byte-order mark otherwise.
 """
 
 from __future__ import annotations
 
 import re
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +41,8 @@ _MAX_SECTIONS = 256
 _NUMBER = re.compile(rb"[+-]?(?:\d+\.?\d*|\.\d+)")
 _INT = re.compile(rb"\d{1,10}")
 _REGULAR = re.compile(rb"[^\x00\t\n\x0c\r ()<>\[\]{}/%]*")
+_OBJ_HEAD = re.compile(rb"(\d{1,10})\s+(\d{1,5})\s+obj")
+_MAX_STREAM = 64 * 1024 * 1024
 _SUBSECTION = re.compile(rb"(\d{1,10})[ \t]+(\d{1,10})")
 _ENTRY = re.compile(rb"(\d{1,10})[ \t]+(\d{1,5})[ \t]+([nf])")
 _ESCAPES = {
@@ -244,27 +253,199 @@ def _startxref(data: bytes) -> int:
     return int(match.group())
 
 
-def _section(
+def _int(value: Any, what: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise LabelError(f"PDF {what} is not a non-negative integer")
+    return value
+
+
+def _png_unpredict(raw: bytes, columns: int, colors: int, bpc: int) -> bytes:
+    """Undo PNG predictors (``/Predictor`` 10-15): each row starts with its filter type byte."""
+    bpp = max(1, colors * bpc // 8)
+    width = (columns * colors * bpc + 7) // 8
+    if width < 1 or width > len(raw):
+        raise LabelError("PDF stream /DecodeParms /Columns is not positive or is wider than the data")
+    out = bytearray()
+    prior = bytearray(width)
+    pos = 0
+    while pos < len(raw):
+        kind = raw[pos]
+        row = bytearray(raw[pos + 1 : pos + 1 + width])
+        pos += 1 + width
+        if len(row) < width:
+            row += bytes(width - len(row))
+        for i in range(width):
+            left = row[i - bpp] if i >= bpp else 0
+            up = prior[i]
+            if kind == 0:
+                continue
+            if kind == 1:
+                row[i] = (row[i] + left) & 0xFF
+            elif kind == 2:
+                row[i] = (row[i] + up) & 0xFF
+            elif kind == 3:
+                row[i] = (row[i] + ((left + up) >> 1)) & 0xFF
+            elif kind == 4:
+                corner = prior[i - bpp] if i >= bpp else 0
+                estimate = left + up - corner
+                pa, pb, pc = abs(estimate - left), abs(estimate - up), abs(estimate - corner)
+                pick = left if pa <= pb and pa <= pc else up if pb <= pc else corner
+                row[i] = (row[i] + pick) & 0xFF
+            else:
+                raise LabelError(f"PDF stream has an unknown PNG predictor row type {kind}")
+        out += row
+        prior = row
+    return bytes(out)
+
+
+def _stream(
+    data: bytes, offset: int, table: dict[int, tuple[int, int, bytes]] | None = None
+) -> tuple[int, _Dict, bytes]:
+    """Parse the indirect stream object at ``offset``; return its number, dictionary and decoded data."""
+    if offset >= len(data):
+        raise LabelError(f"PDF object offset {offset} is outside the file")
+    head = _OBJ_HEAD.match(data, _skip(data, offset))
+    if head is None:
+        raise LabelError(f"PDF has no object at offset {offset}")
+    value, _, pos = _object(data, head.end())
+    if not isinstance(value, _Dict):
+        raise LabelError(f"PDF object at offset {offset} is not a stream dictionary")
+    pos = _skip(data, pos)
+    if data[pos : pos + 6] != b"stream":
+        raise LabelError(f"PDF object at offset {offset} is not a stream")
+    pos += 6
+    if data[pos : pos + 2] == b"\r\n":
+        pos += 2
+    elif data[pos : pos + 1] in (b"\n", b"\r"):
+        pos += 1
+    length = value.get(b"Length")
+    if isinstance(length, _Ref) and table is not None:
+        entry = table.get(length.number)
+        length = None
+        if entry is not None and entry[2] == b"n" and entry[0] < len(data):
+            where = _OBJ_HEAD.match(data, _skip(data, entry[0]))
+            if where is not None:
+                length, _, _ = _object(data, where.end())
+    if isinstance(length, int) and not isinstance(length, bool) and 0 <= length <= len(data) - pos:
+        raw = data[pos : pos + length]
+    else:  # An indirect or wrong /Length: the data ends at ``endstream``.
+        end = data.find(b"endstream", pos)
+        if end < 0:
+            raise LabelError(f"PDF stream at offset {offset} has no endstream")
+        raw = data[pos:end].rstrip(b"\r\n")
+    filters = value.get(b"Filter")
+    parms = value.get(b"DecodeParms")
+    if isinstance(filters, list):
+        filters = filters[0] if len(filters) == 1 else filters
+        if isinstance(parms, list):
+            parms = parms[0] if len(parms) == 1 else None
+    if filters is not None:
+        if not isinstance(filters, _Name) or filters.name not in (b"FlateDecode", b"Fl"):
+            raise LabelError("PDF stream uses a filter other than /FlateDecode, which is not supported")
+        inflater = zlib.decompressobj()
+        try:
+            raw = inflater.decompress(raw, _MAX_STREAM)
+        except zlib.error as exc:
+            raise LabelError(f"PDF stream at offset {offset} does not inflate: {exc}") from None
+        if inflater.unconsumed_tail:
+            raise LabelError(f"PDF stream at offset {offset} inflates to more than {_MAX_STREAM} bytes")
+        if isinstance(parms, _Dict):
+            predictor = parms.get(b"Predictor")
+            if isinstance(predictor, int) and predictor >= 10:
+                columns = parms.get(b"Columns")
+                colors = parms.get(b"Colors")
+                bpc = parms.get(b"BitsPerComponent")
+                raw = _png_unpredict(
+                    raw,
+                    _int(columns if columns is not None else 1, "/Columns"),
+                    _int(colors if colors is not None else 1, "/Colors"),
+                    _int(bpc if bpc is not None else 8, "/BitsPerComponent"),
+                )
+            elif isinstance(predictor, int) and predictor not in (1,):
+                raise LabelError(f"PDF stream predictor {predictor} is not supported")
+    return int(head.group(1)), value, raw
+
+
+def _xref_stream(
     data: bytes, offset: int, table: dict[int, tuple[int, int, bytes]]
 ) -> _Dict:
-    """Parse the classic xref section at ``offset`` into ``table`` (older entries never override); return its trailer."""
+    """Parse the cross-reference stream at ``offset`` into ``table`` (older entries never override).
+
+    Entries are ``(offset, generation, b"n")``, ``(0, 0, b"f")`` or, for an object inside an object
+    stream, ``(stream number, index, b"c")``. Returns the stream's dictionary, which is its trailer.
+    """
+    _, trailer, raw = _stream(data, offset)
+    if not isinstance(trailer.get(b"Type"), _Name) or trailer.get(b"Type").name != b"XRef":
+        raise LabelError(f"PDF object at offset {offset} is not a cross-reference stream")
+    widths = trailer.get(b"W")
+    if (
+        not isinstance(widths, list)
+        or len(widths) != 3
+        or not all(isinstance(w, int) and not isinstance(w, bool) and 0 <= w <= 8 for w in widths)
+        or sum(widths) == 0
+    ):
+        raise LabelError("PDF cross-reference stream has no valid /W")
+    size = _int(trailer.get(b"Size"), "cross-reference stream /Size")
+    index = trailer.get(b"Index")
+    if index is None:
+        index = [0, size]
+    if not isinstance(index, list) or len(index) % 2:
+        raise LabelError("PDF cross-reference stream /Index is not pairs of integers")
+    row = sum(widths)
+    pos = 0
+    for i in range(0, len(index), 2):
+        first = _int(index[i], "cross-reference stream /Index")
+        count = _int(index[i + 1], "cross-reference stream /Index")
+        if count * row > len(raw) - pos:
+            raise LabelError(
+                f"PDF cross-reference stream declares {count} entries, more than it holds"
+            )
+        for number in range(first, first + count):
+            fields = []
+            for width in widths:
+                fields.append(int.from_bytes(raw[pos : pos + width], "big"))
+                pos += width
+            kind = fields[0] if widths[0] else 1
+            if kind == 1:
+                entry = (fields[1], fields[2], b"n")
+            elif kind == 2:
+                entry = (fields[1], fields[2], b"c")
+            else:  # Free, or an unknown type, which readers treat as a null reference.
+                entry = (0, 0, b"f")
+            table.setdefault(number, entry)
+    return trailer
+
+
+def _section(
+    data: bytes, offset: int, table: dict[int, tuple[int, int, bytes]]
+) -> tuple[_Dict, bool]:
+    """Parse the xref section at ``offset`` (a table or a stream) into ``table``; return its trailer and whether it is a stream."""
     if offset >= len(data):
         raise LabelError(f"PDF cross-reference offset {offset} is outside the file")
     pos = _skip(data, offset)
     if data[pos : pos + 4] != b"xref":
-        if re.match(rb"\d+\s+\d+\s+obj", data[pos : pos + 40]):
-            raise LabelError(
-                "PDF uses a cross-reference stream (PDF 1.5+), which is not supported"
-            )
+        if _OBJ_HEAD.match(data, pos):
+            return _xref_stream(data, pos, table), True
         raise LabelError(f"PDF has no xref table at offset {offset}")
     pos += 4
+    local: dict[int, tuple[int, int, bytes]] = {}
     while True:
         pos = _skip(data, pos)
         if data[pos : pos + 7] == b"trailer":
             trailer, _, _ = _object(data, pos + 7)
             if not isinstance(trailer, _Dict):
                 raise LabelError("PDF trailer is not a dictionary")
-            return trailer
+            hybrid = trailer.get(b"XRefStm")
+            if hybrid is not None:
+                # A hybrid file: the stream holds the objects the table marks free (PDF 32000 7.5.8.4).
+                extra: dict[int, tuple[int, int, bytes]] = {}
+                _xref_stream(data, _int(hybrid, "trailer /XRefStm"), extra)
+                for number, entry in extra.items():
+                    if local.get(number, (0, 0, b"f"))[2] == b"f":
+                        local[number] = entry
+            for number, entry in local.items():
+                table.setdefault(number, entry)
+            return trailer, False
         match = _SUBSECTION.match(data, pos)
         if not match:
             raise LabelError(f"PDF xref table is malformed at offset {pos}")
@@ -279,16 +460,48 @@ def _section(
             entry = _ENTRY.match(data, pos)
             if not entry:
                 raise LabelError(f"PDF xref entry is malformed at offset {pos}")
-            table.setdefault(
+            local.setdefault(
                 number, (int(entry.group(1)), int(entry.group(2)), entry.group(3))
             )
             pos = entry.end()
 
 
+def _indirect(
+    data: bytes, number: int, table: dict[int, tuple[int, int, bytes]], what: str = "object"
+) -> Any:
+    """Return the value of indirect object ``number``, from the file or from its object stream."""
+    entry = table.get(number)
+    if entry is None or entry[2] == b"f":
+        raise LabelError(f"PDF {what} {number} is not in the cross-reference table")
+    if entry[2] == b"c":
+        container = table.get(entry[0])
+        if container is None or container[2] != b"n":
+            raise LabelError(f"PDF object stream {entry[0]} is not in the cross-reference table")
+        _, head, raw = _stream(data, container[0], table)
+        if not isinstance(head.get(b"Type"), _Name) or head.get(b"Type").name != b"ObjStm":
+            raise LabelError(f"PDF object {entry[0]} is not an object stream")
+        count = _int(head.get(b"N"), "object stream /N")
+        first = _int(head.get(b"First"), "object stream /First")
+        pairs = [int(n) for n in re.findall(rb"\d{1,10}", raw[:first])]
+        if len(pairs) < 2 * count:
+            raise LabelError(f"PDF object stream {entry[0]} has a short header")
+        for i in range(count):
+            if pairs[2 * i] == number:
+                value, _, _ = _object(raw, first + pairs[2 * i + 1])
+                return value
+        raise LabelError(f"PDF {what} {number} is not in object stream {entry[0]}")
+    head_match = _OBJ_HEAD.match(data, _skip(data, entry[0])) if entry[0] < len(data) else None
+    if head_match is None or int(head_match.group(1)) != number:
+        raise LabelError(f"PDF {what} {number} is not at its cross-reference offset")
+    value, _, _ = _object(data, head_match.end())
+    return value
+
+
 def _load(
     data: bytes,
-) -> tuple[int, _Dict, dict[int, tuple[int, int, bytes]], _Dict | None]:
-    """Return the latest startxref, the latest trailer, the merged xref table and the Info dictionary."""
+) -> tuple[int, _Dict, dict[int, tuple[int, int, bytes]], _Dict | None, bool]:
+    """Return the latest startxref, the latest trailer, the merged xref table, the Info dictionary and
+    whether the latest cross-reference section is a stream."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"data must be bytes, got {type(data).__name__}")
     if not sniff(data):
@@ -297,15 +510,16 @@ def _load(
     start = _startxref(data)
     table: dict[int, tuple[int, int, bytes]] = {}
     latest: _Dict | None = None
+    is_stream = False
     seen: set[int] = set()
     offset: int | None = start
     while offset is not None:
         if offset in seen or len(seen) >= _MAX_SECTIONS:
             raise LabelError("PDF /Prev chain loops or is too long")
         seen.add(offset)
-        trailer = _section(data, offset, table)
+        trailer, stream = _section(data, offset, table)
         if latest is None:
-            latest = trailer
+            latest, is_stream = trailer, stream
         prev = trailer.get(b"Prev")
         if prev is not None and (
             not isinstance(prev, int) or isinstance(prev, bool) or prev < 0
@@ -317,29 +531,19 @@ def _load(
         raise LabelError("PDF is encrypted; its Info strings cannot be labelled")
     info = latest.get(b"Info")
     if info is None:
-        return start, latest, table, None
+        return start, latest, table, None, is_stream
     if isinstance(info, _Dict):
-        return start, latest, table, info
+        return start, latest, table, info, is_stream
     if not isinstance(info, _Ref):
         raise LabelError("PDF trailer /Info is neither a reference nor a dictionary")
-    entry = table.get(info.number)
-    if entry is None or entry[2] != b"n":
+    if table.get(info.number, (0, 0, b"f"))[2] == b"f":
         raise LabelError(
             f"PDF Info object {info.number} is not in the cross-reference table"
         )
-    head = (
-        re.compile(rb"(\d{1,10})\s+(\d{1,5})\s+obj").match(data, _skip(data, entry[0]))
-        if entry[0] < len(data)
-        else None
-    )
-    if head is None or int(head.group(1)) != info.number:
-        raise LabelError(
-            f"PDF Info object {info.number} is not at its cross-reference offset"
-        )
-    value, _, _ = _object(data, head.end())
+    value = _indirect(data, info.number, table, "Info object")
     if not isinstance(value, _Dict):
         raise LabelError("PDF Info object is not a dictionary")
-    return start, latest, table, value
+    return start, latest, table, value, is_stream
 
 
 def _text(value: bytes) -> str:
@@ -357,10 +561,10 @@ def read_labels(data: bytes) -> list[str]:
     """Return every ``/AIGC`` string in the latest Document Information dictionary.
 
     Raises:
-        LabelError: the file is not a well-formed PDF with a classic xref table, is encrypted, or its
+        LabelError: the file is not a well-formed PDF, is encrypted, or its
             ``/AIGC`` value is not a string.
     """
-    _, _, _, info = _load(data)
+    _, _, _, info, _ = _load(data)
     found: list[str] = []
     if info is None:
         return found
@@ -386,11 +590,11 @@ def write_label(data: bytes, payload: str) -> bytes:
     The original bytes are an exact prefix of the result.
 
     Raises:
-        LabelError: the file is malformed, uses cross-reference streams, is encrypted, or ``payload``
+        LabelError: the file is malformed, is encrypted, or ``payload``
             is not an Annex E label.
     """
     AIGCLabel.parse(payload)
-    start, trailer, table, info = _load(data)
+    start, trailer, table, info, is_stream = _load(data)
     data = bytes(data)
     size = trailer.get(b"Size")
     if not isinstance(size, int) or isinstance(size, bool) or size < 1:
@@ -405,6 +609,30 @@ def write_label(data: bytes, payload: str) -> bytes:
     parts.append(b"/AIGC " + _pdf_string(payload))
     obj = b"%d 0 obj\n<< " % number + b"\n".join(parts) + b" >>\nendobj\n"
     xref_offset = len(prefix) + len(obj)
+    if is_stream:
+        # A cross-reference stream may only be followed by another one: object number + 1 is it.
+        dropped = (b"Size", b"Prev", b"Info", b"XRefStm", b"Type", b"W", b"Index", b"Length",
+                   b"Filter", b"DecodeParms", b"DL", b"F", b"FFilter", b"FDecodeParms")
+        kept = [
+            raw_key + b" " + raw_value
+            for key, _, raw_key, raw_value in trailer.entries
+            if key not in dropped
+        ]
+        if xref_offset >= 1 << 32:
+            raise LabelError("PDF is too large for a 4-byte cross-reference offset")
+        rows = b"\x01" + len(prefix).to_bytes(4, "big") + b"\x00\x00"
+        rows += b"\x01" + xref_offset.to_bytes(4, "big") + b"\x00\x00"
+        kept = [b"/Type /XRef", b"/Size %d" % (number + 2), b"/Index [%d 2]" % number,
+                b"/W [1 4 2]", b"/Length %d" % len(rows)] + kept
+        kept += [b"/Info %d 0 R" % number, b"/Prev %d" % start]
+        tail = (
+            b"%d 0 obj\n<< " % (number + 1)
+            + b"\n".join(kept)
+            + b" >>\nstream\n"
+            + rows
+            + b"\nendstream\nendobj\nstartxref\n%d\n%%%%EOF\n" % xref_offset
+        )
+        return prefix + obj + tail
     xref = b"xref\n%d 1\n%010d 00000 n\r\n" % (number, len(prefix))
     kept = [
         raw_key + b" " + raw_value
