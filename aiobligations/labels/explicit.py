@@ -221,36 +221,8 @@ def _fit_font(wording: str, target: int) -> Any:
     raise LabelError(f"cannot render {wording!r} {target} px high with the CJK font")  # pragma: no cover
 
 
-def caption_image(
-    data: bytes,
-    *,
-    wording: str = "AI生成",
-    corner: Corner = "bottom-right",
-    min_height_ratio: float = 0.05,
-    min_text_px: int = 10,
-    allow_english: bool = False,
-) -> bytes:
-    """Return the image with ``wording`` drawn on a corner, in the same format (GB 45438 §5.2).
-
-    The text is white on a ~72 % opaque black rounded box, so it reads on light, dark and busy
-    backgrounds alike. Its rendered height above the baseline (for CJK text, nearly the full
-    glyph; for Latin, the cap height) is at least ``min_height_ratio`` of the shortest side and at
-    least ``min_text_px`` pixels, below which no text is legible.
-    PNG stays PNG (the mode is kept where it has colour and alpha: RGB, RGBA; palette and grey
-    images become RGB or RGBA), JPEG stays JPEG (quality 95, no chroma subsampling), WebP stays
-    WebP (lossless if the input was), a still GIF stays GIF (quantised to 256 colours) and TIFF
-    stays TIFF (uncompressed). ICC profiles and EXIF are kept; other metadata is not.
-
-    Raises:
-        ConfigurationError: bad wording, corner or ratio.
-        LabelError: not a decodable PNG, JPEG, WebP, GIF or TIFF; animated; too small for a legible caption;
-            or no CJK font (the message says what to install).
-    """
-    try:
-        from PIL import Image, ImageDraw, UnidentifiedImageError
-    except ImportError as exc:  # pragma: no cover - Pillow comes with the media extra
-        raise LabelError("image captions need Pillow: pip install 'aiobligations[media]'") from exc
-
+def _check_caption_args(wording: str, corner: str, min_height_ratio: float, min_text_px: int,
+                        allow_english: bool) -> None:
     validate_wording(wording, allow_english=allow_english)
     if corner not in ("bottom-right", "bottom-left", "top-right", "top-left"):
         raise ConfigurationError(f"corner must be top-left, top-right, bottom-left or bottom-right, got {corner!r}")
@@ -258,6 +230,18 @@ def caption_image(
         raise ConfigurationError(f"min_height_ratio must be between 0 and 0.5, got {min_height_ratio!r}")
     if not 1 <= min_text_px <= 1000:
         raise ConfigurationError(f"min_text_px must be from 1 to 1000, got {min_text_px!r}")
+
+
+def open_still(data: bytes) -> Any:
+    """Decode a still PNG, JPEG, WebP, GIF or TIFF with Pillow (loaded; ``.format`` says which).
+
+    Raises:
+        LabelError: not a decodable image of those formats, or animated.
+    """
+    try:
+        from PIL import Image, UnidentifiedImageError
+    except ImportError as exc:  # pragma: no cover - Pillow comes with the media extra
+        raise LabelError("image captions need Pillow: pip install 'aiobligations[media]'") from exc
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise LabelError(f"expected image bytes, got {type(data).__name__}")
     try:
@@ -272,7 +256,32 @@ def caption_image(
         raise
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise LabelError(f"cannot decode the image: {exc}") from exc
+    return source
 
+
+def has_alpha(source: Any) -> bool:
+    """Whether a decoded image has an alpha channel (or a palette transparency) to keep."""
+    return source.mode in ("RGBA", "LA", "PA") or (source.mode == "P" and "transparency" in source.info)
+
+
+def draw_caption(
+    source: Any,
+    *,
+    wording: str = "AI生成",
+    corner: Corner = "bottom-right",
+    min_height_ratio: float = 0.05,
+    min_text_px: int = 10,
+    allow_english: bool = False,
+) -> Any:
+    """Return an RGBA copy of the decoded image ``source`` with the caption drawn (see :func:`caption_image`).
+
+    Raises:
+        ConfigurationError: bad wording, corner or ratio.
+        LabelError: too small for a legible caption, or no CJK font.
+    """
+    from PIL import Image, ImageDraw
+
+    _check_caption_args(wording, corner, min_height_ratio, min_text_px, allow_english)
     width, height = source.size
     shortest = min(width, height)
     target = max(math.ceil(min_height_ratio * shortest), min_text_px)
@@ -293,29 +302,90 @@ def caption_image(
         draw.text((pad_x - left, pad_y - top), wording, font=font, fill=_TEXT_RGBA, anchor="ls")
     x0 = margin if corner.endswith("left") else width - margin - box_w
     y0 = margin if corner.startswith("top") else height - margin - box_h
-    has_alpha = source.mode in ("RGBA", "LA", "PA") or (source.mode == "P" and "transparency" in source.info)
     canvas = source.convert("RGBA")
     canvas.alpha_composite(overlay, (x0, y0))
+    return canvas
 
+
+def jpeg_options(source: Any) -> dict[str, Any]:
+    """The Pillow JPEG save options for a re-encode of ``source`` (a caption, a watermark): 4:4:4.
+
+    A re-encoded JPEG has no chroma subsampling (4:4:4), whatever the input's (4:2:0, 4:2:2 or
+    4:4:4): subsampling the decoded colour again would blur it a second time. A JPEG source keeps
+    its own quantisation tables (its quality); any other source is written at quality 95.
+    (A label that does not re-encode, the metadata alone, leaves the input's bytes and so its
+    subsampling as they are.)
+    """
+    tables = (getattr(source, "quantization", None) or {}) if getattr(source, "format", None) == "JPEG" else {}
+    if len(tables) >= 2:
+        return {"subsampling": 0, "qtables": [tables[index] for index in sorted(tables)][:2]}
+    return {"quality": 95, "subsampling": 0}
+
+
+def encode_like(image: Any, source: Any, data: bytes) -> bytes:
+    """Encode ``image`` (changed pixels of ``source``, decoded from ``data``) once, in ``source``'s format.
+
+    PNG stays PNG (RGB, or RGBA where the source had alpha), JPEG stays JPEG (4:4:4, the source's
+    quantisation tables, see :func:`jpeg_options`), WebP stays WebP (lossless if the
+    source was), a still GIF stays GIF (quantised to 256 colours) and TIFF stays TIFF
+    (uncompressed). ICC profiles and EXIF are kept; other metadata is not.
+    """
+    from PIL import Image
+
+    fmt = source.format
+    alpha = has_alpha(source)
     out = io.BytesIO()
     keep = {key: source.info[key] for key in ("icc_profile", "exif") if source.info.get(key)}
     if fmt == "JPEG":
-        canvas.convert("RGB").save(out, "JPEG", quality=95, subsampling=0, **keep)
+        image.convert("RGB").save(out, "JPEG", **jpeg_options(source), **keep)
     elif fmt == "PNG":
-        canvas.convert("RGBA" if has_alpha else "RGB").save(out, "PNG", optimize=False, **keep)
+        image.convert("RGBA" if alpha else "RGB").save(out, "PNG", optimize=False, **keep)
     elif fmt == "GIF":
         # GIF holds a palette: the captioned frame is quantised back to 256 colours.
-        canvas.convert("RGB").quantize(256, dither=Image.Dither.NONE).save(out, "GIF")
+        image.convert("RGB").quantize(256, dither=Image.Dither.NONE).save(out, "GIF")
     elif fmt == "TIFF":
-        canvas.convert("RGBA" if has_alpha else "RGB").save(out, "TIFF", compression="raw", **keep)
+        image.convert("RGBA" if alpha else "RGB").save(out, "TIFF", compression="raw", **keep)
     else:
         lossless = b"VP8L" in bytes(data[:4096])
-        image = canvas if has_alpha else canvas.convert("RGB")
+        converted = image.convert("RGBA") if alpha else image.convert("RGB")
         if lossless:
-            image.save(out, "WEBP", lossless=True, **keep)
+            converted.save(out, "WEBP", lossless=True, **keep)
         else:
-            image.save(out, "WEBP", quality=95, **keep)
+            converted.save(out, "WEBP", quality=95, **keep)
     return out.getvalue()
+
+
+def caption_image(
+    data: bytes,
+    *,
+    wording: str = "AI生成",
+    corner: Corner = "bottom-right",
+    min_height_ratio: float = 0.05,
+    min_text_px: int = 10,
+    allow_english: bool = False,
+) -> bytes:
+    """Return the image with ``wording`` drawn on a corner, in the same format (GB 45438 §5.2).
+
+    The text is white on a ~72 % opaque black rounded box, so it reads on light, dark and busy
+    backgrounds alike. Its rendered height above the baseline (for CJK text, nearly the full
+    glyph; for Latin, the cap height) is at least ``min_height_ratio`` of the shortest side and at
+    least ``min_text_px`` pixels, below which no text is legible.
+    The image is decoded once and encoded once (:func:`encode_like`).
+    PNG stays PNG (the mode is kept where it has colour and alpha: RGB, RGBA; palette and grey
+    images become RGB or RGBA), JPEG stays JPEG without chroma subsampling (4:4:4, whatever the
+    input's) and with the input's quantisation tables (quality 95 for a JPEG with fewer than two), WebP stays WebP (lossless if the input was), a still GIF stays GIF (quantised to 256
+    colours) and TIFF stays TIFF (uncompressed). ICC profiles and EXIF are kept; other metadata is not.
+
+    Raises:
+        ConfigurationError: bad wording, corner or ratio.
+        LabelError: not a decodable PNG, JPEG, WebP, GIF or TIFF; animated; too small for a legible caption;
+            or no CJK font (the message says what to install).
+    """
+    _check_caption_args(wording, corner, min_height_ratio, min_text_px, allow_english)
+    source = open_still(data)
+    canvas = draw_caption(source, wording=wording, corner=corner, min_height_ratio=min_height_ratio,
+                          min_text_px=min_text_px, allow_english=allow_english)
+    return encode_like(canvas, source, data)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -51,7 +51,6 @@ C2PA_UNSUPPORTED: dict[ModuleType, str] = {
 }
 """Formats that get no C2PA manifest, and why."""
 _NO_C2PA = tuple(C2PA_UNSUPPORTED)
-_PIL_FORMATS = {png: ("PNG", {}), jpeg: ("JPEG", {"quality": 95}), webp: ("WEBP", {"lossless": True})}
 
 
 def _raw_private(key: Ed25519PrivateKey) -> bytes:
@@ -75,17 +74,54 @@ def _pixels(data: bytes) -> Any:
         raise LabelError(f"the image cannot be decoded: {exc}") from None
 
 
-def _with_pixels(data: bytes, module: ModuleType, change: Any) -> bytes:
-    """Decode, change the pixels, encode again in the same format (explicit marks and watermarks only)."""
-    import io
+def _image_pass(data: bytes, *, caption: str | None, mark: Any, evidence: dict[str, Any]) -> tuple[bytes, bool]:
+    """Caption and/or watermark a PNG, JPEG or WebP: decoded once, both applied, encoded once.
 
+    ``caption`` is the wording to draw (``None``: none), ``mark`` a function from RGB pixels to
+    marked RGB pixels (``None``: none). Either may be skipped (too small an image); the evidence
+    says why. Returns the new bytes (``data`` itself when nothing changed) and whether the mark went on.
+    """
+    import numpy as np
     from PIL import Image
 
-    pixels = change(_pixels(data))
-    fmt, options = _PIL_FORMATS[module]
-    out = io.BytesIO()
-    Image.fromarray(pixels).save(out, format=fmt, **options)
-    return out.getvalue()
+    from . import explicit as marks_explicit
+
+    if caption is not None:
+        marks_explicit.validate_wording(caption)
+    try:
+        source = marks_explicit.open_still(data)
+    except LabelError as exc:
+        if caption is not None:
+            evidence["explicit"] = {"skipped": str(exc)}
+        if mark is not None:
+            evidence["watermark"] = {"skipped": str(exc)}
+        return data, False
+    image = source
+    changed = marked = False
+    if caption is not None:
+        try:
+            image = marks_explicit.draw_caption(source, wording=caption)
+        except LabelError as exc:
+            evidence["explicit"] = {"skipped": str(exc)}
+        else:
+            changed = True
+            evidence["explicit"] = {"kind": "caption", "wording": caption, "corner": "bottom-right"}
+    if mark is not None:
+        alpha = marks_explicit.has_alpha(source)
+        rgba = image.convert("RGBA") if alpha else None
+        try:
+            pixels = mark(np.asarray(rgba.convert("RGB") if rgba is not None else image.convert("RGB")))
+        except LabelError as exc:
+            # Too small an image carries no mark; the other labels still go on.
+            evidence["watermark"] = {"skipped": str(exc)}
+        else:
+            image = Image.fromarray(pixels, "RGB")
+            if rgba is not None:
+                image.putalpha(rgba.getchannel("A"))
+            changed = marked = True
+    if not changed:
+        return data, False
+    return marks_explicit.encode_like(image, source, data), marked
 
 
 MAX_SHOWN_PAYLOAD = 256
@@ -191,26 +227,30 @@ class Labeller:
         }
         # Read before anything changes the content: re-encoding for a caption drops metadata.
         prior = module.read_labels(data) if implicit else []
-        if explicit:
+        soft_binding = None
+        mark = None
+        if watermark and module in _IMAGES and self._watermark_key is not None:
+            from . import watermark as marks  # numpy, PyWavelets and Pillow: the media extra.
+
+            key = self._watermark_key
+
+            def mark(pixels: Any) -> Any:
+                return marks.embed(pixels, produce_id, key)
+
+        if module in _IMAGES and (mark is not None or explicit):
+            # One decode and one encode for the caption and the watermark together.
+            data, marked = _image_pass(data, caption=wording if explicit else None, mark=mark, evidence=evidence)
+            if marked:
+                soft_binding = marks.soft_binding_assertion(produce_id, key)
+                evidence["watermark"] = {"alg": marks.SOFT_BINDING_ALG,
+                                         "payload": soft_binding["data"]["blocks"][0]["value"]}
+        elif explicit:
             try:
                 data = self._explicit(module, data, wording, evidence)
             except LabelError as exc:
                 # A file that cannot carry a visible label (an unsupported codec, too small) still
                 # gets the metadata label and C2PA; the evidence says why the explicit label is missing.
                 evidence["explicit"] = {"skipped": str(exc)}
-        soft_binding = None
-        if watermark and module in _IMAGES and self._watermark_key is not None:
-            from . import watermark as marks  # numpy, PyWavelets and Pillow: the media extra.
-
-            try:
-                data = _with_pixels(data, module, lambda pixels: marks.embed(pixels, produce_id, self._watermark_key))
-            except LabelError as exc:
-                # Too small an image (or an undecodable one) carries no mark; the other labels still go on.
-                evidence["watermark"] = {"skipped": str(exc)}
-            else:
-                soft_binding = marks.soft_binding_assertion(produce_id, self._watermark_key)
-                evidence["watermark"] = {"alg": marks.SOFT_BINDING_ALG,
-                                         "payload": soft_binding["data"]["blocks"][0]["value"]}
         out = data
         if implicit:
             label = self._implicit_label(module, data, produce_id, prior)
