@@ -17,6 +17,10 @@ the update's own cross-reference section is a cross-reference stream too (uncomp
 Limits: encrypted files (``/Encrypt``) are refused with :class:`~aiobligations.errors.LabelError`, and
 so are stream filters other than ``/FlateDecode``. The payload is written as a literal string when it
 is ASCII and as a UTF-16BE hex string with a byte-order mark otherwise.
+
+C2PA: this module only appends. When the labeller then signs with C2PA, c2pa-python 0.38 embeds its
+manifest by rewriting the whole PDF, so the original bytes are a prefix of the labelled file only with
+C2PA off (both labels are still found, and the file still parses).
 """
 
 from __future__ import annotations
