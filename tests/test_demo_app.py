@@ -259,6 +259,8 @@ class TestHTTPErrors:
         assert '<html lang="en">' in response.text
         assert "<body>" in response.text
         assert 'href="/ai/transparency"' in response.text
+        assert "toy-image-1" in response.text and "1024x1024 by default" in response.text
+        assert "visible caption (AI生成), an invisible\nwatermark, the GB 45438 metadata label and C2PA" in response.text
 
     def test_max_tokens_truncates(self, http: httpx.Client) -> None:
         """max_tokens cuts the reply and reports finish_reason "length"."""

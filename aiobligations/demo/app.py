@@ -51,9 +51,11 @@ with <code>base_url="http://HOST:PORT/v1"</code>.</p>
 <ul>
 <li><code>GET /v1/models</code></li>
 <li><code>POST /v1/chat/completions</code> (with or without <code>"stream": true</code>)</li>
-<li><code>POST /v1/images/generations</code> (<code>response_format</code> <code>b64_json</code>)</li>
+<li><code>POST /v1/images/generations</code> (<code>response_format</code> <code>b64_json</code>;
+<code>size</code> 1024x1024 by default, or any size OpenAI accepts)</li>
 </ul>
-<p>Every answer is AI-generated. Read how this service works and how to ask for an explanation on
+<p>Every answer is AI-generated. Every image carries a visible caption (AI生成), an invisible
+watermark, the GB 45438 metadata label and C2PA content credentials. Read how this service works and how to ask for an explanation on
 the <a href="/ai/transparency">transparency page</a>.</p>
 </main>
 </body>
