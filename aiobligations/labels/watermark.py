@@ -284,7 +284,6 @@ def embed(
     # smooth gradients. Interpolate the change smoothly instead, then correct what the Haar analysis
     # sees (the detector's view) towards the targets, a few times.
     d_luma = np.zeros_like(luma)
-    base = pixels.astype(np.float32)
     for _ in range(_SMOOTH_PASSES):
         current = np.linalg.svd(blocks + _blocks(d_luma, rows, cols), compute_uv=False)[:, 0]
         step = (target - current)[:, None, None] * direction
@@ -308,8 +307,11 @@ def embed(
     height, width = d_luma.shape
     reps = (-(-height // _BAYER.shape[0]), -(-width // _BAYER.shape[1]))
     threshold = np.tile(_BAYER, reps)[:height, :width]
-    change = np.floor(d_luma + threshold).astype(np.float32)
-    return np.clip(base + change[:, :, None], 0, 255).astype(np.uint8)
+    # Integer arithmetic (the change is whole levels): the same result as in floating point, faster.
+    change = np.clip(np.floor(d_luma + threshold), -255, 255).astype(np.int16)
+    out = pixels.astype(np.int16)
+    out += change[:, :, None]
+    return np.clip(out, 0, 255, out=out).astype(np.uint8)
 
 
 def detect(
