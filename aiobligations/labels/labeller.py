@@ -110,7 +110,8 @@ def _image_pass(data: bytes, *, caption: str | None, mark: Any, evidence: dict[s
         alpha = marks_explicit.has_alpha(source)
         rgba = image.convert("RGBA") if alpha else None
         try:
-            pixels = mark(np.asarray(rgba.convert("RGB") if rgba is not None else image.convert("RGB")))
+            rgb = rgba.convert("RGB") if rgba is not None else image if image.mode == "RGB" else image.convert("RGB")
+            pixels = mark(np.asarray(rgb))
         except LabelError as exc:
             # Too small an image carries no mark; the other labels still go on.
             evidence["watermark"] = {"skipped": str(exc)}
