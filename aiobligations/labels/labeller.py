@@ -212,9 +212,10 @@ class Labeller:
         """Label ``data``; return the labelled bytes and a JSON-ready evidence dict.
 
         The order keeps every label valid: the explicit label (a caption drawn on an image, a cue
-        before audio) and the watermark change the content itself, so they come first (an image is
-        re-encoded for them, and only for them); then the implicit label (metadata), then the C2PA
-        manifest over the result.
+        before audio) and the watermark change the content itself, so they come first (a PNG, JPEG or WebP
+        is decoded once, captioned and watermarked, and encoded once, only for them; a re-encoded
+        JPEG is 4:4:4 with the input's quantisation tables); then the implicit label (metadata,
+        inserted without re-encoding), then the C2PA manifest over the result.
 
         Raises:
             LabelError: the file is malformed or of an unsupported format (nothing is changed).
