@@ -190,3 +190,19 @@ def test_png_alpha_survives_the_watermark_and_caption(labeller: Labeller) -> Non
         assert image.mode == "RGBA"
         alpha = np.asarray(image.getchannel("A"))
     assert np.array_equal(alpha[:240, :320], rgba[:240, :320, 3])
+
+
+@pytest.mark.parametrize("quality", [20, 40])
+def test_low_quality_jpeg_keeps_the_watermark(labeller: Labeller, quality: int) -> None:
+    """A coarse input's tables are capped at quality 75's steps, which the watermark survives."""
+    data = _pillow_jpeg(2, quality=quality)
+    out = labeller.label(data, "image/jpeg", produce_id="p-1", c2pa=False, watermark=True).data
+    assert 0 == _sampling(out)
+    floor = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(floor, "JPEG", quality=75, subsampling=0)
+    limits = _qtables(floor.getvalue())
+    source, written = _qtables(data), _qtables(out)
+    for index in (0, 1):
+        assert written[index] == [min(a, b) for a, b in zip(source[index], limits[index], strict=True)]
+        assert written[index] != source[index]
+    assert labeller.inspect(out, produce_id="p-1")["watermark"]["present"] is True

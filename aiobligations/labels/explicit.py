@@ -317,18 +317,41 @@ def draw_caption(
     return canvas
 
 
+_FLOOR_QUALITY = 75  # The watermark is made to survive JPEG at quality 75 (see watermark.py).
+_floor_tables: list[list[int]] = []
+
+
+def _quality_floor() -> list[list[int]]:
+    """libjpeg's luma and chroma tables at :data:`_FLOOR_QUALITY`, as Pillow reads them back."""
+    if not _floor_tables:
+        from PIL import Image
+
+        out = io.BytesIO()
+        Image.new("RGB", (8, 8)).save(out, "JPEG", quality=_FLOOR_QUALITY, subsampling=0)
+        with Image.open(out) as probe:
+            tables = probe.quantization
+            _floor_tables[:] = [list(tables[index]) for index in sorted(tables)][:2]
+    return _floor_tables
+
+
 def jpeg_options(source: Any) -> dict[str, Any]:
     """The Pillow JPEG save options for a re-encode of ``source`` (a caption, a watermark): 4:4:4.
 
     A re-encoded JPEG has no chroma subsampling (4:4:4), whatever the input's (4:2:0, 4:2:2 or
     4:4:4): subsampling the decoded colour again would blur it a second time. A JPEG source keeps
-    its own quantisation tables (its quality); any other source is written at quality 95.
-    (A label that does not re-encode, the metadata alone, leaves the input's bytes and so its
-    subsampling as they are.)
+    its own quantisation tables (its quality), each step no coarser than at quality 75, so a
+    watermark survives the encode of a low-quality input; any other source, and a JPEG with a
+    single table, is written at quality 95. (A label that does not re-encode, the metadata alone,
+    leaves the input's bytes and so its subsampling as they are.)
     """
     tables = (getattr(source, "quantization", None) or {}) if getattr(source, "format", None) == "JPEG" else {}
     if len(tables) >= 2:
-        return {"subsampling": 0, "qtables": [tables[index] for index in sorted(tables)][:2]}
+        own = [list(tables[index]) for index in sorted(tables)][:2]
+        floor = _quality_floor()
+        if all(len(table) == len(limit) == 64 for table, limit in zip(own, floor, strict=True)):
+            kept = [[min(step, limit) for step, limit in zip(table, bound, strict=True)]
+                    for table, bound in zip(own, floor, strict=True)]
+            return {"subsampling": 0, "qtables": kept}
     return {"quality": 95, "subsampling": 0}
 
 
