@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 import click
 import structlog
 
-from .errors import ConfigurationError, LedgerBroken, ObligationError, UnusableInput
+from .errors import ConfigurationError, LabelError, LedgerBroken, ObligationError, UnusableInput
 from .keys import init_project, load_signer
 from .ledger.bundle import export_bundle
 from .ledger.verify import verify_path
@@ -406,7 +406,7 @@ def label(source: Path, target: Path, media_type: str | None, interaction_id: st
         with Obligations.from_file(config or Path(DEFAULT_CONFIG)) as obligations:
             labelled = obligations.label_with_evidence(data, media_type, interaction_id=interaction_id)
     except ObligationError as exc:
-        _fail(f"{source}: {exc}" if "LabelError" in type(exc).__name__ else str(exc))
+        _fail(f"{source}: {exc}" if isinstance(exc, LabelError) else str(exc))
     except Exception as exc:
         if not _is_bomb(exc):
             raise

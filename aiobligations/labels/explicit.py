@@ -33,6 +33,7 @@ __all__ = [
     "DEFAULT_TEXT_WORDING",
     "GENERATION_ELEMENTS",
     "TEXT_WORDING",
+    "ImageTooLarge",
     "add_audio_cue",
     "caption_image",
     "draw_caption",
@@ -260,9 +261,16 @@ def open_still(data: bytes) -> Any:
         source.load()
     except LabelError:
         raise
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLarge(f"an image too large to decode safely ({exc})") from exc
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise LabelError(f"cannot decode the image: {exc}") from exc
     return source
+
+
+class ImageTooLarge(LabelError):
+    """The image declares more pixels than may safely be decoded (a decompression bomb): hostile
+    input, refused whole, never labelled in part."""
 
 
 def has_alpha(source: Any) -> bool:

@@ -90,6 +90,8 @@ def _image_pass(data: bytes, *, caption: str | None, mark: Any, evidence: dict[s
         marks_explicit.validate_wording(caption)
     try:
         source = marks_explicit.open_still(data)
+    except marks_explicit.ImageTooLarge:
+        raise  # Hostile input: refused whole (the CLI exits 2), never labelled in part.
     except LabelError as exc:
         if caption is not None:
             evidence["explicit"] = {"skipped": str(exc)}
