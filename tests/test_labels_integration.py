@@ -149,7 +149,7 @@ def test_a_file_labelled_by_another_producer_is_labelled_as_a_propagator(obligat
 
     theirs = AIGCLabel(content_producer="001191110102MACQD9K64010000", produce_id="their-42",
                        content_propagator="001191110102MACQD9K64010000", propagate_id="their-42")
-    original = png.write_label(ToyImageModel().generate("shared"), theirs.to_json())
+    original = png.write_label(ToyImageModel().generate("a picture from another producer"), theirs.to_json())
 
     before = obligations.labeller.inspect(original)
     labelled = obligations.label(original, "image/png", interaction_id="ours-1", c2pa=False)
