@@ -39,6 +39,7 @@ from PIL import Image
 from aiobligations.ledger import Ledger, MasterKey, Signer, SQLiteStore, export_bundle
 from aiobligations.ledger.receipts import make_receipt
 
+from _media import encode_audio
 from conftest import ORIGIN
 
 CLI = [sys.executable, "-m", "aiobligations.cli"]
@@ -124,27 +125,6 @@ def _pillow(fmt: str, **options: object) -> bytes:
     return out.getvalue()
 
 
-def _audio(fmt: str, codec: str) -> bytes:
-    import av
-
-    rate = 44100
-    pcm = (0.3 * np.sin(2 * np.pi * 440 * np.arange(rate // 2) / rate)).astype(np.float32)[None, :]
-    out = io.BytesIO()
-    with av.open(out, "w", format=fmt) as container:
-        stream = container.add_stream(codec, rate=rate)
-        stream.layout = "mono"
-        size = stream.codec_context.frame_size or 1024
-        for start in range(0, pcm.shape[1], size):
-            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(pcm[:, start : start + size]),
-                                               format="fltp", layout="mono")
-            frame.sample_rate = rate
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
-    return out.getvalue()
-
-
 def _video() -> bytes:
     """Twelve 64 x 64 frames of H.264 in MP4, encoded by FFmpeg (libx264) through PyAV."""
     import av
@@ -175,7 +155,7 @@ def _wav() -> bytes:
 SOURCES: dict[str, Callable[[], bytes]] = {
     "png": lambda: _pillow("PNG"),
     "jpeg": lambda: _pillow("JPEG", quality=90),
-    "mp3": lambda: _audio("mp3", "libmp3lame"),
+    "mp3": lambda: encode_audio("mp3", "libmp3lame"),
     "wav": _wav,
     "mp4": _video,
     "pdf": lambda: _pillow("PDF"),

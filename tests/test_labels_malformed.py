@@ -26,33 +26,13 @@ from aiobligations.labels.annex_e import AIGCLabel
 from aiobligations.labels.formats import jpeg, markdown, mp3, mp4, pdf, png, wav
 from aiobligations.labels.labeller import Labeller
 
+from _media import encode_audio
+
 CODE = "001191440300708461136T1XGW3"
 VALID = AIGCLabel(content_producer=CODE, produce_id="p-1", content_propagator=CODE, propagate_id="p-1").to_json()
 BRACKETS = "[" * 200_000  # The issue's case: absurdly large and not the label's JSON.
 TRUNCATED = VALID[: len(VALID) // 2]  # Small, but not JSON.
 NOT_A_LABEL = '{"Colour":"blue"}'  # JSON, but not an Annex E label.
-
-
-def encode_audio(fmt: str, codec: str) -> bytes:
-    """Half a second of a 440 Hz tone, encoded by FFmpeg (PyAV) with ``codec`` in a ``fmt`` container."""
-    import av
-
-    rate = 44100
-    pcm = (0.3 * np.sin(2 * np.pi * 440 * np.arange(rate // 2) / rate)).astype(np.float32)[None, :]
-    out = io.BytesIO()
-    with av.open(out, "w", format=fmt) as container:
-        stream = container.add_stream(codec, rate=rate)
-        stream.layout = "mono"
-        size = stream.codec_context.frame_size or 1024
-        for start in range(0, pcm.shape[1], size):
-            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(pcm[:, start : start + size]),
-                                               format="fltp", layout="mono")
-            frame.sample_rate = rate
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
-    return out.getvalue()
 
 
 def make_wav() -> bytes:

@@ -22,19 +22,9 @@ from aiobligations.ledger._items import OP_RECORD
 from aiobligations.ledger.postgres import MIGRATIONS, PostgresStore, parse_sequenced, sequenced_payload
 from aiobligations.profile import load_profile
 
+from test_workers import until
+
 MARKER = "personal-marker-5c1d"
-
-
-def until(condition: Any, timeout: float, what: str) -> Any:
-    """Poll ``condition`` until it is true (returning its value) or fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.01)
 
 
 def sql(url: str, statement: str, params: Any = ()) -> list[Any]:
