@@ -34,7 +34,7 @@ from .sequencer import Sequencer
 from .store import SQLiteStore, Store, StoreState
 from .writer import ThreadWriter, Writer
 
-__all__ = ["Ledger"]
+__all__ = ["Ledger", "checked_prune_end", "prunable_end", "rewrapped_keys"]
 
 
 class Ledger:
@@ -349,16 +349,7 @@ class Ledger:
             return int(count)
 
         def rotate() -> int:
-            old = self._crypto.master
-            rows = []
-            for pseudonym, wrapped, _ in self._store.all_keys():
-                label = SubjectCrypto.wrap_label(pseudonym)
-                rows.append((pseudonym, new.wrap(old.unwrap(wrapped, label), label), new.key_id))
-            secret = old.unwrap(self._store.get_meta("pseudonym_secret") or b"", SubjectCrypto.secret_label)
-            meta = {
-                "pseudonym_secret": new.wrap(secret, SubjectCrypto.secret_label),
-                "master_id": new.key_id.encode(),
-            }
+            rows, meta = rewrapped_keys(self._store, self._crypto.master, new)
             self._store.replace_keys(rows, meta)
             self._crypto.master = new
             return len(rows)
@@ -367,13 +358,7 @@ class Ledger:
 
     def prunable(self, now: float | None = None) -> int:
         """The end of the longest prefix whose every record has passed its retention period."""
-        now = time.time() if now is None else now
-        end = self.reader.first_index
-        for index, ts, kind in self._store.kinds_in(end, self._writer.signed_size):
-            if ts + self.retention.period(kind) > now:
-                break
-            end = index + 1
-        return end
+        return prunable_end(self._store, self.retention, self.reader.first_index, self._writer.signed_size, now)
 
     def prune(self, end: int | None = None, *, now: float | None = None) -> int:
         """Delete the records before ``end`` (default: every expired record at the head of the log).
@@ -392,16 +377,7 @@ class Ledger:
             state = self._store.reload_state()
             self.reader.set_pruned(state.pruned_start, state.pruned_frontier)
             return first
-        limit = self.prunable(now)
-        if end is None:
-            end = limit
-        if end > limit:
-            found = self._store.get_record(limit)
-            kind = found[1] if found else "?"
-            raise RetentionError(
-                f"record {limit} ({kind}) is inside its retention period of "
-                f"{self.retention.describe(kind)}; nothing was pruned"
-            )
+        end = checked_prune_end(self._store, self.retention, end, self.prunable(now))
         if end <= self.reader.first_index:
             return self.reader.first_index
         def prune() -> int:
@@ -459,6 +435,48 @@ class Ledger:
     def open(cls, path: str | os.PathLike[str], **kwargs: Any) -> Ledger:
         """Open (or create) a ledger in the SQLite file ``path``; other arguments as the constructor."""
         return cls(SQLiteStore(path), **kwargs)
+
+
+def prunable_end(store: Store, retention: Retention, first: int, signed_size: int, now: float | None) -> int:
+    """The end of the longest prefix from ``first`` whose every record has passed its retention
+    period (only signed records are considered)."""
+    now = time.time() if now is None else now
+    end = first
+    for index, ts, kind in store.kinds_in(first, signed_size):
+        if ts + retention.period(kind) > now:
+            break
+        end = index + 1
+    return end
+
+
+def checked_prune_end(store: Store, retention: Retention, end: int | None, limit: int) -> int:
+    """``end`` (default ``limit``), refused if it reaches a record still inside its retention.
+
+    Raises:
+        RetentionError: record ``limit`` is before ``end`` and inside its retention period.
+    """
+    if end is None:
+        return limit
+    if end > limit:
+        found = store.get_record(limit)
+        kind = found[1] if found else "?"
+        raise RetentionError(
+            f"record {limit} ({kind}) is inside its retention period of "
+            f"{retention.describe(kind)}; nothing was pruned"
+        )
+    return end
+
+
+def rewrapped_keys(store: Store, old: MasterKey, new: MasterKey) -> tuple[list[tuple[str, bytes, str]], dict[str, bytes]]:
+    """Every subject key and the pseudonym secret re-wrapped from ``old`` to ``new``: the rows and
+    meta values :meth:`Store.replace_keys` writes in one transaction (master key rotation)."""
+    rows = []
+    for pseudonym, wrapped, _ in store.all_keys():
+        label = SubjectCrypto.wrap_label(pseudonym)
+        rows.append((pseudonym, new.wrap(old.unwrap(wrapped, label), label), new.key_id))
+    secret = old.unwrap(store.get_meta("pseudonym_secret") or b"", SubjectCrypto.secret_label)
+    meta = {"pseudonym_secret": new.wrap(secret, SubjectCrypto.secret_label), "master_id": new.key_id.encode()}
+    return rows, meta
 
 
 def _check_options(origin: str, checkpoint_interval: float) -> None:

@@ -555,9 +555,11 @@ class PostgresStore:
         self._pool_lock = threading.Lock()
         self._writer = None
 
-    def replace_keys(self, rows: Sequence[tuple[str, bytes, str]], meta: dict[str, bytes]) -> None:
-        """Rewrite wrapped keys and metadata in one transaction (master key rotation)."""
-        conn = self._write_conn()
+    def replace_keys(self, rows: Sequence[tuple[str, bytes, str]], meta: dict[str, bytes], conn: Any = None) -> None:
+        """Rewrite wrapped keys and metadata in one transaction (master key rotation), on ``conn``
+        (the sequencer's) if given."""
+        if conn is None:
+            conn = self._write_conn()
         with conn.transaction():
             conn.cursor().executemany(f"UPDATE {self.schema}.subject_keys SET wrapped=%s, master_id=%s "
                                       "WHERE pseudonym=%s", [(w, m, p) for p, w, m in rows])

@@ -43,7 +43,7 @@ import structlog
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from ..errors import ConfigurationError, LedgerError, RetentionError, UnusableInput
+from ..errors import ConfigurationError, LedgerError, UnusableInput
 from ._items import (
     OP_CALL,
     OP_DEFER,
@@ -59,7 +59,8 @@ from ._items import (
 from .crypto import MasterKey, SubjectCrypto
 from .note import Signer
 from .postgres import PostgresStore, _reason, parse_sequenced, psycopg
-from .reader import TreeReader
+from .ledger import Ledger, _check_options, _ledger_secret, checked_prune_end, prunable_end, rewrapped_keys
+from .reader import TreeReader, checkpoint_of
 from .records import PreparedRecord
 from .retention import Retention
 from .sequencer import Sequencer
@@ -177,9 +178,7 @@ class ReplicaWriter(Writer):
         self._flushes: list[tuple[int, Any]] = []  # (seq, waiter), for flushes and signatures
         self._pending_lock = threading.Lock()
         self._size, _ = self.store.tree_head()
-        self._signed = 0
         self._stop = threading.Event()
-        self._poke = threading.Event()
         self._calls: deque[tuple[Callable[[Any, Sequencer], Any], Waiter]] = deque()
         self._handover_until = 0.0
         self.start()
@@ -204,8 +203,6 @@ class ReplicaWriter(Writer):
     @property
     def signed_size(self) -> int:
         """The size the latest checkpoint covers."""
-        from .reader import checkpoint_of
-
         note = self.checkpoint
         return checkpoint_of(note).size if note else 0
 
@@ -554,7 +551,6 @@ class ReplicaWriter(Writer):
         conn.execute("SET tcp_keepalives_interval = 2")
         conn.execute("SET tcp_keepalives_count = 3")
         self.leading = True
-        self._next: list[Any] | None = None
         rows = None
         log.info("ledger_sequencer_elected", size=state.size, pid=os.getpid())
         while True:
@@ -570,9 +566,8 @@ class ReplicaWriter(Writer):
                 self._handover_until = time.monotonic() + 3.0
                 return
             stopping = self._stop.is_set()
-            taken = self._sequence_once(conn, sequencer, progress, sign=stopping and sequencer.unsigned,
-                                        rows=rows)
-            rows = self._next
+            taken, rows = self._sequence_once(conn, sequencer, progress, sign=stopping and sequencer.unsigned,
+                                              rows=rows)
             if stopping:
                 return  # What was queued is stored and signed; closing the session hands over.
             if taken:
@@ -585,17 +580,15 @@ class ReplicaWriter(Writer):
                     handover.set()
 
     def _sequence_once(self, conn: Any, sequencer: Sequencer, progress: dict[bytes, int], *,
-                       sign: bool = False, rows: list[Any] | None = None) -> int:
+                       sign: bool = False, rows: list[Any] | None = None) -> tuple[int, list[Any] | None]:
         """Sequence and store one batch (``rows``, or taken from the queue now); return how many
-        rows it took. The next batch, fetched with the store, is left in ``self._next``."""
-        self._next = None
+        rows it took and the next batch, fetched in the same round trip as the store (or ``None``)."""
         if rows is None:
             rows = self.store.take_queue(conn, self.max_batch)
         if not rows:
             if sign or (sequencer.unsigned and (sequencer.idle_timeout() or 0.0) <= 0.0):
-                self._commit(conn, sequencer, [], [], {}, sign=True)
-            return 0
-        unseal = self.queue_seal.open
+                return 0, self._commit(conn, sequencer, [], [], {}, sign=True)
+            return 0, None
         items: list[Item] = []
         advance: dict[bytes, int] = {}
         unseal = self.queue_seal.open
@@ -629,24 +622,26 @@ class ReplicaWriter(Writer):
                 items.append((OP_ERASE, pseudonym, entry))
             elif op == OP_SIGN:
                 sign = True
-        self._commit(conn, sequencer, items, [row[0] for row in rows], advance, sign=sign)
+        following = self._commit(conn, sequencer, items, [row[0] for row in rows], advance, sign=sign)
         progress.update(advance)
-        return len(rows)
+        return len(rows), following
 
     def _commit(self, conn: Any, sequencer: Sequencer, items: list[Item], qids: list[int],
-                advance: dict[bytes, int], *, sign: bool) -> None:
+                advance: dict[bytes, int], *, sign: bool) -> list[Any] | None:
+        """Sequence ``items``, store the batch, and return the next queue rows (``None``: none)."""
         new_keys: dict[str, bytes] = {}
         batch, results = sequencer.sequence(items, new_keys, sign=sign)
         entries = {index: waiter for waiter, index in results if type(waiter) is bytes}
         now = time.time()
         try:
-            self._next = self.store.write_batch(batch, conn, queue=(qids, [(p, s, now) for p, s in advance.items()],
-                                                                    entries), take=self.max_batch) or None
+            following = self.store.write_batch(batch, conn, queue=(qids, [(p, s, now) for p, s in advance.items()],
+                                                                   entries), take=self.max_batch) or None
         except BaseException:
             sequencer.forget_keys(new_keys)
             raise
         sequencer.adopt(batch)
         self._size = max(self._size, batch.size)
+        return following
 
     # -- maintenance, run by whoever is the sequencer -------------------------------------------------
 
@@ -669,37 +664,16 @@ class ReplicaWriter(Writer):
         store = self.store
         state = store.state_on(conn)
         reader = TreeReader(store, state.pruned_start, state.pruned_frontier)
-        now = time.time() if now is None else now
-        limit = reader.first_index
-        for index, ts, kind in store.kinds_in(limit, sequencer.signed_size):
-            if ts + self.retention.period(kind) > now:
-                break
-            limit = index + 1
-        if end is None:
-            end = limit
-        if end > limit:
-            found = store.get_record(limit)
-            raise RetentionError(
-                f"record {limit} ({found[1] if found else '?'}) is inside its retention period of "
-                f"{self.retention.describe(found[1] if found else '?')}; nothing was pruned")
+        limit = prunable_end(store, self.retention, reader.first_index, sequencer.signed_size, now)
+        end = checked_prune_end(store, self.retention, end, limit)
         if end <= reader.first_index:
             return reader.first_index
         store.prune(end, reader.compact_range(0, end), conn)
         return end
 
     def _rotate(self, conn: Any, sequencer: Sequencer, new: MasterKey) -> int:
-        store = self.store
-        old = self.crypto.master
-        rows = []
-        for pseudonym, wrapped, _ in store.all_keys():
-            label = SubjectCrypto.wrap_label(pseudonym)
-            rows.append((pseudonym, new.wrap(old.unwrap(wrapped, label), label), new.key_id))
-        secret = old.unwrap(store.get_meta("pseudonym_secret") or b"", SubjectCrypto.secret_label)
-        with conn.transaction():
-            conn.cursor().executemany(f"UPDATE {store.schema}.subject_keys SET wrapped=%s, master_id=%s "
-                                      "WHERE pseudonym=%s", [(w, m, p) for p, w, m in rows])
-            store._upsert_meta(conn, [("pseudonym_secret", new.wrap(secret, SubjectCrypto.secret_label)),
-                                      ("master_id", new.key_id.encode())])
+        rows, meta = rewrapped_keys(self.store, self.crypto.master, new)
+        self.store.replace_keys(rows, meta, conn)  # On the session that holds the sequencer's lock.
         self.crypto.master = new
         sequencer.crypto.master = new
         return len(rows)
@@ -819,8 +793,6 @@ def ReplicaLedger(  # noqa: N802 - reads as the kind of ledger it opens, like Pr
 
     .. versionadded:: 0.3.0
     """
-    from .ledger import Ledger, _check_options, _ledger_secret
-
     _check_options(origin, checkpoint_interval)
     store = PostgresStore(url, schema=schema, migrate=migrate)
     try:
