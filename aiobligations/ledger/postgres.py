@@ -388,23 +388,6 @@ class PostgresStore:
         except psycopg.Error as exc:
             raise LedgerError(f"the ledger's database failed: {_reason(exc)}") from None
 
-    def add_meta(self, values: dict[str, bytes]) -> dict[str, bytes]:
-        """Set the values that are not set yet, in one transaction; return every value as stored.
-
-        Two replicas creating one ledger at once both call this; one's values win, and both see them.
-        """
-        conn = self._write_conn()
-        try:
-            with conn.transaction():
-                conn.cursor().executemany(
-                    f"INSERT INTO {self.schema}.meta VALUES (%s, %s) ON CONFLICT (key) DO NOTHING",
-                    list(values.items()))
-                rows = conn.execute(f"SELECT key, value FROM {self.schema}.meta WHERE key = ANY(%s)",
-                                    (list(values),)).fetchall()
-        except psycopg.Error as exc:
-            raise LedgerError(f"the ledger's database failed: {_reason(exc)}") from None
-        return {key: bytes(value) for key, value in rows}
-
     def _upsert_meta(self, conn: Any, rows: list[tuple[str, bytes]]) -> None:
         if rows:
             keys, values = zip(*rows)
