@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 from .errors import ConfigurationError
 from .ledger.retention import Retention
 
@@ -22,6 +24,22 @@ __all__ = ["PROVIDER_CODE", "LedgerSettings", "Profile", "ProviderInfo", "Servic
 
 PROVIDER_CODE = re.compile(r"^[0-9A-Z]{27}$")
 """GB 45438 service provider code: 27 digits or upper-case letters (网安秘字〔2025〕29号)."""
+
+log = structlog.get_logger("aiobligations.profile")
+
+# Every top-level table a feature reads; each must be a table when present. Another name is
+# most likely a typo (``[ledgr]``) and is warned about, not refused: an older release must still
+# start on a newer profile.
+_SECTIONS = ("provider", "service", "ledger", "transparency", "security", "disclosure", "labels",
+             "requests", "server", "otlp", "controls", "witnesses", "report")
+_KEYS = {
+    "provider": ("name", "contact", "name_zh", "code", "website"),
+    "service": ("name", "description", "model", "filing_number", "licence_number"),
+    "ledger": ("path", "origin", "signing_key", "master_key", "checkpoint_interval", "queue_size",
+               "on_full", "max_batch", "retention", "writer", "url", "schema", "sequencer", "migrate"),
+}
+# A checkpoint's first line: printable, no white space and no '+' (the verifier key's separator).
+_ORIGIN = re.compile(r"[^\s+\x00-\x1f\x7f-\x9f\u2028\u2029]{1,255}")
 
 
 @dataclass(frozen=True)
@@ -149,6 +167,21 @@ def _number(section: Mapping[str, Any], key: str, default: float, errors: _Error
     return value
 
 
+def _check_layout(data: Mapping[str, Any], source: str, errors: _Errors) -> None:
+    """Known sections must be tables; unknown sections and keys are warned about (likely typos)."""
+    unknown = []
+    for name, value in data.items():
+        if name not in _SECTIONS:
+            unknown.append(name)
+        elif not isinstance(value, Mapping):
+            errors.add(f"[{name}] must be a table, got {type(value).__name__} {value!r}"[:200])
+        else:
+            unknown.extend(f"{name}.{key}" for key in value if name in _KEYS and key not in _KEYS[name])
+    if unknown:
+        log.warning("profile.unknown_keys", source=source, keys=sorted(unknown),
+                    hint="not read by this release: a typo, or a setting of a newer one")
+
+
 def parse_profile(data: Mapping[str, Any], *, base: Path, source: str = "profile") -> Profile:
     """Build a :class:`Profile` from parsed TOML, resolving paths against ``base``.
 
@@ -156,6 +189,7 @@ def parse_profile(data: Mapping[str, Any], *, base: Path, source: str = "profile
         ConfigurationError: one message listing every problem found.
     """
     errors = _Errors(source)
+    _check_layout(data, source, errors)
     p = _section(data, "provider", errors)
     provider = ProviderInfo(
         name=_text(p, "provider", "name", errors, required=True),
@@ -192,8 +226,9 @@ def parse_profile(data: Mapping[str, Any], *, base: Path, source: str = "profile
         return path if path.is_absolute() else base / path
 
     origin = _text(lg, "ledger", "origin", errors, required=True)
-    if origin and (" " in origin or "+" in origin or "\n" in origin):
-        errors.add(f"[ledger] origin must have no spaces or '+', got {origin!r}")
+    if origin and not _ORIGIN.fullmatch(origin):
+        errors.add(f"[ledger] origin must be at most 255 printable characters with no white space or '+', "
+                   f"got {origin!r}")
     on_full = lg.get("on_full", "raise")
     if on_full not in ("raise", "wait"):
         errors.add(f"[ledger] on_full must be 'raise' or 'wait', got {on_full!r}")

@@ -10,11 +10,24 @@ import sys
 from pathlib import Path
 
 import pytest
+import structlog.testing
 
 from aiobligations import Obligations
 from aiobligations.errors import ConfigurationError
 from aiobligations.keys import init_project
 from aiobligations.profile import load_profile
+
+_VALID = """\
+[provider]
+name = "Example Co"
+contact = "ai@example.com"
+
+[service]
+name = "Example"
+
+[ledger]
+origin = "example.com/ai/ledger"
+"""
 
 
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -68,9 +81,29 @@ class TestProfile:
 
         message = str(caught.value)
         for expected in ("[provider] name is missing", "[provider] contact is missing", "27-character",
-                         "[service] name is missing", "origin must have no spaces", "queue_size",
+                         "[service] name is missing", "origin must be at most 255 printable characters",
+                         "queue_size",
                          "below its legal floor"):
             assert expected in message
+
+    @pytest.mark.parametrize("origin", ["tab\there", "line\u2028break", "nul\x00", "plus+sign", "x" * 256])
+    def test_an_origin_that_cannot_be_a_checkpoint_line_is_refused(self, tmp_path: Path, origin: str) -> None:
+        text = _VALID.replace('origin = "example.com/ai/ledger"', f"origin = {json.dumps(origin)}")
+        with pytest.raises(ConfigurationError, match="origin must be"):
+            load_profile(self.write(tmp_path, text))
+
+    @pytest.mark.parametrize("section", ["requests", "labels", "disclosure", "server", "otlp", "ledger"])
+    def test_a_known_section_that_is_not_a_table_is_named(self, tmp_path: Path, section: str) -> None:
+        text = f"{section} = 5\n" + _VALID.replace(f"[{section}]", "[unused_table]")
+        with pytest.raises(ConfigurationError, match=rf"\[{section}\] must be a table, got int 5"):
+            load_profile(self.write(tmp_path, text))
+
+    def test_unknown_sections_and_keys_are_warned_about_by_name(self, tmp_path: Path) -> None:
+        text = _VALID.replace("[service]", "[ledgr]\nx = 1\n[service]\nmodle = \"m\"")
+        with structlog.testing.capture_logs() as logs:
+            load_profile(self.write(tmp_path, text))
+        [warning] = [entry for entry in logs if entry["event"] == "profile.unknown_keys"]
+        assert warning["keys"] == ["ledgr", "service.modle"]
 
     def test_missing_and_invalid_files(self, tmp_path: Path) -> None:
         with pytest.raises(ConfigurationError, match="aiobligations init"):
