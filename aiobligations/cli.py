@@ -1,13 +1,17 @@
 """The ``aiobligations`` command line.
 
-Every command takes ``--config PATH`` (default ``./aiobligations.toml``) and reports an error as one
-clear line on standard error. Exit statuses: 0 success, 1 a break found by ``verify``, 2 unusable
-input or configuration.
+Every command that uses a profile finds it by one rule (:func:`find_config`): ``--config PATH``,
+else ``$AIOBLIGATIONS_CONFIG``, else ``./aiobligations.toml``, else ``./demo/aiobligations.toml``
+(where ``scripts/demo`` writes the demo's, so the README's commands work from the repository
+root); a profile found without ``--config`` is named on standard error. Every error is one clear
+line on standard error. Exit statuses: 0 success, 1 a break found by ``verify``, 2 unusable input
+or configuration.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import stat
 import sys
 from datetime import UTC, datetime
@@ -23,9 +27,18 @@ from .ledger.bundle import export_bundle
 from .ledger.verify import verify_path
 from .profile import load_profile
 
-__all__ = ["main"]
+__all__ = ["CONFIG_ENV", "find_config", "label_report", "main"]
 
 DEFAULT_CONFIG = "aiobligations.toml"
+DEMO_CONFIG = Path("demo") / DEFAULT_CONFIG  # Where scripts/demo writes the demo's profile.
+
+CONFIG_ENV = "AIOBLIGATIONS_CONFIG"
+"""The environment variable naming the profile when ``--config`` is not given (as for the middleware)."""
+
+CONFIG_RULE = (
+    f"--config PATH, else ${CONFIG_ENV}, else ./{DEFAULT_CONFIG}, else ./{DEMO_CONFIG} "
+    "(the demo's, from the repository root)"
+)
 
 
 def _fail(message: str, status: int = 2) -> NoReturn:
@@ -39,8 +52,43 @@ def _config_option(function: Any) -> Any:
         "config",
         type=click.Path(dir_okay=False, path_type=Path),
         default=None,
-        help=f"The profile to use (default ./{DEFAULT_CONFIG}).",
+        help=f"The profile to use (default: ${CONFIG_ENV}, else ./{DEFAULT_CONFIG}, else ./{DEMO_CONFIG}).",
     )(function)
+
+
+def find_config(config: Path | None, *, required: bool = True) -> Path | None:
+    """The profile a command uses: ``config``, else ``$AIOBLIGATIONS_CONFIG``, else the first that exists
+    of ``./aiobligations.toml`` and ``./demo/aiobligations.toml``.
+
+    A profile found without ``config`` is announced on standard error as
+    ``aiobligations: using profile PATH``, so standard output stays the command's answer (``inspect``
+    prints JSON there). A path named by ``config`` or the environment is used even if it does not
+    exist (loading it then says so).
+
+    Args:
+        config: The ``--config`` option's value, ``None`` when not given.
+        required: When no profile is found: exit 2 with one line saying where it looked
+            (``True``), or return ``None`` (``False``: the command can do without one).
+
+    Returns:
+        The profile's path, or ``None`` when none was found and ``required`` is false.
+
+    .. versionadded:: 0.2.0
+    """
+    if config is not None:
+        return config
+    named = os.environ.get(CONFIG_ENV, "").strip()
+    if named:
+        click.echo(f"aiobligations: using profile {named} (from ${CONFIG_ENV})", err=True)
+        return Path(named)
+    for candidate in (Path(DEFAULT_CONFIG), DEMO_CONFIG):
+        if candidate.is_file():
+            click.echo(f"aiobligations: using profile {candidate}", err=True)
+            return candidate
+    if required:
+        _fail(f"no profile: looked for ./{DEFAULT_CONFIG} and ./{DEMO_CONFIG}; give --config PATH, set "
+              f"{CONFIG_ENV}, or write one with `aiobligations init`")
+    return None
 
 
 def _parse_time(value: str | None, name: str) -> float | None:
@@ -115,7 +163,15 @@ MAX_TEXT_ARG = 1 << 20
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="aiobligations")
 def main() -> None:
-    """Provider obligations under the AI Model Law 2.0: disclosure, labels, evidence ledger."""
+    """Provider obligations under the AI Model Law 2.0: disclosure, labels, evidence ledger.
+
+    \b
+    The profile (aiobligations.toml) of every command that uses one:
+    --config PATH, else $AIOBLIGATIONS_CONFIG, else ./aiobligations.toml,
+    else ./demo/aiobligations.toml (the demo's, made by scripts/demo, when run
+    from the repository root). A profile found without --config is named on
+    standard error: "aiobligations: using profile PATH".
+    """
 
 
 @main.command()
@@ -149,7 +205,7 @@ def demo(port: int, host: str, config: Path | None) -> None:
     )
 
     try:
-        run_demo(config=config or Path(DEFAULT_CONFIG), port=port, host=host)
+        run_demo(config=find_config(config, required=False) or Path(DEFAULT_CONFIG), port=port, host=host)
     except ObligationError as exc:
         _fail(str(exc))
 
@@ -213,8 +269,8 @@ def verify(path: str, schema: str, key: str | None, since: str | None, trust_bun
 
 def _configured_key(config: Path | None) -> str | None:
     """The verifier key of the configured ledger, if a configuration is at hand."""
-    path = config or Path(DEFAULT_CONFIG)
-    if config is None and not path.exists():
+    path = find_config(config, required=False)
+    if path is None:
         return None
     try:
         profile = load_profile(path)
@@ -243,7 +299,7 @@ def export(out: Path, start: str | None, end: str | None, since: str | None, con
         _fail("--to is before --from")
     earlier = _read_file_arg(since, "--since-checkpoint")
     try:
-        profile = load_profile(config or Path(DEFAULT_CONFIG))
+        profile = load_profile(find_config(config) or Path(DEFAULT_CONFIG))
         source: Any = profile.ledger.path
         if profile.ledger.url is not None:
             from .ledger.postgres import PostgresStore
@@ -274,7 +330,7 @@ def _on_schema(config: Path | None, action: Any) -> tuple[str, Any]:
     from .ledger.postgres import PostgresStore
 
     try:
-        profile = load_profile(config or Path(DEFAULT_CONFIG))
+        profile = load_profile(find_config(config) or Path(DEFAULT_CONFIG))
         if profile.ledger.url is None:
             _fail("the profile's ledger is a SQLite file, which has no schema versions; set [ledger] url")
         store = PostgresStore(profile.ledger.url, schema=profile.ledger.schema)
@@ -396,14 +452,27 @@ def _is_bomb(exc: BaseException) -> bool:
 @_config_option
 def label(source: Path, target: Path, media_type: str | None, interaction_id: str | None,
           config: Path | None) -> None:
-    """Add the configured labels (GB 45438 implicit label, C2PA) to SOURCE, writing TARGET."""
+    """Label SOURCE as the profile's [labels] section says, writing TARGET (a new file).
+
+    Each label part is on or off in the profile ([labels] explicit, watermark, implicit, c2pa) and
+    goes on in this order: the explicit label (a caption in the bottom-right corner of PNG, JPEG,
+    WebP, GIF and TIFF images; the rhythm cue at the start of WAV, MP3 and audio-only MP4; a
+    caption on the opening 2 s of an MP4 video; a text line at the end of Markdown; none for PDF
+    and Office files), the invisible watermark (PNG, JPEG and WebP images large enough), the GB
+    45438 implicit label in the file's metadata, then the C2PA manifest (every format but Markdown
+    and Office files). A label record goes into the ledger.
+
+    Prints one line per part: "applied: PART — what" or "skipped: PART — why" (off in the profile,
+    not for this format, an image too small, no CJK font, ...). Exits 0 when TARGET is written,
+    even with parts skipped; 2 on unusable input or configuration.
+    """
     from .obligations import Obligations
 
     data = _read_input(source)
     if target.exists():
         _fail(f"{target} already exists; choose a new path")
     try:
-        with Obligations.from_file(config or Path(DEFAULT_CONFIG)) as obligations:
+        with Obligations.from_file(find_config(config) or Path(DEFAULT_CONFIG)) as obligations:
             labelled = obligations.label_with_evidence(data, media_type, interaction_id=interaction_id)
     except ObligationError as exc:
         _fail(f"{source}: {exc}" if isinstance(exc, LabelError) else str(exc))
@@ -418,9 +487,63 @@ def label(source: Path, target: Path, media_type: str | None, interaction_id: st
     except OSError as exc:
         _fail(f"cannot write {target} ({exc.strerror})")
     click.echo(f"wrote {target}: {len(data)} → {len(labelled.data)} bytes")
-    for part, outcome in labelled.evidence.items():
-        if isinstance(outcome, dict) and "skipped" in outcome:
-            click.echo(f"skipped {part} label: {outcome['skipped']}")
+    settings = obligations.label_settings
+    for line in label_report(labelled.evidence, {"implicit": settings.implicit, "explicit": settings.explicit,
+                                                 "watermark": settings.watermark, "c2pa": settings.c2pa}):
+        click.echo(line)
+
+
+_PARTS = (
+    ("implicit", "gb45438", "implicit label (GB 45438 metadata)"),
+    ("explicit", "explicit", "explicit label"),
+    ("watermark", "watermark", "watermark"),
+    ("c2pa", "c2pa", "C2PA manifest"),
+)
+
+
+def _applied_detail(part: str, entry: dict[str, Any]) -> str:
+    """A short account of one applied label part, from its evidence entry."""
+    if part == "implicit":
+        signed = "ReservedCode1 signed" if entry.get("ReservedCode1") else "ReservedCode1 empty (no content digest)"
+        return f"ContentProducer {entry.get('ContentProducer')}, ProduceID {entry.get('ProduceID')}, {signed}"
+    if part == "explicit":
+        kind = entry.get("kind", "?")
+        if kind == "caption":
+            where = f"{entry['seconds']:g} s at the start" if "seconds" in entry else entry.get("corner", "")
+            return f"caption {entry.get('wording', '')!r}, {where}".rstrip(", ")
+        if kind == "rhythm cue":
+            return f"rhythm cue ·−·· ({entry.get('pattern', '')}) at the {entry.get('at', 'start')}"
+        return f"{kind} {entry.get('wording', '')!r} at the {entry.get('at', 'end')}"
+    if part == "watermark":
+        return f"payload {entry.get('payload')} ({entry.get('alg')})"
+    bound = ", bound to the watermark" if entry.get("watermarked") else ""
+    return f"{entry.get('action')}, {entry.get('digital_source_type')}{bound}"
+
+
+def label_report(evidence: dict[str, Any], enabled: dict[str, bool]) -> list[str]:
+    """One line per label part: ``applied: PART — what`` or ``skipped: PART — why``.
+
+    Args:
+        evidence: What :meth:`aiobligations.Obligations.label_with_evidence` returned as evidence.
+        enabled: Which parts the profile turned on (``implicit``, ``explicit``, ``watermark``, ``c2pa``).
+
+    Returns:
+        The lines: implicit, explicit, watermark, C2PA.
+
+    .. versionadded:: 0.2.0
+    """
+    lines = []
+    for part, key, name in _PARTS:
+        entry = evidence.get(key)
+        if isinstance(entry, dict) and isinstance(entry.get("skipped"), str):
+            lines.append(f"skipped: {name} — {entry['skipped']}")
+        elif isinstance(entry, dict):
+            lines.append(f"applied: {name} — {_applied_detail(part, entry)}")
+        elif not enabled.get(part, False):
+            lines.append(f"skipped: {name} — off in the profile ([labels] {part} = false)")
+        else:  # The labeller records every part it was asked for; say so if one ever is not.
+            lines.append(f"skipped: {name} — the labeller recorded nothing for it")
+    return lines
 
 
 @main.command()
@@ -439,8 +562,8 @@ def inspect(file: Path, media_type: str | None, produce_id: str | None, config: 
 
     data = _read_input(file)
     labeller = Labeller(producer="-")
-    path = config or Path(DEFAULT_CONFIG)
-    if config is not None or path.exists():
+    path = find_config(config, required=False)
+    if path is not None:
         # The profile's keys, but not its ledger: inspect runs beside a service that holds it.
         from .labels.settings import LabelSettings, build_labeller
 

@@ -196,8 +196,8 @@ class Obligations:
         """Log one ``label_skipped`` warning per label and cause, the first time it happens."""
         for part in ("explicit", "watermark"):
             entry = evidence.get(part)
-            if not isinstance(entry, dict) or not isinstance(entry.get("skipped"), str):
-                continue
+            if not isinstance(entry, dict) or not isinstance(entry.get("skipped"), str) or entry.get("not_applicable"):
+                continue  # A part the format never carries (a watermark in audio) is no cause for a warning.
             reason = entry["skipped"]
             key = (part, _skip_cause(reason))
             with self._skips_lock:

@@ -227,7 +227,7 @@ def test_cli_labels_the_ffmpeg_fixture_keeping_list_info_and_inspect_finds_the_l
     inspected = CliRunner().invoke(main, ["inspect", "out.wav"])
 
     assert 0 == labelled.exit_code, labelled.output
-    assert "skipped" not in labelled.stdout
+    assert "skipped: explicit" not in labelled.stdout and "applied: explicit label — rhythm cue" in labelled.stdout
     out = (tmp_path / "out.wav").read_bytes()
     (list_info,) = [chunk for cid, chunk in chunks(original) if cid == b"LIST"]
     assert list_info in [chunk for cid, chunk in chunks(out)]
@@ -267,8 +267,8 @@ def test_cli_says_why_an_a_law_wav_gets_no_cue(tmp_path: Path, monkeypatch) -> N
     result = CliRunner().invoke(main, ["label", "in.wav", "out.wav"])
 
     assert 0 == result.exit_code, result.output
-    (line,) = [line for line in result.stdout.splitlines() if line.startswith("skipped")]
-    assert line.startswith("skipped explicit label: no audio cue: ") and "A-law" in line, line
+    (line,) = [line for line in result.stdout.splitlines() if line.startswith("skipped: explicit")]
+    assert line.startswith("skipped: explicit label — no audio cue: ") and "A-law" in line, line
     assert 1 == len(wav.read_labels((tmp_path / "out.wav").read_bytes()))
 
 

@@ -219,6 +219,11 @@ class Labeller:
         JPEG is 4:4:4 with the input's quantisation tables); then the implicit label (metadata,
         inserted without re-encoding), then the C2PA manifest over the result.
 
+        The evidence has an entry for every part asked for: ``explicit``, ``watermark``, ``gb45438``
+        (the implicit label's fields) and ``c2pa``. A part that could not go on is
+        ``{"skipped": reason}``, with ``"not_applicable": true`` when the format never carries it
+        (a watermark in audio, C2PA in Markdown).
+
         Raises:
             LabelError: the file is malformed or of an unsupported format (nothing is changed).
         """
@@ -255,6 +260,14 @@ class Labeller:
                 # A file that cannot carry a visible label (an unsupported codec, too small) still
                 # gets the metadata label and C2PA; the evidence says why the explicit label is missing.
                 evidence["explicit"] = {"skipped": str(exc)}
+            if "explicit" not in evidence:
+                evidence["explicit"] = {"skipped": f"no explicit label is written into {module.MEDIA_TYPES[0]} files",
+                                        "not_applicable": True}
+        if watermark and "watermark" not in evidence:
+            # Asked for but not possible here: said, so that no label part is silently absent.
+            evidence["watermark"] = (
+                {"skipped": "only PNG, JPEG and WebP images carry the watermark", "not_applicable": True}
+                if module not in _IMAGES else {"skipped": "no signing key to derive the watermark's key from"})
         out = data
         if implicit:
             label = self._implicit_label(module, data, produce_id, prior)
@@ -271,6 +284,9 @@ class Labeller:
                                 "digital_source_type": "compositeWithTrainedAlgorithmicMedia" if composite
                                 else "trainedAlgorithmicMedia",
                                 "watermarked": soft_binding is not None}
+        elif c2pa:
+            evidence["c2pa"] = ({"skipped": C2PA_UNSUPPORTED[module], "not_applicable": True} if module in _NO_C2PA
+                                else {"skipped": "no C2PA signer (the profile's [labels] c2pa_chain and c2pa_key)"})
         evidence["sha256_after"] = hashlib.sha256(out).hexdigest()
         return Labelled(out, evidence)
 

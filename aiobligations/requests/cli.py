@@ -67,9 +67,10 @@ def _view(request: Request, now: datetime) -> dict[str, Any]:
 @contextlib.contextmanager
 def _desk(config: Path | None) -> Iterator[RequestDesk]:
     """The configured hub's request desk; closes (flushing) the ledger afterwards."""
+    from ..cli import find_config  # The one rule every command finds its profile by.
     from ..obligations import Obligations
 
-    path = config or Path(DEFAULT_CONFIG)
+    path = find_config(config) or Path(DEFAULT_CONFIG)
     try:
         hub = Obligations.from_file(path)
     except LedgerError as exc:
@@ -92,7 +93,7 @@ def _desk(config: Path | None) -> Iterator[RequestDesk]:
 def _config_option(function: Any) -> Any:
     return click.option(
         "--config", "config", type=click.Path(dir_okay=False, path_type=Path), default=None,
-        help=f"The profile to use (default ./{DEFAULT_CONFIG}).",
+        help=f"The profile to use (default: $AIOBLIGATIONS_CONFIG, else ./{DEFAULT_CONFIG}, else ./demo/{DEFAULT_CONFIG}).",
     )(function)
 
 
