@@ -1,0 +1,1 @@
+"""How users type-check against aiobligations' public API (checked by mypy, not run by pytest)."""
