@@ -83,13 +83,19 @@ def labeller() -> Labeller:
     return Labeller(producer="TestProvider", key=Ed25519PrivateKey.generate())
 
 
-def assert_chunks_kept(before: bytes, after: bytes, *, frames: int | None = None) -> None:
-    """Every chunk but data (and fact's count, if ``frames``) byte for byte, in order; one AIGC label last."""
+def assert_chunks_kept(before: bytes, after: bytes, *, frames: int | None = None,
+                       moved: dict[bytes, bytes] | None = None) -> None:
+    """Every chunk but data (and fact's count, if ``frames``) byte for byte, in order; one AIGC label last.
+
+    ``moved`` gives the expected bytes of chunks whose positions the cue moves (``cue ``, ``smpl``, ``bext``).
+    """
     old, new = chunks(before), chunks(after)
     assert [cid for cid, _ in old if cid != b"AIGC"] + [b"AIGC"] == [cid for cid, _ in new]
     for (cid, chunk), (_, labelled) in zip([c for c in old if c[0] != b"AIGC"], new, strict=False):
         if cid == b"fact" and frames is not None:
             assert chunk[:8] + struct.pack("<I", frames) + chunk[12:] == labelled
+        elif moved and cid in moved:
+            assert moved[cid] == labelled, cid
         elif cid != b"data":
             assert chunk == labelled, cid
 
@@ -192,27 +198,48 @@ def riff_chunk(cid: bytes, body: bytes) -> bytes:
 
 
 def test_bext_cue_smpl_and_unknown_chunks_survive_in_order_and_relabelling_keeps_one_label() -> None:
-    base = ffmpeg_wav("pcm_s16le", meta={"title": "t", "encoded_by": "x", "description": "bext text"},
-                      options={"write_bext": "1"})
+    """Chunks survive in order; the positions they hold move with the audio the cue pushed back."""
+    base = ffmpeg_wav("pcm_s16le", meta={"title": "t", "encoded_by": "x", "description": "bext text",
+                                         "time_reference": "800000"}, options={"write_bext": "1"})
     assert [b"fmt ", b"bext", b"LIST", b"data"] == [cid for cid, _ in chunks(base)]
-    cue = riff_chunk(b"cue ", struct.pack("<I", 1) + struct.pack("<II4sIII", 1, 100, b"data", 0, 0, 100))
-    smpl = riff_chunk(b"smpl", struct.pack("<9I", 0, 0, 125000, 60, 0, 0, 0, 0, 0))
+
+    def cue(position: int) -> bytes:
+        points = [(1, position, b"data", 0, 0, position), (2, 7, b"slnt", 0, 0, 7)]  # The second: not in data.
+        return riff_chunk(b"cue ", struct.pack("<I", 2) + b"".join(struct.pack("<II4sIII", *p) for p in points))
+
+    def smpl(first: int, last: int) -> bytes:
+        return riff_chunk(b"smpl", struct.pack("<9I", 0, 0, 125000, 60, 0, 0, 0, 1, 0)
+                          + struct.pack("<6I", 1, 0, first, last, 0, 0))
+
     odd = riff_chunk(b"zzzz", b"odd")
     parts = [chunk for _, chunk in chunks(base)]
-    body = b"WAVE" + parts[0] + odd + parts[1] + parts[2] + cue + parts[3] + smpl
+    body = b"WAVE" + parts[0] + odd + parts[1] + parts[2] + cue(103) + parts[3] + smpl(10, 1500)
     original = b"RIFF" + struct.pack("<I", len(body)) + body
     lab = labeller()
 
     once = lab.label(original, produce_id="wav-3", explicit=True, c2pa=False).data
     twice = lab.label(once, produce_id="wav-4", explicit=False, c2pa=False).data
 
+    lead = cue_frames(8000)
     assert [b"fmt ", b"zzzz", b"bext", b"LIST", b"cue ", b"data", b"smpl", b"AIGC"] == [c for c, _ in chunks(twice)]
-    assert_chunks_kept(original, once)
+    bext = bytearray(parts[1])
+    struct.pack_into("<Q", bext, 8 + 338, 800000 - lead)
+    assert_chunks_kept(original, once, moved={b"cue ": cue(103 + lead), b"smpl": smpl(10 + lead, 1500 + lead),
+                                              b"bext": bytes(bext)})
     assert_chunks_kept(once, twice)
     assert wav.sample_data(once) == wav.sample_data(twice)
     assert 1 == len(wav.read_labels(twice))
     meta = ffprobe(twice)[0]
-    assert ("t", "bext text", "0") == (meta["title"], meta["comment"], meta["time_reference"])  # bext, read back
+    assert ("t", "bext text", str(800000 - lead)) == (meta["title"], meta["comment"], meta["time_reference"])
+    # The cue point still marks the same sample of the original audio.
+    before, after = ffprobe(original)[4], ffprobe(once)[4]
+    assert before[0, 103] == after[0, 103 + lead] != 0
+
+
+def test_a_time_reference_shorter_than_the_cue_wraps_to_the_day_before() -> None:
+    base = ffmpeg_wav("pcm_s16le", meta={"time_reference": "5"}, options={"write_bext": "1"})
+    cued = labeller().label(base, produce_id="wav-5", explicit=True, c2pa=False).data
+    assert str(86400 * 8000 + 5 - cue_frames(8000)) == ffprobe(cued)[0]["time_reference"]
 
 
 def test_cli_labels_the_ffmpeg_fixture_keeping_list_info_and_inspect_finds_the_label(

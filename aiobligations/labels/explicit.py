@@ -591,8 +591,9 @@ def add_audio_cue(
     count are kept; the original sample data follow the cue (``at="start"``) or precede it
     (``at="end"``) bit for bit. Every other RIFF chunk (``LIST``/``INFO``, ``bext``, ``cue ``,
     ``smpl``, an ``AIGC`` implicit label, unknown ones) is kept byte for byte and in order; only the
-    ``data`` chunk, a ``fact`` chunk's frame count and the RIFF size change. Positions that other
-    chunks hold (cue points, loops, ``bext`` time references) are not shifted by the cue's length.
+    ``data`` chunk, a ``fact`` chunk's frame count and the RIFF size change; with the cue at the start,
+    the positions other chunks hold (cue points, loops, ``bext``'s time reference) move by the cue's
+    length, so they still point at the same audio.
 
     Raises:
         ConfigurationError: ``at`` or a cue parameter is invalid.
@@ -625,4 +626,5 @@ def add_audio_cue(
     silent_byte = b"\x80" if fmt.kind == "pcm" and fmt.width == 1 else b"\x00"
     silence = silent_byte * (round(fmt.rate * silence_ms / 1000) * fmt.block_align)
     body = cue + silence + original if at == "start" else original + silence + cue
-    return wav.replace_samples(data, body, len(body) // fmt.block_align)
+    lead = (len(cue) + len(silence)) // fmt.block_align if at == "start" else 0
+    return wav.replace_samples(data, body, len(body) // fmt.block_align, lead=lead)

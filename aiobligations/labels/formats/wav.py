@@ -9,7 +9,11 @@ files are refused with :class:`~aiobligations.errors.LabelError`.
 The audible cue (:func:`aiobligations.labels.explicit.add_audio_cue`) reads the sample format with
 :func:`sample_format` and writes its samples with :func:`replace_samples`, which likewise keeps every
 other chunk (``LIST``/``INFO``, ``bext``, ``cue ``, ``smpl``, unknown ones) byte for byte and in order;
-only the ``data`` chunk, the frame count in ``fact`` and the RIFF size change.
+only the ``data`` chunk, the frame count in ``fact`` and the RIFF size change, and, when the cue goes
+before the audio, the positions other chunks hold move with the audio they point at: each cue point's
+``dwPosition`` and ``dwSampleOffset`` (and a non-zero ``dwBlockStart``) in ``cue ``, each loop's start
+and end in ``smpl``, and ``bext``'s ``TimeReference`` (the time of the first sample, now the cue's, so
+earlier by the cue's length; modulo a day).
 """
 
 from __future__ import annotations
@@ -259,12 +263,14 @@ def sample_format(data: bytes) -> SampleFormat:
     return SampleFormat(rate, channels, width, kind, valid, extensible)
 
 
-def replace_samples(data: bytes, samples: bytes, frames: int) -> bytes:
+def replace_samples(data: bytes, samples: bytes, frames: int, *, lead: int = 0) -> bytes:
     """Return the file with ``samples`` (``frames`` frames) as the content of its first ``data`` chunk.
 
     Every other chunk is copied byte for byte and in order, except that a top-level ``fact``
     chunk's sample count (its first 4 bytes) becomes ``frames``; the RIFF size is updated and bytes
-    after the RIFF form are kept after it.
+    after the RIFF form are kept after it. When ``lead`` frames were put before the original
+    samples, the positions in ``cue ``, ``smpl`` and ``bext`` move by as much (see the module's
+    description), so that they still point at the same audio.
 
     Raises:
         LabelError: the file is not a WAV file, is malformed, or the result would not fit RIFF's
@@ -284,6 +290,8 @@ def replace_samples(data: bytes, samples: bytes, frames: int) -> bytes:
         chunk = buf[start - 8 : padded_end]
         if chunk_id == b"fact" and end - start >= 4:
             chunk = chunk[:8] + struct.pack("<I", min(frames, _MAX_CHUNK)) + chunk[12:]
+        elif lead and chunk_id in _POSITIONS:
+            chunk = _POSITIONS[chunk_id](bytearray(chunk), end - start, lead, buf)
         if (end - start) % 2 and padded_end == end:
             chunk += b"\x00"  # The last chunk of some files lacks its pad byte.
         parts.append(chunk)
@@ -293,6 +301,48 @@ def replace_samples(data: bytes, samples: bytes, frames: int) -> bytes:
     if len(form) - 8 > _MAX_CHUNK:
         raise LabelError(f"the WAV would be {len(form)} bytes, past RIFF's 4 GiB limit.")
     return b"RIFF" + struct.pack("<I", len(form) - 8) + form[8:] + buf[riff_end:]
+
+
+def _moved(value: int, lead: int) -> int:
+    return min(value + lead, _MAX_CHUNK)
+
+
+def _move_cue_points(chunk: bytearray, size: int, lead: int, buf: bytes) -> bytes:
+    """``cue ``: a count, then 24-byte points (name, position, chunk ID, chunk start, block start, offset)."""
+    count = struct.unpack_from("<I", chunk, 8)[0] if size >= 4 else 0
+    align = sample_format(buf).block_align
+    for point in range(min(count, (size - 4) // 24)):
+        at = 12 + 24 * point
+        _, position, fcc, _, block, offset = struct.unpack_from("<II4sIII", chunk, at)
+        if fcc != b"data":
+            continue  # A position in a playlist's silence or another chunk: not in the samples we moved.
+        block = min(block + lead * align, _MAX_CHUNK) if block else 0
+        struct.pack_into("<I", chunk, at + 4, _moved(position, lead))
+        struct.pack_into("<II", chunk, at + 16, block, _moved(offset, lead))
+    return bytes(chunk)
+
+
+def _move_loops(chunk: bytearray, size: int, lead: int, buf: bytes) -> bytes:
+    """``smpl``: a 36-byte header ending with the loop count, then 24-byte loops (id, type, start, end, …)."""
+    count = struct.unpack_from("<I", chunk, 8 + 28)[0] if size >= 36 else 0
+    for loop in range(min(count, (size - 36) // 24)):
+        at = 8 + 36 + 24 * loop
+        first, last = struct.unpack_from("<II", chunk, at + 8)
+        struct.pack_into("<II", chunk, at + 8, _moved(first, lead), _moved(last, lead))
+    return bytes(chunk)
+
+
+def _move_time_reference(chunk: bytearray, size: int, lead: int, buf: bytes) -> bytes:
+    """``bext``: TimeReference (samples since midnight, 64-bit, at byte 338) of the first sample."""
+    if size < 346:
+        return bytes(chunk)
+    day = 86400 * sample_format(buf).rate
+    reference = struct.unpack_from("<Q", chunk, 8 + 338)[0]
+    struct.pack_into("<Q", chunk, 8 + 338, (reference - lead) % day)
+    return bytes(chunk)
+
+
+_POSITIONS = {b"cue ": _move_cue_points, b"smpl": _move_loops, b"bext": _move_time_reference}
 
 
 def leading_channel(data: bytes, seconds: float) -> tuple[SampleFormat, Any]:
