@@ -555,13 +555,18 @@ def label_report(evidence: dict[str, Any], enabled: dict[str, bool]) -> list[str
 def inspect(file: Path, media_type: str | None, produce_id: str | None, config: Path | None) -> None:
     """Print every label found in FILE as JSON: GB 45438 metadata, C2PA manifest and its validation.
 
-    Exits 0 when a label was found, 1 when none, 2 on unusable input. With a configuration, the
-    provider's keys verify ReservedCode1 and its trust anchors validate C2PA.
+    Also the visible caption of an image, found in its pixels ("explicit": {"caption": {"present":
+    true, "text", "corner", "box", "how"}}; present null with a reason when it cannot tell, e.g.
+    another wording or font), the audible cue of a WAV, and with a profile the watermark. Exits 0
+    when a label was found, 1 when none, 2 on unusable input. With a profile, the provider's keys
+    verify ReservedCode1 and find the watermark, its trust anchors validate C2PA, and its
+    [labels] explicit_wording is the caption looked for (default AI生成).
     """
     from .labels.labeller import Labeller
 
     data = _read_input(file)
     labeller = Labeller(producer="-")
+    wording = "AI生成"
     path = find_config(config, required=False)
     if path is not None:
         # The profile's keys, but not its ledger: inspect runs beside a service that holds it.
@@ -570,11 +575,13 @@ def inspect(file: Path, media_type: str | None, produce_id: str | None, config: 
         try:
             profile = load_profile(path)
             key = load_signer(profile.ledger.signing_key, profile.ledger.origin).private_key
-            labeller = build_labeller(profile, LabelSettings.from_profile(profile), key)
+            settings = LabelSettings.from_profile(profile)
+            labeller = build_labeller(profile, settings, key)
+            wording = settings.explicit_wording
         except ObligationError as exc:
             _fail(str(exc))
     try:
-        report = labeller.inspect(data, media_type, produce_id=produce_id)
+        report = labeller.inspect(data, media_type, produce_id=produce_id, wording=wording)
     except ObligationError as exc:
         _fail(f"{file}: {exc}")
     except Exception as exc:
@@ -588,6 +595,11 @@ def inspect(file: Path, media_type: str | None, produce_id: str | None, config: 
 from .requests.cli import requests_group  # noqa: E402 - registered after the group exists.
 
 main.add_command(requests_group)
+
+from .controls.cli import incident_group, takeover_group  # noqa: E402 - registered after the group exists.
+
+main.add_command(incident_group)
+main.add_command(takeover_group)
 
 
 @main.command("export-otlp")

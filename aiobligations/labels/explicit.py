@@ -35,10 +35,12 @@ __all__ = [
     "TEXT_WORDING",
     "ImageTooLarge",
     "add_audio_cue",
+    "caption_box",
     "caption_image",
     "draw_caption",
     "encode_like",
     "find_audio_cue",
+    "find_caption",
     "has_alpha",
     "jpeg_options",
     "label_chat_completion",
@@ -278,27 +280,16 @@ def has_alpha(source: Any) -> bool:
     return source.mode in ("RGBA", "LA", "PA") or (source.mode == "P" and "transparency" in source.info)
 
 
-def draw_caption(
-    source: Any,
-    *,
-    wording: str = "AI生成",
-    corner: Corner = "bottom-right",
-    min_height_ratio: float = 0.05,
-    min_text_px: int = 10,
-    allow_english: bool = False,
-) -> Any:
-    """Return a copy of the decoded image ``source`` with the caption drawn (see :func:`caption_image`).
-
-    The copy is RGB for an RGB source, RGBA for any other.
+def _caption_overlay(size: tuple[int, int], wording: str, corner: str, min_height_ratio: float,
+                     min_text_px: int) -> tuple[Any, tuple[int, int]]:
+    """The caption as an RGBA tile (box and text) and where its top-left corner goes on an image of ``size``.
 
     Raises:
-        ConfigurationError: bad wording, corner or ratio.
         LabelError: too small for a legible caption, or no CJK font.
     """
     from PIL import Image, ImageDraw
 
-    _check_caption_args(wording, corner, min_height_ratio, min_text_px, allow_english)
-    width, height = source.size
+    width, height = size
     shortest = min(width, height)
     target = max(math.ceil(min_height_ratio * shortest), min_text_px)
     pad_x, pad_y = max(2, round(0.4 * target)), max(2, round(0.3 * target))
@@ -318,6 +309,29 @@ def draw_caption(
         draw.text((pad_x - left, pad_y - top), wording, font=font, fill=_TEXT_RGBA, anchor="ls")
     x0 = margin if corner.endswith("left") else width - margin - box_w
     y0 = margin if corner.startswith("top") else height - margin - box_h
+    return overlay, (x0, y0)
+
+
+def draw_caption(
+    source: Any,
+    *,
+    wording: str = "AI生成",
+    corner: Corner = "bottom-right",
+    min_height_ratio: float = 0.05,
+    min_text_px: int = 10,
+    allow_english: bool = False,
+) -> Any:
+    """Return a copy of the decoded image ``source`` with the caption drawn (see :func:`caption_image`).
+
+    The copy is RGB for an RGB source, RGBA for any other.
+
+    Raises:
+        ConfigurationError: bad wording, corner or ratio.
+        LabelError: too small for a legible caption, or no CJK font.
+    """
+    _check_caption_args(wording, corner, min_height_ratio, min_text_px, allow_english)
+    overlay, (x0, y0) = _caption_overlay(source.size, wording, corner, min_height_ratio, min_text_px)
+    box_w, box_h = overlay.size
     if source.mode == "RGB":
         # Only the box's pixels change: composite there, not over a whole RGBA copy of the frame.
         canvas = source.copy()
@@ -328,6 +342,122 @@ def draw_caption(
     canvas = source.convert("RGBA")
     canvas.alpha_composite(overlay, (x0, y0))
     return canvas
+
+
+def caption_box(size: tuple[int, int], *, wording: str = "AI生成", corner: Corner = "bottom-right",
+                min_height_ratio: float = 0.05, min_text_px: int = 10) -> tuple[int, int, int, int]:
+    """Where :func:`draw_caption` puts the caption on an image of ``size``: ``(left, top, right, bottom)``.
+
+    Raises:
+        LabelError: too small for a legible caption, or no CJK font.
+
+    .. versionadded:: 0.2.0
+    """
+    overlay, (x0, y0) = _caption_overlay(size, wording, corner, min_height_ratio, min_text_px)
+    return x0, y0, x0 + overlay.size[0], y0 + overlay.size[1]
+
+
+# A drawn caption's text is white and its box darkens what is under it to 28 %: after a JPEG
+# encode at quality 75 (and the watermark), text pixels stay above _LIGHT and box pixels below _DARK.
+_LIGHT, _DARK, _MATCH = 160, 110, 0.9
+_CORNERS: tuple[Corner, ...] = ("bottom-right", "bottom-left", "top-right", "top-left")
+
+
+def _caption_scores(grey: Any, overlay: Any, origin: tuple[int, int]) -> tuple[float, float, float]:
+    """How well the pixels at ``origin`` match the caption tile ``overlay``.
+
+    Returns:
+        The share of the glyphs' inner pixels that are light, the share of the box's pixels away
+        from the glyphs that are dark, and the share of all the box's pixels that are light.
+    """
+    import numpy as np
+    from PIL import ImageFilter
+
+    x0, y0 = origin
+    box_w, box_h = overlay.size
+    alpha = overlay.getchannel("A")
+    glyphs = alpha.point(lambda a: 255 if a == 255 else 0)
+    inner = glyphs.filter(ImageFilter.MinFilter(3))  # Away from the glyphs' anti-aliased edges.
+    if np.count_nonzero(np.asarray(inner)) < 20:  # Thin strokes of a small caption: keep them whole.
+        inner = glyphs
+    near_glyphs = np.asarray(glyphs.filter(ImageFilter.MaxFilter(7))) > 0
+    box = np.asarray(alpha.point(lambda a: 255 if a == _BOX_RGBA[3] else 0).filter(ImageFilter.MinFilter(5))) > 0
+    region = np.asarray(grey.crop((x0, y0, x0 + box_w, y0 + box_h)))
+    text_pixels = region[np.asarray(inner) > 0]
+    box_pixels = region[box & ~near_glyphs]
+    inside = region[np.asarray(alpha) > 0]
+    return (float((text_pixels >= _LIGHT).mean()) if text_pixels.size else 0.0,
+            float((box_pixels <= _DARK).mean()) if box_pixels.size else 0.0,
+            float((inside >= _LIGHT).mean()) if inside.size else 0.0)
+
+
+def find_caption(
+    source: Any,
+    *,
+    wording: str = "AI生成",
+    corners: tuple[Corner, ...] = _CORNERS,
+    min_height_ratio: float = 0.05,
+    min_text_px: int = 10,
+) -> dict[str, Any]:
+    """Look for the caption :func:`draw_caption` draws, in the pixels: evidence, not a claim from metadata.
+
+    The caption is rendered again (same wording, size rule and font) for each corner, and the
+    image's pixels there are compared with it: the glyphs' inner pixels must be light and the
+    box's other pixels dark (each for at least 90 % of them), which survives a JPEG re-encode at
+    quality 75 and the watermark. A caption painted over, or an image without one, fails.
+
+    Args:
+        source: A decoded image (:func:`open_still`), or its encoded bytes.
+        wording: The wording to look for (the profile's ``[labels] explicit_wording``).
+        corners: The corners to look in, in order.
+        min_height_ratio: As given to :func:`draw_caption`.
+        min_text_px: As given to :func:`draw_caption`.
+
+    Returns:
+        ``{"checked": True, "present": True, "text": ..., "corner": ..., "box": [l, t, r, b],
+        "how": ...}`` when found; ``{"checked": True, "present": False, "text": ..., "how": ...}``
+        when no corner holds a dark box with light marks; ``{"checked": False, "present": None,
+        "reason": ...}`` (unverified) when there is no CJK font to render with, or when a corner
+        holds a dark box with light marks that are not these glyphs: another wording, font or
+        size than this profile's and machine's.
+
+    Raises:
+        LabelError: ``source`` is bytes that do not decode as a still image.
+
+    .. versionadded:: 0.2.0
+    """
+    from .fonts import find_cjk_font
+
+    image = open_still(bytes(source)) if isinstance(source, (bytes, bytearray, memoryview)) else source
+    grey = image.convert("RGBA").convert("L") if has_alpha(image) else image.convert("L")
+    try:
+        font_name = find_cjk_font().name
+    except LabelError as exc:
+        return {"checked": False, "present": None, "reason": f"unverified: {exc}"}
+    lookalike = None
+    for corner in corners:
+        try:
+            overlay, origin = _caption_overlay(image.size, wording, corner, min_height_ratio, min_text_px)
+        except LabelError as exc:
+            return {"checked": False, "present": None, "reason": f"unverified: {exc}"}
+        text, box, light = _caption_scores(grey, overlay, origin)
+        scores = f"{text:.0%} of the glyphs' pixels light, {box:.0%} of the box's dark"
+        if text >= _MATCH and box >= _MATCH:
+            x0, y0 = origin
+            return {"checked": True, "present": True, "text": wording, "corner": corner,
+                    "box": [x0, y0, x0 + overlay.size[0], y0 + overlay.size[1]],
+                    "how": f"re-rendered {wording!r} in {font_name} in the {corner} box and compared the "
+                           f"pixels: {scores}"}
+        if lookalike is None and box >= _MATCH * 0.8 and light >= 0.03:
+            lookalike = (corner, scores)
+    if lookalike is not None:
+        corner, scores = lookalike
+        return {"checked": False, "present": None, "corner": corner,
+                "reason": f"unverified: a dark box with light marks in the {corner} corner, but not {wording!r} "
+                          f"as {font_name} renders it ({scores}): another wording, font or size than this "
+                          "profile's"}
+    return {"checked": True, "present": False, "text": wording,
+            "how": f"re-rendered {wording!r} in {font_name} in each corner's box: no dark box with these glyphs"}
 
 
 _FLOOR_QUALITY = 75  # The watermark is made to survive JPEG at quality 75 (see watermark.py).

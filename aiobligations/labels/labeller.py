@@ -107,7 +107,9 @@ def _image_pass(data: bytes, *, caption: str | None, mark: Any, evidence: dict[s
             evidence["explicit"] = {"skipped": str(exc)}
         else:
             changed = True
-            evidence["explicit"] = {"kind": "caption", "wording": caption, "corner": "bottom-right"}
+            # The box is evidence too: `inspect` looks for these glyphs in these pixels.
+            evidence["explicit"] = {"kind": "caption", "wording": caption, "corner": "bottom-right",
+                                    "box": list(marks_explicit.caption_box(source.size, wording=caption))}
     if mark is not None:
         alpha = marks_explicit.has_alpha(source)
         rgba = image.convert("RGBA") if alpha else None
@@ -125,6 +127,22 @@ def _image_pass(data: bytes, *, caption: str | None, mark: Any, evidence: dict[s
     if not changed:
         return data, False
     return marks_explicit.encode_like(image, source, data), marked
+
+
+def _find_caption(data: bytes, wording: str) -> dict[str, Any]:
+    """The caption search of :meth:`Labeller.inspect`; an image that cannot be searched says why."""
+    try:
+        from PIL import Image  # noqa: F401 - the media extra; its absence is a reason, not an error.
+
+        from . import explicit as marks_explicit
+    except ImportError:  # pragma: no cover - without the media extra.
+        return {"checked": False, "present": None, "reason": "the media extra (Pillow) is not installed"}
+    try:
+        return marks_explicit.find_caption(data, wording=wording)
+    except marks_explicit.ImageTooLarge:
+        raise  # Hostile input: refused whole.
+    except LabelError as exc:
+        return {"checked": False, "present": None, "reason": str(exc)}
 
 
 MAX_SHOWN_PAYLOAD = 256
@@ -295,8 +313,15 @@ class Labeller:
         from . import explicit as marks_explicit
 
         if module in _CAPTIONED:
+            import io
+
+            from PIL import Image
+
             data = marks_explicit.caption_image(data, wording=wording)
-            evidence["explicit"] = {"kind": "caption", "wording": wording, "corner": "bottom-right"}
+            with Image.open(io.BytesIO(data)) as captioned:  # The header alone: the size is kept.
+                size = captioned.size
+            evidence["explicit"] = {"kind": "caption", "wording": wording, "corner": "bottom-right",
+                                    "box": list(marks_explicit.caption_box(size, wording=wording))}
         elif module is wav:
             data = marks_explicit.add_audio_cue(data, at="start")
             evidence["explicit"] = {"kind": "rhythm cue", "pattern": "short long short short", "at": "start"}
@@ -357,7 +382,7 @@ class Labeller:
         return label
 
     def inspect(self, data: bytes, media_type: str | None = None, *, produce_id: str | None = None,
-                watermark: bool = True) -> dict[str, Any]:
+                watermark: bool = True, wording: str = "AI生成") -> dict[str, Any]:
         """Every label found in ``data``, with conformance findings and verification results.
 
         An implicit label that does not parse as an Annex E label (not JSON, too large, not the
@@ -368,6 +393,13 @@ class Labeller:
         ``produce_id`` is a candidate id to check the watermark's payload against when the file's
         metadata (and so its own ProduceID) is gone. ``watermark=False`` skips the watermark
         search, which decodes the image (tens of milliseconds at 1080p).
+
+        An image's visible caption is looked for in its pixels, not taken from its metadata:
+        ``report["explicit"]["caption"]`` is :func:`aiobligations.labels.explicit.find_caption`'s
+        answer for ``wording`` (the profile's ``[labels] explicit_wording``): ``present`` true
+        only when the caption's glyphs and box are there, ``null`` with a ``reason`` when it cannot
+        tell (no CJK font, another wording or font). A WAV's ``report["explicit"]`` is the rhythm
+        cue's search. A caption or cue found counts as a label.
 
         Raises:
             LabelError: the file is malformed or of an unsupported format.
@@ -411,6 +443,8 @@ class Labeller:
             report["c2pa"] = found.as_dict() if found is not None else None
         if watermark and module in _IMAGES and self._watermark_key is not None:
             report["watermark"] = self._detect_watermark(data, module, payloads, produce_id)
+        if module in _CAPTIONED:
+            report["explicit"] = {"caption": _find_caption(data, wording)}
         if module is wav:
             from .explicit import find_audio_cue
 
@@ -418,8 +452,10 @@ class Labeller:
                 report["explicit"] = find_audio_cue(data)  # The audible cue (issue 12); not a metadata label.
             except LabelError as exc:  # pragma: no cover - without numpy (the media extra).
                 report["explicit"] = {"checked": False, "reason": str(exc)}
+        explicit = report.get("explicit", {})
         report["labelled"] = bool(valid) or report["c2pa"] is not None or bool(
-            report.get("watermark", {}).get("present"))
+            report.get("watermark", {}).get("present")) or bool(
+            explicit.get("caption", explicit).get("present"))
         return report
 
     def _detect_watermark(self, data: bytes, module: ModuleType, payloads: list[str],
