@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import struct
+import tracemalloc
 import wave
 from collections.abc import Callable
 
@@ -306,6 +307,32 @@ class TestMP3:
         size = unsynchsafe(out[6:10])
         assert b"3DI" + out[3:10] == out[10 + size : 20 + size]
         assert out[20 + size :] == AUDIO
+
+    @pytest.mark.parametrize("encoding", [1, 3], ids=["utf-16", "utf-8"])
+    def test_a_huge_frame_is_read_and_relabelled_without_copies(self, encoding: int) -> None:
+        """A 40 MB TXXX frame once cost 209 MB to read; now reading copies nothing, labelling one output."""
+        text = "d" * 20_000_000
+        body = bytes([encoding]) + (text.encode("utf-16") + b"\x00\x00" + "v".encode("utf-16")[2:]
+                                    if encoding == 1 else text.encode() + b"\x00v")
+        data = id3_tag(4, id3_frame(4, b"TXXX", body)) + AUDIO
+        tracemalloc.start()
+        try:
+            assert [] == mp3.read_labels(data)
+            mp3.content_digest(data)
+            read_peak = tracemalloc.get_traced_memory()[1]
+            tracemalloc.reset_peak()
+            out = mp3.write_label(data, PAYLOAD)
+            write_peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert read_peak < 1_000_000, read_peak
+        assert write_peak < len(out) + 1_000_000, (write_peak, len(out))
+        assert [PAYLOAD] == mp3.read_labels(out) and out.endswith(AUDIO)
+
+    def test_an_implausibly_large_aigc_label_is_refused_not_decoded(self) -> None:
+        data = id3_tag(4, id3_frame(4, b"TXXX", b"\x03AIGC\x00" + b"x" * (2 << 20))) + AUDIO
+        with pytest.raises(LabelError, match="past the 1048576-byte limit"):
+            mp3.read_labels(data)
 
     @pytest.mark.parametrize(
         "data",

@@ -31,6 +31,8 @@ _MAX_TAG = (1 << 28) - 1  # The largest size a 4-byte synchsafe integer holds.
 _FRAME_ID = re.compile(rb"[A-Z0-9]{4}\Z")
 # Frame format flags that change how the frame body is stored, per version.
 _FORMAT_FLAGS = {3: 0x00E0, 4: 0x004F}
+_LONGEST_DESCRIPTION = 64  # Bytes: longer descriptions are not ours, so they are never decoded.
+_MAX_LABEL = 1 << 20  # An AIGC payload is a few hundred bytes; a larger one is refused, not decoded.
 
 
 def sniff(data: bytes) -> bool:
@@ -52,10 +54,10 @@ def read_labels(data: bytes) -> list[str]:
         return []
     tag = _parse_tag(buf)
     labels = []
-    for frame_id, flags, body in tag.frames:
+    for frame_id, flags, start, end in tag.frames:
         if frame_id == b"TXXX":
-            description, value = _parse_txxx(body, flags, tag.version)
-            if description == _DESCRIPTION:
+            description, value = _parse_txxx(buf, start, end, flags, tag.version)
+            if description == _DESCRIPTION and value is not None:
                 labels.append(value)
     return labels
 
@@ -76,22 +78,26 @@ def write_label(data: bytes, payload: str) -> bytes:
         frame = _frame(4, _txxx_body(payload, 4))
         return _header(4, 0, len(frame)) + frame + buf
     tag = _parse_tag(buf)
-    # Rebuild from the original bytes of the frames we keep, so they stay byte-identical.
-    frames = [
-        buf[start:end]
-        for (frame_id, flags, body), (start, end) in zip(tag.frames, tag.frame_spans)
-        if not (frame_id == b"TXXX" and _parse_txxx(body, flags, tag.version)[0] == _DESCRIPTION)
+    # Rebuild from the original bytes of the frames we keep, so they stay byte-identical; views, not
+    # copies, so that the output is the only copy made of a large tag.
+    view = memoryview(buf)
+    frames: list[bytes | memoryview] = [
+        view[start:end]
+        for (frame_id, flags, body_start, body_end), (start, end) in zip(tag.frames, tag.frame_spans)
+        if not (frame_id == b"TXXX"
+                and _parse_txxx(buf, body_start, body_end, flags, tag.version)[0] == _DESCRIPTION)
     ]
     frames.append(_frame(tag.version, _txxx_body(payload, tag.version)))
-    content = b"".join(frames) + b"\x00" * tag.padding
-    if len(content) > _MAX_TAG:
+    size = sum(len(frame) for frame in frames) + tag.padding
+    if size > _MAX_TAG:
         raise LabelError(
-            f"the labelled ID3v2 tag would be {len(content)} bytes, past the 256 MiB limit."
+            f"the labelled ID3v2 tag would be {size} bytes, past the 256 MiB limit."
         )
     footer = b""
     if tag.flags & 0x10:
-        footer = b"3DI" + _header(tag.version, tag.flags, len(content))[3:]
-    return _header(tag.version, tag.flags, len(content)) + content + footer + buf[tag.end :]
+        footer = b"3DI" + _header(tag.version, tag.flags, size)[3:]
+    return b"".join([_header(tag.version, tag.flags, size), *frames, b"\x00" * tag.padding, footer,
+                     view[tag.end :]])
 
 
 def content_digest(data: bytes) -> bytes:
@@ -104,8 +110,9 @@ def content_digest(data: bytes) -> bytes:
         LabelError: The data is not an MP3 file, or its ID3v2 tag is malformed or unsupported.
     """
     buf = _check_bytes(data)
+    audio: bytes | memoryview
     if buf[:3] == b"ID3":
-        audio = buf[_parse_tag(buf).end :]
+        audio = memoryview(buf)[_parse_tag(buf).end :]  # Not a copy of the audio.
     elif _is_frame_header(buf[:4]):
         audio = buf
     else:
@@ -124,7 +131,8 @@ class _Tag:
         self.version = version
         self.flags = flags
         self.end = end
-        self.frames: list[tuple[bytes, int, bytes]] = []
+        self.frames: list[tuple[bytes, int, int, int]] = []
+        """(frame ID, flags, body start, body end): offsets, not copies, since a frame may be huge."""
         self.frame_spans: list[tuple[int, int]] = []
         self.padding = 0
 
@@ -205,48 +213,78 @@ def _parse_tag(buf: bytes) -> _Tag:
                 f"malformed ID3v2 tag: frame {frame_id.decode()} at offset {offset} has size "
                 f"{frame_size}, past the end of the tag."
             )
-        tag.frames.append((frame_id, frame_flags, buf[start:frame_end]))
+        tag.frames.append((frame_id, frame_flags, start, frame_end))
         tag.frame_spans.append((offset, frame_end))
         offset = frame_end
     return tag
 
 
-def _parse_txxx(body: bytes, flags: int, version: int) -> tuple[str, str]:
+def _parse_txxx(buf: bytes, start: int, end: int, flags: int, version: int, *,
+                value: bool = True) -> tuple[str | None, str | None]:
+    """The description and value of the ``TXXX`` frame whose body is ``buf[start:end]``.
+
+    Nothing is copied but the description, when it is short enough to be ours (``None`` otherwise),
+    and the value, only for an ``AIGC`` frame and with ``value``: an unrelated frame can be huge.
+    """
     if flags & _FORMAT_FLAGS[version]:
         raise LabelError(
             f"compressed, encrypted or unsynchronised TXXX frames are not supported (flags 0x{flags:04x})."
         )
-    if not body:
+    if start >= end:
         raise LabelError("malformed TXXX frame: it is empty.")
-    encoding, text = body[0], body[1:]
+    encoding, text = buf[start], start + 1
     if encoding in (0, 3):
-        terminator = text.find(b"\x00")
+        terminator = buf.find(b"\x00", text, end)
         if terminator < 0:
             raise LabelError("malformed TXXX frame: the description has no terminator.")
-        raw_desc, raw_value = text[:terminator], text[terminator + 1 :]
+        value_start = terminator + 1
         codec = "latin-1" if encoding == 0 else "utf-8"
-        null = b"\x00"
     elif encoding in (1, 2):
-        # The first 16-bit code unit that is zero, found in C: a scan in Python took seconds on a
-        # 256 MiB frame.
-        units = array.array("H", text[: len(text) - len(text) % 2])
-        try:
-            terminator = units.index(0) * 2
-        except ValueError:
-            terminator = -1
+        terminator = _utf16_zero(buf, text, end)
         if terminator < 0:
             raise LabelError("malformed TXXX frame: the description has no terminator.")
-        raw_desc, raw_value = text[:terminator], text[terminator + 2 :]
+        value_start = terminator + 2
         codec = "utf-16" if encoding == 1 else "utf-16-be"
-        null = b"\x00\x00"
     else:
         raise LabelError(f"malformed TXXX frame: unknown text encoding {encoding}.")
-    while raw_value.endswith(null) and (len(raw_value) % len(null) == 0):
-        raw_value = raw_value[: -len(null)]
+    description = None
+    if terminator - text <= _LONGEST_DESCRIPTION:
+        try:
+            description = buf[text:terminator].decode(codec)
+        except UnicodeDecodeError as exc:
+            raise LabelError(f"malformed TXXX frame: the text is not valid {codec}: {exc}.") from None
+    if not value or description != _DESCRIPTION:
+        return description, None
+    if end - value_start > _MAX_LABEL:
+        raise LabelError(f"malformed TXXX:AIGC frame: a {end - value_start}-byte label, past the "
+                         f"{_MAX_LABEL}-byte limit.")
+    raw = buf[value_start:end]
+    width = 1 if encoding in (0, 3) else 2
+    if len(raw) % width == 0:
+        nulls = len(raw) - len(raw.rstrip(b"\x00"))
+        raw = raw[: len(raw) - nulls + nulls % width]  # Whole terminators only.
     try:
-        return raw_desc.decode(codec), raw_value.decode(codec)
+        return description, raw.decode(codec)
     except UnicodeDecodeError as exc:
         raise LabelError(f"malformed TXXX frame: the text is not valid {codec}: {exc}.") from None
+
+
+def _utf16_zero(buf: bytes, start: int, end: int) -> int:
+    """The offset of the first 16-bit zero in ``buf[start:end]`` (aligned at ``start``), or -1.
+
+    Searched in C a window at a time (a scan in Python took seconds on a 256 MiB frame, and a copy of
+    the whole frame cost as much memory as the file).
+    """
+    view = memoryview(buf)
+    window = 1 << 16
+    for at in range(start, end - 1, window):
+        units = array.array("H")
+        units.frombytes(view[at : min(at + window, end - (end - start) % 2)])
+        try:
+            return at + 2 * units.index(0)
+        except ValueError:
+            continue
+    return -1
 
 
 def _txxx_body(payload: str, version: int) -> bytes:
