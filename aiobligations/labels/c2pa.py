@@ -296,6 +296,8 @@ def sign(
     out = io.BytesIO()
     try:
         with c2pa.Builder(manifest, context) as builder:
+            if media_type in _PDF_TYPES and _data_hash_ffi(c2pa) is not None:
+                return _sign_pdf(c2pa, builder, native, bytes(data))
             builder.sign(native, media_type, io.BytesIO(bytes(data)), out)
     except c2pa.C2paError as exc:
         raise LabelError(f"C2PA signing of {media_type} failed: {_one_line(exc)}") from exc
@@ -303,6 +305,108 @@ def sign(
         native.close()
         context.close()
     return out.getvalue()
+
+
+_PDF_TYPES = ("application/pdf", "pdf")
+_PDF_FFI: dict[str, Any] = {}
+
+
+def _data_hash_ffi(c2pa: Any) -> Any:
+    """The c2pa native library with the data-hashed embeddable functions declared, or ``None``.
+
+    c2pa-python 0.38 does not wrap ``c2pa_builder_data_hashed_placeholder`` and
+    ``c2pa_builder_sign_data_hashed_embeddable``, but its native library (c2pa-rs's C API) exports
+    them; they are declared here through the wrapper's own ctypes handles. ``None`` when the library
+    or the wrapper's internals differ (then a PDF is signed by c2pa-rs's rewrite instead).
+    """
+    if "lib" in _PDF_FFI:
+        return _PDF_FFI["lib"]
+    import ctypes
+
+    lib = None
+    try:
+        native = c2pa.c2pa
+        candidate = native._lib
+        builder_p, signer_p, stream_p = (
+            ctypes.POINTER(native.C2paBuilder), ctypes.POINTER(native.C2paSigner), ctypes.POINTER(native.C2paStream)
+        )
+        out_p = ctypes.POINTER(ctypes.POINTER(ctypes.c_ubyte))
+        placeholder = candidate.c2pa_builder_data_hashed_placeholder
+        placeholder.argtypes = [builder_p, ctypes.c_size_t, ctypes.c_char_p, out_p]
+        placeholder.restype = ctypes.c_int64
+        embeddable = candidate.c2pa_builder_sign_data_hashed_embeddable
+        embeddable.argtypes = [builder_p, signer_p, ctypes.c_char_p, ctypes.c_char_p, stream_p, out_p]
+        embeddable.restype = ctypes.c_int64
+        for owner, name in ((native, "_check_ffi_operation_result"), (native, "Stream"),
+                            (c2pa.Builder, "_exclusive_native_call"), (c2pa.Signer, "_native_call"),
+                            (c2pa.Signer, "reserve_size")):
+            getattr(owner, name)
+        lib = candidate
+    except AttributeError:
+        lib = None
+    _PDF_FFI["lib"] = lib
+    return lib
+
+
+def _native_bytes(c2pa: Any, call: Callable[[Any], int], what: str) -> bytes:
+    """Run ``call(out_pointer)``, a c2pa C function returning a length; return and free the bytes."""
+    import ctypes
+
+    native = c2pa.c2pa
+    pointer = ctypes.POINTER(ctypes.c_ubyte)()
+    size = call(ctypes.byref(pointer))
+    native._check_ffi_operation_result(size, what + ": {}", check=lambda r: r <= 0)
+    try:
+        return ctypes.string_at(pointer, size)
+    finally:
+        native._lib.c2pa_free(pointer)
+
+
+def _sign_pdf(c2pa: Any, builder: Any, signer: Any, data: bytes) -> bytes:
+    """Sign a PDF as an incremental update: ``data`` stays a byte prefix of the result.
+
+    The C2PA "data-hashed embeddable" flow: c2pa-rs makes a placeholder manifest store of the final
+    size; :func:`aiobligations.labels.formats.pdf.embed_c2pa` appends it as an embedded file with
+    ``/AFRelationship /C2PA_Manifest``; c2pa-rs signs a ``c2pa.hash.data`` assertion over the
+    resulting file whose one exclusion is exactly the store's bytes; the signed store, which c2pa-rs
+    makes the placeholder's length, replaces the placeholder in place.
+    """
+    from .formats import pdf
+
+    lib = _data_hash_ffi(c2pa)
+    native = c2pa.c2pa
+    reserve = signer.reserve_size()
+    with builder._exclusive_native_call(), signer._native_call():
+        placeholder = _native_bytes(
+            c2pa,
+            lambda out: lib.c2pa_builder_data_hashed_placeholder(builder._handle, reserve, b"application/pdf", out),
+            "C2PA placeholder",
+        )
+        updated, offset = pdf.embed_c2pa(data, placeholder)
+        data_hash = json.dumps({
+            "exclusions": [{"start": offset, "length": len(placeholder)}],
+            "name": "jumbf manifest",
+            "alg": "sha256",
+            "hash": [],
+            "pad": [],
+        }).encode("ascii")
+        stream = native.Stream(io.BytesIO(updated))
+        try:
+            store = _native_bytes(
+                c2pa,
+                lambda out: lib.c2pa_builder_sign_data_hashed_embeddable(
+                    builder._handle, signer._handle, data_hash, b"application/pdf", stream._stream, out
+                ),
+                "C2PA signing",
+            )
+        finally:
+            stream.close()
+    if len(store) != len(placeholder):
+        raise LabelError(
+            f"C2PA signing of application/pdf failed: the signed manifest store ({len(store)} bytes) "
+            f"does not fit its placeholder ({len(placeholder)} bytes)"
+        )
+    return updated[:offset] + store + updated[offset + len(store):]
 
 
 @dataclass(frozen=True)

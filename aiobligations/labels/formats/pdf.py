@@ -28,12 +28,13 @@ from __future__ import annotations
 import re
 import zlib
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 
 from aiobligations.errors import LabelError
 from aiobligations.labels.annex_e import AIGCLabel
 
-__all__ = ["MEDIA_TYPES", "read_labels", "sniff", "write_label"]
+__all__ = ["C2PA_NAME", "MEDIA_TYPES", "embed_c2pa", "read_labels", "sniff", "write_label"]
 
 MEDIA_TYPES: tuple[str, ...] = ("application/pdf",)
 """The media types this module handles."""
@@ -225,20 +226,19 @@ def _object(data: bytes, pos: int, depth: int = 0) -> tuple[Any, int, int]:
             generation = _INT.match(data, after)
             if generation:
                 keyword = _skip(data, generation.end())
-                if (
-                    data[keyword : keyword + 1] == b"R"
-                    and _REGULAR.match(data, keyword).end() == keyword + 1
-                ):  # type: ignore[union-attr]
+                word_end = _REGULAR.match(data, keyword)
+                if data[keyword : keyword + 1] == b"R" and word_end is not None and word_end.end() == keyword + 1:
                     return (
                         _Ref(int(number.group()), int(generation.group())),
                         start,
                         keyword + 1,
                     )
+        scalar: Any
         try:
-            value: Any = int(number.group())
+            scalar = int(number.group())
         except ValueError:
-            value = float(number.group())
-        return value, start, end
+            scalar = float(number.group())
+        return scalar, start, end
     word = _REGULAR.match(data, pos)
     assert word is not None
     token = word.group()
@@ -461,13 +461,11 @@ def _section(
         pos = match.end()
         for number in range(first, first + count):
             pos = _skip(data, pos)
-            entry = _ENTRY.match(data, pos)
-            if not entry:
+            row = _ENTRY.match(data, pos)
+            if not row:
                 raise LabelError(f"PDF xref entry is malformed at offset {pos}")
-            local.setdefault(
-                number, (int(entry.group(1)), int(entry.group(2)), entry.group(3))
-            )
-            pos = entry.end()
+            local.setdefault(number, (int(row.group(1)), int(row.group(2)), row.group(3)))
+            pos = row.end()
 
 
 def _indirect(
@@ -588,6 +586,136 @@ def _pdf_string(text: str) -> bytes:
     return b"<FEFF" + text.encode("utf-16-be").hex().upper().encode("ascii") + b">"
 
 
+def _string_bytes(raw: bytes) -> bytes:
+    """A PDF string for ``raw``: literal when it is printable ASCII, hex otherwise."""
+    if all(0x20 <= c <= 0x7E for c in raw):
+        return b"(" + raw.replace(b"\\", b"\\\\").replace(b"(", b"\\(").replace(b")", b"\\)") + b")"
+    return b"<" + raw.hex().upper().encode("ascii") + b">"
+
+
+def _name_bytes(name: bytes) -> bytes:
+    out = bytearray(b"/")
+    for char in name:
+        if 0x21 <= char <= 0x7E and char not in _DELIMITERS and char != 0x23:
+            out.append(char)
+        else:
+            out += b"#%02X" % char
+    return bytes(out)
+
+
+def _serialize(value: Any) -> bytes:
+    """Write a parsed direct object back as PDF syntax (dictionaries keep their raw entries)."""
+    if isinstance(value, _Dict):
+        return b"<< " + b" ".join(raw_key + b" " + raw_value for _, _, raw_key, raw_value in value.entries) + b" >>"
+    if isinstance(value, list):
+        return b"[" + b" ".join(_serialize(item) for item in value) + b"]"
+    if isinstance(value, _Ref):
+        return b"%d %d R" % (value.number, value.generation)
+    if isinstance(value, _Name):
+        return _name_bytes(value.name)
+    if isinstance(value, bytes):
+        return _string_bytes(value)
+    if value is None:
+        return b"null"
+    if isinstance(value, bool):
+        return b"true" if value else b"false"
+    if isinstance(value, int):
+        return b"%d" % value
+    return format(value, "f").encode("ascii")
+
+
+def _next_number(trailer: _Dict, table: dict[int, tuple[int, int, bytes]]) -> int:
+    size = trailer.get(b"Size")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+        raise LabelError("PDF trailer has no valid /Size")
+    return max(size, max(table, default=0) + 1)
+
+
+def _runs(numbers: list[int]) -> list[tuple[int, int]]:
+    """Group sorted object numbers into cross-reference subsections ``(first, count)``."""
+    runs: list[tuple[int, int]] = []
+    for number in numbers:
+        if runs and runs[-1][0] + runs[-1][1] == number:
+            runs[-1] = (runs[-1][0], runs[-1][1] + 1)
+        else:
+            runs.append((number, 1))
+    return runs
+
+
+def _append_update(
+    data: bytes,
+    start: int,
+    trailer: _Dict,
+    is_stream: bool,
+    objects: list[tuple[int, int, bytes]],
+    *,
+    info: int | None = None,
+) -> tuple[bytes, dict[int, int]]:
+    """Append ``objects`` (number, generation, body) and a cross-reference section chained by ``/Prev``.
+
+    The section is a classic table, or a cross-reference stream when the latest one is (a classic
+    table may not follow a stream). ``info`` is a new ``/Info`` object number. Returns the new file
+    and each object's offset.
+    """
+    prefix = data if data.endswith((b"\n", b"\r")) else data + b"\n"
+    out = bytearray(prefix)
+    offsets: dict[int, int] = {}
+    generations: dict[int, int] = {}
+    for number, generation, body in objects:
+        offsets[number] = len(out)
+        generations[number] = generation
+        out += b"%d %d obj\n" % (number, generation) + body + b"\nendobj\n"
+    xref_offset = len(out)
+    size = trailer.get(b"Size")
+    size = size if isinstance(size, int) and not isinstance(size, bool) else 0
+    replaced = (b"Size", b"Prev", b"XRefStm") + ((b"Info",) if info is not None else ())
+    if is_stream:
+        # A cross-reference stream may only be followed by another one; it lists itself too.
+        own = max(size, max(offsets) + 1)
+        offsets[own] = xref_offset
+        generations[own] = 0
+        if xref_offset >= 1 << 32:
+            raise LabelError("PDF is too large for a 4-byte cross-reference offset")
+        numbers = sorted(offsets)
+        rows = b"".join(
+            b"\x01" + offsets[n].to_bytes(4, "big") + generations[n].to_bytes(2, "big") for n in numbers
+        )
+        dropped = replaced + (b"Type", b"W", b"Index", b"Length", b"Filter", b"DecodeParms", b"DL",
+                              b"F", b"FFilter", b"FDecodeParms")
+        kept = [
+            raw_key + b" " + raw_value
+            for key, _, raw_key, raw_value in trailer.entries
+            if key not in dropped
+        ]
+        index = b" ".join(b"%d %d" % run for run in _runs(numbers))
+        kept = [b"/Type /XRef", b"/Size %d" % (own + 1), b"/Index [%s]" % index,
+                b"/W [1 4 2]", b"/Length %d" % len(rows)] + kept
+        kept += ([b"/Info %d 0 R" % info] if info is not None else []) + [b"/Prev %d" % start]
+        out += (
+            b"%d 0 obj\n<< " % own
+            + b"\n".join(kept)
+            + b" >>\nstream\n"
+            + rows
+            + b"\nendstream\nendobj\nstartxref\n%d\n%%%%EOF\n" % xref_offset
+        )
+        del offsets[own]
+        return bytes(out), offsets
+    numbers = sorted(offsets)
+    out += b"xref\n"
+    for first, count in _runs(numbers):
+        out += b"%d %d\n" % (first, count)
+        out += b"".join(b"%010d %05d n\r\n" % (offsets[n], generations[n]) for n in range(first, first + count))
+    kept = [
+        raw_key + b" " + raw_value
+        for key, _, raw_key, raw_value in trailer.entries
+        if key not in replaced
+    ]
+    kept.append(b"/Size %d" % max(size, numbers[-1] + 1))
+    kept += ([b"/Info %d 0 R" % info] if info is not None else []) + [b"/Prev %d" % start]
+    out += b"trailer\n<< " + b"\n".join(kept) + b" >>\nstartxref\n%d\n%%%%EOF\n" % xref_offset
+    return bytes(out), offsets
+
+
 def write_label(data: bytes, payload: str) -> bytes:
     """Return the PDF with an incremental update whose Info dictionary has exactly one ``/AIGC``.
 
@@ -599,54 +727,137 @@ def write_label(data: bytes, payload: str) -> bytes:
     """
     AIGCLabel.parse(payload)
     start, trailer, table, info, is_stream = _load(data)
-    data = bytes(data)
-    size = trailer.get(b"Size")
-    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
-        raise LabelError("PDF trailer has no valid /Size")
-    number = max(size, max(table, default=0) + 1)
-    prefix = data if data.endswith((b"\n", b"\r")) else data + b"\n"
+    number = _next_number(trailer, table)
     parts = [
         raw_key + b" " + raw_value
         for key, _, raw_key, raw_value in (info.entries if info else [])
         if key != b"AIGC"
     ]
     parts.append(b"/AIGC " + _pdf_string(payload))
-    obj = b"%d 0 obj\n<< " % number + b"\n".join(parts) + b" >>\nendobj\n"
-    xref_offset = len(prefix) + len(obj)
-    if is_stream:
-        # A cross-reference stream may only be followed by another one: object number + 1 is it.
-        dropped = (b"Size", b"Prev", b"Info", b"XRefStm", b"Type", b"W", b"Index", b"Length",
-                   b"Filter", b"DecodeParms", b"DL", b"F", b"FFilter", b"FDecodeParms")
-        kept = [
-            raw_key + b" " + raw_value
-            for key, _, raw_key, raw_value in trailer.entries
-            if key not in dropped
-        ]
-        if xref_offset >= 1 << 32:
-            raise LabelError("PDF is too large for a 4-byte cross-reference offset")
-        rows = b"\x01" + len(prefix).to_bytes(4, "big") + b"\x00\x00"
-        rows += b"\x01" + xref_offset.to_bytes(4, "big") + b"\x00\x00"
-        kept = [b"/Type /XRef", b"/Size %d" % (number + 2), b"/Index [%d 2]" % number,
-                b"/W [1 4 2]", b"/Length %d" % len(rows)] + kept
-        kept += [b"/Info %d 0 R" % number, b"/Prev %d" % start]
-        tail = (
-            b"%d 0 obj\n<< " % (number + 1)
-            + b"\n".join(kept)
-            + b" >>\nstream\n"
-            + rows
-            + b"\nendstream\nendobj\nstartxref\n%d\n%%%%EOF\n" % xref_offset
-        )
-        return prefix + obj + tail
-    xref = b"xref\n%d 1\n%010d 00000 n\r\n" % (number, len(prefix))
-    kept = [
-        raw_key + b" " + raw_value
-        for key, _, raw_key, raw_value in trailer.entries
-        if key not in (b"Size", b"Prev", b"Info", b"XRefStm")
-    ]
-    kept += [b"/Size %d" % (number + 1), b"/Info %d 0 R" % number, b"/Prev %d" % start]
-    tail = (
-        b"trailer\n<< "
-        + b"\n".join(kept)
-        + b" >>\nstartxref\n%d\n%%%%EOF\n" % xref_offset
+    body = b"<< " + b"\n".join(parts) + b" >>"
+    out, _ = _append_update(bytes(data), start, trailer, is_stream, [(number, 0, body)], info=number)
+    return out
+
+
+C2PA_NAME = b"Content Credentials"
+"""The file name, description and ``/EmbeddedFiles`` key of the embedded manifest store (as c2pa-rs
+names it, so c2pa-rs finds and replaces ours when it re-signs).
+
+.. versionadded:: 0.2.0
+"""
+
+
+def _is_c2pa_spec(data: bytes, table: dict[int, tuple[int, int, bytes]], item: Any) -> bool:
+    """Whether ``item`` is (a reference to) a file specification with ``/AFRelationship /C2PA_Manifest``."""
+    if isinstance(item, _Ref):
+        try:
+            item = _indirect(data, item.number, table, "file specification")
+        except LabelError:
+            return False
+    relationship = item.get(b"AFRelationship") if isinstance(item, _Dict) else None
+    return isinstance(relationship, _Name) and relationship.name == b"C2PA_Manifest"
+
+
+def _embedded_files(
+    data: bytes, table: dict[int, tuple[int, int, bytes]], names: Any, spec: int
+) -> bytes | None:
+    """The catalog's new ``/Names`` value listing the manifest in ``/EmbeddedFiles``, or ``None`` to
+    leave ``/Names`` as it is (an indirect dictionary, or a name tree with ``/Kids``)."""
+    ours = [(C2PA_NAME, b"%d 0 R" % spec)]
+    if names is None:
+        return b"<< /EmbeddedFiles << /Names [(Content Credentials) %d 0 R] >> >>" % spec
+    if not isinstance(names, _Dict):
+        return None
+    tree = names.get(b"EmbeddedFiles")
+    if tree is not None and (not isinstance(tree, _Dict) or tree.get(b"Kids") is not None):
+        return None
+    pairs: list[tuple[bytes, bytes]] = []
+    flat = tree.get(b"Names") if tree is not None else []
+    if not isinstance(flat, list) or len(flat) % 2:
+        return None
+    for i in range(0, len(flat), 2):
+        key, value = flat[i], flat[i + 1]
+        if not isinstance(key, bytes):
+            return None
+        if key == C2PA_NAME or _is_c2pa_spec(data, table, value):
+            continue  # The manifest store this update replaces.
+        pairs.append((key, _serialize(value)))
+    pairs = sorted(pairs + ours)
+    listed = b"/Names [" + b" ".join(_string_bytes(k) + b" " + v for k, v in pairs) + b"]"
+    kept = [rk + b" " + rv for k, _, rk, rv in (tree.entries if tree is not None else []) if k != b"Names"]
+    new_tree = b"<< " + b" ".join(kept + [listed]) + b" >>"
+    rest = [rk + b" " + rv for k, _, rk, rv in names.entries if k != b"EmbeddedFiles"]
+    return b"<< " + b" ".join(rest + [b"/EmbeddedFiles " + new_tree]) + b" >>"
+
+
+def embed_c2pa(data: bytes, store: bytes) -> tuple[bytes, int]:
+    """Append an incremental update that embeds ``store`` as the file's C2PA manifest store.
+
+    The update follows the C2PA specification's PDF embedding: an embedded file stream
+    (``/Type /EmbeddedFile``, ``/Subtype /application#2Fc2pa``, no filter) holding ``store`` byte for
+    byte, a file specification with ``/AFRelationship /C2PA_Manifest`` that points at it, and a new
+    version of the catalog whose ``/AF`` array lists that file specification (instead of any earlier
+    C2PA one: the new store replaces it) and whose ``/EmbeddedFiles`` name tree lists it as
+    :data:`C2PA_NAME` when the tree is a direct flat array (or absent). The original bytes are an
+    exact prefix of the result. Embedding a same-length store at the returned offset later (the
+    signed manifest over a placeholder) keeps the file valid.
+
+    Args:
+        data: A PDF.
+        store: The manifest store bytes (JUMBF).
+
+    Returns:
+        The new file and the offset of the first byte of ``store`` in it.
+
+    Raises:
+        LabelError: the file is malformed or encrypted, or its catalog or ``/AF`` is not usable.
+
+    .. versionadded:: 0.2.0
+    """
+    if not isinstance(store, (bytes, bytearray)) or not store:
+        raise TypeError("store must be non-empty bytes")
+    start, trailer, table, _, is_stream = _load(data)
+    data = bytes(data)
+    root = trailer.get(b"Root")
+    if not isinstance(root, _Ref):
+        raise LabelError("PDF trailer has no /Root reference")
+    catalog = _indirect(data, root.number, table, "catalog")
+    if not isinstance(catalog, _Dict):
+        raise LabelError("PDF catalog is not a dictionary")
+    entry = table[root.number]
+    generation = entry[1] if entry[2] == b"n" else 0
+    number = _next_number(trailer, table)
+    stream_number, spec_number = number, number + 1
+    associated = catalog.get(b"AF")
+    if isinstance(associated, _Ref):
+        associated = _indirect(data, associated.number, table, "/AF array")
+    if associated is None:
+        associated = []
+    if not isinstance(associated, list):
+        raise LabelError("PDF catalog /AF is not an array")
+    files = [_serialize(item) for item in associated if not _is_c2pa_spec(data, table, item)]
+    files.append(b"%d 0 R" % spec_number)
+    names = _embedded_files(data, table, catalog.get(b"Names"), spec_number)
+    replaced = (b"AF", b"Names") if names is not None else (b"AF",)
+    entries = [rk + b" " + rv for key, _, rk, rv in catalog.entries if key not in replaced]
+    entries.append(b"/AF [" + b" ".join(files) + b"]")
+    if names is not None:
+        entries.append(b"/Names " + names)
+    stamp = datetime.now(timezone.utc).strftime("D:%Y%m%d%H%M%SZ").encode("ascii")
+    # No "stream" in this dictionary: c2pa-rs finds the content as the bytes after the first one.
+    head = (
+        b"<< /Type /EmbeddedFile /Subtype /application#2Fc2pa /Params << /Size %d /ModDate (%s) >>"
+        b" /Length %d >>\nstream\n" % (len(store), stamp, len(store))
     )
-    return prefix + obj + xref + tail
+    spec = (
+        b"<< /Type /Filespec /F (Content Credentials) /UF (Content Credentials)"
+        b" /Desc (Content Credentials) /AFRelationship /C2PA_Manifest /EF << /F %d 0 R /UF %d 0 R >> >>"
+        % (stream_number, stream_number)
+    )
+    objects = [
+        (root.number, generation, b"<< " + b"\n".join(entries) + b" >>"),
+        (stream_number, 0, head + bytes(store) + b"\nendstream"),
+        (spec_number, 0, spec),
+    ]
+    out, offsets = _append_update(data, start, trailer, is_stream, objects)
+    return out, offsets[stream_number] + len(b"%d 0 obj\n" % stream_number) + len(head)
