@@ -656,5 +656,11 @@ def export_otlp(endpoint: str | None, follow: bool, config: Path | None) -> None
     click.echo(f"exported {exporter.exported} records to {where}")
 
 
+from .report.cli import report_command  # noqa: E402 - registered after the group exists.
+
+main.add_command(report_command)
+
+main.add_command(__import__("aiobligations.witness.command", fromlist=["_"]).witness_commands(main))
+
 if __name__ == "__main__":  # pragma: no cover - exercised through the console script.
     main()

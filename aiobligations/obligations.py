@@ -6,13 +6,13 @@ import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import structlog
 
 from .disclosure import DisclosureSettings, short_notice
 from .errors import ConfigurationError, LedgerError
-from .inference import OutputHook, inference
+from .inference import F, OutputHook, inference
 from .interaction import uuid7
 from .keys import load_signer
 from .labels.labeller import Labelled, Labeller
@@ -22,10 +22,18 @@ from .ledger.ledger import Ledger
 from .ledger.otlp import LedgerExporter, OTLPSettings
 from .ledger.process import ProcessLedger
 from .ledger.spool import Spool
+from .ledger.note import Signer
 from .ledger.store import SQLiteStore
 from .profile import Profile, load_profile
 
+if TYPE_CHECKING:
+    from .controls import ControlState
+    from .requests.workflow import Explainer, RequestDesk
+
 __all__ = ["Obligations"]
+
+_Keys = Callable[[str], "Signer | MasterKey | str | bytes | None"]
+_ExplainerT = TypeVar("_ExplainerT", bound="Explainer")
 
 log = structlog.get_logger("aiobligations.labels")
 
@@ -63,8 +71,7 @@ class Obligations:
     .. versionadded:: 0.1.0
     """
 
-    def __init__(self, profile: Profile, *, ledger: Ledger | None = None,
-                 keys: Callable[[str], Any] | None = None) -> None:
+    def __init__(self, profile: Profile, *, ledger: Ledger | None = None, keys: _Keys | None = None) -> None:
         self.profile = profile
         self._keys = keys
         # Validate every section before opening anything, so a bad profile fails at start-up.
@@ -82,13 +89,15 @@ class Obligations:
         # (label, cause) pairs already warned about: one warning each, never one per request.
         self._skips_warned: set[tuple[str, str]] = set()
         self._skips_lock = threading.Lock()
-        self._requests: Any = None
+        self._requests: RequestDesk | None = None
         self._requests_lock = threading.Lock()
-        self.explainer_function: Any = None
+        self._controls: ControlState | None = None
+        self._controls_lock = threading.Lock()
+        self.explainer_function: Explainer | None = None
         """The function registered with :meth:`explainer`, if any."""
 
     @property
-    def requests(self) -> Any:
+    def requests(self) -> RequestDesk:
         """The :class:`aiobligations.requests.RequestDesk`: explanation requests and complaints.
 
         Built on first use from the ledger's ``explanation`` and ``complaint`` records.
@@ -108,6 +117,23 @@ class Obligations:
                     self._requests = RequestDesk(self, deadline_days=days)
         return self._requests
 
+    @property
+    def controls(self) -> ControlState:
+        """The :class:`aiobligations.controls.ControlState`: security incidents and the takeover switch.
+
+        Built on first use from the ledger's ``incident`` and ``control`` records (threads asking
+        at once build one).
+
+        .. versionadded:: 0.2.0
+        """
+        if self._controls is None:
+            from .controls import ControlState
+
+            with self._controls_lock:
+                if self._controls is None:
+                    self._controls = ControlState(self)
+        return self._controls
+
     def erase_subject(self, subject: str) -> int:
         """Crypto-shred a person everywhere this hub keeps them (Art. 49(2) with PIPL's erasure).
 
@@ -119,10 +145,10 @@ class Obligations:
             The index of the ledger's ``subject.erased`` record.
         """
         if self._requests is not None:
-            return int(self._requests.erase_subject(subject))
+            return self._requests.erase_subject(subject)
         return self.ledger.erase_subject(subject)
 
-    def explainer(self, function: Any) -> Any:
+    def explainer(self, function: _ExplainerT) -> _ExplainerT:
         """Register the function that explains an interaction (Art. 39); use it as a decorator.
 
         It receives the interaction record, opened from the ledger with its personal part, and
@@ -237,7 +263,7 @@ class Obligations:
         if self.spool.pending:
             self.spool.replay_soon()
 
-    def submit_deferred(self, factory: Any, args: tuple[Any, ...]) -> None:
+    def submit_deferred(self, factory: Callable[..., dict[str, Any]], args: tuple[Any, ...]) -> None:
         """Like :meth:`submit`, for a record the ledger builds as ``factory(*args)``.
 
         See :meth:`aiobligations.ledger.Ledger.submit_deferred`. If the ledger cannot take it, the
@@ -251,7 +277,19 @@ class Obligations:
         if self.spool.pending:
             self.spool.replay_soon()
 
-    def inference(self, func: Any = None, **options: Any) -> Any:
+    @overload
+    def inference(self, func: F, *, name: str | None = None,
+                  subject: str | Callable[..., str | None] | None = None, capture: bool = True,
+                  capture_limit: int = 1 << 20) -> F: ...
+
+    @overload
+    def inference(self, func: None = None, *, name: str | None = None,
+                  subject: str | Callable[..., str | None] | None = None, capture: bool = True,
+                  capture_limit: int = 1 << 20) -> Callable[[F], F]: ...
+
+    def inference(self, func: F | None = None, *, name: str | None = None,
+                  subject: str | Callable[..., str | None] | None = None, capture: bool = True,
+                  capture_limit: int = 1 << 20) -> F | Callable[[F], F]:
         """Decorate a function that calls a model (sync, async, generator or async generator).
 
         Each call becomes an interaction: :func:`aiobligations.inference.current_interaction` gives
@@ -270,26 +308,35 @@ class Obligations:
             capture: Keep inputs and output (sealed under the subject's key).
             capture_limit: The most characters of each kept.
         """
-        return inference(self, func, **options)
+        if func is None:
+            return inference(self, name=name, subject=subject, capture=capture, capture_limit=capture_limit)
+        return inference(self, func, name=name, subject=subject, capture=capture, capture_limit=capture_limit)
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike[str] = "aiobligations.toml", **kwargs: Any) -> Obligations:
+    def from_file(cls, path: str | os.PathLike[str] = "aiobligations.toml", *, ledger: Ledger | None = None,
+                  keys: _Keys | None = None) -> Obligations:
         """Load ``aiobligations.toml`` and open the ledger it names.
+
+        Args:
+            path: The profile.
+            ledger: As for the constructor.
+            keys: As for the constructor.
 
         Raises:
             ConfigurationError: the file or a key is missing or invalid; the message says which.
         """
-        return cls(load_profile(path), **kwargs)
+        return cls(load_profile(path), ledger=ledger, keys=keys)
 
     @staticmethod
-    def _open_ledger(profile: Profile, keys: Callable[[str], Any] | None = None) -> Ledger:
+    def _open_ledger(profile: Profile, keys: _Keys | None = None) -> Ledger:
         settings = profile.ledger
-        signer = master = None
+        signer: Signer | None = None
+        master: MasterKey | None = None
         if keys is not None:
             # A KMS callback: asked for "signing_key" and "master_key", it returns the key (a Signer
             # or MasterKey, or the key file's text), or None to use the profile's.
-            signer = _key_from(keys("signing_key"), "signing_key", settings.origin)
-            master = _key_from(keys("master_key"), "master_key", settings.origin)
+            signer = _signer_from(keys("signing_key"), settings.origin)
+            master = _master_key_from(keys("master_key"))
         signer = signer or load_signer(settings.signing_key, settings.origin)
         master = master or MasterKey.load(settings.master_key)
         folder = Path(settings.path).parent
@@ -305,6 +352,13 @@ class Obligations:
             "checkpoint_interval": settings.checkpoint_interval,
             "retention": settings.retention,
         }
+        raw_witnesses = profile.raw.get("witnesses")
+        if raw_witnesses is not None:
+            from .witness.client import WitnessSettings
+
+            # Whichever process signs the checkpoints asks them: this one, the writer process or
+            # the replicas' elected sequencer.
+            options["witnesses"] = WitnessSettings.from_dict(raw_witnesses)
         if settings.url is not None:
             from .ledger.replica import ReplicaLedger
 
@@ -316,9 +370,12 @@ class Obligations:
 
     def close(self) -> None:
         """Write out the spool, stop the OTLP exporter, then flush and close the ledger. Idempotent."""
+        if getattr(self, "_controls", None) is not None:
+            self._controls.close()  # type: ignore[union-attr]
         self.spool.close()
-        if getattr(self, "otlp", None) is not None:
-            self.otlp.close()
+        otlp = getattr(self, "otlp", None)
+        if otlp is not None:
+            otlp.close()
         self.ledger.close()
 
     def __enter__(self) -> Obligations:
@@ -331,24 +388,28 @@ class Obligations:
         return f"Obligations(provider={self.profile.provider.name!r}, ledger={self.ledger!r})"
 
 
-def _key_from(value: Any, kind: str, origin: str) -> Any:
-    """A key given by a ``keys`` callback, as a Signer or MasterKey (``None``: use the profile's)."""
+def _master_key_from(value: object) -> MasterKey | None:
+    """The master key given by a ``keys`` callback (``None``: use the profile's)."""
     if value is None:
         return None
-    if kind == "master_key":
-        if isinstance(value, MasterKey):
-            return value
-        if isinstance(value, bytes) and len(value) == 32:
-            return MasterKey(value)
-        if isinstance(value, str):
-            return MasterKey.from_text(value, "the master key from the keys callback")
-    else:
-        from .keys import _signer_from_pem
-        from .ledger.note import Signer
+    if isinstance(value, MasterKey):
+        return value
+    if isinstance(value, bytes) and len(value) == 32:
+        return MasterKey(value)
+    if isinstance(value, str):
+        return MasterKey.from_text(value, "the master key from the keys callback")
+    raise ConfigurationError(f"the keys callback returned a {type(value).__name__} for master_key")
 
-        if isinstance(value, Signer):
-            return value
-        if isinstance(value, (str, bytes)):
-            data = value.encode() if isinstance(value, str) else value
-            return _signer_from_pem(data, "from the keys callback", origin)
-    raise ConfigurationError(f"the keys callback returned a {type(value).__name__} for {kind}")
+
+def _signer_from(value: object, origin: str) -> Signer | None:
+    """The signing key given by a ``keys`` callback (``None``: use the profile's)."""
+    if value is None:
+        return None
+    from .keys import _signer_from_pem
+
+    if isinstance(value, Signer):
+        return value
+    if isinstance(value, (str, bytes)):
+        data = value.encode() if isinstance(value, str) else value
+        return _signer_from_pem(data, "from the keys callback", origin)
+    raise ConfigurationError(f"the keys callback returned a {type(value).__name__} for signing_key")

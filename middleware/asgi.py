@@ -25,6 +25,7 @@ from typing import Any
 import structlog
 
 from aiobligations.adapters.otel import annotate_span, current_span_if_recording, current_trace_ids
+from aiobligations.controls import Halt
 from aiobligations.disclosure.header import ascii_safe, disclosure_header
 from aiobligations.errors import ConfigurationError, LabelError, LedgerClosed
 from aiobligations.interaction import _current as _current_interaction
@@ -149,6 +150,11 @@ class ObligationsMiddleware:
         # Every endpoint of ours lives under one of these; other paths skip the lookup.
         self._own_prefixes = (prefix.rstrip("/") + "/", "/.well-known/")
         self._fail_closed = failure == "fail_closed"
+        # Incidents and the takeover switch: the request path reads one immutable snapshot; a
+        # thread of this process follows the ledger (and is restarted in a forked worker).
+        self._controls = self.endpoints.control_state
+        self._controls.follow()
+        self._retry_after = str(self._controls.settings.retry_after).encode()
 
     def __repr__(self) -> str:
         return f"ObligationsMiddleware({self.app!r})"
@@ -189,7 +195,34 @@ class ObligationsMiddleware:
         if route is None:
             await self.app(scope, receive, send)
             return
+        snapshot = self._controls.snapshot
+        if snapshot.halting:
+            halt = snapshot.halt(path)
+            if halt is not None:
+                await self._halted(halt, scope, receive, send)
+                return
         await self._interaction(route, scope, receive, send)
+
+    async def _halted(self, halt: Halt, scope: Scope, receive: Receive, send: Send) -> None:
+        """An AI route while people have taken it over (Art. 52(4)) or an incident suspends it (Art. 37).
+
+        With a fallback (the switch's, else the profile's ``[controls] fallback``) the request goes
+        to the app at that path, unchanged otherwise: a human-staffed route that is no AI
+        interaction. Without one, 503 with ``Retry-After``.
+        """
+        fallback = halt.fallback or self._controls.settings.fallback
+        if fallback is not None and not fallback.startswith(self._own_prefixes):
+            raw = fallback.encode("utf-8")
+            await self.app({**scope, "path": fallback, "raw_path": raw}, receive, send)
+            return
+        extra = [(b"retry-after", self._retry_after), (b"cache-control", b"no-store")]
+        if halt.incident is not None:
+            url = self.endpoints.controls.incident_url(halt.incident.id)
+            extra.append((b"link", f'<{url}>; rel="alternate"; title="incident notice"'.encode()))
+            message = f"the AI service is suspended while a security incident is resolved; see {url}"
+        else:
+            message = "people have taken over this AI service for now; try again later"
+        await self.endpoints.error(send, 503, "service_taken_over", message, extra=extra)
 
     # -- one AI interaction ------------------------------------------------------------------------
 

@@ -29,12 +29,14 @@ from aiobligations.disclosure import (
     security_txt,
     short_notice,
     transparency_document,
+    with_incidents,
 )
 from aiobligations.errors import LedgerBroken, LedgerClosed, LedgerError, LedgerFull, LedgerLocked
 from aiobligations.ledger.receipts import make_receipt
 from aiobligations.obligations import Obligations
 from aiobligations.sharedstate import shared_state_of
 
+from .controls import ControlEndpoints
 from .openapi import openapi_document
 from .request_pages import RequestPages
 from .requests import OPERATOR_TOKENS_ENV, EvidenceAlarm, RequestEndpoints, load_operator_tokens
@@ -97,8 +99,12 @@ class Endpoints:
             profile, settings, prefix=prefix, verifier_key=ledger.signer.verifier_key, origin=ledger.origin
         )
         self.document_version: str = self.document["version"]
-        self._document_json = json.dumps(self.document, ensure_ascii=False, indent=1).encode()
-        self._pages = {lang: render_transparency_page(self.document, lang).encode() for lang in ("zh", "en")}
+        # Incidents and the takeover switch (Art. 37, 52(4)): the state every process follows.
+        self.control_state = obligations.controls
+        self.controls = ControlEndpoints(self.control_state, prefix=prefix, authorize=self.requests._operator_of,
+                                         profile=profile, language=settings.language)
+        self._live_snapshot: object = None
+        self._render_live()
         lang = settings.language
         self.transparency_url = f"{prefix}/transparency"
         self.short_notice = short_notice(settings, lang)
@@ -140,10 +146,26 @@ class Endpoints:
             cached = self._dated = (now, self._header_prefix + self._date_separator + b"date=@%d" % now)
         return cached[1]
 
+    def _render_live(self) -> None:
+        """Render the document and the pages again when the open incidents changed (Art. 37).
+
+        Runs on the event loop, but only reads the controls' snapshot (no I/O), and renders only
+        when another snapshot was swapped in since the last time.
+        """
+        snapshot = self.control_state.snapshot
+        if snapshot is self._live_snapshot:
+            return
+        listed = [{"id": i.id, "title": i.title, "url": self.controls.incident_url(i.id),
+                   "opened": i.as_dict()["opened"]} for i in snapshot.open_incidents]
+        document = with_incidents(self.document, listed)
+        self._document_json = json.dumps(document, ensure_ascii=False, indent=1).encode()
+        self._pages = {lang: render_transparency_page(document, lang).encode() for lang in ("zh", "en")}
+        self._live_snapshot = snapshot
+
     def handles(self, path: str) -> bool:
         """Whether ``path`` is one of these endpoints."""
-        return (path in self._routes or path.startswith(self._receipts) or self.requests.handles(path)
-                or self.request_pages.handles(path))
+        return (path in self._routes or path.startswith(self._receipts) or self.controls.handles(path)
+                or self.requests.handles(path) or self.request_pages.handles(path))
 
     def json_notice_parts(self, first_contact: bool) -> tuple[bytes, bytes]:
         """The ``ai_disclosure`` member before and after its interaction id (a UUID, nothing to escape)."""
@@ -182,6 +204,9 @@ class Endpoints:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve one of the endpoints."""
+        if self.controls.handles(scope["path"]):  # Before the desk's: it takes every {prefix}/operator/ path.
+            await self.controls(scope, receive, send)
+            return
         if self.requests.handles(scope["path"]):
             await self.requests(scope, receive, send)
             return
@@ -219,6 +244,7 @@ class Endpoints:
     # -- the routes ----------------------------------------------------------------------------------
 
     def _transparency_json(self, scope: Scope) -> tuple[int, bytes, bytes]:
+        self._render_live()
         return 200, b"application/json", self._document_json
 
     def _transparency_html(self, scope: Scope) -> tuple[int, bytes, bytes]:
@@ -228,13 +254,16 @@ class Endpoints:
             if key == b"accept-language":
                 accept = value.decode("latin-1")
         lang = negotiate_language(accept, query, self.disclosure.language)
+        self._render_live()
         return 200, b"text/html; charset=utf-8", self._pages[lang]
 
     def _openapi(self, scope: Scope) -> tuple[int, bytes, bytes]:
         return 200, b"application/json", self._openapi_json
 
     def _checkpoint(self, scope: Scope) -> tuple[int, bytes, bytes]:
-        note = self.obligations.ledger.checkpoint
+        # With witnesses, the latest checkpoint they cosigned, their cosignature lines appended.
+        ledger = self.obligations.ledger
+        note = ledger.witnessed_checkpoint or ledger.checkpoint
         if note is None:
             body = json.dumps({"error": {"code": "no_checkpoint", "message": "no checkpoint signed yet"}})
             return 404, b"application/json", body.encode()

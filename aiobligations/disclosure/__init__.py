@@ -1,6 +1,14 @@
 """Disclosure (Art. 38(1)(3), 31, 47, 70, 35): headers, notices, the transparency document, security.txt."""
 
-from .document import ARTICLES, LAW, SECURITY_TXT_PATH, WELL_KNOWN_PATH, document_version, transparency_document
+from .document import (
+    ARTICLES,
+    LAW,
+    SECURITY_TXT_PATH,
+    WELL_KNOWN_PATH,
+    document_version,
+    transparency_document,
+    with_incidents,
+)
 from .header import (
     MODES,
     Date,
@@ -58,4 +66,5 @@ __all__ = [
     "serialize_dictionary",
     "short_notice",
     "transparency_document",
+    "with_incidents",
 ]

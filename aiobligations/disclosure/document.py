@@ -23,6 +23,7 @@ __all__ = [
     "WELL_KNOWN_PATH",
     "document_version",
     "transparency_document",
+    "with_incidents",
 ]
 
 WELL_KNOWN_PATH = "/.well-known/ai-transparency"
@@ -38,6 +39,7 @@ ARTICLES = {
     "8": {"zh": "公平平等原则：考虑未成年人、老年人、残障人士的需求", "en": "Fairness: the needs of minors, older and disabled people"},
     "31": {"zh": "许可证公开", "en": "Showing the licence number"},
     "35": {"zh": "安全漏洞管理", "en": "Security vulnerability management"},
+    "37": {"zh": "补救和通知义务（安全事件通知）", "en": "Remedies and notification (security incident notices)"},
     "38": {"zh": "公开透明性义务", "en": "Openness and transparency"},
     "39": {"zh": "可解释性义务", "en": "Explainability"},
     "47": {"zh": "备案义务（显著位置注明备案编号）", "en": "Filing (showing the filing number prominently)"},
@@ -53,7 +55,10 @@ def _prefix(prefix: str) -> str:
 
 
 def document_version(document: dict[str, Any]) -> str:
-    """The short SHA-256 of a document's content, ignoring its ``version`` field.
+    """The short SHA-256 of a document's content, ignoring its ``version`` and ``incidents`` fields.
+
+    ``incidents`` lists the security incidents open now (Art. 37): live state added as it is
+    served, not part of the notice a person was shown, so it never changes the version.
 
     The content is hashed as canonical JSON (sorted keys, no spaces, UTF-8), so the same content
     always gives the same version, whatever order it was built in.
@@ -64,7 +69,7 @@ def document_version(document: dict[str, Any]) -> str:
     Returns:
         ``"sha256:"`` and the first 16 hex digits of the hash.
     """
-    content = {key: value for key, value in document.items() if key != "version"}
+    content = {key: value for key, value in document.items() if key not in ("version", "incidents")}
     data = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     return "sha256:" + hashlib.sha256(data).hexdigest()[:16]
 
@@ -138,3 +143,18 @@ def transparency_document(
     }
     document["version"] = document_version(document)
     return document
+
+
+def with_incidents(document: dict[str, Any], incidents: list[dict[str, Any]]) -> dict[str, Any]:
+    """The document with the open security incidents listed (Art. 37), its version unchanged.
+
+    Args:
+        document: A transparency document.
+        incidents: ``[{"id", "title", "url", "opened"}]``, the open incidents, oldest first.
+
+    Returns:
+        A new document; ``incidents`` is an empty list when none is open.
+
+    .. versionadded:: 0.2.0
+    """
+    return {**document, "incidents": [dict(item) for item in incidents]}

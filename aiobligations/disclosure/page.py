@@ -34,6 +34,8 @@ _WORDS: dict[str, dict[str, str]] = {
         "origin": "日志名称", "verifier_key": "核验公钥", "checkpoint": "最新检查点",
         "law": "法律依据", "version": "本说明的版本", "json": "机器可读版本（JSON）",
         "security": "报告安全漏洞（security.txt）", "article": "第{n}条",
+        "incidents": "安全事件通知", "incidents_intro": "以下安全事件正在处理中，请阅读通知了解影响范围和您可以采取的措施。",
+        "opened": "发现时间",
     },
     "en": {
         "title": "AI service transparency notice", "switch": "中文", "language": "Language", "colon": ": ",
@@ -54,6 +56,10 @@ _WORDS: dict[str, dict[str, str]] = {
         "origin": "Log name", "verifier_key": "Verifier key", "checkpoint": "Latest checkpoint",
         "law": "Legal basis", "version": "Version of this notice", "json": "Machine-readable version (JSON)",
         "security": "Report a security vulnerability (security.txt)", "article": "Art. {n}",
+        "incidents": "Security incident notices",
+        "incidents_intro": "These security incidents are being handled. Read each notice for who is affected "
+        "and what you can do.",
+        "opened": "found",
     },
 }
 
@@ -175,6 +181,8 @@ def render_transparency_page(document: Mapping[str, Any], lang: str) -> str:
 
     Returns:
         The page, ready to send as ``text/html; charset=utf-8``.
+
+    .. versionchanged:: 0.2.0 The open security incidents (``incidents``), linked first, when there are any.
     """
     lang = "en" if lang == "en" else "zh"
     w = _WORDS[lang]
@@ -215,7 +223,14 @@ def render_transparency_page(document: Mapping[str, Any], lang: str) -> str:
         f"<li>{e(w['article'].format(n=number))}{w['colon']}{e(_text(heading, lang))}</li>"
         for number, heading in law.get("articles", {}).items()
     )
+    incidents = "".join(
+        f'<li><a href="{_href(item.get("url", ""))}">{e(str(item.get("title", "")))}</a> '
+        f'({e(w["opened"])} {e(str(item.get("opened", "")))})</li>'
+        for item in document.get("incidents") or () if isinstance(item, Mapping)
+    )
     main = "".join([
+        (f'<section aria-labelledby="incidents" role="alert"><h2 id="incidents">{e(w["incidents"])}</h2>'
+         f"<p>{e(w['incidents_intro'])}</p><ul>{incidents}</ul></section>" if incidents else ""),
         f'<section aria-labelledby="facts"><h2 id="facts">{e(w["facts"])}</h2><dl>{facts}</dl></section>',
         section("purpose", _paragraphs(_text(document.get("purpose", ""), lang))),
         section("principles", _paragraphs(_text(document.get("principles", ""), lang))),
