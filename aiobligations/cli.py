@@ -662,5 +662,10 @@ main.add_command(report_command)
 
 main.add_command(__import__("aiobligations.witness.command", fromlist=["_"]).witness_commands(main))
 
+from .report.cli import report_command  # noqa: E402 - registered after the group exists.
+
+main.add_command(report_command)
+
+
 if __name__ == "__main__":  # pragma: no cover - exercised through the console script.
     main()

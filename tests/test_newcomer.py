@@ -1,0 +1,248 @@
+"""A newcomer's path through the README: the demo, then its command examples as written.
+
+The demo runs as `scripts/demo` runs it (the real `aiobligations demo`, from a `demo` folder under
+a fresh "repository root" in a temporary folder), serves a chat and an image, and stops on SIGTERM.
+Then every command in the README's shell blocks after `scripts/demo` and `scripts/test` runs from
+that root with the real console script, so the test fails if the README drifts from the code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from aiobligations.demo.models import ToyChatModel, ToyImageModel
+
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+VENV_BIN = Path(sys.executable).parent
+CLI = VENV_BIN / "aiobligations"
+
+
+def readme_commands() -> list[str]:
+    """The command lines of the README's ``sh`` blocks, in order."""
+    blocks = re.findall(r"^```sh\n(.*?)^```", README.read_text(encoding="utf-8"), flags=re.S | re.M)
+    return [line.strip() for block in blocks for line in block.splitlines()
+            if line.strip() and not line.lstrip().startswith("#")]
+
+
+def cli_examples() -> list[str]:
+    """The README's commands a newcomer runs after the demo: all but the two scripts."""
+    return [line for line in readme_commands() if not line.startswith("scripts/")]
+
+
+def environment() -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if key != "AIOBLIGATIONS_CONFIG"}
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A repository root where the demo has run: its profile, keys and ledger in ``demo/``."""
+    root = tmp_path_factory.mktemp("repo")
+    (root / "demo").mkdir()
+    process = subprocess.Popen([str(CLI), "demo", "--port", "0"], cwd=root / "demo", env=environment(),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    assert process.stderr is not None
+    lines: queue.Queue[str | None] = queue.Queue()
+    seen: list[str] = []
+
+    def read() -> None:
+        assert process.stderr is not None
+        for line in process.stderr:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=read, daemon=True).start()
+    try:
+        url = None
+        deadline = time.monotonic() + 60
+        while url is None:
+            try:
+                line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                line = None
+            if line is None:
+                pytest.fail("the demo did not announce its address:\n" + "".join(seen))
+            seen.append(line)
+            if "serving on " in line:
+                url = line.split("serving on ")[1].split()[0].rstrip("/")
+        with httpx.Client(base_url=url, timeout=30) as client:
+            chat = client.post("/v1/chat/completions",
+                               json={"model": ToyChatModel.name, "messages": [{"role": "user", "content": "hi"}]})
+            assert 200 == chat.status_code, chat.text
+            image = client.post("/v1/images/generations", json={"model": ToyImageModel.name, "prompt": "a fox"})
+            assert 200 == image.status_code, image.text
+            unknown = client.post("/v1/chat/completions", json={"model": "gpt-9", "messages": []})
+            assert 404 == unknown.status_code
+            assert ToyChatModel.name in unknown.text and ToyImageModel.name in unknown.text
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    # Drain what the demo said while stopping.
+    while (line := lines.get(timeout=5)) is not None:
+        seen.append(line)
+    process.stderr.close()
+    assert 0 == process.returncode, "".join(seen)
+    assert any("ledger flushed and closed" in line for line in seen), "".join(seen)
+    assert (root / "demo" / "aiobligations.toml").is_file()
+    yield root
+
+
+def run(command: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """A README command line as a newcomer types it, with ``.venv/bin/`` this test's virtualenv."""
+    words = shlex.split(command)
+    if words[0].startswith(".venv/bin/"):
+        words[0] = str(VENV_BIN / words[0].removeprefix(".venv/bin/"))
+    return subprocess.run(words, cwd=cwd, env=environment(), capture_output=True, text=True, timeout=120)
+
+
+def test_scripts_demo_serves_from_the_demo_folder_under_the_root() -> None:
+    """What the fixture reproduces: scripts/demo runs `aiobligations demo` from ./demo."""
+    script = (ROOT / "scripts" / "demo").read_text(encoding="utf-8")
+
+    assert 'cd "$(dirname "$0")/.."' in script
+    assert re.search(r"^mkdir -p demo$", script, re.M) and re.search(r"^cd demo$", script, re.M)
+    assert re.search(r"^exec \.\./\.venv/bin/aiobligations demo ", script, re.M)
+
+
+def test_the_readme_names_the_demo_models_and_its_commands_cover_the_newcomer_path() -> None:
+    text = README.read_text(encoding="utf-8")
+    commands = cli_examples()
+
+    assert f"`{ToyChatModel.name}`" in text and f"`{ToyImageModel.name}`" in text
+    assert ["scripts/demo", "scripts/test"] == [line for line in readme_commands() if line.startswith("scripts/")]
+    for verb in ("export", "verify", "label", "inspect"):
+        assert any(f"aiobligations {verb} " in line for line in commands), verb
+
+
+def test_the_readme_commands_work_as_written_from_the_root(root: Path) -> None:
+    """Each command exits 0, uses the demo's profile by itself and says so, and prints what the README says."""
+    outputs = {}
+    for command in cli_examples():
+        result = run(command, root)
+        assert 0 == result.returncode, f"{command}\n{result.stdout}\n{result.stderr}"
+        if "aiobligations " in command:
+            assert "aiobligations: using profile demo/aiobligations.toml" in result.stderr.splitlines(), command
+        outputs[command] = result.stdout
+
+    for command, out in outputs.items():
+        words = command.split()
+        if "verify" in words:
+            assert out.startswith("intact: ") and "records" in out, out
+        elif "export" in words:
+            assert out.startswith("wrote demo/bundle.tar.gz: "), out
+        elif "label" in words:
+            lines = out.splitlines()
+            assert [line.split(" — ")[0] for line in lines[1:]] == [
+                "applied: implicit label (GB 45438 metadata)", "applied: explicit label", "applied: watermark",
+                "applied: C2PA manifest"], out
+        elif "inspect" in words:
+            report = json.loads(out)  # Standard output is the JSON alone: the profile line went to stderr.
+            assert report["labelled"] is True
+            assert report["explicit"]["caption"]["present"] is True, report["explicit"]
+            assert report["watermark"]["present"] is True, report["watermark"]
+            assert report["c2pa"] is not None and report["gb45438"], report
+
+
+def test_the_ledger_holds_the_demo_interactions_and_the_labels(root: Path) -> None:
+    """The bundle the README exports carries what the demo and `label` did."""
+    result = run(f"{CLI} verify demo/ledger.db --json", root)
+
+    assert 0 == result.returncode, result.stderr
+    report = json.loads(result.stdout)
+    assert report["intact"] is True and report["end"] - report["start"] >= 3, report
+
+
+class TestProfileDiscovery:
+    """One rule for every command: --config, $AIOBLIGATIONS_CONFIG, ./aiobligations.toml, ./demo/aiobligations.toml."""
+
+    @pytest.fixture
+    def folders(self, tmp_path: Path) -> tuple[Path, Path, Path]:
+        from aiobligations.keys import init_project
+
+        here, demo, other = tmp_path / "here", tmp_path / "here" / "demo", tmp_path / "other"
+        for folder, origin in ((here, "example.com/here"), (demo, "example.com/demo"), (other, "example.com/other")):
+            init_project(folder, origin=origin)
+        return here, demo, other
+
+    def key_used(self, cwd: Path, *args: str, env: dict[str, str] | None = None) -> tuple[str, str]:
+        """Which ledger's key `verify` pins, and the profile line it printed."""
+        full = environment() | (env or {})
+        result = subprocess.run([str(CLI), "verify", "nothing-here.db", *args], cwd=cwd, env=full,
+                                capture_output=True, text=True, timeout=60)
+        profile_lines = [line for line in result.stderr.splitlines() if "using profile" in line]
+        return result.stderr, profile_lines[0] if profile_lines else ""
+
+    def test_each_source_in_order(self, folders: tuple[Path, Path, Path]) -> None:
+        here, demo, other = folders
+
+        _, line = self.key_used(here, env={"AIOBLIGATIONS_CONFIG": str(other / "aiobligations.toml")})
+        assert f"aiobligations: using profile {other / 'aiobligations.toml'} (from $AIOBLIGATIONS_CONFIG)" == line
+        _, line = self.key_used(here)
+        assert "aiobligations: using profile aiobligations.toml" == line
+        (here / "aiobligations.toml").unlink()
+        _, line = self.key_used(here)
+        assert "aiobligations: using profile demo/aiobligations.toml" == line
+
+    def test_an_explicit_config_is_used_without_a_line(self, folders: tuple[Path, Path, Path]) -> None:
+        here, _, other = folders
+
+        stderr, line = self.key_used(here, "--config", str(other / "aiobligations.toml"),
+                                     env={"AIOBLIGATIONS_CONFIG": "/no/such.toml"})
+
+        assert "" == line and "no/such" not in stderr
+
+    def test_inspect_keeps_stdout_json_and_labels_use_the_found_profile(self, folders: tuple[Path, Path, Path]) -> None:
+        here, demo, _ = folders
+        (here / "aiobligations.toml").unlink()
+        from PIL import Image
+
+        Image.radial_gradient("L").resize((640, 480)).convert("RGB").save(here / "in.png")
+        labelled = subprocess.run([str(CLI), "label", "in.png", "out.png"], cwd=here, env=environment(),
+                                  capture_output=True, text=True, timeout=120)
+        inspected = subprocess.run([str(CLI), "inspect", "out.png"], cwd=here, env=environment(),
+                                   capture_output=True, text=True, timeout=120)
+
+        assert 0 == labelled.returncode, labelled.stderr
+        assert "aiobligations: using profile demo/aiobligations.toml" in labelled.stderr
+        assert 0 == inspected.returncode, inspected.stderr
+        report = json.loads(inspected.stdout)
+        (entry,) = report["gb45438"]
+        assert entry["reserved_code1"].startswith("verified"), entry  # The demo profile's key.
+        assert (demo / "ledger.db").exists()
+
+    def test_no_profile_anywhere_is_one_line_naming_the_rule(self, tmp_path: Path) -> None:
+        result = subprocess.run([str(CLI), "export", "--out", "b.tar.gz"], cwd=tmp_path, env=environment(),
+                                capture_output=True, text=True, timeout=60)
+
+        assert 2 == result.returncode
+        (line,) = result.stderr.splitlines()
+        assert line.startswith("aiobligations: no profile: looked for ./aiobligations.toml and "
+                               "./demo/aiobligations.toml; give --config PATH, set AIOBLIGATIONS_CONFIG"), line
+
+    def test_the_help_states_the_rule(self) -> None:
+        result = subprocess.run([str(CLI), "--help"], env=environment(), capture_output=True, text=True, timeout=60)
+
+        text = " ".join(result.stdout.split())
+        assert ("--config PATH, else $AIOBLIGATIONS_CONFIG, else ./aiobligations.toml, else "
+                "./demo/aiobligations.toml") in text
+        assert '"aiobligations: using profile PATH"' in text
