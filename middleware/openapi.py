@@ -1,6 +1,7 @@
 """An OpenAPI 3.1 description of the endpoints the middleware serves itself (Art. 38 and 39).
 
-It mirrors :mod:`middleware.requests` (explanations and complaints) and :mod:`middleware.endpoints`
+It mirrors :mod:`middleware.requests` (explanations and complaints, and the operators' side of the
+request desk under ``{prefix}/operator/``, authorised by an operator token) and :mod:`middleware.endpoints`
 (receipts, the transparency document and page, the checkpoint, security.txt): the request bodies
 with their required fields, types and lengths, the responses each route can give, and the one
 error shape, ``{"error": {"code": ..., "message": ...}}``.
@@ -63,6 +64,13 @@ def _components() -> dict[str, Any]:
                 "scheme": "bearer",
                 "description": "The subject's own API key (the same credential the AI calls carry). "
                                "The middleware names the subject by a digest of it; it is never stored.",
+            },
+            "operatorToken": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "An operator's token, one of those listed (as SHA-256 digests) in the "
+                               "AIOBLIGATIONS_OPERATOR_TOKENS environment variable. Each step an operator "
+                               "takes is recorded with the operator id the token maps to.",
             },
         },
         "schemas": {
@@ -145,6 +153,63 @@ def _components() -> dict[str, Any]:
                     "outcome": {"type": ["string", "null"], "description": "How the complaint was resolved."},
                 },
             },
+            "OperatorRequest": {
+                "type": "object",
+                "description": "What an operator sees of an explanation request: the subject's view, the "
+                               "question and contact, and every step with its ledger index and operator.",
+                "required": ["id", "status", "question", "open", "history"],
+                "properties": {
+                    "id": {"type": "string"},
+                    "interaction_id": {"type": ["string", "null"]},
+                    "status": {"type": "string", "enum": _STATES},
+                    "question": {"type": ["string", "null"]},
+                    "contact": {"type": ["string", "null"]},
+                    "automated": {"type": "boolean", "description": "Whether the app's explainer answered it."},
+                    "open": {"type": "boolean", "description": "Whether the provider still owes a step."},
+                    "due": _nullable_time("The deadline the provider works to now."),
+                    "request_due": _nullable_time("The request's own deadline."),
+                    "complaint_due": _nullable_time("The complaint's deadline, once complained."),
+                    "history": {"type": "array", "items": {"$ref": "#/components/schemas/Step"}},
+                },
+            },
+            "OperatorComplaint": {
+                "type": "object",
+                "description": "What an operator sees of a general complaint, an IP complaint or a report.",
+                "required": ["id", "category", "status", "received", "due", "text", "history"],
+                "properties": {
+                    "id": {"type": "string"},
+                    "category": {"type": "string", "enum": list(COMPLAINT_CATEGORIES)},
+                    "status": {"type": "string", "enum": ["received", "resolved"]},
+                    "received": {"type": "string", "format": "date-time"},
+                    "due": _nullable_time("The deadline."),
+                    "text": {"type": ["string", "null"]},
+                    "outcome": {"type": ["string", "null"]},
+                    "history": {"type": "array", "items": {"$ref": "#/components/schemas/Step"}},
+                },
+            },
+            "Step": {
+                "type": "object",
+                "required": ["step", "at", "index", "by"],
+                "properties": {
+                    "step": {"type": "string"},
+                    "at": {"type": "string", "format": "date-time"},
+                    "index": {"type": ["integer", "null"], "description": "The step's record in the ledger."},
+                    "by": {"type": ["string", "null"], "description": "The operator id, for operators' steps."},
+                },
+            },
+            "AnswerBody": {
+                "type": "object",
+                "required": ["text"],
+                "properties": {
+                    "text": _text("The explanation."),
+                    "factors": {"type": ["object", "null"], "description": "Structured factors behind the "
+                                "decision (finite numbers, strings, lists and objects)."},
+                },
+            },
+            "RejectBody": {"type": "object", "required": ["reason"],
+                           "properties": {"reason": _text("Why the request is rejected.")}},
+            "OutcomeBody": {"type": "object", "required": ["outcome"],
+                            "properties": {"outcome": _text("How the complaint was resolved.")}},
             "Transparency": {
                 "type": "object",
                 "description": "The provider's transparency document (Art. 38), from its profile.",
@@ -195,6 +260,61 @@ _RATE_LIMITED = {
 _TEXT = {"text/plain; charset=utf-8": {"schema": {"type": "string"}}}
 
 
+def _operator_paths(prefix: str) -> dict[str, Any]:
+    """The request desk's operator endpoints (``{prefix}/operator/…``)."""
+    operator: list[dict[str, list[str]]] = [{"operatorToken": []}]
+    auth = {"401": _error("No operator token (unauthorized)."),
+            "403": _error("The token is not an operator's (forbidden)."),
+            "405": _WRONG_METHOD}
+    every = [{"name": "all", "in": "query", "required": False, "description": "1: every one, not only open ones.",
+              "schema": {"type": "string", "enum": ["0", "1", "true", "false", "yes", "no"]}}]
+    request_id = [{"name": "request_id", "in": "path", "required": True,
+                   "schema": {"type": "string", "minLength": 1, "pattern": "^[^/]+$"}}]
+
+    def listing(key: str, ref: str, summary: str, operation: str) -> dict[str, Any]:
+        schema = {"type": "object", "required": [key],
+                  "properties": {key: {"type": "array", "items": {"$ref": f"#/components/schemas/{ref}"}}}}
+        return {"get": {"operationId": operation, "summary": summary, "security": operator, "parameters": every,
+                        "responses": {"200": {"description": summary, "content": {"application/json": {
+                            "schema": schema}}}, **auth}}}
+
+    def step(operation: str, summary: str, body: str | None, result: str) -> dict[str, Any]:
+        post: dict[str, Any] = {"operationId": operation, "summary": summary, "security": operator,
+                                "responses": {"200": _json_ok(result, "After the step."), **auth,
+                                              "400": _BAD_BODY, "404": _error("No such id (not_found)."),
+                                              "409": _error("Not allowed in its state (invalid_transition)."),
+                                              "413": _TOO_LARGE, "415": _WRONG_TYPE, "422": _INVALID}}
+        if body is not None:
+            post["requestBody"] = _json_body(body)
+        return {"parameters": request_id, "post": post}
+
+    base = f"{prefix}/operator"
+    return {
+        f"{base}/requests": listing("requests", "OperatorRequest", "Open explanation requests, most urgent "
+                                    "first (every one with all=1).", "listRequests"),
+        f"{base}/requests/{{request_id}}": {
+            "parameters": request_id,
+            "get": {"operationId": "readRequest", "summary": "One explanation request, as operators see it.",
+                    "security": operator,
+                    "responses": {"200": _json_ok("OperatorRequest", "The request."), **auth,
+                                  "404": _error("No such request (not_found).")}},
+        },
+        f"{base}/requests/{{request_id}}/review": step("reviewRequest", "Start reviewing a request (no body).",
+                                                       None, "OperatorRequest"),
+        f"{base}/requests/{{request_id}}/answer": step("answerRequest", "Answer a request (Art. 39).",
+                                                       "AnswerBody", "OperatorRequest"),
+        f"{base}/requests/{{request_id}}/reject": step("rejectRequest", "Reject a request, with the reason.",
+                                                       "RejectBody", "OperatorRequest"),
+        f"{base}/requests/{{request_id}}/resolve": step("resolveRequestComplaint", "Resolve the complaint "
+                                                        "about an answer.", "OutcomeBody", "OperatorRequest"),
+        f"{base}/complaints": listing("complaints", "OperatorComplaint", "Open complaints (every one with "
+                                      "all=1).", "listComplaints"),
+        f"{base}/complaints/{{request_id}}/resolve": step("resolveComplaint", "Resolve a complaint, an IP "
+                                                          "complaint or a report.", "OutcomeBody",
+                                                          "OperatorComplaint"),
+    }
+
+
 def openapi_document(prefix: str = "/ai") -> dict[str, Any]:
     """The OpenAPI 3.1 document of the middleware's own endpoints under ``prefix``.
 
@@ -205,7 +325,7 @@ def openapi_document(prefix: str = "/ai") -> dict[str, Any]:
         A fresh ``dict`` (JSON-serialisable) each call.
     """
     prefix = "/" + prefix.strip("/")
-    subject = [{"subjectKey": []}]
+    subject: list[dict[str, list[str]]] = [{"subjectKey": []}]
     paths: dict[str, Any] = {
         f"{prefix}/explanations": {
             "post": {
@@ -298,6 +418,7 @@ def openapi_document(prefix: str = "/ai") -> dict[str, Any]:
                 },
             },
         },
+        **_operator_paths(prefix),
         "/.well-known/ai-transparency": {
             "get": {
                 "operationId": "transparency",
