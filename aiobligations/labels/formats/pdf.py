@@ -18,9 +18,17 @@ Limits: encrypted files (``/Encrypt``) are refused with :class:`~aiobligations.e
 so are stream filters other than ``/FlateDecode``. The payload is written as a literal string when it
 is ASCII and as a UTF-16BE hex string with a byte-order mark otherwise.
 
-C2PA: this module only appends. When the labeller then signs with C2PA, c2pa-python 0.38 embeds its
-manifest by rewriting the whole PDF, so the original bytes are a prefix of the labelled file only with
-C2PA off (both labels are still found, and the file still parses).
+C2PA: :func:`embed_c2pa` appends a manifest store as a second incremental update, laid out as the
+C2PA specification's PDF embedding asks (an embedded file stream, a file specification with
+``/AFRelationship /C2PA_Manifest`` in the catalog's ``/AF`` array, and the ``/EmbeddedFiles`` name
+tree when it is direct). :func:`aiobligations.labels.c2pa.sign` uses it with c2pa-rs's data-hashed
+signing: a placeholder store goes in, c2pa-rs signs a ``c2pa.hash.data`` assertion whose one
+exclusion is exactly the store's bytes, and the signed store (the placeholder's length) replaces the
+placeholder. So with C2PA on too, the original bytes are a prefix of the labelled file; c2pa-rs's
+reader (lopdf, which follows ``/Prev``) finds the store through the latest catalog's ``/AF`` and
+checks that the exclusion is where the store is. Signing again replaces the ``/AF`` entry; the old
+store stays in the bytes, unreferenced. A name tree that is indirect or has ``/Kids`` is left as it
+is (the store is then reached through ``/AF`` only).
 """
 
 from __future__ import annotations
