@@ -246,3 +246,68 @@ class TestProfileDiscovery:
         assert ("--config PATH, else $AIOBLIGATIONS_CONFIG, else ./aiobligations.toml, else "
                 "./demo/aiobligations.toml") in text
         assert '"aiobligations: using profile PATH"' in text
+
+
+def test_scripts_test_says_what_it_installs_and_why_before_and_what_to_do_without(tmp_path: Path) -> None:
+    """scripts/test, with stand-ins for the install steps: the announcement comes first, then the advice."""
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / ".venv" / "bin").mkdir(parents=True)
+    stubs = {
+        "scripts/test": (ROOT / "scripts" / "test").read_text(encoding="utf-8"),
+        "scripts/bootstrap": "#!/usr/bin/env bash\necho BOOTSTRAP >&2\n",
+        "scripts/install-chromium": "#!/usr/bin/env bash\necho INSTALL-CHROMIUM >&2\nexit 1\n",
+        ".venv/bin/python": '#!/usr/bin/env bash\necho "PYTEST $*"\n',
+    }
+    for name, text in stubs.items():
+        (tmp_path / name).write_text(text, encoding="utf-8")
+        (tmp_path / name).chmod(0o755)
+
+    local = subprocess.run([str(tmp_path / "scripts" / "test"), "-q"], env=environment() | {"CI": ""},
+                           capture_output=True, text=True, timeout=60)
+    ci = subprocess.run([str(tmp_path / "scripts" / "test"), "-q"], env=environment() | {"CI": "true"},
+                        capture_output=True, text=True, timeout=60)
+
+    assert 0 == local.returncode and "PYTEST -m pytest -q" == local.stdout.strip()
+    said = local.stderr
+    announced = said.index("test: checking for Chromium and a CJK font (the browser tests need them)")
+    assert said.index("BOOTSTRAP") < announced < said.index("INSTALL-CHROMIUM")
+    assert "chromium, fonts-wqy-microhei" in said[announced:said.index("INSTALL-CHROMIUM")]
+    after = said[said.index("INSTALL-CHROMIUM"):]
+    assert "the browser tests will be skipped" in after and "Without apt-get or sudo" in after
+    assert 1 == ci.returncode and "PYTEST" not in ci.stdout
+    assert "error: CI needs Chromium and the font" in ci.stderr
+
+
+def test_install_chromium_says_what_and_why_before_apt_get_and_what_to_do_without_it(tmp_path: Path) -> None:
+    """With neither Chromium nor a CJK font on PATH: the packages and the reason come before apt-get runs."""
+    import shutil
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("id", "head"):
+        found = shutil.which(tool)
+        assert found is not None
+        (bin_dir / tool).symlink_to(found)
+    script = str(ROOT / "scripts" / "install-chromium")
+    bash = shutil.which("bash")
+    assert bash is not None
+
+    without_apt = subprocess.run([bash, script], env={"PATH": str(bin_dir)}, capture_output=True, text=True,
+                                 timeout=60)
+    calls = tmp_path / "apt-calls"
+    (bin_dir / "apt-get").write_text(f'#!{bash}\necho "$*" >> {calls}\nexit 1\n', encoding="utf-8")
+    (bin_dir / "apt-get").chmod(0o755)
+    failing_apt = subprocess.run([bash, script], env={"PATH": str(bin_dir)}, capture_output=True, text=True,
+                                 timeout=60)
+
+    assert 1 == without_apt.returncode
+    assert "apt-get is not available; install a Chromium (the chromium command) and a CJK font" in without_apt.stderr
+    assert 1 == failing_apt.returncode
+    said = failing_apt.stderr
+    if os.geteuid() == 0:  # As root, apt-get runs directly (elsewhere sudo, which this PATH lacks).
+        intro = said.index("install-chromium: installing Debian's chromium fonts-wqy-microhei")
+        assert intro < said.index("running: apt-get")
+        assert "headless Chromium for the browser tests, and a font so their Chinese text renders" in said
+        assert calls.read_text(encoding="utf-8").startswith("-o DPkg::Lock::Timeout=300 update")
+    else:
+        assert "installing needs root (or sudo)" in said and not calls.exists()
