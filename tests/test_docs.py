@@ -102,16 +102,16 @@ PUBLIC_MODULES = [
     "aiobligations.report.cli",
     "aiobligations.report.collect",
     "aiobligations.report.render",
-    "aiobligations.report",
-    "aiobligations.report.build",
-    "aiobligations.report.cli",
-    "aiobligations.report.collect",
-    "aiobligations.report.render",
     "aiobligations.requests",
     "aiobligations.requests.calendar",
     "aiobligations.requests.cli",
     "aiobligations.requests.workflow",
     "aiobligations.sharedstate",
+    "aiobligations.witness",
+    "aiobligations.witness.client",
+    "aiobligations.witness.command",
+    "aiobligations.witness.cosignature",
+    "aiobligations.witness.server",
 ]
 
 
