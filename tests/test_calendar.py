@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -458,3 +459,267 @@ class TestProperties:
 
         expected = 0 if calendar.is_working_day(received_on) else 1
         assert expected == working_days_between(start, deadline, calendar)
+
+
+# -- holiday iCalendar files (issue 13, part 5) ---------------------------------------------------
+
+from pathlib import Path  # noqa: E402
+
+from aiobligations.errors import ConfigurationError  # noqa: E402
+from aiobligations.requests import calendar as calendar_module  # noqa: E402
+from aiobligations.requests.calendar import (  # noqa: E402
+    MAX_ICS_BYTES,
+    HolidaySchedule,
+    calendar_from_profile,
+    read_holiday_ics,
+    warn_if_next_year_uncovered,
+)
+
+EXAMPLE_2026 = Path(__file__).resolve().parent.parent / "calendars" / "china-2026.ics"
+
+
+def ics(*events: str) -> bytes:
+    """A calendar of the given VEVENT bodies (each its lines without BEGIN/END)."""
+    body = "".join(f"BEGIN:VEVENT\r\n{event.strip()}\r\nEND:VEVENT\r\n" for event in events)
+    return f"BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//test//EN\r\n{body}END:VCALENDAR\r\n".encode()
+
+
+# A made-up year (2098) in the styles published feeds use: "休"/"班" in SUMMARY, "补班", "[放假]",
+# CATEGORIES, English words. The dates are invented test data, not a notice.
+FEED_2098 = ics(
+    "SUMMARY:元旦 休\r\nDTSTART;VALUE=DATE:20980101\r\nDTEND;VALUE=DATE:20980104",
+    "SUMMARY:春节 假期 第1天/共8天\r\nDTSTART;VALUE=DATE:20980201\r\nDTEND;VALUE=DATE:20980209",
+    "SUMMARY:春节 补班\r\nDTSTART;VALUE=DATE:20980131",
+    "SUMMARY:[放假]劳动节\r\nDTSTART;VALUE=DATE:20980501\r\nDURATION:P5D",
+    "SUMMARY:劳动节调休\r\nCATEGORIES:上班\r\nDTSTART;VALUE=DATE:20980426\r\nDTEND;VALUE=DATE:20980427",
+    "SUMMARY:National Day\r\nCATEGORIES:Holiday\r\nDTSTART;VALUE=DATE:20981001\r\nDTEND;VALUE=DATE:20981008",
+    "SUMMARY:Make-up working day\r\nDTSTART;VALUE=DATE:20981010\r\nDTEND;VALUE=DATE:20981011",
+    "SUMMARY:立春\r\nDTSTART;VALUE=DATE:20980204",
+)
+
+
+class TestHolidayFiles:
+    def test_a_feed_in_the_published_styles_is_read(self) -> None:
+        """
+        休/假/holiday events are days off, 班/make-up events working days, others are skipped.
+        """
+        schedule = read_holiday_ics(FEED_2098)
+
+        assert date(2098, 2, 8) in schedule.days_off
+        assert date(2098, 5, 5) in schedule.days_off  # DURATION:P5D from 1 May.
+        assert date(2098, 5, 6) not in schedule.days_off
+        assert date(2098, 10, 7) in schedule.days_off
+        assert {date(2098, 1, 31), date(2098, 4, 26), date(2098, 10, 10)} == schedule.working_days
+        assert 3 + 8 + 5 + 7 == len(schedule.days_off)
+        assert 1 == schedule.skipped  # 立春 is neither.
+        assert frozenset({2098}) == schedule.years
+
+    def test_a_loaded_year_is_covered_and_used(self) -> None:
+        """
+        A calendar with the file covers its year: its days off and working days count, without a warning.
+        """
+        calendar = ChinaCalendar.from_ics(FEED_2098)
+
+        with capture_logs() as logs:
+            assert calendar.covers(2098)
+            assert False is calendar.is_working_day(date(2098, 2, 3))  # A Monday of the break.
+            assert True is calendar.is_working_day(date(2098, 4, 26))  # A Sunday made a working day.
+            assert True is calendar.is_working_day(date(2098, 3, 3))  # An ordinary Monday.
+        assert [] == [entry for entry in logs if entry["event"] == "calendar_year_not_covered"]
+        assert not ChinaCalendar().covers(2098)
+
+    def test_the_2026_example_gives_the_built_in_working_days(self) -> None:
+        """
+        calendars/china-2026.ics round-trips: every day of 2026 is a working day exactly when the built-in notice says so.
+        """
+        schedule = read_holiday_ics(EXAMPLE_2026)
+        from_file = ChinaCalendar(schedules=[schedule])
+        built_in = ChinaCalendar()
+        day = date(2026, 1, 1)
+
+        assert frozenset({2026}) == schedule.years
+        assert (schedule.days_off, schedule.working_days) == CHINA_HOLIDAY_NOTICES[2026]
+        while day.year == 2026:
+            assert built_in.is_working_day(day) == from_file.is_working_day(day), day
+            day += timedelta(days=1)
+
+    def test_a_spill_over_does_not_cover_its_year(self) -> None:
+        """
+        A few days off in a year (a break starting on 31 December) are used but do not cover that year.
+        """
+        schedule = read_holiday_ics(ics("SUMMARY:元旦 休\r\nDTSTART;VALUE=DATE:20971231\r\nDTEND;VALUE=DATE:20980102"))
+        calendar = ChinaCalendar(schedules=[schedule])
+
+        assert frozenset() == schedule.years
+        assert not calendar.covers(2097)
+        assert False is calendar.is_working_day(date(2097, 12, 31))  # A Tuesday, off.
+
+    @pytest.mark.parametrize(
+        ("data", "message"),
+        [
+            (b"hello", "not an iCalendar file"),
+            (b"\x00\x01\x02\xff", "not an iCalendar file"),
+            (b"BEGIN:VEVENT\r\nSUMMARY:\xe4\xbc\x91\r\nEND:VEVENT\r\n", "BEGIN:VCALENDAR"),
+            (ics("SUMMARY:休\r\nDTSTART;VALUE=DATE:2098XX01"), "bad date"),
+            (ics("SUMMARY:休\r\nDTSTART:20980101T090000"), "time of day"),
+            (ics("SUMMARY:休\r\nDTSTART;VALUE=DATE:20980110\r\nDTEND;VALUE=DATE:20980105"), "must be 1 to 60 days"),
+            (ics("SUMMARY:休\r\nDTSTART;VALUE=DATE:20980101\r\nDTEND;VALUE=DATE:20990101"), "must be 1 to 60 days"),
+            (ics("SUMMARY:休\r\nDTSTART;VALUE=DATE:18980101"), "2000-2199"),
+            (ics("SUMMARY:元旦 休\r\nDTSTART;VALUE=DATE:20980101\r\nRRULE:FREQ=YEARLY"), "recurs"),
+            (ics("SUMMARY:休\r\nDTEND;VALUE=DATE:20980101"), "no DTSTART"),
+            (ics("SUMMARY:休\r\nDTSTART;VALUE=DATE:20980103", "SUMMARY:班\r\nDTSTART;VALUE=DATE:20980103"),
+             "both as a day off and as a working day"),
+        ],
+    )
+    def test_bad_files_are_refused_with_a_clear_message(self, data: bytes, message: str) -> None:
+        """
+        Files that are not iCalendar, or whose marked events are unusable, raise ConfigurationError naming why.
+        """
+        with pytest.raises(ConfigurationError, match=message):
+            read_holiday_ics(data)
+
+    def test_a_huge_file_is_refused_before_parsing(self, tmp_path: Path) -> None:
+        """
+        A file over MAX_ICS_BYTES is refused by its size; a missing file and a folder by name.
+        """
+        path = tmp_path / "huge.ics"
+        path.write_bytes(b"BEGIN:VCALENDAR\r\n" + b"X-PAD:" + b"a" * MAX_ICS_BYTES + b"\r\nEND:VCALENDAR\r\n")
+
+        with pytest.raises(ConfigurationError, match="larger than"):
+            read_holiday_ics(path)
+        with pytest.raises(ConfigurationError, match="no such calendar file"):
+            read_holiday_ics(tmp_path / "missing.ics")
+        with pytest.raises(ConfigurationError, match="is a folder"):
+            read_holiday_ics(tmp_path)
+
+    def test_files_that_disagree_are_refused(self) -> None:
+        """
+        Two files, one with a day off and the other with that day as a working day, cannot be combined.
+        """
+        first = read_holiday_ics(ics("SUMMARY:休\r\nDTSTART;VALUE=DATE:20980103"))
+        second = read_holiday_ics(ics("SUMMARY:班\r\nDTSTART;VALUE=DATE:20980103"))
+
+        with pytest.raises(ConfigurationError, match="disagree on 2098-01-03"):
+            ChinaCalendar(schedules=[first, second])
+
+    def test_a_schedule_is_a_value(self) -> None:
+        """
+        Reading the same bytes twice gives equal schedules.
+        """
+        assert read_holiday_ics(FEED_2098) == read_holiday_ics(FEED_2098)
+        assert isinstance(read_holiday_ics(FEED_2098), HolidaySchedule)
+
+
+class TestProfileCalendar:
+    def profile(self, tmp_path: Path, setting: str) -> Any:
+        from aiobligations.keys import init_project
+        from aiobligations.profile import load_profile
+
+        config = init_project(tmp_path / "site")
+        text = config.read_text()
+        config.write_text(text.replace("[requests]\n", f"[requests]\n{setting}\n", 1) if "[requests]\n" in text
+                          else f"{text}\n[requests]\n{setting}\n")
+        return load_profile(config)
+
+    def test_a_path_relative_to_the_profile_is_loaded(self, tmp_path: Path) -> None:
+        """
+        [requests] calendar names a file relative to the profile's folder; its year is then covered.
+        """
+        (tmp_path / "site" / "holidays").mkdir(parents=True)
+        (tmp_path / "site" / "holidays" / "2098.ics").write_bytes(FEED_2098)
+
+        calendar = calendar_from_profile(self.profile(tmp_path, 'calendar = "holidays/2098.ics"'))
+
+        assert calendar.covers(2098)
+        assert False is calendar.is_working_day(date(2098, 2, 3))
+
+    def test_a_list_of_files_is_loaded(self, tmp_path: Path) -> None:
+        """
+        A list of paths loads every file.
+        """
+        (tmp_path / "site").mkdir()
+        (tmp_path / "site" / "a.ics").write_bytes(FEED_2098)
+        (tmp_path / "site" / "b.ics").write_bytes(EXAMPLE_2026.read_bytes())
+
+        calendar = calendar_from_profile(self.profile(tmp_path, 'calendar = ["a.ics", "b.ics"]'))
+
+        assert [2098, 2026] == [schedule.years and min(schedule.years) for schedule in calendar.schedules]
+
+    @pytest.mark.parametrize(
+        ("setting", "message"),
+        [
+            ("calendar = 3", "must be a path or a list of paths"),
+            ("calendar = []", "must be a path or a list of paths"),
+            ('calendar = ["a.ics", 1]', "must be a path or a list of paths"),
+            ('calendar = "missing.ics"', r"\[requests\] calendar: .*missing.ics: no such calendar file"),
+            ('calendar = "aiobligations.toml"', r"\[requests\] calendar: .*not an iCalendar file"),
+        ],
+    )
+    def test_a_bad_setting_is_a_configuration_error(self, tmp_path: Path, setting: str, message: str) -> None:
+        """
+        A setting of the wrong type, a missing file or a hostile file fails with a message naming the setting.
+        """
+        with pytest.raises(ConfigurationError, match=message):
+            calendar_from_profile(self.profile(tmp_path, setting))
+
+    def test_the_hub_refuses_to_start_on_a_bad_calendar(self, tmp_path: Path) -> None:
+        """
+        The hub loads the calendar at start-up, so a hostile file stops the service before it serves.
+        """
+        from aiobligations import Obligations
+
+        profile = self.profile(tmp_path, 'calendar = "aiobligations.toml"')
+        with pytest.raises(ConfigurationError, match="calendar"):
+            Obligations(profile)
+
+
+class TestNextYearWarning:
+    @pytest.fixture(autouse=True)
+    def _fresh(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(calendar_module, "_NEXT_YEAR_WARNED", set())
+
+    def test_from_1_december_an_uncovered_next_year_warns_once(self) -> None:
+        """
+        On 1 December 2097 (a fake clock) 2098 is not covered: one warning, however often asked.
+        """
+        calendar = ChinaCalendar()
+
+        with capture_logs() as logs:
+            assert True is warn_if_next_year_uncovered(calendar, today=date(2097, 12, 1))
+            assert True is warn_if_next_year_uncovered(ChinaCalendar(), today=date(2097, 12, 31))
+
+        warnings = [entry for entry in logs if entry["event"] == "calendar.next_year_uncovered"]
+        assert [2098] == [entry["year"] for entry in warnings]
+        assert "warning" == warnings[0]["log_level"]
+
+    def test_before_december_or_when_covered_nothing_is_said(self) -> None:
+        """
+        On 30 November, or in December with next year's file loaded, there is no warning.
+        """
+        with capture_logs() as logs:
+            assert False is warn_if_next_year_uncovered(ChinaCalendar(), today=date(2097, 11, 30))
+            assert False is warn_if_next_year_uncovered(ChinaCalendar.from_ics(FEED_2098), today=date(2097, 12, 1))
+            assert False is warn_if_next_year_uncovered(ChinaCalendar(), today=date(2025, 12, 1))  # 2026 built in.
+
+        assert [] == logs
+
+    def test_the_hub_warns_at_start_up_in_december(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        """
+        Building the hub in December of an uncovered next year logs calendar.next_year_uncovered (the real clock, pinned).
+        """
+        from aiobligations import Obligations
+        from aiobligations.keys import init_project
+
+        class December2097(datetime):
+            @classmethod
+            def now(cls, tz: Any = None) -> December2097:  # type: ignore[override]
+                return cls(2097, 12, 2, 9, 0, tzinfo=tz)
+
+        monkeypatch.setattr(calendar_module, "datetime", December2097)
+        config = init_project(tmp_path / "site")
+        config.write_text(config.read_text().replace('writer = "process"', 'writer = "thread"'))
+        with capture_logs() as logs:
+            hub = Obligations.from_file(config)
+            hub.close()
+
+        assert [2098] == [entry["year"] for entry in logs if entry["event"] == "calendar.next_year_uncovered"]
