@@ -1,15 +1,22 @@
 """End to end on the embedded defaults: keep evidence, export it, verify it as an auditor would.
 
-Run it with ``scripts/demo`` (or ``python examples/quickstart.py [FOLDER]``). It works in ``./demo``:
+Run it from the repository root once ``.venv`` exists (``scripts/demo``, ``scripts/test`` or
+``scripts/bootstrap`` make it): ``.venv/bin/python examples/quickstart.py [FOLDER]``. It works in
+FOLDER, by default ``./demo/quickstart``: beside the demo service's own profile and ledger in
+``./demo``, not in them, so it can run while the demo serves.
 
-1. ``aiobligations init`` writes a profile and development keys (once);
-2. the service's log lines and three AI interactions, with personal data, go into the ledger;
-3. one person asks to be forgotten: their key is shredded, their records stay provable;
-4. an audit bundle is exported and verified offline with nothing but the public key.
+1. ``init_project`` (what ``aiobligations init`` does) writes a profile and development keys, once;
+2. three AI interactions with personal data, and the service's log line before each (through
+   ``LedgerHandler``), go into the ledger;
+3. one person asks to be forgotten (``Obligations.erase_subject``): their key is shredded, their
+   records stay in the log and provable;
+4. ``aiobligations export`` writes an audit bundle, and ``aiobligations verify`` checks it offline
+   with nothing but the ledger's public verifier key.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import subprocess
 import sys
@@ -24,6 +31,7 @@ from aiobligations.keys import init_project
 def main(folder: Path) -> int:
     config = folder / "aiobligations.toml"
     if not config.exists():
+        folder.mkdir(parents=True, exist_ok=True)
         init_project(folder)
         print(f"1. wrote {config} and development keys in {folder / 'keys'}")
     else:
@@ -52,7 +60,7 @@ def main(folder: Path) -> int:
                 )
             print(f"2. interaction {interaction_id} for {subject} is record {index}")
 
-        erased_at = ledger.erase_subject("bob")
+        erased_at = obligations.erase_subject("bob")
         print(f"3. bob erased (record {erased_at}); his records can no longer be opened")
         size = ledger.flush()
         print(f"   the ledger holds {size} records")
@@ -65,11 +73,11 @@ def main(folder: Path) -> int:
         [*cli, "verify", "--config", str(config), "--json", str(folder / "ledger.db")],
         check=True, capture_output=True, text=True,
     )
-    vkey = __import__("json").loads(key.stdout)["key"]
+    vkey = json.loads(key.stdout)["key"]
     print(f"4. an auditor, given only {vkey}, verifies the bundle:")
     result = subprocess.run([*cli, "verify", "--key", vkey, str(bundle)])
     return result.returncode
 
 
 if __name__ == "__main__":
-    sys.exit(main(Path(sys.argv[1]) if len(sys.argv) > 1 else Path("demo")))
+    sys.exit(main(Path(sys.argv[1]) if len(sys.argv) > 1 else Path("demo") / "quickstart"))

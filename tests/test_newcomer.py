@@ -311,3 +311,22 @@ def test_install_chromium_says_what_and_why_before_apt_get_and_what_to_do_withou
         assert calls.read_text(encoding="utf-8").startswith("-o DPkg::Lock::Timeout=300 update")
     else:
         assert "installing needs root (or sudo)" in said and not calls.exists()
+
+
+def test_quickstart_runs_as_its_docstring_says(tmp_path: Path) -> None:
+    """From a repository root, with no argument: it works in ./demo/quickstart, not in the demo's own files."""
+    (tmp_path / "demo").mkdir()
+    (tmp_path / "demo" / "aiobligations.toml").write_text("# the demo's profile, left alone\n", encoding="utf-8")
+
+    result = subprocess.run([sys.executable, str(ROOT / "examples" / "quickstart.py")], cwd=tmp_path,
+                            env=environment(), capture_output=True, text=True, timeout=180)
+
+    assert 0 == result.returncode, result.stdout + result.stderr
+    out = result.stdout
+    assert out.startswith("1. wrote demo/quickstart/aiobligations.toml and development keys in demo/quickstart/keys")
+    assert 3 == out.count("\n2. interaction ")
+    assert "3. bob erased (record 6)" in out and "the ledger holds 7 records" in out
+    assert "wrote demo/quickstart/audit-bundle.tar.gz: 7 records [0, 7)" in out
+    assert "intact: 7 records [0, 7) of localhost/aiobligations/quickstart" in out
+    assert "# the demo's profile, left alone\n" == (tmp_path / "demo" / "aiobligations.toml").read_text(encoding="utf-8")
+    assert not (tmp_path / "demo" / "ledger.db").exists()
