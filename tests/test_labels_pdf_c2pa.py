@@ -95,19 +95,22 @@ def independent(data: bytes) -> tuple[int, str | None, str | None, list[str]]:
         )
         relations = [str(spec.get("/AFRelationship")) for spec in doc.Root.get("/AF", [])]
     reader = pypdf.PdfReader(io.BytesIO(data), strict=True)
-    meta = reader.metadata or {}
+    meta: Any = reader.metadata or {}
     assert pages == len(reader.pages)
     assert seen == (meta.get("/AIGC"), meta.get("/Title"))
     return pages, seen[0], seen[1], relations
 
 
-def embedded_store(data: bytes) -> bytes:
-    """The manifest store as qpdf reads it: the C2PA associated file's embedded file stream."""
+def embedded_store(data: bytes, *, ours: bool = True) -> bytes:
+    """The manifest store as qpdf reads it: the C2PA associated file's embedded file stream (``ours``:
+    with the specification's ``/Subtype``, which c2pa-rs's own writer leaves out)."""
     with pikepdf.open(io.BytesIO(data)) as doc:
         specs = [s for s in doc.Root.AF if s.get("/AFRelationship") == pikepdf.Name("/C2PA_Manifest")]
         assert 1 == len(specs)
         stream = specs[0].EF.F
-        assert pikepdf.Name("/application/c2pa") == stream.Subtype and "/Filter" not in stream
+        assert "/Filter" not in stream
+        if ours:
+            assert pikepdf.Name("/application/c2pa") == stream.Subtype
         return bytes(stream.read_raw_bytes())
 
 
@@ -241,3 +244,48 @@ def test_embed_c2pa_refusals() -> None:
         pdf.embed_c2pa(original.replace(b"/Type /Catalog", b"/AF 7         "), b"x")
     with pytest.raises(TypeError):
         pdf.embed_c2pa(original, b"")
+
+
+def test_a_direct_flat_name_tree_gains_the_store_in_order(signer: C2PASigner, anchors: bytes) -> None:
+    """qpdf keeps a direct ``/EmbeddedFiles`` tree direct: the update's catalog lists the store in it,
+    sorted, beside the files already there."""
+    doc = pikepdf.new()
+    doc.add_blank_page(page_size=(72, 72))
+    specs = [pikepdf.AttachedFileSpec(doc, b"%d\n" % i, mime_type="text/plain") for i in range(2)]
+    doc.Root.Names = pikepdf.Dictionary(
+        EmbeddedFiles=pikepdf.Dictionary(
+            Names=pikepdf.Array([pikepdf.String("a.txt"), specs[0].obj, pikepdf.String("z.txt"), specs[1].obj])
+        )
+    )
+    buffer = io.BytesIO()
+    doc.save(buffer, object_stream_mode=pikepdf.ObjectStreamMode.disable, deterministic_id=True)
+    original = buffer.getvalue()
+    assert re.search(rb"/Names << /EmbeddedFiles << /Names \[ \(a\.txt\)", original)
+    out = sign(original, "application/pdf", signer=signer, aigc=AIGC)
+    assert out.startswith(original)
+    report = read(out, "application/pdf", trust_anchors=anchors)
+    assert report is not None and "Trusted" == report.validation_state
+    with pikepdf.open(io.BytesIO(out), attempt_recovery=False) as reopened:
+        assert [] == reopened.check_pdf_syntax()
+        listed = [str(k) for k in reopened.Root.Names.EmbeddedFiles.Names[::2]]
+        assert ["Content Credentials", "a.txt", "z.txt"] == listed
+        assert b"1\n" == reopened.attachments["z.txt"].get_file().read_bytes()
+
+
+def test_without_the_native_calls_signing_falls_back_to_a_rewrite(
+    signer: C2PASigner, anchors: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """If a c2pa-python release stops exporting the data-hashed calls, PDFs are still signed (by
+    c2pa-rs's writer, which rewrites the file: valid, without the prefix)."""
+    import aiobligations.labels.c2pa as c2pa_module
+
+    monkeypatch.setitem(c2pa_module._PDF_FFI, "lib", None)
+    original = (FIXTURES / "qpdf-classic-1.4.pdf").read_bytes()
+    out = sign(original, "application/pdf", signer=signer, aigc=AIGC)
+    assert not out.startswith(original)
+    report = read(out, "application/pdf", trust_anchors=anchors)
+    assert report is not None and "Trusted" == report.validation_state
+    # The transplant design does not work: a store signed over c2pa-rs's bytes does not bind ours.
+    moved, _ = pdf.embed_c2pa(original, embedded_store(out, ours=False))
+    report = read(moved, "application/pdf", trust_anchors=anchors)
+    assert report is not None and "assertion.dataHash.mismatch" in report.status_codes

@@ -264,6 +264,12 @@ def sign(
     and, when ``aigc`` is given, the :data:`AIGC_ASSERTION_LABEL` assertion. The media is not
     re-encoded. Any manifest already in ``data`` is replaced, not kept as an ingredient.
 
+    A PDF is signed as an incremental update, so ``data`` is a byte prefix of the result (see
+    :func:`aiobligations.labels.formats.pdf.embed_c2pa`); other formats are rewritten by c2pa.
+
+    .. versionchanged:: 0.2.0
+       PDFs keep their original bytes as a prefix.
+
     Args:
         data: The file's bytes.
         media_type: Its MIME type (``image/png``, ``image/jpeg``, ``audio/wav``, ``video/mp4``…)
