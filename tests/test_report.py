@@ -67,8 +67,8 @@ def incident(step: str, **fields: Any) -> dict[str, Any]:
             "at": format_ts(time.time()), **fields}
 
 
-@pytest.fixture(scope="module")
-def evidence(tmp_path_factory: pytest.TempPathFactory) -> Evidence:
+@pytest.fixture(scope="module", name="evidence")
+def fixture_evidence(tmp_path_factory: pytest.TempPathFactory) -> Evidence:
     """A ledger with a realistic mix: pruned logs, chats through the middleware (with an error),
     labelled images, requests on a fake clock, an incident, takeovers, a termination plan, an erasure."""
     config = _site(tmp_path_factory.mktemp("report") / "site")
@@ -300,16 +300,26 @@ def test_unusable_input_is_exit_2(tmp_path: Path) -> None:
 
 
 def test_new_records_make_a_new_checkpoint_and_a_new_report(tmp_path: Path) -> None:
-    """The report follows the checkpoint: one more record, another size and root, another page."""
+    """The report follows the latest checkpoint; given an earlier note, it recomputes that one's page exactly."""
     config = _site(tmp_path / "site")
     with Obligations.from_file(config) as hub:
         hub.ledger.append({"kind": "risk", "summary": "prompt injection seen"})
         first = build_report(hub)
         hub.ledger.append({"kind": "risk", "summary": "again"})
         second = build_report(hub)
+        again = build_report(hub, checkpoint=first.checkpoint.note)
     assert (1, 2) == (first.checkpoint.size, second.checkpoint.size)
     assert first.html() != second.html()
     assert {"risk": 2} == second.kinds
+    assert again.html() == first.html()  # Recomputed over the earlier checkpoint: the same bytes.
+    note = tmp_path / "checkpoint.txt"
+    note.write_text(first.checkpoint.note)
+    out = tmp_path / "again.html"
+    assert 0 == run("--config", str(config), "--out", str(out), "--checkpoint", str(note)).exit_code
+    assert out.read_bytes() == first.html().encode()
+    note.write_text("not a note")
+    result = run("--config", str(config), "--out", str(out), "--checkpoint", str(note))
+    assert 2 == result.exit_code and "not a signed checkpoint note" in result.output
 
 
 def test_postgres_ledger(tmp_path: Path, pg_url: str, pg_schema: str) -> None:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigurationError, LedgerBroken, UnusableInput
 from ..ledger.merkle import CompactRange
+from ..ledger.note import NoteError
 from ..ledger.reader import checkpoint_of
 from ..ledger.records import format_ts, parse_record, parse_ts
 from ..ledger.retention import DAY, FLOORS
@@ -147,6 +148,7 @@ def build_report(
     start: datetime | float | None = None,
     end: datetime | float | None = None,
     key: str | None = None,
+    checkpoint: str | None = None,
 ) -> Report:
     """Verify the profile's ledger, then compute the audit report against its latest signed checkpoint.
 
@@ -163,6 +165,9 @@ def build_report(
         end: Only records sequenced before this time count; it is also the time the report's
             deadlines are judged at, when it comes before the checkpoint's last record.
         key: The verifier key to pin (``name+id+key``); default: the profile's signing key's.
+        checkpoint: An earlier signed checkpoint note to compute against instead of the latest (an
+            auditor recomputing a report they were given); it must verify and the log must be
+            consistent with it.
 
     Returns:
         The :class:`Report`.
@@ -170,7 +175,8 @@ def build_report(
     Raises:
         LedgerBroken: verification failed, or the records changed between verification and reading;
             no report is made.
-        UnusableInput: the ledger is missing or has no signed checkpoint yet.
+        UnusableInput: the ledger is missing or has no signed checkpoint yet, or the given checkpoint
+            is not a checkpoint note, is signed by another key, or covers records already pruned.
         ConfigurationError: the profile or an argument is invalid.
 
     .. versionadded:: 0.2.0
@@ -185,23 +191,31 @@ def build_report(
     store = _open_store(profile)
     try:
         state = store.open()
-        note = state.checkpoint
+        note = checkpoint if checkpoint is not None else state.checkpoint
         if not note:
             raise UnusableInput(f"{store}: the ledger has no signed checkpoint yet")
-        checkpoint = checkpoint_of(note)
+        if checkpoint is not None:
+            try:
+                checkpoint_of(checkpoint)
+            except NoteError as exc:
+                raise UnusableInput(f"the checkpoint given is not a signed checkpoint note ({exc})") from None
         target: Any = profile.ledger.url if profile.ledger.url is not None else profile.ledger.path
         # Verify everything, and that the log stays consistent with the checkpoint read above (the
         # service may sign newer ones meanwhile): the report is computed against exactly this one.
         verify_path(target, key=trusted, since_checkpoint=note, schema=profile.ledger.schema)
+        signed = checkpoint_of(note)  # Its signature was checked by the verification.
         collector = Collector(start=begin, end=finish)
-        last_seconds = _read(store, state.pruned_start, state.pruned_frontier, checkpoint.size, checkpoint.root,
-                             collector)
-        history = store.checkpoints()
+        if signed.size < state.pruned_start:
+            raise UnusableInput(f"the checkpoint given has {signed.size} records, but records before "
+                                f"{state.pruned_start} were pruned: its report can no longer be computed")
+        last_seconds = _read(store, state.pruned_start, state.pruned_frontier, signed.size, signed.root, collector)
+        # Only those up to this checkpoint: a newer one signed meanwhile must not change the report.
+        history = [row for row in store.checkpoints() if isinstance(row[0], int) and row[0] <= signed.size]
     finally:
         store.close()
     as_of = last_seconds if finish is None or last_seconds is None else min(finish, last_seconds)
     as_of = as_of if as_of is not None else (finish or 0.0)
-    info = CheckpointInfo(checkpoint.origin, checkpoint.size, base64.b64encode(checkpoint.root).decode(), note,
+    info = CheckpointInfo(signed.origin, signed.size, base64.b64encode(signed.root).decode(), note,
                           trusted, state.pruned_start)
     return _assemble(profile, info, collector, as_of, begin, finish, len(history))
 

@@ -85,12 +85,15 @@ def print_pdf(html_path: Path, pdf_path: Path) -> None:
 @click.option("--to", "end", default=None, help="Only records sequenced before this time; deadlines are judged then.")
 @click.option("--key", default=None, help="The verifier key to pin (name+id+key, or a file holding it); "
                                           "default: the configured signing key's.")
+@click.option("--checkpoint", "checkpoint", default=None, type=click.Path(dir_okay=False, path_type=Path),
+              help="A signed checkpoint note (a file) to compute against instead of the latest: "
+                   "recompute a report you were given.")
 @click.option("--pdf", "pdf", default=None, type=click.Path(dir_okay=False, path_type=Path),
               help="Also print the report to this PDF file with headless Chromium.")
 @click.option("--config", "config", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help=f"The profile to use (default ./{DEFAULT_CONFIG}).")
-def report_command(out: Path, start: str | None, end: str | None, key: str | None, pdf: Path | None,
-                   config: Path | None) -> None:
+def report_command(out: Path, start: str | None, end: str | None, key: str | None, checkpoint: Path | None,
+                   pdf: Path | None, config: Path | None) -> None:
     """Verify the configured ledger, then write its audit report (Art. 36, 49(5)) as HTML.
 
     The report shows, per article, what the profile does and the ledger's evidence, computed against
@@ -111,8 +114,15 @@ def report_command(out: Path, start: str | None, end: str | None, key: str | Non
             _fail(f"--key {key} cannot be read ({exc})")
         if not trusted:
             _fail("--key is not a verifier key: it is empty")
+    note = None
+    if checkpoint is not None:
+        try:
+            with open(checkpoint, "rb") as handle:
+                note = handle.read(1 << 16).decode("utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            _fail(f"--checkpoint {checkpoint} cannot be read ({getattr(exc, 'strerror', None) or exc})")
     try:
-        report = build_report(config or Path(DEFAULT_CONFIG), start=begin, end=finish, key=trusted)
+        report = build_report(config or Path(DEFAULT_CONFIG), start=begin, end=finish, key=trusted, checkpoint=note)
         page = report.html().encode("utf-8")
     except LedgerBroken as exc:
         where = f"first bad index {exc.index}: " if exc.index is not None else ""
@@ -128,6 +138,6 @@ def report_command(out: Path, start: str | None, end: str | None, key: str | Non
             print_pdf(out, pdf)
         except ObligationError as exc:
             _fail(f"wrote {out}, but not the PDF: {exc}")
-    checkpoint = report.checkpoint
+    signed = report.checkpoint
     click.echo(f"wrote {out}{f' and {pdf}' if pdf is not None else ''}: {report.records} records against the "
-               f"checkpoint of {checkpoint.origin}, size {checkpoint.size}, root {checkpoint.root}")
+               f"checkpoint of {signed.origin}, size {signed.size}, root {signed.root}")

@@ -36,8 +36,8 @@ def _n(value: float) -> str:
 
 
 def percent(value: float | None) -> str:
-    """``0.953`` → ``95.3 %``; ``None`` → ``n/a``."""
-    return "n/a" if value is None else f"{value * 100:.1f} %"
+    """``0.953`` → ``95.3 %`` (with a no-break space); ``None`` → ``n/a``."""
+    return "n/a" if value is None else f"{value * 100:.1f}\u00a0%"  # No break between the number and its sign.
 
 
 def stacked_bars(title: str, categories: Sequence[str], series: Sequence[tuple[str, Sequence[int]]]) -> Any:
@@ -53,18 +53,20 @@ def stacked_bars(title: str, categories: Sequence[str], series: Sequence[tuple[s
     Returns:
         Safe markup for the template.
     """
-    width, height, left, bottom, top = max(320, 60 + 48 * len(categories)), 220, 44, 40, 14
+    step = 64
+    width, height, left, bottom, top = max(360, 60 + step * len(categories), 8 * len(title)), 250, 44, 40, 44
     totals = [sum(values[i] for _, values in series) for i in range(len(categories))]
     peak = max(totals, default=0) or 1
     scale = (height - bottom - top) / peak
     parts = [f'<svg class="chart" role="img" aria-label="{escape(title)}" width="{width}" height="{height}" '
              f'viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg"><title>{escape(title)}</title>']
+    parts.append(f'<text x="4" y="16" font-size="13" font-weight="600">{escape(title)}</text>')
     base = height - bottom
     parts.append(f'<line x1="{left}" y1="{base}" x2="{width - 8}" y2="{base}" stroke="#555"/>')
     parts.append(f'<text x="{left - 6}" y="{_n(base - peak * scale + 4)}" text-anchor="end" font-size="11">{peak}</text>')
     parts.append(f'<text x="{left - 6}" y="{base + 4}" text-anchor="end" font-size="11">0</text>')
     for i, category in enumerate(categories):
-        x = left + 12 + 48 * i
+        x = left + 12 + step * i
         y = float(base)
         for name, values in series:
             value = values[i]
@@ -97,12 +99,13 @@ def share_bars(title: str, rows: Sequence[tuple[str, Sequence[int]]], names: Seq
         Safe markup for the template.
     """
     label_width, bar, row_height = 260, 360, 24
-    height = 30 + row_height * len(rows)
+    height = 54 + row_height * len(rows)
     width = label_width + bar + 80
     parts = [f'<svg class="chart" role="img" aria-label="{escape(title)}" width="{width}" height="{height}" '
-             f'viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg"><title>{escape(title)}</title>']
+             f'viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg"><title>{escape(title)}</title>',
+             f'<text x="4" y="16" font-size="13" font-weight="600">{escape(title)}</text>']
     for i, (label, counts) in enumerate(rows):
-        y = 4 + row_height * i
+        y = 28 + row_height * i
         whole = sum(counts)
         shown = label if len(label) <= 40 else label[:39] + "…"
         parts.append(f'<text x="{label_width - 8}" y="{y + 14}" text-anchor="end" font-size="12">{escape(shown)}</text>')
