@@ -224,10 +224,14 @@ def demo(port: int, host: str, config: Path | None) -> None:
 @click.option("--trust-bundle-key", "trust_bundle_key", is_flag=True,
               help="Without --key: trust the key the bundle or database carries (proves nothing against "
                    "whoever could rewrite it).")
+@click.option("--mac-key", "mac_key", default=None,
+              help="The record key (64 hex digits, or a file holding them) the provider gave you: every "
+                   "record's mac is checked, so an altered record is named exactly. Default: derived from "
+                   "the configured signing key, when there is one.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @_config_option
-def verify(path: str, schema: str, key: str | None, since: str | None, trust_bundle_key: bool, as_json: bool,
-           config: Path | None) -> None:
+def verify(path: str, schema: str, key: str | None, since: str | None, trust_bundle_key: bool, mac_key: str | None,
+           as_json: bool, config: Path | None) -> None:
     """Verify a ledger database or an audit bundle: every record, the root, the signature.
 
     PATH is a bundle (folder or .tar.gz), a SQLite ledger file, or a PostgreSQL URL
@@ -239,12 +243,15 @@ def verify(path: str, schema: str, key: str | None, since: str | None, trust_bun
     """
     if key is not None and not key.strip():
         _fail("--key is not a verifier key: it is empty (give name+id+key, or a file holding it)")
+    if config is None and (key is None or mac_key is None):
+        config = find_config(None, required=False)  # Once: it says which profile it found.
     trusted = _read_text_arg(key, "--key").strip() if key is not None else _configured_key(config)
+    record_key = _record_key(mac_key, config)
     earlier = _read_file_arg(since, "--since-checkpoint")
     try:
         target: str | Path = path if path.startswith(("postgresql://", "postgres://")) else Path(path)
         report = verify_path(target, key=trusted, since_checkpoint=earlier, schema=schema,
-                             trust_shipped_key=trust_bundle_key)
+                             trust_shipped_key=trust_bundle_key, mac_key=record_key)
     except LedgerBroken as exc:
         if as_json:
             click.echo(json.dumps({"intact": False, "first_bad_index": exc.index, "reason": exc.reason}))
@@ -265,6 +272,47 @@ def verify(path: str, schema: str, key: str | None, since: str | None, trust_bun
         click.echo(f"{report.unsigned} newer records match their hashes but no checkpoint signs them yet")
     for note in report.notes:
         click.echo(f"note: {note}")
+
+
+def _record_key(value: str | None, config: Path | None) -> bytes | None:
+    """The record key: given (hex, or a file holding it), else derived from the configured signing key."""
+    if value is not None:
+        text = _read_text_arg(value, "--mac-key").strip()
+        try:
+            key = bytes.fromhex(text)
+        except ValueError:
+            key = b""
+        if len(key) != 32:
+            _fail("--mac-key is not a record key: give its 64 hex digits, or a file holding them")
+        return key
+    if config is None:
+        return None
+    from .ledger.records import record_mac_key
+
+    try:
+        profile = load_profile(config)
+        return record_mac_key(load_signer(profile.ledger.signing_key, profile.ledger.origin).private_key)
+    except ConfigurationError:
+        return None  # The verifier key's own lookup reports a broken profile.
+
+
+@main.command("record-key")
+@_config_option
+def record_key_command(config: Path | None) -> None:
+    """Print the record key (64 hex digits), derived from the configured signing key.
+
+    Give it to an auditor, apart from the bundle, so that `verify --mac-key` names an altered record
+    exactly. It cannot sign checkpoints, but whoever holds it can make a record's mac: share it only
+    with those you would let check your records.
+    """
+    from .ledger.records import record_mac_key
+
+    try:
+        profile = load_profile(find_config(config, required=True) or Path(DEFAULT_CONFIG))
+        key = record_mac_key(load_signer(profile.ledger.signing_key, profile.ledger.origin).private_key)
+    except ConfigurationError as exc:
+        _fail(str(exc))
+    click.echo(key.hex())
 
 
 def _configured_key(config: Path | None) -> str | None:

@@ -16,7 +16,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 
 from .interaction import interaction_scope, uuid7
 from .records import InteractionRecord, interaction_record
@@ -71,6 +71,30 @@ def _json_safe(value: Any, limit: int) -> Any:
     return json.loads(text)
 
 
+@overload
+def inference(
+    obligations: Obligations,
+    func: F,
+    *,
+    name: str | None = None,
+    subject: str | Callable[..., str | None] | None = None,
+    capture: bool = True,
+    capture_limit: int = 1 << 20,
+) -> F: ...
+
+
+@overload
+def inference(
+    obligations: Obligations,
+    func: None = None,
+    *,
+    name: str | None = None,
+    subject: str | Callable[..., str | None] | None = None,
+    capture: bool = True,
+    capture_limit: int = 1 << 20,
+) -> Callable[[F], F]: ...
+
+
 def inference(
     obligations: Obligations,
     func: F | None = None,
@@ -79,13 +103,13 @@ def inference(
     subject: str | Callable[..., str | None] | None = None,
     capture: bool = True,
     capture_limit: int = 1 << 20,
-) -> Any:
+) -> F | Callable[[F], F]:
     """Decorate a function that calls a model; see :meth:`aiobligations.Obligations.inference`."""
     if func is None:
-        return functools.partial(inference, obligations, name=name, subject=subject, capture=capture,
-                                 capture_limit=capture_limit)
+        return cast(Callable[[F], F], functools.partial(
+            inference, obligations, name=name, subject=subject, capture=capture, capture_limit=capture_limit))
     target = func.func if isinstance(func, functools.partial) else func
-    label = name or getattr(target, "__qualname__", repr(target))
+    label = name or str(getattr(target, "__qualname__", repr(target)))
     signature = inspect.signature(target)
 
     def open_interaction(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Interaction:
@@ -164,7 +188,7 @@ def inference(
                 async for item in func(*args, **kwargs):
                     yield call.keep(item)
 
-        return async_gen_wrapper
+        return cast(F, async_gen_wrapper)
 
     if inspect.isgeneratorfunction(target):
 
@@ -174,7 +198,7 @@ def inference(
                 for item in func(*args, **kwargs):
                     yield call.keep(item)
 
-        return gen_wrapper
+        return cast(F, gen_wrapper)
 
     if inspect.iscoroutinefunction(target):
 
@@ -185,7 +209,7 @@ def inference(
             with Call(args, kwargs) as call:
                 return call.keep(await func(*args, **kwargs))
 
-        return async_wrapper
+        return cast(F, async_wrapper)
 
     @functools.wraps(target)
     def sync_wrapper(*args: Any, **kwargs: Any) -> Any:

@@ -316,7 +316,7 @@ class RequestPages:
             if key == b"accept-language":
                 accept = value.decode("latin-1")
         lang = negotiate_language(accept, query, self.language)
-        explicit = bool(query) and query.strip().lower().split("-", 1)[0] in ("zh", "en")
+        explicit = bool(query and query.strip().lower().split("-", 1)[0] in ("zh", "en"))
         return lang, explicit
 
     def _status_url(self, request_id: str, lang: str, explicit: bool) -> str:

@@ -292,7 +292,7 @@ class RequestEndpoints:
     def _limit(self, scope: Scope, subject: str | None) -> None:
         """Spend one request of the subject's, the address's and the service's buckets, or raise 429
         (spending none)."""
-        checks: list[tuple[str, RateLimiter | SharedRateLimiter, str]] = []
+        checks: list[tuple[str, RateLimiter | SharedRateLimiter | PostgresRateLimiter, str]] = []
         if self.subject_limiter is not None and subject is not None:
             checks.append(("subject", self.subject_limiter, subject))
         client = scope.get("client")
@@ -303,19 +303,21 @@ class RequestEndpoints:
         if not checks:
             return
         now = self._clock()
-        if all(isinstance(limiter, PostgresRateLimiter) for _, limiter, _ in checks):
+        postgres = [(limiter, key) for _, limiter, key in checks if isinstance(limiter, PostgresRateLimiter)]
+        shared = [(limiter, key) for _, limiter, key in checks if isinstance(limiter, SharedRateLimiter)]
+        if len(postgres) == len(checks):
             # Every replica spends from the same rows: one call checks and spends them all.
             try:
-                spent = acquire_all_postgres([(limiter, key) for _, limiter, key in checks])  # type: ignore[misc]
+                spent = acquire_all_postgres(postgres)
             except LedgerError:
                 log.warning("rate_limits_unavailable", reason="the ledger's database cannot be reached")
                 raise _BadRequest(503, "evidence_unavailable",
                                   "the service cannot record requests right now; try again shortly",
                                   [(b"retry-after", b"5")]) from None
             waits = [(waiting, which) for waiting, (which, _, _) in zip(spent, checks, strict=True)]
-        elif all(isinstance(limiter, SharedRateLimiter) for _, limiter, _ in checks):
+        elif len(shared) == len(checks):
             # Other processes spend from the same buckets: check and spend in one step, under their locks.
-            spent = acquire_all([(limiter, key) for _, limiter, key in checks], now)
+            spent = acquire_all(shared, now)
             waits = [(waiting, which) for waiting, (which, _, _) in zip(spent, checks, strict=True)]
         else:
             waits = [(limiter.wait(key, now), which) for which, limiter, key in checks]
@@ -389,8 +391,8 @@ class RequestEndpoints:
                 return 200, {"requests": [operator_request_view(r) for r in found]}
             if parts == ["complaints"]:
                 self._method(method, "GET")
-                found = await asyncio.to_thread(desk.complaints)
-                return 200, {"complaints": [complaint_view(c) for c in found if every or c.state == "received"]}
+                complaints = await asyncio.to_thread(desk.complaints)
+                return 200, {"complaints": [complaint_view(c) for c in complaints if every or c.state == "received"]}
             if len(parts) == 2 and parts[0] == "requests" and parts[1]:
                 self._method(method, "GET")
                 return 200, operator_request_view(await asyncio.to_thread(desk.request, parts[1]))

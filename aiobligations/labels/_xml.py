@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from typing import Any, cast
 from xml.sax.saxutils import escape, quoteattr
 
 from ..errors import LabelError
@@ -24,7 +25,7 @@ def parse_untrusted(text: str, what: str, *, max_depth: int) -> tuple[ET.Element
     if _DECLARATION.search(text):
         raise LabelError(f"{what} contains a DTD or markup declaration (<!DOCTYPE, <!ENTITY, ...); refused")
     # Parsing a str makes expat ignore any encoding declaration; the text is already decoded.
-    parser = ET.XMLPullParser(events=("start", "end", "start-ns"))
+    parser: ET.XMLPullParser[Any] = ET.XMLPullParser(events=("start", "end", "start-ns"))
     prefixes: dict[str, str] = {}
     depth = 0
     root: ET.Element | None = None
@@ -32,17 +33,19 @@ def parse_untrusted(text: str, what: str, *, max_depth: int) -> tuple[ET.Element
         for start in range(0, len(text), 65536):
             parser.feed(text[start : start + 65536])
             # Reading events chunk by chunk stops a deeply nested document before it is all built.
-            for event, item in parser.read_events():
+            # Pairs whose item's type follows the event (typeshed's union cannot say which).
+            events = cast("Iterator[tuple[str, Any]]", parser.read_events())
+            for event, item in events:
                 if event == "start":
                     depth += 1
                     if depth > max_depth:
                         raise LabelError(f"{what} nests elements deeper than {max_depth}")
                     if root is None:
-                        root = item  # type: ignore[assignment]
+                        root = item
                 elif event == "end":
                     depth -= 1
                 else:
-                    prefix, uri = item  # type: ignore[misc]
+                    prefix, uri = item
                     prefixes.setdefault(uri, prefix)
         parser.close()
     except ET.ParseError as exc:

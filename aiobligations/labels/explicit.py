@@ -21,7 +21,7 @@ import math
 import threading
 import zlib
 from collections.abc import MutableMapping
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from ..errors import ConfigurationError, LabelError
 
@@ -467,12 +467,13 @@ _floor_tables: list[list[int]] = []
 def _quality_floor() -> list[list[int]]:
     """libjpeg's luma and chroma tables at :data:`_FLOOR_QUALITY`, as Pillow reads them back."""
     if not _floor_tables:
-        from PIL import Image
+        from PIL import Image, JpegImagePlugin
 
         out = io.BytesIO()
         Image.new("RGB", (8, 8)).save(out, "JPEG", quality=_FLOOR_QUALITY, subsampling=0)
-        with Image.open(out) as probe:
-            tables = probe.quantization
+        with Image.open(out, formats=["JPEG"]) as probe:
+            # A JPEG just written opens as the JPEG plugin's class, which holds the tables.
+            tables = cast(JpegImagePlugin.JpegImageFile, probe).quantization
             _floor_tables[:] = [list(tables[index]) for index in sorted(tables)][:2]
     return _floor_tables
 

@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from ..errors import LabelError
 from . import annex_e
 from .formats import gif, jpeg, markdown, mp3, mp4, ooxml, pdf, png, tiff, wav, webp
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .c2pa import C2PAReport
 
 __all__ = ["C2PA_UNSUPPORTED", "EXPLICIT", "FORMATS", "WATERMARKED", "Labelled", "Labeller", "detect"]
 
@@ -434,6 +438,7 @@ class Labeller:
             report_findings.append("more than one implicit label (GB 45438 §6.1 c) requires exactly one)")
         if report_findings:
             report["findings"] = report_findings
+        read: Callable[..., C2PAReport | None] | None
         try:
             from .c2pa import read
         except ImportError:  # pragma: no cover - without the media extra.
@@ -442,7 +447,7 @@ class Labeller:
             found = read(data, module.MEDIA_TYPES[0], trust_anchors=self.trust_anchors)
             report["c2pa"] = found.as_dict() if found is not None else None
         if watermark and module in _IMAGES and self._watermark_key is not None:
-            report["watermark"] = self._detect_watermark(data, module, payloads, produce_id)
+            report["watermark"] = self._detect_watermark(data, module, payloads, self._watermark_key, produce_id)
         if module in _CAPTIONED:
             report["explicit"] = {"caption": _find_caption(data, wording)}
         if module is wav:
@@ -458,7 +463,7 @@ class Labeller:
             explicit.get("caption", explicit).get("present"))
         return report
 
-    def _detect_watermark(self, data: bytes, module: ModuleType, payloads: list[str],
+    def _detect_watermark(self, data: bytes, module: ModuleType, payloads: list[str], key: bytes,
                           candidate: str | None = None) -> dict[str, Any]:
         """Look for our mark blind; with the label's ProduceID, check the ID it carries too."""
         try:
@@ -476,7 +481,7 @@ class Labeller:
         if (pixels.shape[0] // 16) * (pixels.shape[1] // 16) < 384:
             return {"checked": False, "reason": "the image is too small to carry the watermark"}
         try:
-            found = marks.detect(pixels, self._watermark_key, produce_id=produce_id)
+            found = marks.detect(pixels, key, produce_id=produce_id)
         except (LabelError, ValueError) as exc:
             return {"checked": False, "reason": str(exc)}
         return {"checked": True, **dataclasses.asdict(found)}

@@ -13,7 +13,7 @@ import marshal
 import os
 import socket
 import struct
-from typing import IO, Any
+from typing import Any
 
 from .. import errors
 from ..errors import LedgerError
@@ -103,7 +103,7 @@ def _attach(frame: Any, raw: bytes) -> Any:
     return frame
 
 
-def _recv(reader: IO[bytes], limit: int | None = None) -> Any:
+def _recv(reader: SocketReader, limit: int | None = None) -> Any:
     """Read one frame, or ``None`` at end of file or a reset (the peer is gone).
 
     ``limit`` bounds the frame's size (a handshake from a peer not yet authenticated): a bigger

@@ -144,20 +144,24 @@ def _otel() -> SimpleNamespace:
             f"the OTLP exporter needs opentelemetry-sdk and opentelemetry-exporter-otlp-proto-http "
             f"({exc.name or 'a module'} is missing): {INSTALL_HINT}"
         ) from None
+    readable_log_record: type | None = None
+    api_log_record: type | None = None
     try:  # SDK 1.39 and later: the exporter takes ReadableLogRecord (an API LogRecord and a resource).
         from opentelemetry._logs import LogRecord as APILogRecord
         from opentelemetry.sdk._logs import ReadableLogRecord
+
+        readable_log_record, api_log_record = ReadableLogRecord, APILogRecord
     except ImportError:
-        ReadableLogRecord = None
-        APILogRecord = None
+        pass
     namespace = SimpleNamespace(
         trace=trace, SeverityNumber=SeverityNumber, Context=Context, OTLPLogExporter=OTLPLogExporter,
-        Resource=Resource, InstrumentationScope=InstrumentationScope, ReadableLogRecord=ReadableLogRecord,
-        APILogRecord=APILogRecord, LogData=None, SDKLogRecord=None, sdk_context=False,
+        Resource=Resource, InstrumentationScope=InstrumentationScope, ReadableLogRecord=readable_log_record,
+        APILogRecord=api_log_record, LogData=None, SDKLogRecord=None, sdk_context=False,
     )
-    if ReadableLogRecord is None:  # pragma: no cover - older SDKs (before 1.39) take LogData.
-        from opentelemetry.sdk._logs import LogData
-        from opentelemetry.sdk._logs import LogRecord as SDKLogRecord
+    if readable_log_record is None:  # pragma: no cover - older SDKs (before 1.39) take LogData.
+        # Names the installed SDK's stubs no longer have (they left in 1.39).
+        from opentelemetry.sdk._logs import LogData  # type: ignore[attr-defined]
+        from opentelemetry.sdk._logs import LogRecord as SDKLogRecord  # type: ignore[attr-defined]
 
         namespace.LogData = LogData
         namespace.SDKLogRecord = SDKLogRecord
@@ -292,7 +296,8 @@ class _FileGuard:
         except ValueError:
             value = None
         following = value.get("next") if isinstance(value, dict) else None
-        if isinstance(following, bool) or not isinstance(following, int) or following < 0:
+        if (not isinstance(value, dict) or isinstance(following, bool) or not isinstance(following, int)
+                or following < 0):
             raise UnusableInput(
                 f"{self.cursor_path}: not an OTLP exporter cursor; fix it, or delete it to send every record again")
         origin = value.get("origin")

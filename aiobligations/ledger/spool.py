@@ -304,7 +304,7 @@ class Spool:
             return 0
         try:
             data = _read_all(fd)
-            signature = _signature(os.fstat(fd))
+            signature: tuple[int, ...] | None = _signature(os.fstat(fd))
         finally:
             os.close(fd)
         lines = data.splitlines()

@@ -23,14 +23,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from hashlib import sha256
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeGuard
 
 from ..errors import ConfigurationError, LedgerBroken, LedgerError, UnusableInput
 from . import merkle
 from .bundle import MEMBERS
 from .note import BadSignature, Checkpoint, MalformedNote, UnknownKey, Verifier
 from .reader import TreeReader
-from .records import format_ts
+from .records import format_ts, verify_mac
 from .store import NODE_STRIDE, SQLiteStore
 
 __all__ = ["VerifyReport", "verify_bundle", "verify_database", "verify_path", "verify_postgres"]
@@ -58,6 +58,9 @@ class VerifyReport:
         unsigned: Records stored after the latest checkpoint (databases only); hash-checked, but no
             signature covers them yet.
         notes: Anything else worth telling.
+        checkpoint_note: The verified checkpoint note, with any witness cosignature lines the
+            bundle or database keeps for it (check them with
+            :func:`aiobligations.witness.cosignature.check_quorum`).
     """
 
     origin: str
@@ -70,6 +73,7 @@ class VerifyReport:
     since: int | None = None
     unsigned: int = 0
     notes: list[str] = field(default_factory=list)
+    checkpoint_note: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         """The report as JSON-ready values."""
@@ -98,6 +102,7 @@ def verify_path(
     since_checkpoint: str | None = None,
     schema: str = "aiobligations",
     trust_shipped_key: bool = False,
+    mac_key: bytes | None = None,
 ) -> VerifyReport:
     """Verify a bundle (folder or ``.tar.gz``) or a ledger database, whichever ``path`` is.
 
@@ -112,6 +117,11 @@ def verify_path(
             database (the report says so). Anyone can re-sign an altered log under a key of their
             own and ship that key, so this proves integrity only against a key checked elsewhere.
             Without ``key`` and without this, :class:`UnusableInput` is raised.
+        mac_key: The key of the records' ``mac`` (:func:`~aiobligations.ledger.records.record_mac_key`,
+            which the provider derives from its signing key and may give its auditors). With it,
+            every record's mac is checked, so a record altered together with every hash stored
+            beside it is named exactly; without it, such a break is located only to the smallest
+            stored subtree.
 
     Returns:
         A :class:`VerifyReport` when everything checks out.
@@ -122,7 +132,7 @@ def verify_path(
         UnusableInput: the input is missing, foreign or unreadable, ``key`` is malformed, or no key
             is pinned and ``trust_shipped_key`` is false.
     """
-    trust = {"trust_shipped_key": trust_shipped_key}
+    trust: dict[str, Any] = {"trust_shipped_key": trust_shipped_key, "mac_key": mac_key}
     if isinstance(path, str) and path.startswith(("postgresql://", "postgres://")):
         return verify_postgres(path, schema=schema, key=key, since_checkpoint=since_checkpoint, **trust)
     path = Path(path)
@@ -151,14 +161,15 @@ def verify_bundle(
     key: str | None = None,
     since_checkpoint: str | None = None,
     trust_shipped_key: bool = False,
+    mac_key: bytes | None = None,
 ) -> VerifyReport:
     """Verify an audit bundle offline. See :func:`verify_path` for the arguments and errors."""
     path = Path(path)
     if path.is_dir():
-        return _verify_folder(path, key, since_checkpoint, trust_shipped_key)
+        return _verify_folder(path, key, since_checkpoint, trust_shipped_key, mac_key)
     with tempfile.TemporaryDirectory(prefix="aiobligations-verify-") as tmp:
         _unpack(path, Path(tmp))
-        return _verify_folder(Path(tmp), key, since_checkpoint, trust_shipped_key)
+        return _verify_folder(Path(tmp), key, since_checkpoint, trust_shipped_key, mac_key)
 
 
 def _unpack(path: Path, into: Path) -> None:
@@ -328,15 +339,15 @@ def _since(verifier: Verifier, since_checkpoint: str | None) -> Checkpoint | Non
 
 
 def _verify_folder(folder: Path, key: str | None, since_checkpoint: str | None,
-                   trust_shipped: bool = False) -> VerifyReport:
+                   trust_shipped: bool = False, mac_key: bytes | None = None) -> VerifyReport:
     for name in MEMBERS:
         _refuse_special(folder / name)
     if not (folder / "records.jsonl").exists() or not (folder / "checkpoint").exists():
         raise UnusableInput(f"{folder}: not an audit bundle (no records.jsonl or checkpoint)")
     shipped = _read_small(folder, "verifier.key", required=False)
     verifier, pinned = _trusted_verifier(key, shipped, str(folder), trust_shipped)
-    checkpoint = _open_note(verifier, _read_small(folder, "checkpoint") or "", "the checkpoint", claimed=shipped,
-                            pinned=pinned)
+    note = _read_small(folder, "checkpoint") or ""
+    checkpoint = _open_note(verifier, note, "the checkpoint", claimed=shipped, pinned=pinned)
     earlier = _since(verifier, since_checkpoint)
     if earlier is not None and earlier.origin != checkpoint.origin:
         raise UnusableInput(f"the earlier checkpoint is for {earlier.origin!r}, not {checkpoint.origin!r}")
@@ -348,7 +359,8 @@ def _verify_folder(folder: Path, key: str | None, since_checkpoint: str | None,
     left = _hashes(frontier.get("hashes", []), "frontier.json hashes", start)
     tree = _compact(0, start, left, "frontier.json hashes", start)
 
-    count, bad = _stream_records(folder, start, tree)
+    macs = _Macs(mac_key) if mac_key is not None else None
+    count, bad = _stream_records(folder, start, tree, macs)
     end = start + count
     if bad is not None:
         raise bad
@@ -373,10 +385,13 @@ def _verify_folder(folder: Path, key: str | None, since_checkpoint: str | None,
             "both were altered, or frontier.json was",
             index=start if count else None,
         )
-    report = VerifyReport(checkpoint.origin, size, start, end, root, verifier.verifier_key, pinned)
+    report = VerifyReport(checkpoint.origin, size, start, end, root, verifier.verifier_key, pinned,
+                          checkpoint_note=note)
     if not pinned:
         report.notes.append("trusted the bundle's own verifier.key (--trust-bundle-key): anyone who can rewrite "
                             "the bundle can re-sign it; pass --key to pin the key you were given")
+    if macs is not None:
+        report.notes.extend(macs.notes())
     if earlier is not None:
         text = _read_small(folder, "consistency.json", required=False)
         if text is None:
@@ -395,7 +410,8 @@ def _compact(start: int, end: int, hashes: list[bytes], what: str, index: int) -
         raise LedgerBroken(f"{what}: {exc}", index=index) from None
 
 
-def _stream_records(folder: Path, start: int, tree: merkle.CompactRange) -> tuple[int, LedgerBroken | None]:
+def _stream_records(folder: Path, start: int, tree: merkle.CompactRange,
+                    macs: _Macs | None = None) -> tuple[int, LedgerBroken | None]:
     """Hash every record into ``tree``; return the count and the first break found, if any."""
     hashes_path = folder / "hashes.bin"
     listed: IO[bytes] | None = open(hashes_path, "rb") if hashes_path.exists() else None
@@ -403,7 +419,7 @@ def _stream_records(folder: Path, start: int, tree: merkle.CompactRange) -> tupl
     try:
         with open(folder / "records.jsonl", "rb", buffering=1 << 20) as records:
             while True:
-                lines = []
+                lines: list[bytes] = []
                 for _ in range(_CHUNK):
                     line = records.readline(_MAX_RECORD + 1)
                     if not line:
@@ -421,10 +437,16 @@ def _stream_records(folder: Path, start: int, tree: merkle.CompactRange) -> tupl
                         "the last record is cut short (no final newline)", index=start + count + len(lines) - 1
                     )
                 leaves = [sha256(b"\x00" + line[:-1]).digest() for line in lines]
+                mac_break = macs.first_break(lines, start + count) if macs is not None else None
                 if listed is not None:
                     expected = listed.read(32 * len(leaves))
                     if expected != b"".join(leaves):
-                        return count, _first_mismatch(lines, leaves, expected, start + count)
+                        bad = _first_mismatch(lines, leaves, expected, start + count)
+                        if mac_break is not None and (bad.index is None or mac_break.index < bad.index):
+                            bad = mac_break
+                        return count, bad
+                if mac_break is not None:
+                    return count, mac_break
                 else:
                     for offset, line in enumerate(lines):
                         if not line.startswith(b'{"v":1,"idx":%d,' % (start + count + offset)):
@@ -485,6 +507,7 @@ def verify_database(
     key: str | None = None,
     since_checkpoint: str | None = None,
     trust_shipped_key: bool = False,
+    mac_key: bytes | None = None,
 ) -> VerifyReport:
     """Verify a live ledger database: every record against its hash and its index columns, the
     interior hashes, the interaction-id index, the kept checkpoints, the metadata rows, the tree
@@ -495,7 +518,7 @@ def verify_database(
     """
     store = SQLiteStore(path, create=False, readonly=True)
     try:
-        return _verify_store(store, key, since_checkpoint, trust_shipped_key)
+        return _verify_store(store, key, since_checkpoint, trust_shipped_key, mac_key)
     except sqlite3.DatabaseError as exc:
         raise UnusableInput(f"{path}: the database cannot be read ({exc})") from None
     except LedgerError as exc:
@@ -511,6 +534,7 @@ def verify_postgres(
     key: str | None = None,
     since_checkpoint: str | None = None,
     trust_shipped_key: bool = False,
+    mac_key: bytes | None = None,
 ) -> VerifyReport:
     """Verify a live ledger kept in PostgreSQL, read-only, exactly as :func:`verify_database` does a
     SQLite file. See :func:`verify_path` for arguments and errors.
@@ -522,7 +546,7 @@ def verify_postgres(
     except ConfigurationError as exc:
         raise UnusableInput(str(exc)) from None
     try:
-        return _verify_store(store, key, since_checkpoint, trust_shipped_key)
+        return _verify_store(store, key, since_checkpoint, trust_shipped_key, mac_key)
     except LedgerError as exc:
         raise UnusableInput(f"{store.path}: {exc}") from None
     finally:
@@ -560,7 +584,7 @@ def _record_fields(data: bytes, index: int) -> tuple[str, str, str | None]:
     return ts, kind, ident
 
 
-def _column_ts_matches(column: Any, text: str) -> bool:
+def _column_ts_matches(column: object, text: str) -> TypeGuard[float]:
     if type(column) is not float and type(column) is not int:
         return False
     try:
@@ -618,7 +642,7 @@ def _check_nodes(store: Any, size: int) -> None:
 
 
 def _verify_store(store: Any, key: str | None, since_checkpoint: str | None,
-                  trust_shipped: bool = False) -> VerifyReport:
+                  trust_shipped: bool = False, mac_key: bytes | None = None) -> VerifyReport:
     state = store.open()
     shipped = (store.get_meta("verifier_key") or b"").decode("utf-8", "replace") or None
     verifier, pinned = _trusted_verifier(key, shipped, str(store.path), trust_shipped)
@@ -647,9 +671,10 @@ def _verify_store(store: Any, key: str | None, since_checkpoint: str | None,
     needed_times = {s - 1 for s in stops} | {s for s in stops}
     columns = store.kinds_in(start, 1 << 62)
     records = store.iter_records(start, 1 << 62)
+    macs = _Macs(mac_key) if mac_key is not None else None
     try:
         expected, last_ts = _stream(records, columns, start, nodes, index_check, tree, stops, roots, needed_times,
-                                    times)
+                                    times, macs)
     finally:
         for generator in (records, columns):
             close = getattr(generator, "close", None)
@@ -677,11 +702,16 @@ def _verify_store(store: Any, key: str | None, since_checkpoint: str | None,
         raise LedgerBroken(f"table meta, row 'last_ts': {stored_last!r} is before the last record's time "
                            "(altered: the next records would go back in time)")
     _check_history(history, verifier, checkpoint, roots, times, store, state, start)
-    report = VerifyReport(checkpoint.origin, size, start, size, checkpoint.root, verifier.verifier_key, pinned)
+    from ..witness.client import cosigned_checkpoint
+
+    report = VerifyReport(checkpoint.origin, size, start, size, checkpoint.root, verifier.verifier_key, pinned,
+                          checkpoint_note=cosigned_checkpoint(store, state.checkpoint) or state.checkpoint)
     report.unsigned = state.size - size
     if not pinned:
         report.notes.append("trusted the database's own verifier key (--trust-bundle-key): anyone who can write "
                             "the database can re-sign it; pass --key to pin the key you were given")
+    if macs is not None:
+        report.notes.extend(macs.notes())
     if earlier is not None:
         if earlier.size > size:
             raise LedgerBroken(f"the earlier checkpoint has {earlier.size} records, more than the log's {size}")
@@ -699,7 +729,8 @@ def _verify_store(store: Any, key: str | None, since_checkpoint: str | None,
 
 def _stream(records: Iterator[tuple[int, bytes, bytes]], columns: Iterator[tuple[int, float, str]], start: int,
             nodes: _NodeChecker, index_check: _InteractionIndex, tree: merkle.CompactRange, stops: list[int],
-            roots: dict[int, bytes], needed_times: set[int], times: dict[int, float]) -> tuple[int, float | None]:
+            roots: dict[int, bytes], needed_times: set[int], times: dict[int, float],
+            macs: _Macs | None = None) -> tuple[int, float | None]:
     """Check every stored record, in order; return one past the last index and the last record's time."""
     expected = start
     last_ts: float | None = None
@@ -716,6 +747,8 @@ def _stream(records: Iterator[tuple[int, bytes, bytes]], columns: Iterator[tuple
                 raise LedgerBroken("the record is not the one expected at this position", index=index)
             if sha256(b"\x00" + data).digest() != leaf:
                 raise LedgerBroken("the record does not match its stored hash (altered)", index=index)
+            if macs is not None and (broken := macs.check(data, index)) is not None:
+                raise broken
             column_index, column_ts, column_kind = next(columns, (None, None, None))
             if column_index != index:
                 raise LedgerBroken("the record is missing", index=index)  # pragma: no cover - one table
@@ -735,6 +768,44 @@ def _stream(records: Iterator[tuple[int, bytes, bytes]], columns: Iterator[tuple
         nodes.feed(expected - len(leaves), leaves)
         _extend(tree, leaves, stops, roots)
     return expected, last_ts
+
+
+class _Macs:
+    """Checks each record's ``mac`` under the record key, in index order.
+
+    Records from before records had a mac carry none; once one carries a mac, every later record
+    must (a mac cut off is an alteration like any other).
+    """
+
+    def __init__(self, key: bytes) -> None:
+        self.key = key
+        self.checked = 0
+        self.without = 0
+
+    def check(self, data: bytes, index: int) -> LedgerBroken | None:
+        valid = verify_mac(self.key, data)
+        if valid is None and not self.checked:
+            self.without += 1
+            return None
+        if not valid:
+            what = "does not match" if valid is False else "is missing"
+            return LedgerBroken(f"the record's mac {what}: this record was altered (its stored hashes may have been "
+                                "altered with it, but only the record key makes a mac)", index=index)
+        self.checked += 1
+        return None
+
+    def first_break(self, lines: list[bytes], first: int) -> LedgerBroken | None:
+        for offset, line in enumerate(lines):
+            broken = self.check(line[:-1], first + offset)
+            if broken is not None:
+                return broken
+        return None
+
+    def notes(self) -> list[str]:
+        notes = [f"checked the mac of {self.checked} records with the record key: each is as the log wrote it"]
+        if self.without:
+            notes.append(f"{self.without} older records were written before records carried a mac")
+        return notes
 
 
 def _float(value: bytes | None) -> float | None:

@@ -938,8 +938,8 @@ class RequestDesk:
 
     def _forget_pseudonym(self, pseudonym: str) -> None:
         with self._lock:
-            blank = {"question": None, "contact": None, "answer": None, "factors": None, "reason": None,
-                     "complaint": None, "outcome": None}
+            blank: dict[str, Any] = {"question": None, "contact": None, "answer": None, "factors": None,
+                                     "reason": None, "complaint": None, "outcome": None}
             for key, owner in list(self._pseudonyms.items()):
                 if owner != pseudonym:
                     continue

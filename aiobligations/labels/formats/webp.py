@@ -141,8 +141,8 @@ def write_label(data: bytes, payload: str) -> bytes:
         flags = _XMP_FLAG | (_ALPHA_FLAG if alpha else 0)
         if any(chunk.fourcc == b"EXIF" for chunk in kept):
             flags |= _EXIF_FLAG
-        header = bytes((flags, 0, 0, 0)) + (width - 1).to_bytes(3, "little") + (height - 1).to_bytes(3, "little")
-        parts = [_pack(b"VP8X", header), *(chunk.raw for chunk in kept)]
+        flagged = bytes((flags, 0, 0, 0)) + (width - 1).to_bytes(3, "little") + (height - 1).to_bytes(3, "little")
+        parts = [_pack(b"VP8X", flagged), *(chunk.raw for chunk in kept)]
     parts.append(_pack(b"XMP ", _xmp.set_aigc(existing, payload)))
     body = b"WEBP" + b"".join(parts)
     return b"RIFF" + struct.pack("<I", len(body)) + body
