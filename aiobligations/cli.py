@@ -715,5 +715,7 @@ from .report.cli import report_command  # noqa: E402 - registered after the grou
 main.add_command(report_command)
 
 
+main.add_command(__import__("aiobligations.controls.cli_filing", fromlist=["_"]).filing_group)
+
 if __name__ == "__main__":  # pragma: no cover - exercised through the console script.
     main()

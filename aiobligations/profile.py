@@ -31,9 +31,9 @@ log = structlog.get_logger("aiobligations.profile")
 # most likely a typo (``[ledgr]``) and is warned about, not refused: an older release must still
 # start on a newer profile.
 _SECTIONS = ("provider", "service", "ledger", "transparency", "security", "disclosure", "labels",
-             "requests", "server", "otlp", "controls", "witnesses", "report")
+             "requests", "server", "otlp", "controls", "witnesses", "report", "filing")
 _KEYS = {
-    "provider": ("name", "contact", "name_zh", "code", "website"),
+    "provider": ("name", "contact", "name_zh", "code", "website", "filing_number", "licence_number"),
     "service": ("name", "description", "model", "filing_number", "licence_number"),
     "ledger": ("path", "origin", "signing_key", "master_key", "checkpoint_interval", "queue_size",
                "on_full", "max_batch", "retention", "writer", "url", "schema", "sequencer", "migrate"),
@@ -204,12 +204,20 @@ def parse_profile(data: Mapping[str, Any], *, base: Path, source: str = "profile
             f"upper-case letters), got {provider.code!r}"
         )
     s = _section(data, "service", errors)
+    numbers = {}
+    for key in ("filing_number", "licence_number"):
+        # The numbers may sit under [provider] (they are the provider's registration) or [service]:
+        # one value, in either table; two different values are refused.
+        in_service = _text(s, "service", key, errors, required=False)
+        in_provider = _text(p, "provider", key, errors, required=False)
+        if in_service and in_provider and in_service != in_provider:
+            errors.add(f"[provider] {key} and [service] {key} differ; set it in one table")
+        numbers[key] = in_service or in_provider
     service = ServiceInfo(
         name=_text(s, "service", "name", errors, required=True),
         description=_text(s, "service", "description", errors, required=False),
         model=_text(s, "service", "model", errors, required=False),
-        filing_number=_text(s, "service", "filing_number", errors, required=False),
-        licence_number=_text(s, "service", "licence_number", errors, required=False),
+        **numbers,
     )
     lg = _section(data, "ledger", errors)
 
