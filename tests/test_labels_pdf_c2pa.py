@@ -289,3 +289,19 @@ def test_without_the_native_calls_signing_falls_back_to_a_rewrite(
     moved, _ = pdf.embed_c2pa(original, embedded_store(out, ours=False))
     report = read(moved, "application/pdf", trust_anchors=anchors)
     assert report is not None and "assertion.dataHash.mismatch" in report.status_codes
+
+
+def test_pypdf_reads_our_classic_updates_without_a_warning(
+    signer: C2PASigner, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each classic update's table starts with object 0's free entry, so pypdf does not take it for
+    a mis-numbered table ("Xref table not zero-indexed")."""
+    original = (FIXTURES / "qpdf-classic-1.4.pdf").read_bytes()
+    labelled = pdf.write_label(original, AIGCLabel(content_producer=PRODUCER, produce_id="p").to_json())
+    out = sign(labelled, "application/pdf", signer=signer, aigc=AIGC)
+    assert 2 == out[len(original) :].count(b"xref\n0 1\n0000000000 65535 f\r\n")
+    with caplog.at_level("WARNING", logger="pypdf"):
+        reader = pypdf.PdfReader(io.BytesIO(out), strict=True)
+        meta: Any = reader.metadata
+        assert 1 == len(reader.pages) and "p" == AIGCLabel.parse(str(meta["/AIGC"])).produce_id
+    assert [] == [r.getMessage() for r in caplog.records if r.name.startswith("pypdf")]

@@ -2,7 +2,8 @@
 
 Writing never changes an existing byte: it appends (after a newline, if the file does not end with one)
 a new Info dictionary object holding every entry of the current Info dictionary except ``/AIGC``, copied
-as raw bytes, plus ``/AIGC (…)``; then a classic cross-reference section for that one object and a
+as raw bytes, plus ``/AIGC (…)``; then a classic cross-reference section for that one object (after
+object 0's free entry, so that readers such as pypdf do not take it for a mis-numbered table) and a
 trailer that repeats the latest trailer's entries with a new ``/Size``, ``/Info`` and ``/Prev``; then
 ``startxref`` and ``%%EOF``. Reading follows ``startxref`` and the ``/Prev`` chain to the latest
 ``/Info`` and returns its ``/AIGC`` strings.
@@ -709,7 +710,9 @@ def _append_update(
         del offsets[own]
         return bytes(out), offsets
     numbers = sorted(offsets)
-    out += b"xref\n"
+    # Object 0's free entry first: readers such as pypdf take a table whose first subsection does
+    # not start at 0 for a mis-numbered one, and warn.
+    out += b"xref\n0 1\n0000000000 65535 f\r\n"
     for first, count in _runs(numbers):
         out += b"%d %d\n" % (first, count)
         out += b"".join(b"%010d %05d n\r\n" % (offsets[n], generations[n]) for n in range(first, first + count))
