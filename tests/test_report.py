@@ -344,3 +344,30 @@ def test_postgres_ledger(tmp_path: Path, pg_url: str, pg_schema: str) -> None:
     assert 0 == result.exit_code, result.output
     assert (tmp_path / "r.html").read_bytes() == report.html().encode()
 
+
+
+def test_past_their_period_counts_a_prefix() -> None:
+    """Records older than their kind's period at the report's time are counted, per kind."""
+    from aiobligations.ledger.retention import FLOORS
+    from aiobligations.report.collect import Collector
+
+    collector = Collector(start=None, end=None)
+    day = 86_400.0
+    for index, (kind, age) in enumerate([("log", 200), ("log", 190), ("log", 10), ("risk", 200)]):
+        collector.feed(index, {"ts": format_ts(1_800_000_000 - age * day), "kind": kind})
+    rows = {row.kind: row for row in collector.retention(dict(FLOORS), FLOORS, 1_800_000_000)}
+    assert (3, 2) == (rows["log"].records, rows["log"].past_period)  # Floor 183 days: 200 and 190 are past.
+    assert (1, 0) == (rows["risk"].records, rows["risk"].past_period)  # Floor two years.
+
+
+def test_cli_beside_a_running_service(tmp_path: Path) -> None:
+    """With the service's writer process running, the CLI reads read-only; the service keeps appending."""
+    config = init_project(tmp_path / "site")  # The default writer: a process beside the service.
+    out = tmp_path / "live.html"
+    with Obligations.from_file(config) as hub:
+        hub.ledger.append({"kind": "risk", "summary": "first"})
+        result = run("--config", str(config), "--out", str(out))
+        assert 0 == result.exit_code, result.output
+        assert 2 == hub.ledger.append({"kind": "risk", "summary": "after the report"}) + 1
+    assert "tree size</dt><dd>1<" in out.read_text()
+    assert 2 == build_report(config).checkpoint.size

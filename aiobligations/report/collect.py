@@ -11,6 +11,8 @@ that were hashed against the checkpoint's root, in the same pass.
 from __future__ import annotations
 
 import contextlib
+from array import array
+from bisect import bisect_right
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -18,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 from ..ledger.records import parse_ts
+from ..requests.calendar import WeekdayCalendar
 from ..requests.workflow import Complaint, Request, RequestDesk
 
 __all__ = [
@@ -206,6 +209,7 @@ class Incident:
     closed: str | None = None
     updates: int = 0
     suspend: bool = False
+    """Whether any step suspended the service (Art. 37: while the risk is unresolved)."""
     notice: dict[str, str] = field(default_factory=dict)
     """The notice's fields (title, scope, course, measures, user_actions, contact, severity)."""
     resolution: str | None = None
@@ -321,7 +325,8 @@ class Collector:
         self._controls: list[ControlEvent] = []
         self._erasures: Counter[str] = Counter()
         self._oldest: dict[str, str] = {}
-        self._kind_ts: dict[str, list[float]] = {}
+        # Sequencing times per kind, 8 bytes each, to count later which are past their period.
+        self._kind_ts: dict[str, array[float]] = {}
 
     def feed(self, index: int, record: dict[str, Any]) -> None:
         """Count one record (records outside the time window are skipped, but were hashed)."""
@@ -340,7 +345,10 @@ class Collector:
         kind = str(record.get("kind"))
         self.kinds[kind] += 1
         self._oldest.setdefault(kind, ts)
-        self._kind_ts.setdefault(kind, []).append(seconds)
+        times = self._kind_ts.get(kind)
+        if times is None:
+            times = self._kind_ts[kind] = array("d")
+        times.append(seconds)
         handler = _HANDLERS.get(kind)
         if handler is not None:
             handler(self, index, record)
@@ -420,8 +428,8 @@ class Collector:
                 incident.resolution = record["resolution"]
         else:
             incident.updates += 1
-        if isinstance(record.get("suspend"), bool):
-            incident.suspend = record["suspend"]
+        if record.get("suspend") is True:
+            incident.suspend = True
         for name in _NOTICE_FIELDS:
             value = record.get(name)
             if isinstance(value, str) and value:
@@ -477,7 +485,9 @@ class Collector:
     def requests(self, *, deadline_days: int, now: datetime) -> RequestFigures:
         """The requests section: the desk's own fold over the collected records, as of ``now``."""
         end = max(self._requests, default=-1) + 1
-        desk = RequestDesk(cast(Any, _Hub(_RequestLog(self._requests, end))), deadline_days=deadline_days)
+        # The calendar is never consulted: folding reads the deadlines the records store.
+        desk = RequestDesk(cast(Any, _Hub(_RequestLog(self._requests, end))), deadline_days=deadline_days,
+                           calendar=WeekdayCalendar())
         figures = RequestFigures(deadline_days=deadline_days)
         months: dict[str, MonthRow] = {}
         recorded: Counter[int] = Counter()
@@ -528,7 +538,8 @@ class Collector:
         for kind in sorted(set(self.kinds) | (set(periods) - {"default"})):
             period = periods.get(kind, periods["default"])
             floor = floors.get(kind, floors["default"])
-            past = sum(1 for seconds in self._kind_ts.get(kind, ()) if seconds + period <= now)
+            # Sequencing times never decrease along the log: the records past their period are a prefix.
+            past = bisect_right(self._kind_ts.get(kind, array("d")), now - period)
             rows.append(RetentionRow(kind, self.kinds.get(kind, 0), round(period / day, 1), round(floor / day, 1),
                                      self._oldest.get(kind), past))
         return rows
