@@ -371,3 +371,17 @@ def test_cli_beside_a_running_service(tmp_path: Path) -> None:
         assert 2 == hub.ledger.append({"kind": "risk", "summary": "after the report"}) + 1
     assert "tree size</dt><dd>1<" in out.read_text()
     assert 2 == build_report(config).checkpoint.size
+
+
+def test_partial_records_still_render(tmp_path: Path) -> None:
+    """An incident seen only from its update and a control of an unknown kind render without guessing."""
+    config = _site(tmp_path / "site")
+    with Obligations.from_file(config) as hub:
+        hub.ledger.append({"kind": "incident", "incident_id": "INC-X", "step": "update", "measures": "patched"})
+        hub.ledger.append({"kind": "control", "control": "filing", "action": "status"})
+        report = build_report(hub)
+    page = report.html()
+    assert "INC-X: (no title)" in page and "(no open step in the window)" in page
+    assert ["course", "scope", "user_actions", "contact"] == report.incidents[0].missing
+    assert "Other control records: 1." in page
+    assert [] == report.takeovers == report.terminations
