@@ -33,12 +33,15 @@ import tomllib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigurationError
 from .keys import init_project
 from .obligations import Obligations
 from .profile import parse_profile
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .ledger.verify import VerifyReport
 
 __all__ = ["Disclosure", "TestHub", "hub"]
 
@@ -86,7 +89,7 @@ class TestHub:
         """
         ledger = self.obligations.ledger
         size = ledger.flush(timeout=30)
-        found = []
+        found: list[dict[str, Any]] = []
         for index in range(ledger.first_index, size):
             record = ledger.read(index)
             if kind is None or record.get("kind") == kind:
@@ -99,7 +102,7 @@ class TestHub:
 
     def disclosures(self) -> list[Disclosure]:
         """How each interaction was disclosed, oldest first."""
-        found = []
+        found: list[Disclosure] = []
         for record in self.interactions():
             disclosure = record.get("disclosure")
             if not isinstance(disclosure, dict):
@@ -114,7 +117,7 @@ class TestHub:
             ))
         return found
 
-    def verify(self) -> Any:
+    def verify(self) -> VerifyReport:
         """Sign a checkpoint and verify the whole ledger as an auditor would; return the report.
 
         Raises:

@@ -20,7 +20,7 @@ import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import structlog
 
@@ -108,7 +108,7 @@ class ObligationsMiddleware:
         identity: Identity | None = None,
         capture_limit: int = 1 << 20,
         buffer_limit: int = 8 << 20,
-        failure: str = "fail_open",
+        failure: Literal["fail_open", "fail_closed"] = "fail_open",
         prefix: str = "/ai",
     ) -> None:
         if failure not in _FAILURE_POLICIES:

@@ -319,7 +319,7 @@ class Endpoints:
             record = None
         claimed = record.get("subject") if isinstance(record, dict) else None
         mine = hmac.compare_digest(_utf8(claimed), _utf8(ledger.pseudonym(subject)))
-        if not known or leaf is None:
+        if not known or index is None or leaf is None:
             return missing
         if (not isinstance(record, dict) or record.get("kind") != "interaction"
                 or record.get("interaction_id") != interaction_id):

@@ -385,3 +385,43 @@ def test_partial_records_still_render(tmp_path: Path) -> None:
     assert ["course", "scope", "user_actions", "contact"] == report.incidents[0].missing
     assert "Other control records: 1." in page
     assert [] == report.takeovers == report.terminations
+
+
+def test_recorded_text_is_escaped(tmp_path: Path) -> None:
+    """A hostile path or reason in a record is text in the page and in its SVG, never markup."""
+    config = _site(tmp_path / "site")
+    hostile = '/v1/<script>alert("x")</script>&<svg onload=alert(1)>'
+    with Obligations.from_file(config) as hub:
+        hub.ledger.append({"kind": "interaction", "interaction_id": "i-1", "route": hostile, "status": 200,
+                           "outcome": "completed", "disclosure": {"header": True, "body": "none", "notice": "short"}})
+        hub.ledger.append({"kind": "control", "control": "takeover", "state": "on", "route": None,
+                           "reason": "</td><img src=x onerror=alert(2)>", "by": "op", "at": "2026-01-01T00:00:00Z"})
+        page = build_report(hub).html()
+    assert "<script" not in page and "<img" not in page and "<svg onload" not in page
+    assert "&lt;script&gt;" in page and "&lt;img src=x onerror=alert(2)&gt;" in page
+
+
+def test_records_changed_after_verification_are_refused(evidence: Evidence) -> None:
+    """The pass that counts re-hashes what it reads: bytes that do not give the verified root stop it."""
+    from aiobligations.ledger.store import SQLiteStore
+    from aiobligations.report.build import _read
+    from aiobligations.report.collect import Collector
+
+    store = SQLiteStore(evidence.config.parent / "ledger.db", create=False, readonly=True)
+    try:
+        state = store.open()
+        with pytest.raises(LedgerBroken, match="changed after verification"):
+            _read(store, state.pruned_start, state.pruned_frontier, state.size, b"\x00" * 32,
+                  Collector(start=None, end=None))
+    finally:
+        store.close()
+
+
+def test_cli_window(evidence: Evidence, tmp_path: Path) -> None:
+    """--from and --to on the command line select as the function does."""
+    out = tmp_path / "window.html"
+    mark = format_ts(evidence.middle)
+    result = run("--config", str(evidence.config), "--out", str(out), "--to", mark)
+    assert 0 == result.exit_code, result.output
+    assert out.read_bytes() == build_report(evidence.config, end=evidence.middle).html().encode()
+    assert f"from the first record – {mark}" in out.read_text()

@@ -9,7 +9,8 @@ A bundle is a folder or a ``.tar.gz`` holding:
     instead of only saying that the root differs: the hashes themselves are checked against the
     signed root, so a record whose hash differs from its listed one is the altered one.
 ``checkpoint``
-    The signed note the range is verified against.
+    The signed note the range is verified against, followed by every witness cosignature kept for
+    it (C2SP tlog-cosignature lines; a verifier ignores lines of keys it does not know).
 ``frontier.json``
     ``{"start": N, "hashes": [...]}``: the compact range of the records before the bundle. When the
     bundle stops before the checkpoint's size E < n, also ``"end": E`` and ``"right": [...]``,
@@ -114,7 +115,8 @@ def export_bundle(
             if not tarball:
                 folder.mkdir(parents=True)
             manifest = _write_members(
-                folder, store, reader, state.checkpoint, checkpoint, begin, finish, consistency,
+                folder, store, reader, _with_cosignatures(store, state.checkpoint), checkpoint, begin, finish,
+                consistency,
                 verifier_key=(store.get_meta("verifier_key") or b"").decode(),
             )
             if tarball:
@@ -130,6 +132,13 @@ def export_bundle(
         return manifest
     finally:
         store.close()
+
+
+def _with_cosignatures(store: Store, note: str) -> str:
+    """The checkpoint note with the witnesses' cosignatures of it appended (none kept: as it is)."""
+    from ..witness.client import cosigned_checkpoint
+
+    return cosigned_checkpoint(store, note) or note
 
 
 def _consistency_member(reader: TreeReader, note: str, size: int) -> dict[str, Any]:

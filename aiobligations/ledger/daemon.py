@@ -200,6 +200,11 @@ class _Log:
         )
         self.ledger = ledger
         self.writer = ledger._writer
+        if config.get("witnesses"):
+            # This process signs the checkpoints, so it is the one that asks the witnesses.
+            from ..witness.client import WitnessSettings
+
+            ledger.start_witnesses(WitnessSettings.from_dict(config["witnesses"]))
 
     def state(self) -> tuple[int, str | None, int]:
         writer = self.writer

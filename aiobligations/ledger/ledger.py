@@ -16,9 +16,10 @@ import base64
 import binascii
 import json
 import os
+import re
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -34,7 +35,14 @@ from .sequencer import Sequencer
 from .store import SQLiteStore, Store, StoreState
 from .writer import ThreadWriter, Writer
 
+if TYPE_CHECKING:
+    from ..witness.client import WitnessClient, WitnessSettings
+
 __all__ = ["Ledger", "checked_prune_end", "prunable_end", "rewrapped_keys"]
+
+
+class _ReloadableStore(Protocol):
+    def reload_state(self) -> StoreState: ...
 
 
 class Ledger:
@@ -60,6 +68,8 @@ class Ledger:
         history_interval: Keep a signed checkpoint in the history table at most this often.
         batch_delay: When only records nobody waits on are queued (from :meth:`submit`), wait this
             long (seconds) before committing so that more share the commit. 0 commits at once.
+        witnesses: Witnesses to ask for cosignatures of the checkpoints this ledger signs (a
+            background thread; see :mod:`aiobligations.witness.client`). ``None``: none.
 
     Raises:
         ConfigurationError: an argument is invalid, or the store belongs to another origin or key.
@@ -82,6 +92,7 @@ class Ledger:
         retention: Retention | None = None,
         history_interval: float = 60.0,
         batch_delay: float = 0.002,
+        witnesses: WitnessSettings | None = None,
     ) -> None:
         self._open_thread_writer(
             store, origin=origin, signer=signer, master_key=master_key, retention=retention,
@@ -89,6 +100,8 @@ class Ledger:
             options={"queue_size": queue_size, "on_full": on_full, "full_timeout": full_timeout,
                      "max_batch": max_batch, "batch_delay": batch_delay},
         )
+        if witnesses is not None:
+            self.start_witnesses(witnesses)
 
     def _open_thread_writer(self, store: Store, *, origin: str, signer: Signer, master_key: MasterKey,
                             retention: Retention | None, checkpoint_interval: float, history_interval: float,
@@ -129,6 +142,51 @@ class Ledger:
         self._writer = writer
         self._crypto = crypto
         self.reader = TreeReader(store, state.pruned_start, state.pruned_frontier)
+        self.witnesses: WitnessClient | None = None
+
+    def start_witnesses(self, settings: WitnessSettings) -> WitnessClient:
+        """Ask witnesses to cosign this ledger's checkpoints, from a background thread.
+
+        Call it only where checkpoints are signed (a ledger with its own writer thread, or the
+        shared writer process); :meth:`close` stops it.
+
+        Args:
+            settings: The witnesses, quorum and intervals.
+
+        Returns:
+            The running client.
+
+        .. versionadded:: 0.2.0
+        """
+        from ..witness.client import WitnessClient
+
+        if self.witnesses is not None:
+            self.witnesses.close()
+        self.witnesses = WitnessClient(self._store, settings, log_verifier=self.verifier,
+                                       consistency_proof=self.reader.consistency_proof,
+                                       record=self.submit).start()
+        return self.witnesses
+
+    @property
+    def witnessed_checkpoint(self) -> str | None:
+        """The latest checkpoint witnesses cosigned, with their cosignature lines appended.
+
+        ``None`` while no witness has cosigned any checkpoint of this ledger.
+
+        .. versionadded:: 0.2.0
+        """
+        from ..witness.client import cosigned_checkpoint
+
+        if not self._store.witness_sizes():
+            return None
+        return cosigned_checkpoint(self._store)
+
+    def cosignatures(self, size: int) -> list[str]:
+        """The witnesses' cosignature lines kept for the checkpoint of ``size``.
+
+        .. versionadded:: 0.2.0
+        """
+        return [line for _, _, _, line in self._store.cosignatures(size)]
 
     def __repr__(self) -> str:
         pid = self._writer.pid
@@ -259,6 +317,9 @@ class Ledger:
                 past it, the records still queued are abandoned and their count is logged as an
                 error: a process that is shutting down cannot keep them anywhere else.
         """
+        client = getattr(self, "witnesses", None)
+        if client is not None:
+            client.close()
         self._writer.close(timeout)
         if self._writer.remote:
             self._store.close()
@@ -374,7 +435,8 @@ class Ledger:
         """
         if self._writer.remote:
             first = int(self._writer.call("prune", (end, now)))
-            state = self._store.reload_state()
+            # Both stores a remote writer works with (SQLite, PostgreSQL) can re-read their state.
+            state = cast(_ReloadableStore, self._store).reload_state()
             self.reader.set_pruned(state.pruned_start, state.pruned_frontier)
             return first
         end = checked_prune_end(self._store, self.retention, end, self.prunable(now))

@@ -147,6 +147,11 @@ BEGIN
     PERFORM pg_notify(channel, '');
 END $$;
 """),
+    (2, "witnesses' cosignatures of checkpoints", """
+CREATE TABLE {s}.cosignatures (
+    size bigint NOT NULL, witness text NOT NULL, note text NOT NULL, line text NOT NULL,
+    PRIMARY KEY (size, witness));
+"""),
 ]
 
 # Every session commits durably whatever the database's or role's default: an acknowledged record
@@ -627,6 +632,31 @@ class PostgresStore:
     def checkpoints(self) -> list[tuple[int, float, str]]:
         """The kept history of signed checkpoints, oldest first."""
         return [(int(a), b, c) for a, b, c in self._query(f"SELECT size, ts, note FROM {self.schema}.checkpoints ORDER BY size")]
+
+    # -- cosignatures (the witness client's thread) ----------------------------------------------
+
+    def add_cosignature(self, size: int, witness: str, note: str, line: str) -> None:
+        """Keep a witness's cosignature of the checkpoint ``note`` of ``size`` (from any thread)."""
+        try:
+            with self._reads() as conn:
+                conn.execute(
+                    f"INSERT INTO {self.schema}.cosignatures VALUES (%s, %s, %s, %s) "
+                    "ON CONFLICT (size, witness) DO UPDATE SET note = excluded.note, line = excluded.line",
+                    (size, witness, note, line))
+        except psycopg.Error as exc:
+            raise LedgerError(f"the ledger's database failed: {_reason(exc)}") from None
+
+    def cosignatures(self, size: int | None = None) -> list[tuple[int, str, str, str]]:
+        """Kept cosignatures as (size, witness, note, line): of one checkpoint size, or all, by size."""
+        sql = f"SELECT size, witness, note, line FROM {self.schema}.cosignatures"
+        rows = (self._query(sql + " ORDER BY size, witness") if size is None
+                else self._query(sql + " WHERE size = %s ORDER BY witness", (size,)))
+        return [(int(a), b, c, d) for a, b, c, d in rows]
+
+    def witness_sizes(self) -> dict[str, int]:
+        """The largest checkpoint size each witness (by verifier key) has cosigned."""
+        rows = self._query(f"SELECT witness, max(size) FROM {self.schema}.cosignatures GROUP BY witness")
+        return {witness: int(size) for witness, size in rows}
 
     def close(self) -> None:
         """Close every connection; idempotent."""

@@ -33,7 +33,7 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from cryptography.hazmat.primitives.serialization import (
@@ -74,6 +74,9 @@ from .retention import DAY, Retention
 from .store import SQLiteStore
 from .writer import Writer
 
+if TYPE_CHECKING:
+    from ..witness.client import WitnessSettings
+
 __all__ = ["PeerWriter", "ProcessLedger"]
 
 log = structlog.get_logger("aiobligations.ledger")
@@ -102,6 +105,7 @@ class PeerWriter(Writer):
         history_interval: float,
         batch_delay: float,
         start_timeout: float,
+        witnesses: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(queue_size=queue_size, on_full=on_full, full_timeout=full_timeout, max_batch=max_batch,
                          batch_delay=batch_delay)
@@ -117,8 +121,8 @@ class PeerWriter(Writer):
         self._stopping = False
         self._process: subprocess.Popen[bytes] | None = None
         self._sock: socket.socket | None = None
-        self._reader: IO[bytes] | None = None
-        self._config = {
+        self._reader: SocketReader | None = None
+        self._config: dict[str, Any] = {
             "path": str(self.path),
             "origin": origin,
             "signer_name": signer.name,
@@ -131,6 +135,7 @@ class PeerWriter(Writer):
             "retention": {kind: seconds / DAY for kind, seconds in retention.as_dict().items()}
             if retention is not None else None,
             "history_interval": history_interval,
+            "witnesses": witnesses,
             "token": self._token,
             "address": writer_address(self.path),
         }
@@ -699,6 +704,7 @@ def ProcessLedger(  # noqa: N802 - reads as the kind of ledger it opens, as it d
     history_interval: float = 60.0,
     batch_delay: float = 0.01,
     start_timeout: float = 30.0,
+    witnesses: WitnessSettings | None = None,
 ) -> Ledger:
     """Open the ledger in the SQLite file ``path`` as a peer of its shared writer process.
 
@@ -723,6 +729,8 @@ def ProcessLedger(  # noqa: N802 - reads as the kind of ledger it opens, as it d
             fewer, larger frames cost the loop less. A record nobody waits on is durable within
             about this delay plus one commit.
         start_timeout: How long to wait for a writer process to open the ledger.
+        witnesses: Witnesses the writer process asks for cosignatures of the checkpoints it signs
+            (the settings of the process that starts it, like the checkpoint settings).
 
     Returns:
         A :class:`Ledger` whose ``writer_pid`` is the writer process's.
@@ -737,7 +745,8 @@ def ProcessLedger(  # noqa: N802 - reads as the kind of ledger it opens, as it d
     writer = PeerWriter(path, origin=origin, signer=signer, master_key=master_key, queue_size=queue_size,
                         on_full=on_full, full_timeout=full_timeout, max_batch=max_batch,
                         checkpoint_interval=checkpoint_interval, retention=retention,
-                        history_interval=history_interval, batch_delay=batch_delay, start_timeout=start_timeout)
+                        history_interval=history_interval, batch_delay=batch_delay, start_timeout=start_timeout,
+                        witnesses=witnesses.as_dict() if witnesses is not None else None)
     try:
         store = SQLiteStore(path, create=False, readonly=True)
         state = store.open()

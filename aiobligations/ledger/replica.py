@@ -57,11 +57,11 @@ from ._items import (
     waits,
 )
 from .crypto import MasterKey, SubjectCrypto
-from .note import Signer
+from .note import Signer, Verifier
 from .postgres import PostgresStore, _reason, parse_sequenced, psycopg
 from .ledger import Ledger, _check_options, _ledger_secret, checked_prune_end, prunable_end, rewrapped_keys
 from .reader import TreeReader, checkpoint_of
-from .records import PreparedRecord
+from .records import PreparedRecord, prepare
 from .retention import Retention
 from .sequencer import Sequencer
 from .writer import Writer
@@ -152,8 +152,10 @@ class ReplicaWriter(Writer):
     def __init__(self, store: PostgresStore, crypto: SubjectCrypto, *, origin: str, signer: Signer,
                  retention: Retention, checkpoint_interval: float, history_interval: float,
                  candidate: bool = True, election_interval: float = 0.5, confirm_timeout: float = 10.0,
-                 queue_seal: QueueSeal, leftovers: str | None = None, **options: Any) -> None:
+                 queue_seal: QueueSeal, leftovers: str | None = None, witnesses: Any = None,
+                 **options: Any) -> None:
         super().__init__(**options)
+        self.witnesses = witnesses
         self.queue_seal = queue_seal
         self.leftovers = leftovers
         self.store = store
@@ -485,9 +487,12 @@ class ReplicaWriter(Writer):
                 if conn is None or conn.closed:
                     conn = self.store.connect()
                 if self.store.try_lead(conn):
+                    client = self._start_witnesses()
                     try:
                         self._lead(conn)
                     finally:
+                        if client is not None:
+                            client.close(1.0)
                         self.leading = False
                         conn.close()  # Ends the session, and with it the lock.
                         conn = None
@@ -512,6 +517,22 @@ class ReplicaWriter(Writer):
                 self._stop.wait(self.election_interval)
         if conn is not None:
             conn.close()  # The candidate's session, never elected this time.
+
+    def _start_witnesses(self) -> Any:
+        """The elected sequencer signs the checkpoints, so it is the replica that asks the witnesses."""
+        if self.witnesses is None:
+            return None
+        from ..witness.client import WitnessClient
+
+        try:
+            state = self.store.reload_state()
+            reader = TreeReader(self.store, state.pruned_start, state.pruned_frontier)
+            return WitnessClient(self.store, self.witnesses, log_verifier=Verifier.from_key(self.signer.verifier_key),
+                                 consistency_proof=reader.consistency_proof,
+                                 record=lambda record: self.enqueue((OP_RECORD, prepare(record), None))).start()
+        except Exception as exc:  # Witnessing must never keep the log from being sequenced.
+            log.error("witness.start_failed", error=f"{type(exc).__name__}: {exc}")
+            return None
 
     def _lead(self, conn: Any) -> None:
         store = self.store
@@ -760,6 +781,7 @@ def ReplicaLedger(  # noqa: N802 - reads as the kind of ledger it opens, like Pr
     election_interval: float = 0.5,
     migrate: bool = True,
     leftovers: str | os.PathLike[str] | None = None,
+    witnesses: Any = None,
 ) -> Any:
     """Open the ledger kept in PostgreSQL at ``url`` as one replica among many.
 
@@ -783,6 +805,8 @@ def ReplicaLedger(  # noqa: N802 - reads as the kind of ledger it opens, like Pr
         leftovers: A file of this host where records the database could not take before this
             process closed are kept (sealed), to be queued by the next replica that opens the ledger
             on this host; without it they are lost, and logged as such.
+        witnesses: A :class:`~aiobligations.witness.client.WitnessSettings`: whichever replica is
+            the elected sequencer asks these witnesses to cosign the checkpoints it signs.
         origin, signer, master_key, queue_size, on_full, full_timeout, max_batch,
         checkpoint_interval, retention, history_interval, batch_delay: As for :class:`Ledger`.
 
@@ -809,7 +833,7 @@ def ReplicaLedger(  # noqa: N802 - reads as the kind of ledger it opens, like Pr
                                candidate=candidate, election_interval=election_interval,
                                queue_size=queue_size, on_full=on_full, full_timeout=full_timeout,
                                max_batch=max_batch, batch_delay=batch_delay,
-                               leftovers=None if leftovers is None else os.fspath(leftovers))
+                               leftovers=None if leftovers is None else os.fspath(leftovers), witnesses=witnesses)
         try:
             writer.queue_leftovers()
         except Exception as exc:  # Never keep a replica from opening: the file stays for next time.

@@ -11,7 +11,8 @@ What a store keeps:
   that opening the log never re-hashes it and a proof never needs all leaves in memory;
 - the tree state (size and the compact range of ``[0, size)``) and the latest signed checkpoint;
 - subject keys, wrapped by the master key, in a table apart from the records;
-- after pruning, the compact range of the pruned prefix.
+- after pruning, the compact range of the pruned prefix;
+- witnesses' cosignatures of checkpoints (written by the witness client's thread, not the writer).
 """
 
 from __future__ import annotations
@@ -98,8 +99,11 @@ class Store(Protocol):
         """Set metadata values durably and atomically (before the writer starts)."""
         ...
 
-    def write_batch(self, batch: Batch) -> None:
-        """Store one batch atomically and durably, or raise and store none of it."""
+    def write_batch(self, batch: Batch) -> object:
+        """Store one batch atomically and durably, or raise and store none of it.
+
+        The ledger ignores what it returns (PostgreSQL's returns its sequencer's queue rows).
+        """
         ...
 
     def drop_meta(self, keys: Sequence[str]) -> None:
@@ -170,6 +174,22 @@ class Store(Protocol):
         """The kept history of signed checkpoints, as (size, ts, note), oldest first."""
         ...
 
+    def add_cosignature(self, size: int, witness: str, note: str, line: str) -> None:
+        """Keep a witness's cosignature ``line`` of the checkpoint ``note`` of ``size`` (any thread).
+
+        ``witness`` is the witness's verifier key. A second line for the same size and witness
+        replaces the first.
+        """
+        ...
+
+    def cosignatures(self, size: int | None = None) -> list[tuple[int, str, str, str]]:
+        """Kept cosignatures as (size, witness, note, line): of one checkpoint size, or all, by size."""
+        ...
+
+    def witness_sizes(self) -> dict[str, int]:
+        """The largest checkpoint size each witness (by verifier key) has cosigned."""
+        ...
+
     def close(self) -> None:
         """Release every connection; idempotent."""
         ...
@@ -196,6 +216,10 @@ CREATE TABLE IF NOT EXISTS subject_keys (
     pseudonym TEXT PRIMARY KEY,
     wrapped BLOB NOT NULL,
     master_id TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS cosignatures (
+    size INTEGER NOT NULL, witness TEXT NOT NULL, note TEXT NOT NULL, line TEXT NOT NULL,
+    PRIMARY KEY (size, witness)
 ) WITHOUT ROWID;
 """
 
@@ -249,7 +273,9 @@ def _blob(value: object) -> bytes:
         return value.encode("utf-8", "surrogatepass")
     if isinstance(value, (int, float)):
         return repr(value).encode()
-    return bytes(value)  # type: ignore[arg-type]
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    raise TypeError(f"cannot convert a {type(value).__name__} meta value to bytes")
 
 
 def _create_private(path: Path) -> None:
@@ -304,6 +330,8 @@ class SQLiteStore:
         self._readers_lock = threading.Lock()
         self._lock_handle: IO[str] | None = None
         self._closed = False
+        self._cosigner: sqlite3.Connection | None = None
+        self._cosigner_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"SQLiteStore({str(self.path)!r})"
@@ -402,6 +430,8 @@ class SQLiteStore:
                 conn.execute(
                     "CREATE TABLE interactions (interaction_id TEXT PRIMARY KEY, idx INTEGER NOT NULL) WITHOUT ROWID"
                 )
+            if not self._readonly and tables and "cosignatures" not in tables:
+                conn.executescript(_SCHEMA)  # A ledger made before witnesses: add their table.
             return self._load_state()
         except sqlite3.DatabaseError as exc:
             raise UnusableInput(f"{self.path}: not a usable ledger database ({exc})") from None
@@ -539,6 +569,8 @@ class SQLiteStore:
         self._readers_lock = threading.Lock()
         self._writer = None
         self._lock_handle = None
+        self._cosigner = None
+        self._cosigner_lock = threading.Lock()
 
     def replace_keys(self, rows: Sequence[tuple[str, bytes, str]], meta: dict[str, bytes]) -> None:
         """Rewrite wrapped keys and metadata in one transaction (master key rotation)."""
@@ -634,6 +666,39 @@ class SQLiteStore:
         """The kept history of signed checkpoints, oldest first."""
         return list(self._reader().execute("SELECT size, ts, note FROM checkpoints ORDER BY size"))
 
+    # -- cosignatures (the witness client's thread, on a connection of its own) ------------------
+
+    def add_cosignature(self, size: int, witness: str, note: str, line: str) -> None:
+        """Keep a witness's cosignature of the checkpoint ``note`` of ``size`` (from any thread)."""
+        with self._cosigner_lock:
+            if self._closed:
+                raise LedgerError("the store is closed")
+            if self._cosigner is None:
+                self._cosigner = self._connect(write=True)
+            with self._transaction(self._cosigner):
+                self._cosigner.execute("INSERT OR REPLACE INTO cosignatures VALUES (?,?,?,?)",
+                                       (size, witness, note, line))
+
+    def cosignatures(self, size: int | None = None) -> list[tuple[int, str, str, str]]:
+        """Kept cosignatures as (size, witness, note, line): of one checkpoint size, or all, by size."""
+        sql = "SELECT size, witness, note, line FROM cosignatures"
+        try:
+            if size is None:
+                rows = self._reader().execute(sql + " ORDER BY size, witness").fetchall()
+            else:
+                rows = self._reader().execute(sql + " WHERE size=? ORDER BY witness", (size,)).fetchall()
+        except sqlite3.OperationalError:
+            return []  # A ledger made before witnesses, opened read-only: no table, no cosignatures.
+        return [(int(a), b, c, d) for a, b, c, d in rows]
+
+    def witness_sizes(self) -> dict[str, int]:
+        """The largest checkpoint size each witness (by verifier key) has cosigned."""
+        try:
+            rows = self._reader().execute("SELECT witness, max(size) FROM cosignatures GROUP BY witness").fetchall()
+        except sqlite3.OperationalError:
+            return {}
+        return {witness: int(size) for witness, size in rows}
+
     def close(self) -> None:
         """Close every connection; idempotent."""
         self._closed = True
@@ -644,6 +709,10 @@ class SQLiteStore:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+        with self._cosigner_lock:
+            if self._cosigner is not None:
+                self._cosigner.close()
+                self._cosigner = None
         if self._lock_handle is not None:
             _flock.untrack(self._lock_handle.fileno())
             self._lock_handle.close()  # Closing the file releases the lock.
