@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
+import hmac
 import json
 import sqlite3
 from pathlib import Path
@@ -15,6 +17,7 @@ from aiobligations.ledger import Ledger, MasterKey, Signer, SQLiteStore, export_
 from aiobligations.ledger import merkle
 from aiobligations.ledger.note import open_checkpoint
 from aiobligations.ledger.reader import checkpoint_of
+from aiobligations.ledger.records import verify_mac
 from aiobligations.ledger.retention import DAY
 
 from conftest import ORIGIN
@@ -50,7 +53,7 @@ class TestAppend:
         assert record["subject"] != "alice"
         assert (1, 3, "interaction", "id-3") == (record["v"], record["idx"], record["kind"], record["interaction_id"])
 
-    def test_record_bytes_are_compact_json_in_contract_order(self, make_ledger, tmp_path: Path) -> None:
+    def test_record_bytes_are_compact_json_in_contract_order(self, make_ledger, tmp_path: Path, signer) -> None:
         ledger = make_ledger()
         ledger.append({"kind": "risk", "summary": "多行\ntext", "score": 3})
         ledger.close()
@@ -60,8 +63,14 @@ class TestAppend:
         assert data.startswith(b'{"v":1,"idx":0,"ts":"')
         assert b"\n" not in data
         decoded = json.loads(data)
-        assert ["v", "idx", "ts", "kind", "summary", "score"] == list(decoded)
+        assert ["v", "idx", "ts", "kind", "summary", "score", "mac"] == list(decoded)
         assert decoded["ts"].endswith("Z")
+        # The mac: HMAC-SHA256 under the key derived from the signing key, over every byte before it.
+        head = data[: data.rindex(b',"mac":')]
+        key = hashlib.sha256(b"aiobligations/record-mac/v1\n" + signer.private_key.private_bytes_raw()).digest()
+        assert base64.b64decode(decoded["mac"]) == hmac.digest(key, head, "sha256")[:16]
+        assert verify_mac(key, data) is True and verify_mac(bytes(32), data) is False
+        assert verify_mac(key, data.replace(b'"score":3', b'"score":4')) is False
 
     def test_concurrent_aappend_gets_distinct_contiguous_indices(self, make_ledger) -> None:
         ledger = make_ledger()

@@ -34,7 +34,10 @@ from hypothesis import strategies as st
 from aiobligations.cli import main
 from aiobligations.errors import LedgerBroken, UnusableInput
 from aiobligations.ledger import Ledger, MasterKey, Signer, SQLiteStore, export_bundle, verify_database, verify_path
-from aiobligations.ledger.records import parse_ts
+from aiobligations.keys import load_signer
+from aiobligations.ledger import merkle
+from aiobligations.ledger.records import parse_ts, record_mac_key
+from aiobligations.profile import load_profile
 
 ORIGIN = "tamper.example/aiobligations/ledger"
 RECORDS = 40
@@ -538,3 +541,86 @@ class TestDatabase:
         with pytest.raises(LedgerBroken):
             verify_path(scratch / "partial", key=pristine.signer.verifier_key)
 
+
+
+# -- records' macs: the altered record, named exactly, even with its hashes altered too ----------
+
+
+class TestRecordMacs:
+    """Issue 11, defect 10: a record altered together with every hash stored beside it.
+
+    Without the record key nothing says which record of a subtree it was (the signed root commits
+    to them all at once), so verify names the subtree. With the key, each record's mac names it.
+    """
+
+    @staticmethod
+    def rehashed(pristine: Fixture, index: int, old: bytes, new: bytes) -> dict[str, bytes]:
+        """records.jsonl with ``old`` replaced by ``new`` on line ``index``, and hashes.bin to match."""
+        lines = pristine.members["records.jsonl"].splitlines(keepends=True)
+        assert old in lines[index]
+        lines[index] = lines[index].replace(old, new, 1)
+        hashes = bytearray(pristine.members["hashes.bin"])
+        hashes[32 * index : 32 * index + 32] = merkle.leaf_hash(lines[index][:-1])
+        return {"records_jsonl": b"".join(lines), "hashes_bin": bytes(hashes)}
+
+    @settings(PROPERTY, max_examples=60)
+    @given(index=st.integers(0, RECORDS - 1), draw=st.data())
+    def test_the_record_key_names_the_altered_bundle_record(self, pristine: Fixture, index: int,
+                                                            draw: st.DataObject) -> None:
+        line = pristine.members["records.jsonl"].splitlines()[index]
+        at = draw.draw(st.integers(len(b'{"v":1,"idx":'), len(line) - 1), label="byte")
+        new = bytes([line[at] ^ 0x01 if line[at] not in (0x0A ^ 0x01,) else line[at] ^ 0x02])
+        key = record_mac_key(pristine.signer.private_key)
+        with tempfile.TemporaryDirectory(prefix="tamper-") as folder:
+            changed = self.rehashed(pristine, index, line[at - 12 : at + 1], line[at - 12 : at] + new)
+            bundle = write_bundle(pristine, Path(folder), **changed)
+            with pytest.raises(LedgerBroken) as caught:
+                verify_path(bundle, key=pristine.signer.verifier_key, mac_key=key)
+        assert index == caught.value.index, caught.value.reason
+
+    def test_without_the_key_the_subtree_is_named_and_with_it_the_record(self, pristine: Fixture, scratch: Path) -> None:
+        key = record_mac_key(pristine.signer.private_key)
+        bundle = write_bundle(pristine, scratch, **self.rehashed(pristine, 21, b'"kind":"interaction"',
+                                                                 b'"kind":"interactiom"'))
+        assert 21 != broken(bundle, pristine.signer.verifier_key).index
+        with pytest.raises(LedgerBroken, match="the record's mac does not match") as caught:
+            verify_path(bundle, key=pristine.signer.verifier_key, mac_key=key)
+        assert 21 == caught.value.index
+
+        db = copy_database(pristine, scratch)
+        data = sqlite3.connect(db).execute("SELECT data FROM records WHERE idx = 21").fetchone()[0]
+        altered = data.replace(b'"kind":"interaction"', b'"kind":"interactiom"')
+        tamper(db, ("UPDATE records SET data = ?, leaf = ? WHERE idx = 21", (altered, merkle.leaf_hash(altered))))
+        result = CliRunner().invoke(main, ["verify", str(db), "--key", pristine.signer.verifier_key,
+                                           "--mac-key", key.hex()])
+        assert 1 == result.exit_code
+        assert "first bad index 21: the record's mac does not match" in result.stderr, result.stderr
+
+    def test_a_cut_off_mac_and_a_wrong_key(self, pristine: Fixture, scratch: Path) -> None:
+        key = record_mac_key(pristine.signer.private_key)
+        line = pristine.members["records.jsonl"].splitlines()[7]
+        mac = line[line.rindex(b',"mac":') : -1]
+        bundle = write_bundle(pristine, scratch, **self.rehashed(pristine, 7, mac, b""))
+        with pytest.raises(LedgerBroken, match="the record's mac is missing") as caught:
+            verify_path(bundle, key=pristine.signer.verifier_key, mac_key=key)
+        assert 7 == caught.value.index
+        # Another key: the very first record is named, never "intact".
+        (scratch / "intact").mkdir()
+        intact = write_bundle(pristine, scratch / "intact")
+        with pytest.raises(LedgerBroken, match="mac does not match") as caught:
+            verify_path(intact, key=pristine.signer.verifier_key, mac_key=bytes(32))
+        assert 0 == caught.value.index
+        report = verify_path(intact, key=pristine.signer.verifier_key, mac_key=key)
+        assert f"checked the mac of {RECORDS} records with the record key: each is as the log wrote it" in report.notes
+
+    def test_record_key_prints_what_verify_derives_from_the_profile(self, tmp_path: Path) -> None:
+        from aiobligations.keys import init_project
+
+        config = init_project(tmp_path / "svc")
+        printed = CliRunner().invoke(main, ["record-key", "--config", str(config)])
+        assert 0 == printed.exit_code, printed.output
+        profile = load_profile(config)
+        signer = load_signer(profile.ledger.signing_key, profile.ledger.origin)
+        assert record_mac_key(signer.private_key).hex() == printed.stdout.strip()
+        wrong = CliRunner().invoke(main, ["verify", str(tmp_path), "--mac-key", "zz", "--config", str(config)])
+        assert 2 == wrong.exit_code and "--mac-key is not a record key" in wrong.stderr

@@ -17,7 +17,8 @@ What no hash covers, and what happens instead (asserted below, documented in doc
 - ``meta`` row ``schema``: the file is refused as unusable input (exit 2), not a break.
 - Records altered together with their stored hash, inside a run of records under one stored
   interior hash: nothing stored says which of them it was, so verify names the run
-  ("one of records 16..31"), its first index as the first bad one.
+  ("one of records 16..31"), its first index as the first bad one; with the record key
+  (``--mac-key``, or the profile's signing key), each record's mac names the altered record itself.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from aiobligations.cli import main
 from aiobligations.errors import LedgerBroken, LedgerError
 from aiobligations.ledger import Signer, merkle
 from aiobligations.ledger.receipts import receipt_for_interaction
+from aiobligations.ledger.records import record_mac_key
 
 RECORDS = 40
 
@@ -178,6 +180,19 @@ class TestEveryColumn:
         assert lines[0].startswith("aiobligations: BROKEN: "), lines[0]
         assert says in lines[0], lines[0]
         assert "" == result.stdout
+
+    @pytest.mark.parametrize("idx", [21, 35])
+    def test_with_the_record_key_a_record_altered_with_its_hash_is_named_exactly(
+            self, live: Backend, signer: Signer, idx: int) -> None:
+        """Defect 10: the subtree ("16..31") without the key; the record itself with it."""
+        run_sql(live, "UPDATE records SET data = {0}, leaf = {1} WHERE idx = {2}".format(*edited(live, idx), idx))
+        key = record_mac_key(signer.private_key).hex()
+
+        result = CliRunner().invoke(main, ["verify", live.target, *live.cli_options, "--key", signer.verifier_key,
+                                           "--mac-key", key])
+
+        assert 1 == result.exit_code, result.output
+        assert f"BROKEN: first bad index {idx}: the record's mac does not match" in result.stderr, result.stderr
 
     def test_the_cases_cover_every_column_of_every_ledger_table(self, live: Backend) -> None:
         """A new column or table fails here until a case (or a documented exception) covers it."""

@@ -6,12 +6,21 @@ A stored record is one compact JSON object in UTF-8, serialised once, when it is
 
 ``v``, ``idx`` and ``ts`` come first and are written by the ledger, so a verifier can check a record's
 position from its first bytes without parsing it. The caller's fields follow in the order given;
-``subject`` and ``sealed`` close the object when the record has a subject. Compact JSON escapes every
-control character, so a record never holds a raw newline and one record per line is safe.
+``subject`` and ``sealed`` follow when the record has a subject. Compact JSON escapes every control
+character, so a record never holds a raw newline and one record per line is safe.
+
+``mac`` closes every record: the first 16 bytes of HMAC-SHA256, under a key derived from the log's
+signing key (:func:`record_mac_key`), over every byte before ``,"mac":``, in base64. The signed root
+proves that *some* record changed; the mac says *which*, to whoever holds the key (the provider, or an
+auditor it gives the key to), even when a record was altered together with every hash stored beside
+it. Nobody without the key can make a mac, so an altered record cannot be given a valid one.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
 import math
 import time
@@ -21,19 +30,26 @@ from typing import Any
 
 __all__ = [
     "FORMAT_VERSION",
+    "MAC_BYTES",
     "RESERVED_FIELDS",
     "PreparedRecord",
     "format_ts",
+    "mac_suffix",
     "parse_record",
     "parse_ts",
     "prepare",
+    "record_mac_key",
     "record_prefix",
+    "verify_mac",
 ]
 
 FORMAT_VERSION = 1
 """The ``v`` of every record this version writes."""
 
-RESERVED_FIELDS = frozenset({"v", "idx", "ts", "sealed"})
+MAC_BYTES = 16
+"""How much of the HMAC-SHA256 a record's ``mac`` keeps (128 bits)."""
+
+RESERVED_FIELDS = frozenset({"v", "idx", "ts", "sealed", "mac"})
 """Fields the ledger writes itself; a caller's record must not carry them."""
 
 _SEPARATE = frozenset({"kind", "subject", "personal"})
@@ -127,6 +143,46 @@ def parse_ts(text: str) -> float:
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
     return value.timestamp()
+
+
+def record_mac_key(private_key: Any) -> bytes:
+    """The key of records' ``mac``, derived from the log's Ed25519 signing key (32 bytes).
+
+    Args:
+        private_key: The log's ``Ed25519PrivateKey`` (``Signer.private_key``).
+
+    .. versionadded:: 0.2.0
+    """
+    from cryptography.hazmat.primitives import serialization
+
+    raw = private_key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+                                    serialization.NoEncryption())
+    return hashlib.sha256(b"aiobligations/record-mac/v1\n" + raw).digest()
+
+
+def mac_suffix(key: bytes, head: bytes) -> bytes:
+    """The bytes that close a record whose other bytes are ``head`` (an object without its ``}``).
+
+    .. versionadded:: 0.2.0
+    """
+    tag = base64.b64encode(hmac.digest(key, head, "sha256")[:MAC_BYTES])
+    return b',"mac":"%s"}' % tag
+
+
+_MAC_LENGTH = len(mac_suffix(bytes(32), b""))
+
+
+def verify_mac(key: bytes, data: bytes) -> bool | None:
+    """Whether record ``data`` carries a valid ``mac`` under ``key``; ``None`` if it carries none.
+
+    A record written before records had a ``mac`` carries none; the caller decides what that means.
+
+    .. versionadded:: 0.2.0
+    """
+    cut = len(data) - _MAC_LENGTH
+    if cut < 0 or data[cut : cut + 8] != b',"mac":"':
+        return None
+    return hmac.compare_digest(mac_suffix(key, data[:cut]), data[cut:])
 
 
 def record_prefix(index: int) -> bytes:

@@ -12,17 +12,18 @@ from __future__ import annotations
 
 import binascii
 import os
+from hmac import digest as hmac_digest
 import time
 from collections.abc import Callable, Sequence
 from hashlib import sha256
 from typing import Any
 
 from . import merkle
-from ._items import OP_DEFER, OP_ERASE, OP_RECORD, OP_SIGN, Item, build
+from ._items import OP_DEFER, OP_ERASE, OP_RECORD, OP_SIGN, Item, build, erased_pseudonym
 from .crypto import SubjectCrypto, sealing_aad
 from .note import Checkpoint, Signer
 from .reader import checkpoint_of
-from .records import PreparedRecord, format_ts
+from .records import PreparedRecord, format_ts, record_mac_key
 from .store import NODE_STRIDE, Batch, StoreState
 
 __all__ = ["Sequencer"]
@@ -63,6 +64,7 @@ class Sequencer:
         self.last_history = 0.0
         # Everything of the sealing associated data but the index and the pseudonym.
         self._aad_prefix = sealing_aad(origin, 0, "")[:-2]
+        self._mac_key = record_mac_key(signer.private_key)
 
     def idle_timeout(self) -> float | None:
         """How long the writer may sleep before a due checkpoint must be signed (``None``: forever)."""
@@ -105,9 +107,11 @@ class Sequencer:
         nonces = os.urandom(12 * len(items))
         node_hash = merkle.node_hash
         b64 = binascii.b2a_base64
+        mac_key = self._mac_key
         for position, (op, payload, waiter) in enumerate(items):
+            known = None
             if op == OP_ERASE:
-                pseudonym = pseudonym_of(payload)
+                pseudonym = known = erased_pseudonym(payload, pseudonym_of)
                 erased.append(pseudonym)
                 crypto.forget(pseudonym)
                 ciphers.pop(pseudonym, None)
@@ -120,7 +124,7 @@ class Sequencer:
             tail = b""
             subject = payload.subject
             if subject is not None:
-                pseudonym = pseudonym_of(subject)
+                pseudonym = known if known is not None else pseudonym_of(subject)
                 tail = b',"subject":"%s"' % pseudonym.encode()
                 if payload.personal is not None:
                     cipher = ciphers.get(pseudonym)
@@ -134,9 +138,11 @@ class Sequencer:
                     aad = b"%s%d\n%s" % (aad_prefix, index, pseudonym.encode())
                     sealed = b64(key_id + nonce + aead.encrypt(nonce, payload.personal, aad), newline=False)
                     tail += b',"sealed":"%s"' % sealed
-            data = b'{"v":1,"idx":%d,"ts":"%s","kind":%s%s%s}' % (
+            head = b'{"v":1,"idx":%d,"ts":"%s","kind":%s%s%s' % (
                 index, ts_text, payload.kind_json, payload.body, tail
             )
+            # The mac (records.mac_suffix, inlined on this hot path): which record changed, for the key's holder.
+            data = b'%s,"mac":"%s"}' % (head, b64(hmac_digest(mac_key, head, "sha256")[:16], newline=False))
             leaf = sha256(b"\x00" + data).digest()
             # Add the leaf to the compact range, noting the stored subtrees it completes.
             node = leaf
