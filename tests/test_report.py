@@ -425,3 +425,19 @@ def test_cli_window(evidence: Evidence, tmp_path: Path) -> None:
     assert 0 == result.exit_code, result.output
     assert out.read_bytes() == build_report(evidence.config, end=evidence.middle).html().encode()
     assert f"from the first record – {mark}" in out.read_text()
+
+
+def test_decorated_functions_count_as_their_own_route(tmp_path: Path) -> None:
+    """Calls of an @obligations.inference function are one row, 'call NAME', disclosed to the caller."""
+    config = _site(tmp_path / "site")
+    with Obligations.from_file(config) as hub:
+
+        @hub.inference(name="classify")
+        def classify(text: str) -> str:
+            return "ok"
+
+        for _ in range(2):
+            assert "ok" == classify("x")
+        report = build_report(hub)
+    (row,) = report.disclosure.routes
+    assert ("call classify", 2, 2, 2, 0) == (row.route, row.interactions, row.answered, row.disclosed, row.errors)
