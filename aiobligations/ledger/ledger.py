@@ -14,11 +14,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import json
 import os
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from cryptography.exceptions import InvalidTag
@@ -233,7 +234,7 @@ class Ledger:
         """
         self._writer.enqueue((OP_RECORD, prepare(record), None))
 
-    def submit_deferred(self, factory: Any, args: tuple[Any, ...]) -> None:
+    def submit_deferred(self, factory: Callable[..., dict[str, Any]], args: tuple[Any, ...]) -> None:
         """Queue a record that the writer builds later as ``factory(*args)`` (the cheapest request path).
 
         The request path then pays only for a tuple: building the record's dict, finding fields in
@@ -476,7 +477,7 @@ class Ledger:
         """
         return self._store.tree_head()[0]
 
-    def lock(self, name: str) -> Any:
+    def lock(self, name: str) -> contextlib.AbstractContextManager[None]:
         """An exclusive lock named ``name`` shared by every process using this ledger.
 
         Use it as a context manager around a read-check-append sequence that must not interleave

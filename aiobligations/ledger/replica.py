@@ -782,7 +782,7 @@ def ReplicaLedger(  # noqa: N802 - reads as the kind of ledger it opens, like Pr
     migrate: bool = True,
     leftovers: str | os.PathLike[str] | None = None,
     witnesses: Any = None,
-) -> Any:
+) -> Ledger:
     """Open the ledger kept in PostgreSQL at ``url`` as one replica among many.
 
     Same API as every :class:`~aiobligations.ledger.Ledger`. ``submit`` never waits; ``append``
