@@ -283,9 +283,10 @@ class TestSmoothGradients:
         row = np.rint(top + (bottom - top) * t)
         return np.broadcast_to(row, (height, width, 3)).astype(np.uint8).copy()
 
-    def test_change_on_a_smooth_gradient_is_faint_and_smooth(self) -> None:
+    def test_change_on_a_smooth_gradient_is_faint_and_grey(self) -> None:
         """
-        On a clean gradient the change is small at the 8-pixel scale (no visible mottle) and grey.
+        On a clean gradient the change is grey, faint (the texture mask's floor) and has no
+        low-frequency part: averaged over 32x32 patches it is under half a grey level.
         """
         img = self.gradient()
 
@@ -294,8 +295,9 @@ class TestSmoothGradients:
         change = marked.astype(np.float64) - img
         assert np.array_equal(change[..., 0], change[..., 1])
         assert np.array_equal(change[..., 1], change[..., 2])
-        local_mean = change[..., 1].reshape(64, 8, 64, 8).mean(axis=(1, 3))
-        assert float(np.sqrt(np.mean(local_mean**2))) < 0.6
+        patch_mean = change[..., 1].reshape(16, 32, 16, 32).mean(axis=(1, 3))
+        assert float(np.sqrt(np.mean(patch_mean**2))) < 0.4
+        assert float(np.abs(change).max()) <= 4
         assert psnr(img, marked) >= 45.0
 
     def test_smooth_gradient_mark_survives_jpeg_and_resize(self) -> None:

@@ -478,7 +478,7 @@ class Labeller:
             except LabelError:
                 continue
         pixels = _pixels(data)
-        if (pixels.shape[0] // 16) * (pixels.shape[1] // 16) < 384:
+        if min(pixels.shape[:2]) < marks.MIN_SIDE:
             return {"checked": False, "reason": "the image is too small to carry the watermark"}
         try:
             found = marks.detect(pixels, key, produce_id=produce_id)
