@@ -42,7 +42,7 @@ from aiobligations.controls import (
     user_notice,
     user_notice_html,
 )
-from aiobligations.controls.incidents import INCIDENT_FIELDS
+from aiobligations.controls.incidents import INCIDENT_FIELDS, REQUIRED_FIELDS
 from aiobligations.controls.takeover import check_fallback
 from aiobligations.disclosure import negotiate_language
 from aiobligations.errors import LedgerError
@@ -219,7 +219,8 @@ class ControlEndpoints:
                 return 200, {"incidents": [self._view(i) for i in found]}
             _method(method, "POST")
             payload = _strings(await RequestEndpoints._json(scope, receive), _OPEN_FIELDS)
-            incident = await asyncio.to_thread(lambda: controls.open_incident(by=operator, **payload))
+            fields = {name: payload.get(name) for name in REQUIRED_FIELDS} | payload  # A missing one is a 422.
+            incident = await asyncio.to_thread(lambda: controls.open_incident(by=operator, **fields))
             log.info("operator_control", operator=operator, control="incident", step="open", incident_id=incident.id)
             return 201, self._view(incident)
         incident_id = path[len(self._incidents) + 1:]

@@ -193,6 +193,13 @@ def show_command(incident_id: str, notice: str | None, lang: str, as_json: bool,
             click.echo(f"  {step['at']}  {step['step']}{changed} by {step['by']}  (ledger index {step['index']})")
 
 
+def _recorded(controls: ControlState) -> str:
+    if controls.last_appended is None:
+        return ""
+    index, at = controls.last_appended
+    return f" (recorded at {at}, ledger index {index})"
+
+
 @click.group("takeover")
 def takeover_group() -> None:
     """The takeover switch (Art. 52(4)): answer AI routes with 503, or hand them to a human fallback.
@@ -216,7 +223,8 @@ def on_command(route: str | None, reason: str, fallback: str | None, by: str, co
     where = route or "every AI route"
     fallback = current.fallback or controls.settings.fallback
     target = f"handed to {fallback}" if fallback else "answered 503"
-    click.echo(f"takeover on: {where}, {target}" + ("" if changed else " (already on; nothing recorded)"))
+    click.echo(f"takeover on: {where}, {target}" + (_recorded(controls) if changed
+                                                     else " (already on; nothing recorded)"))
 
 
 @takeover_group.command("off")
@@ -229,7 +237,7 @@ def off_command(route: str | None, reason: str, by: str, config: Path | None) ->
     with _controls(config) as (controls, _):
         changed = controls.takeover_off(by=by, route=route, reason=reason)
         left = controls.takeovers()
-    suffix = "" if changed else " (was not on; nothing recorded)"
+    suffix = _recorded(controls) if changed else " (was not on; nothing recorded)"
     click.echo(f"takeover off: {route or 'every switch'}{suffix}" + (f"; still on: {len(left)}" if left else ""))
 
 

@@ -215,6 +215,8 @@ class ControlState:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._failing = False
+        self.last_appended: tuple[int, str] | None = None
+        """The ledger index and ``at`` of the last record this state appended (``None`` before one)."""
         try:
             self.refresh()
         except ObligationError as exc:  # The database may be away at start-up: the follower retries.
@@ -304,6 +306,7 @@ class ControlState:
 
     def _append(self, record: dict[str, Any]) -> int:
         index = self.ledger.append(record)
+        self.last_appended = (index, str(record["at"]))
         # Fold in through the same path as every other process does: all agree by construction.
         self._catch_up(max(index + 1, self._seen))
         return index
