@@ -717,5 +717,7 @@ main.add_command(report_command)
 
 main.add_command(__import__("aiobligations.controls.cli_filing", fromlist=["_"]).filing_group)
 
+main.add_command(__import__("aiobligations.controls.cli_terminate", fromlist=["_"]).terminate_group)
+
 if __name__ == "__main__":  # pragma: no cover - exercised through the console script.
     main()

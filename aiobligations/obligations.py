@@ -28,6 +28,7 @@ from .profile import Profile, load_profile
 
 if TYPE_CHECKING:
     from .controls import ControlState
+    from .controls.termination import TerminationState
     from .requests.workflow import Explainer, RequestDesk
 
 __all__ = ["Obligations"]
@@ -98,6 +99,7 @@ class Obligations:
         self._requests_lock = threading.Lock()
         self._controls: ControlState | None = None
         self._controls_lock = threading.Lock()
+        self._termination: TerminationState | None = None
         self.explainer_function: Explainer | None = None
         """The function registered with :meth:`explainer`, if any."""
 
@@ -138,6 +140,22 @@ class Obligations:
                 if self._controls is None:
                     self._controls = ControlState(self)
         return self._controls
+
+    @property
+    def termination(self) -> TerminationState:
+        """The :class:`aiobligations.controls.termination.TerminationState`: the service's termination plan (Art. 50).
+
+        Built on first use from the ledger's ``control`` records (threads asking at once build one).
+
+        .. versionadded:: 0.2.0
+        """
+        if self._termination is None:
+            from .controls.termination import TerminationState
+
+            with self._controls_lock:
+                if self._termination is None:
+                    self._termination = TerminationState(self)
+        return self._termination
 
     def erase_subject(self, subject: str) -> int:
         """Crypto-shred a person everywhere this hub keeps them (Art. 49(2) with PIPL's erasure).
@@ -377,6 +395,8 @@ class Obligations:
         """Write out the spool, stop the OTLP exporter, then flush and close the ledger. Idempotent."""
         if getattr(self, "_controls", None) is not None:
             self._controls.close()  # type: ignore[union-attr]
+        if getattr(self, "_termination", None) is not None:
+            self._termination.close()  # type: ignore[union-attr]
         self.spool.close()
         otlp = getattr(self, "otlp", None)
         if otlp is not None:

@@ -219,7 +219,7 @@ class ControlEndpoints:
                 return 200, {"incidents": [self._view(i) for i in found]}
             _method(method, "POST")
             payload = _strings(await RequestEndpoints._json(scope, receive), _OPEN_FIELDS)
-            fields = {name: payload.get(name) for name in REQUIRED_FIELDS} | payload  # A missing one is a 422.
+            fields: dict[str, Any] = {name: payload.get(name) for name in REQUIRED_FIELDS} | payload  # Missing: 422.
             incident = await asyncio.to_thread(lambda: controls.open_incident(by=operator, **fields))
             log.info("operator_control", operator=operator, control="incident", step="open", incident_id=incident.id)
             return 201, self._view(incident)

@@ -19,6 +19,7 @@ import weakref
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -136,7 +137,7 @@ class ControlSnapshot:
     """
 
     takeovers: tuple[Takeover, ...] = ()
-    incidents: Mapping[str, Incident] = field(default_factory=dict)
+    incidents: Mapping[str, Incident] = field(default_factory=lambda: MappingProxyType({}))
     seen: int = 0
     open_incidents: tuple[Incident, ...] = field(init=False)
     halting: bool = field(init=False)
@@ -169,8 +170,10 @@ _FOLLOWING: weakref.WeakSet[ControlState] = weakref.WeakSet()
 def _restart_after_fork() -> None:
     """In a forked child (gunicorn ``--preload``), the follower threads did not come along: restart them."""
     for state in list(_FOLLOWING):
+        # The parent's thread may have held these at the fork: the child gets fresh ones.
         state._thread = None
         state._lock = threading.RLock()
+        state._stop = threading.Event()
         state.follow()
 
 
@@ -249,7 +252,7 @@ class ControlState:
                 changed |= fold_takeover(self._switches, record, index)
         self._seen = end
         if changed:
-            self.snapshot = ControlSnapshot(tuple(self._switches.values()), dict(self._incidents), end)
+            self.snapshot = ControlSnapshot(tuple(self._switches.values()), MappingProxyType(dict(self._incidents)), end)
 
     def follow(self) -> None:
         """Start the follower thread (once per process; idempotent; restarted in a forked child)."""

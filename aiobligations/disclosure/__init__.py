@@ -8,7 +8,6 @@ from .document import (
     document_version,
     transparency_document,
     with_incidents,
-    with_witness_conflicts,
 )
 from .header import (
     MODES,
@@ -68,5 +67,4 @@ __all__ = [
     "short_notice",
     "transparency_document",
     "with_incidents",
-    "with_witness_conflicts",
 ]

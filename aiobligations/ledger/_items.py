@@ -26,6 +26,9 @@ OP_FLUSH = 1
 """Completes once everything queued before it is durable; its value is the log's size."""
 OP_ERASE = 2
 """Crypto-shred a subject (the payload) and append ``subject.erased``."""
+ERASE_PSEUDONYM = "\x00pseudonym:"
+"""An ``OP_ERASE`` payload that starts with this names the pseudonym itself (shredding every subject
+whose id is not known, as a termination does); a subject id never starts with NUL (refused)."""
 OP_SIGN = 3
 """Sign a checkpoint for everything queued before it."""
 OP_CALL = 4
@@ -36,6 +39,11 @@ OP_REMOTE = 6
 """Maintenance a writer process runs by name: payload ``(name, args)``."""
 
 Item = tuple[int, Any, Any]
+
+
+def erased_pseudonym(payload: str, pseudonym_of: Any) -> str:
+    """The pseudonym an ``OP_ERASE`` payload shreds: named with :data:`ERASE_PSEUDONYM`, or of the subject."""
+    return payload[len(ERASE_PSEUDONYM):] if payload.startswith(ERASE_PSEUDONYM) else str(pseudonym_of(payload))
 
 
 class Waiter:

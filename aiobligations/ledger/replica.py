@@ -53,6 +53,7 @@ from ._items import (
     Item,
     Waiter,
     build,
+    erased_pseudonym,
     release,
     waits,
 )
@@ -257,7 +258,8 @@ class ReplicaWriter(Writer):
                        None if subject is None else pseudonym(subject), None, interaction_id, waits(waiter))
                 personal = payload.personal
             elif op == OP_ERASE:
-                row = (peer, seq, OP_ERASE, "subject.erased", b"", pseudonym(payload), None, None, True)
+                row = (peer, seq, OP_ERASE, "subject.erased", b"", erased_pseudonym(payload, pseudonym), None, None,
+                       True)
                 personal = None
             else:
                 row = (peer, seq, op, "", b"", None, None, None, True)
