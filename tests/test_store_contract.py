@@ -32,6 +32,7 @@ from click.testing import CliRunner
 from conftest import ORIGIN
 
 from aiobligations.cli import main
+from aiobligations.ledger.records import mac_suffix, record_mac_key
 from aiobligations.errors import (
     ConfigurationError,
     LedgerBroken,
@@ -259,8 +260,19 @@ class TestRoundTrip:
             assert b"\n" not in leaf
             assert [(leaf,)] == backend.query("SELECT data FROM records WHERE idx = ?", (index,))
             assert merkle.leaf_hash(leaf) == stored_leaf(backend, index)
-        assert ["v", "idx", "ts", "kind", "summary", "score"] == list(json.loads(ledger.leaf(0) or b""))
+        assert ["v", "idx", "ts", "kind", "summary", "score", "mac"] == list(json.loads(ledger.leaf(0) or b""))
         assert ledger.leaf(2) is None
+
+    def test_read_checks_the_mac_and_leaves_it_out(self, backend: Backend) -> None:
+        """A record altered in the store (its hash too) no longer reads: its mac does not match."""
+        ledger = backend.open()
+        ledger.append({"kind": "risk", "summary": "ok", "score": 3})
+        assert "mac" not in ledger.read(0)
+        altered = (ledger.leaf(0) or b"").replace(b'"score":3', b'"score":4')
+        backend.execute(("UPDATE records SET data = ?, leaf = ? WHERE idx = 0", (altered, merkle.leaf_hash(altered))))
+        with pytest.raises(LedgerBroken, match="mac does not match") as caught:
+            ledger.read(0)
+        assert 0 == caught.value.index
 
     def test_find_interaction(self, backend: Backend) -> None:
         """One lookup finds an interaction record by id; the first record of a repeated id keeps it;
@@ -377,14 +389,20 @@ class TestPersonalData:
                                        (ledger.pseudonym("alice"),))
 
     def test_sealed_data_moved_to_another_record_does_not_open(self, backend: Backend) -> None:
-        """A sealed value is bound to its record's index: copied into another record, it is a break."""
+        """A sealed value is bound to its record's index: copied into another record, it is a break.
+
+        The record's mac is made anew with the record key, as its holder could: the sealing's own
+        binding is what is tested, not the mac.
+        """
         ledger = backend.open()
         ledger.append(interaction(0))
         ledger.append(interaction(1))
         first, second = (json.loads(ledger.leaf(i) or b"") for i in (0, 1))
         second["sealed"] = first["sealed"]
+        del second["mac"]
+        head = json.dumps(second, ensure_ascii=False, separators=(",", ":")).encode()[:-1]
         backend.execute(("UPDATE records SET data = ? WHERE idx = 1",
-                         (json.dumps(second, ensure_ascii=False, separators=(",", ":")).encode(),)))
+                         (head + mac_suffix(record_mac_key(ledger.signer.private_key), head),)))
 
         with pytest.raises(LedgerBroken, match="sealed data does not open") as caught:
             ledger.read(1)

@@ -30,7 +30,7 @@ from ._items import OP_DEFER, OP_ERASE, OP_FLUSH, OP_RECORD, OP_SIGN, Waiter
 from .crypto import MasterKey, SubjectCrypto, sealing_aad
 from .note import Signer, Verifier
 from .reader import TreeReader
-from .records import parse_record, prepare
+from .records import parse_record, prepare, record_mac_key, verify_mac
 from .retention import Retention
 from .sequencer import Sequencer
 from .store import SQLiteStore, Store, StoreState
@@ -138,6 +138,7 @@ class Ledger:
         self.origin = origin
         self.signer = signer
         self.verifier = Verifier.from_key(signer.verifier_key)
+        self._mac_key = record_mac_key(signer.private_key)
         self.retention = retention or Retention()
         self._store = store
         self._writer = writer
@@ -347,14 +348,20 @@ class Ledger:
         """Return record ``index``, with ``personal`` opened while the subject's key exists.
 
         When the subject was erased, the record keeps its ``sealed`` value and has no ``personal``.
+        The record's ``mac`` is checked and left out.
 
         Raises:
             IndexError: no record ``index`` is stored (never written, or pruned).
+            LedgerBroken: the record's mac does not match (it was altered in the store), or its
+                subject's key exists but its sealed value does not open.
         """
         found = self._store.get_record(index)
         if found is None:
             raise IndexError(f"no record {index} in the ledger")
+        if verify_mac(self._mac_key, found[2]) is False:
+            raise LedgerBroken("the record's mac does not match: it was altered in the store", index=index)
         record = parse_record(found[2])
+        record.pop("mac", None)
         sealed = record.get("sealed")
         if sealed is not None:
             pseudonym = record["subject"]
