@@ -30,11 +30,13 @@ from aiobligations.disclosure import (
     short_notice,
     transparency_document,
     with_incidents,
+    with_witness_conflicts,
 )
 from aiobligations.errors import LedgerBroken, LedgerClosed, LedgerError, LedgerFull, LedgerLocked
 from aiobligations.ledger.receipts import make_receipt
 from aiobligations.obligations import Obligations
 from aiobligations.sharedstate import shared_state_of
+from aiobligations.witness.client import ConflictWatch
 
 from .controls import ControlEndpoints
 from .openapi import openapi_document
@@ -104,6 +106,9 @@ class Endpoints:
         self.controls = ControlEndpoints(self.control_state, prefix=prefix, authorize=self.requests._operator_of,
                                          profile=profile, language=settings.language)
         self._live_snapshot: object = None
+        # Witnesses' conflict answers (witness.conflict records): the document says so openly.
+        self.witness_conflicts = ConflictWatch(ledger)
+        self._live_conflicts: object = None
         self._render_live()
         lang = settings.language
         self.transparency_url = f"{prefix}/transparency"
@@ -153,14 +158,16 @@ class Endpoints:
         when another snapshot was swapped in since the last time.
         """
         snapshot = self.control_state.snapshot
-        if snapshot is self._live_snapshot:
+        conflicts = self.witness_conflicts.current()  # Read in the background, never here.
+        if snapshot is self._live_snapshot and conflicts is self._live_conflicts:
             return
         listed = [{"id": i.id, "title": i.title, "url": self.controls.incident_url(i.id),
                    "opened": i.as_dict()["opened"]} for i in snapshot.open_incidents]
-        document = with_incidents(self.document, listed)
+        document = with_witness_conflicts(with_incidents(self.document, listed), list(conflicts))
         self._document_json = json.dumps(document, ensure_ascii=False, indent=1).encode()
         self._pages = {lang: render_transparency_page(document, lang).encode() for lang in ("zh", "en")}
         self._live_snapshot = snapshot
+        self._live_conflicts = conflicts
 
     def handles(self, path: str) -> bool:
         """Whether ``path`` is one of these endpoints."""

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -25,7 +26,8 @@ from aiobligations.ledger import Ledger, MasterKey, Signer, SQLiteStore, export_
 from aiobligations.ledger.note import Verifier
 from aiobligations.ledger.reader import checkpoint_of
 from aiobligations.ledger.receipts import make_receipt, parse_receipt, verify_receipt
-from aiobligations.witness.client import WitnessServer, WitnessSettings
+from aiobligations.disclosure import render_transparency_page, with_witness_conflicts
+from aiobligations.witness.client import ConflictWatch, WitnessServer, WitnessSettings
 from aiobligations.witness.cosignature import WitnessSigner, check_quorum
 from aiobligations.witness.server import WitnessApp, WitnessState
 
@@ -187,6 +189,17 @@ def test_a_forked_log_gets_a_conflict_and_its_bundle_is_refused(tmp_path: Path, 
                 assert witness.vkey == conflict["witness"]
                 assert 10 == conflict["witness_size"]
                 assert [] == forked.cosignatures(checkpoint_of(forked.sign_checkpoint()).size)
+                # Shown the larger forked tree with a proof from its own size, the witness keeps it as evidence.
+                assert witness.state is not None
+                until(lambda: witness.state.forks(ORIGIN), 15, "the witness to record the fork")  # type: ignore[union-attr]
+                # The transparency document and page say so.
+                conflicts = until(lambda: ConflictWatch(forked).refresh(), 5, "the conflict to be read")
+                assert witness.vkey == conflicts[0]["witness"]
+                document = with_witness_conflicts({"ledger": {"origin": ORIGIN}}, list(conflicts))
+                assert "a fork" in document["witness_conflicts"]["statement"]["en"]
+                assert witness.vkey == document["witness_conflicts"]["conflicts"][0]["witness"]
+                page = render_transparency_page(document, "en")
+                assert 'role="alert"' in page and "rollback or a fork" in page
             finally:
                 forked.close()
         errors = [e for e in logs if e["event"] == "witness.conflict"]
@@ -247,6 +260,9 @@ def test_the_profile_s_witnesses_are_asked_by_the_writer_process(tmp_path: Path)
             served = asyncio.run(_get(wrapped, "/ai/checkpoint"))
             assert check_quorum(served, [witness.signer.verifier], 1)[0]
             assert served.startswith(ledger.witnessed_checkpoint.split("\n\n")[0])  # type: ignore[union-attr]
+            document = json.loads(asyncio.run(_get(wrapped, "/.well-known/ai-transparency")))
+            assert {"quorum": 1, "keys": [witness.vkey]} == document["ledger"]["witnesses"]
+            assert "witness_conflicts" not in document
             receipt = make_receipt(ledger, index)
             assert check_quorum(parse_receipt(receipt).checkpoint, [witness.signer.verifier], 1)[0]
             (tmp_path / "receipt.txt").write_text(receipt)

@@ -8,6 +8,7 @@ from .document import (
     document_version,
     transparency_document,
     with_incidents,
+    with_witness_conflicts,
 )
 from .header import (
     MODES,
@@ -67,4 +68,5 @@ __all__ = [
     "short_notice",
     "transparency_document",
     "with_incidents",
+    "with_witness_conflicts",
 ]

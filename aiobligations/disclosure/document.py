@@ -24,6 +24,7 @@ __all__ = [
     "document_version",
     "transparency_document",
     "with_incidents",
+    "with_witness_conflicts",
 ]
 
 WELL_KNOWN_PATH = "/.well-known/ai-transparency"
@@ -58,7 +59,8 @@ def document_version(document: dict[str, Any]) -> str:
     """The short SHA-256 of a document's content, ignoring its ``version`` and ``incidents`` fields.
 
     ``incidents`` lists the security incidents open now (Art. 37): live state added as it is
-    served, not part of the notice a person was shown, so it never changes the version.
+    served, not part of the notice a person was shown, so it never changes the version; nor does
+    ``witness_conflicts`` (see :func:`with_witness_conflicts`).
 
     The content is hashed as canonical JSON (sorted keys, no spaces, UTF-8), so the same content
     always gives the same version, whatever order it was built in.
@@ -69,7 +71,7 @@ def document_version(document: dict[str, Any]) -> str:
     Returns:
         ``"sha256:"`` and the first 16 hex digits of the hash.
     """
-    content = {key: value for key, value in document.items() if key not in ("version", "incidents")}
+    content = {key: value for key, value in document.items() if key not in ("version", "incidents", "witness_conflicts")}
     data = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     return "sha256:" + hashlib.sha256(data).hexdigest()[:16]
 
@@ -141,6 +143,13 @@ def transparency_document(
             "security_txt": SECURITY_TXT_PATH,
         },
     }
+    witnesses = getattr(profile, "raw", {}).get("witnesses")
+    if isinstance(witnesses, dict) and isinstance(witnesses.get("servers"), list):
+        # Who cosigns the ledger's checkpoints, so an auditor knows which cosignatures to require.
+        document["ledger"]["witnesses"] = {
+            "quorum": witnesses.get("quorum", 1),
+            "keys": [str(s.get("key", "")) for s in witnesses["servers"] if isinstance(s, dict)],
+        }
     document["version"] = document_version(document)
     return document
 
@@ -158,3 +167,32 @@ def with_incidents(document: dict[str, Any], incidents: list[dict[str, Any]]) ->
     .. versionadded:: 0.2.0
     """
     return {**document, "incidents": [dict(item) for item in incidents]}
+
+
+def with_witness_conflicts(document: dict[str, Any], conflicts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The document with the witnesses' conflict answers (``witness_conflicts``), its version unchanged.
+
+    A conflict means a witness has cosigned a version of this log that the log does not extend:
+    the log was rolled back or forked, or another version of it was shown to the witness. The
+    document then says so openly, in both languages.
+
+    Args:
+        document: A transparency document.
+        conflicts: ``[{"witness", "size", "witness_size", "reason", "ts", "index"}]``, oldest first
+            (the ``witness.conflict`` records of the ledger).
+
+    Returns:
+        A new document with ``witness_conflicts``; the document itself when there are none.
+
+    .. versionadded:: 0.2.0
+    """
+    if not conflicts:
+        return document
+    return {**document, "witness_conflicts": {
+        "statement": {
+            "zh": "至少一个见证方报告了冲突：它曾联署的日志版本不是本日志的前缀（回滚或分叉）。",
+            "en": "At least one witness reported a conflict: a version of this log it cosigned is not "
+                  "a prefix of this one (a rollback or a fork).",
+        },
+        "conflicts": [dict(item) for item in conflicts],
+    }}

@@ -32,6 +32,7 @@ _WORDS: dict[str, dict[str, str]] = {
         "labelling": "人工智能生成内容标识", "data_retention": "记录的保存", "ledger": "防篡改记录（证据账本）",
         "ledger_intro": "每次交互都记录在一个只能追加、不能悄悄修改的日志中。任何人都可以用下面的公钥核验它的签名检查点。",
         "origin": "日志名称", "verifier_key": "核验公钥", "checkpoint": "最新检查点",
+        "witnesses": "见证方（联署检查点）", "quorum": "所需联署数",
         "law": "法律依据", "version": "本说明的版本", "json": "机器可读版本（JSON）",
         "security": "报告安全漏洞（security.txt）", "article": "第{n}条",
         "incidents": "安全事件通知", "incidents_intro": "以下安全事件正在处理中，请阅读通知了解影响范围和您可以采取的措施。",
@@ -54,6 +55,7 @@ _WORDS: dict[str, dict[str, str]] = {
         "ledger_intro": "Every interaction is recorded in an append-only log that cannot be quietly changed. "
         "Anyone can check its signed checkpoints with the public key below.",
         "origin": "Log name", "verifier_key": "Verifier key", "checkpoint": "Latest checkpoint",
+        "witnesses": "Witnesses (cosign the checkpoints)", "quorum": "Cosignatures required",
         "law": "Legal basis", "version": "Version of this notice", "json": "Machine-readable version (JSON)",
         "security": "Report a security vulnerability (security.txt)", "article": "Art. {n}",
         "incidents": "Security incident notices",
@@ -219,6 +221,14 @@ def render_transparency_page(document: Mapping[str, Any], lang: str) -> str:
         _fact(w["verifier_key"], str(ledger.get("verifier_key", "")), none, code=True),
         _fact(w["checkpoint"], str(ledger.get("checkpoint_url", "")), none, href=str(ledger.get("checkpoint_url", ""))),
     ]) + "</dl>"
+    witnesses = ledger.get("witnesses")
+    if isinstance(witnesses, Mapping):
+        ledger_facts += "<dl>" + _fact(w["quorum"], str(witnesses.get("quorum", "")), none) + "".join(
+            _fact(w["witnesses"], str(key), none, code=True) for key in witnesses.get("keys") or ()) + "</dl>"
+    conflicts = document.get("witness_conflicts")
+    if isinstance(conflicts, Mapping) and isinstance(conflicts.get("statement"), Mapping):
+        # A witness saw another version of this log: said first in the ledger's section.
+        ledger_facts = f'<p role="alert"><strong>{e(str(conflicts["statement"].get(lang, "")))}</strong></p>' + ledger_facts
     articles = "".join(
         f"<li>{e(w['article'].format(n=number))}{w['colon']}{e(_text(heading, lang))}</li>"
         for number, heading in law.get("articles", {}).items()

@@ -28,11 +28,12 @@ from ..ledger.note import Verifier
 from ..ledger.reader import checkpoint_of
 from .cosignature import CosignatureError, WitnessVerifier, format_add_checkpoint, split_note
 
-__all__ = ["WitnessClient", "WitnessServer", "WitnessSettings", "cosigned_checkpoint"]
+__all__ = ["CONFLICT_KIND", "ConflictWatch", "WitnessClient", "WitnessServer", "WitnessSettings", "cosigned_checkpoint"]
 
 log = structlog.get_logger("aiobligations.witness")
 
 CONFLICT_KIND = "witness.conflict"
+"""The kind of the ledger record written when a witness answers with a conflict."""
 
 
 @dataclass(frozen=True)
@@ -347,3 +348,61 @@ def cosigned_checkpoint(store: Any, note: str | None = None) -> str | None:
         if kept_note == note and line not in out:
             out += line
     return out
+
+
+class ConflictWatch:
+    """The ``witness.conflict`` records of a ledger, followed incrementally, for the transparency document.
+
+    :meth:`current` never touches the ledger on the caller's thread: it returns what is known and,
+    at most every ``interval`` seconds, starts a short thread that reads the records written since
+    (only the new index range is scanned).
+
+    Args:
+        ledger: The ledger (any kind: every process sees every record).
+        interval: Seconds between two looks at the ledger.
+
+    .. versionadded:: 0.2.0
+    """
+
+    def __init__(self, ledger: Any, *, interval: float = 5.0) -> None:
+        self.ledger = ledger
+        self.interval = interval
+        self._seen = 0
+        self._conflicts: tuple[dict[str, Any], ...] = ()
+        self._checked = float("-inf")
+        self._lock = threading.Lock()
+
+    def current(self) -> tuple[dict[str, Any], ...]:
+        """The conflicts known now (oldest first); refreshes in the background when due."""
+        now = time.monotonic()
+        if now - self._checked >= self.interval and self._lock.acquire(blocking=False):
+            self._checked = now
+            threading.Thread(target=self._refresh_locked, name="aiobligations-witness-conflicts", daemon=True).start()
+        return self._conflicts
+
+    def refresh(self) -> tuple[dict[str, Any], ...]:
+        """Read the records written since the last look, now, on this thread; return every conflict."""
+        with self._lock:
+            self._read()
+        return self._conflicts
+
+    def _refresh_locked(self) -> None:
+        try:
+            self._read()
+        except Exception as exc:  # A closed or unreachable ledger: keep what is known, try again later.
+            log.warning("witness.conflicts_unread", error=f"{type(exc).__name__}: {exc}")
+        finally:
+            self._lock.release()
+
+    def _read(self) -> None:
+        end = self.ledger.durable_size()
+        start = max(self._seen, self.ledger.first_index)
+        found = []
+        for index in self.ledger.indices_of((CONFLICT_KIND,), start, end):
+            record = self.ledger.read(index)
+            found.append({"index": index, "ts": record.get("ts"), "witness": record.get("witness"),
+                          "size": record.get("size"), "witness_size": record.get("witness_size"),
+                          "reason": record.get("reason")})
+        self._seen = max(self._seen, end)
+        if found:
+            self._conflicts = (*self._conflicts, *found)
