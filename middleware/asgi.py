@@ -155,6 +155,10 @@ class ObligationsMiddleware:
         self._controls = self.endpoints.control_state
         self._controls.follow()
         self._retry_after = str(self._controls.settings.retry_after).encode()
+        # The termination plan (Art. 50): from its end day AI routes answer 410; this process's
+        # follower thread also shreds every subject on the deletion day (once, whichever process).
+        self._termination = self.obligations.termination
+        self._termination.follow()
 
     def __repr__(self) -> str:
         return f"ObligationsMiddleware({self.app!r})"
@@ -195,6 +199,9 @@ class ObligationsMiddleware:
         if route is None:
             await self.app(scope, receive, send)
             return
+        if self._termination.plan is not None and self._termination.ended() is not None:
+            await self._terminated(send)
+            return
         snapshot = self._controls.snapshot
         if snapshot.halting:
             halt = snapshot.halt(path)
@@ -202,6 +209,16 @@ class ObligationsMiddleware:
                 await self._halted(halt, scope, receive, send)
                 return
         await self._interaction(route, scope, receive, send)
+
+    async def _terminated(self, send: Send) -> None:
+        """An AI route after the service's end (Art. 50): 410 Gone, pointing at the announcement."""
+        plan = self._termination.plan
+        url = self.endpoints.transparency_url
+        end = plan.end.isoformat() if plan is not None else ""
+        await self.endpoints.error(send, 410, "service_terminated",
+                                   f"this AI service ended on {end}; the announcement is at {url}",
+                                   extra=[(b"link", f'<{url}>; rel="alternate"; title="termination notice"'.encode()),
+                                          (b"cache-control", b"no-store")])
 
     async def _halted(self, halt: Halt, scope: Scope, receive: Receive, send: Send) -> None:
         """An AI route while people have taken it over (Art. 52(4)) or an incident suspends it (Art. 37).

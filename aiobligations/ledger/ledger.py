@@ -26,7 +26,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ..errors import ConfigurationError, LedgerBroken, LedgerError, RetentionError, UnusableInput
-from ._items import OP_DEFER, OP_ERASE, OP_FLUSH, OP_RECORD, OP_SIGN, Waiter
+from ._items import ERASE_PSEUDONYM, OP_DEFER, OP_ERASE, OP_FLUSH, OP_RECORD, OP_SIGN, Waiter
 from .crypto import MasterKey, SubjectCrypto, sealing_aad
 from .note import Signer, Verifier
 from .reader import TreeReader
@@ -296,8 +296,37 @@ class Ledger:
         """
         if not isinstance(subject, str) or not subject:
             raise ValueError("subject must be a non-empty string")
+        if subject.startswith("\x00"):
+            raise ValueError("a subject id cannot start with NUL")  # That prefix names a pseudonym (erase_pseudonym).
         waiter = Waiter()
         self._writer.enqueue((OP_ERASE, subject, waiter))
+        return int(waiter.wait(None))
+
+    def subject_pseudonyms(self) -> list[str]:
+        """The pseudonyms of every subject whose key exists (not yet erased), sorted.
+
+        .. versionadded:: 0.2.0
+        """
+        return sorted(pseudonym for pseudonym, _, _ in self._store.all_keys())
+
+    def erase_pseudonym(self, pseudonym: str) -> int:
+        """Crypto-shred the subject behind ``pseudonym``, as :meth:`erase_subject` does by the subject's id.
+
+        For erasing every subject when their ids are not known (a service's termination, Art. 50):
+        the ledger keeps pseudonyms only.
+
+        Returns:
+            The index of the ``subject.erased`` record.
+
+        Raises:
+            ValueError: ``pseudonym`` is not one (22 URL-safe base64 characters).
+
+        .. versionadded:: 0.2.0
+        """
+        if not isinstance(pseudonym, str) or not re.fullmatch(r"[A-Za-z0-9_-]{22}", pseudonym):
+            raise ValueError(f"not a pseudonym: {pseudonym!r:.40}")
+        waiter = Waiter()
+        self._writer.enqueue((OP_ERASE, ERASE_PSEUDONYM + pseudonym, waiter))
         return int(waiter.wait(None))
 
     def sign_checkpoint(self) -> str:
