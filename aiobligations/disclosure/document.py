@@ -56,11 +56,12 @@ def _prefix(prefix: str) -> str:
 
 
 def document_version(document: dict[str, Any]) -> str:
-    """The short SHA-256 of a document's content, ignoring its ``version`` and ``incidents`` fields.
+    """The short SHA-256 of a document's content, ignoring its ``version``, ``incidents`` and ``termination`` fields.
 
-    ``incidents`` lists the security incidents open now (Art. 37): live state added as it is
-    served, not part of the notice a person was shown, so it never changes the version; nor does
-    ``witness_conflicts`` (see :func:`with_witness_conflicts`).
+    ``incidents`` lists the security incidents open now (Art. 37) and ``termination`` the announced
+    end of the service (Art. 50): live state added as it is served, not part of the notice a
+    person was shown, so it never changes the version; nor does ``witness_conflicts`` (see
+    :func:`with_witness_conflicts`).
 
     The content is hashed as canonical JSON (sorted keys, no spaces, UTF-8), so the same content
     always gives the same version, whatever order it was built in.
@@ -71,7 +72,7 @@ def document_version(document: dict[str, Any]) -> str:
     Returns:
         ``"sha256:"`` and the first 16 hex digits of the hash.
     """
-    content = {key: value for key, value in document.items() if key not in ("version", "incidents", "witness_conflicts")}
+    content = {key: value for key, value in document.items() if key not in ("version", "incidents", "termination", "witness_conflicts")}
     data = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     return "sha256:" + hashlib.sha256(data).hexdigest()[:16]
 

@@ -37,6 +37,7 @@ _WORDS: dict[str, dict[str, str]] = {
         "security": "报告安全漏洞（security.txt）", "article": "第{n}条",
         "incidents": "安全事件通知", "incidents_intro": "以下安全事件正在处理中，请阅读通知了解影响范围和您可以采取的措施。",
         "opened": "发现时间",
+        "termination": "服务终止公告", "termination_deleted": "使用者的个人信息已删除。",
     },
     "en": {
         "title": "AI service transparency notice", "switch": "中文", "language": "Language", "colon": ": ",
@@ -62,6 +63,8 @@ _WORDS: dict[str, dict[str, str]] = {
         "incidents_intro": "These security incidents are being handled. Read each notice for who is affected "
         "and what you can do.",
         "opened": "found",
+        "termination": "Notice of the end of this service",
+        "termination_deleted": "Users' personal information has been deleted.",
     },
 }
 
@@ -185,6 +188,7 @@ def render_transparency_page(document: Mapping[str, Any], lang: str) -> str:
         The page, ready to send as ``text/html; charset=utf-8``.
 
     .. versionchanged:: 0.2.0 The open security incidents (``incidents``), linked first, when there are any.
+    .. versionchanged:: 0.2.0 The termination announcement (``termination``, Art. 50) first, while one stands.
     """
     lang = "en" if lang == "en" else "zh"
     w = _WORDS[lang]
@@ -238,7 +242,14 @@ def render_transparency_page(document: Mapping[str, Any], lang: str) -> str:
         f'({e(w["opened"])} {e(str(item.get("opened", "")))})</li>'
         for item in document.get("incidents") or () if isinstance(item, Mapping)
     )
+    termination = document.get("termination")
+    ending = ""
+    if isinstance(termination, Mapping) and isinstance(termination.get("notice"), Mapping):
+        deleted = f"<p>{e(w['termination_deleted'])}</p>" if termination.get("deleted") else ""
+        ending = (f'<section aria-labelledby="termination" role="alert"><h2 id="termination">{e(w["termination"])}'
+                  f"</h2><p>{e(str(termination['notice'].get(lang, '')))}</p>{deleted}</section>")
     main = "".join([
+        ending,
         (f'<section aria-labelledby="incidents" role="alert"><h2 id="incidents">{e(w["incidents"])}</h2>'
          f"<p>{e(w['incidents_intro'])}</p><ul>{incidents}</ul></section>" if incidents else ""),
         f'<section aria-labelledby="facts"><h2 id="facts">{e(w["facts"])}</h2><dl>{facts}</dl></section>',
