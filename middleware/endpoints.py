@@ -18,6 +18,7 @@ from urllib.parse import parse_qs
 
 import structlog
 
+from aiobligations.controls.termination import with_termination
 from aiobligations.disclosure import (
     ascii_safe,
     banner_html,
@@ -106,6 +107,9 @@ class Endpoints:
         self.controls = ControlEndpoints(self.control_state, prefix=prefix, authorize=self.requests._operator_of,
                                          profile=profile, language=settings.language)
         self._live_snapshot: object = None
+        # The termination plan (Art. 50): its announcement is in the document and the page while it stands.
+        self.termination = obligations.termination
+        self._live_plan: object = None
         # Witnesses' conflict answers (witness.conflict records): the document says so openly.
         self.witness_conflicts = ConflictWatch(ledger)
         self._live_conflicts: object = None
@@ -158,15 +162,21 @@ class Endpoints:
         when another snapshot was swapped in since the last time.
         """
         snapshot = self.control_state.snapshot
+        plan = self.termination.plan
         conflicts = self.witness_conflicts.current()  # Read in the background, never here.
-        if snapshot is self._live_snapshot and conflicts is self._live_conflicts:
+        if snapshot is self._live_snapshot and plan is self._live_plan and conflicts is self._live_conflicts:
             return
         listed = [{"id": i.id, "title": i.title, "url": self.controls.incident_url(i.id),
                    "opened": i.as_dict()["opened"]} for i in snapshot.open_incidents]
-        document = with_witness_conflicts(with_incidents(self.document, listed), list(conflicts))
+        provider = self.obligations.profile.provider
+        document = with_termination(with_witness_conflicts(with_incidents(self.document, listed), list(conflicts)),
+                                    plan,
+                                    provider={"zh": provider.name_zh or provider.name, "en": provider.name},
+                                    service=self.obligations.profile.service.name, url=f"{self.prefix}/transparency")
         self._document_json = json.dumps(document, ensure_ascii=False, indent=1).encode()
         self._pages = {lang: render_transparency_page(document, lang).encode() for lang in ("zh", "en")}
         self._live_snapshot = snapshot
+        self._live_plan = plan
         self._live_conflicts = conflicts
 
     def handles(self, path: str) -> bool:
