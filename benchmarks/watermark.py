@@ -4,26 +4,31 @@ Run it from the repository root::
 
     .venv/bin/python benchmarks/watermark.py
 
-Needs the ``media`` extra (numpy, PyWavelets, Pillow). Images are synthetic "natural-ish" pictures
-(smooth gradients, waves, soft shapes, mild noise) and one with strong fine texture, generated
-with fixed seeds by the test suite's helpers, at 1920x1080.
+Needs the ``media`` extra (numpy, Pillow) and scikit-image (the ``dev`` extra) for its sample
+photos, which are bundled in its wheel. Takes a few minutes (the false-positive run decodes 1,000
+images).
 
 What each figure measures
 -------------------------
 
 ``embed_ms`` / ``detect_ms``
-    Median of 5 runs (after one untimed warm-up) of :func:`aiobligations.labels.watermark.embed`
-    and of a blind :func:`~aiobligations.labels.watermark.detect` with a ``produce_id``, at 1080p.
-``psnr_db``
-    Per image, the PSNR of the marked image against the original.
-``bit_accuracy``
-    Per image and attack, the fraction of the 64 payload bits recovered right after the vote;
-    ``jpeg_q75`` is a Pillow JPEG re-encode at quality 75, ``resize_50_up`` a bilinear downscale to
-    50 % and a bilinear upscale back to 1920x1080; ``present`` says whether blind detection found
-    the mark (p < 1e-6).
-``unmarked_p_values``
-    The false-positive probability reported for unmarked images (several seeds) and for a marked
-    image read with another key; all should be far above the threshold.
+    Median of 5 runs (after one untimed warm-up) at 1920x1080 (scikit-image's Hubble photo, resized):
+    :func:`aiobligations.labels.watermark.embed`; :func:`~aiobligations.labels.watermark.detect`
+    with a ``produce_id`` on the marked image (found at scale 1), on the marked image resized to
+    50 % (the scale search runs) and on the unmarked image (every candidate is tried: the worst case).
+``images``
+    Per image (scikit-image's samples at their own sizes, grey ones repeated over RGB; the test
+    suite's synthetic 1080p picture; a flat grey image): ``psnr_db`` of the marked image against
+    the original, and per attack ``[payload bit accuracy, present, id_matches]``, where
+    ``present`` is blind detection (no ProduceID) and ``id_matches`` the check of the right
+    ProduceID. The attacks are those of ``tests/test_watermark_robust.py`` plus a few harder
+    ones (20 % from every edge, JPEG quality 50, other scales, and two the mark is not meant to
+    survive: a 2-degree rotation and a mirror flip).
+``false_positives``
+    1,000 unmarked images (random crops, rescales, flips and turns of the samples, every fifth a
+    synthetic picture; ``unmarked_images`` in the tests, another seed), each read with the key and a
+    ProduceID: how many were reported present or matched the ID (both must be 0), and the smallest
+    false-positive probability reported; plus the marked images read with another key.
 """
 
 from __future__ import annotations
@@ -32,23 +37,47 @@ import json
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from test_watermark import jpeg, natural_image, psnr, resize_down_up, textured_image
+from test_watermark import natural_image
+from test_watermark_robust import (
+    ATTACKS,
+    PHOTOS,
+    TEXTURES,
+    Image,
+    crop,
+    jpeg,
+    payload_accuracy,
+    photo,
+    psnr,
+    resize,
+    unmarked_images,
+)
 
 from aiobligations.labels import watermark as wm
 
 KEY = bytes(range(32))
 OTHER_KEY = bytes(range(1, 33))
 PRODUCE_ID = "PID-2026-11-28-000042"
-TARGETS = {"embed_ms": 400.0, "detect_ms": 250.0, "psnr_db": 38.0, "bit_accuracy": 0.95}
+UNMARKED = 1000
+TARGETS = {"embed_ms": 400.0, "detect_ms": 250.0, "psnr_db": 38.0}
+
+EXTRA: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "crop_every_edge_20+jpeg_q75": lambda p: jpeg(crop(p, 0.2, 0.2, 0.2, 0.2)),
+    "jpeg_q50": lambda p: jpeg(p, 50),
+    "resize_75": lambda p: resize(p, 0.75),
+    "resize_133": lambda p: resize(p, 4 / 3, Image.Resampling.BICUBIC),
+    "rotate_2deg (not survived)": lambda p: np.asarray(Image.fromarray(p).rotate(2, Image.Resampling.BILINEAR)),
+    "mirror (not survived)": lambda p: np.ascontiguousarray(p[:, ::-1]),
+}
 
 
-def median_ms(fn, runs: int = 5) -> float:
+def median_ms(fn: Callable[[], object], runs: int = 5) -> float:
     fn()
     times = []
     for _ in range(runs):
@@ -58,70 +87,81 @@ def median_ms(fn, runs: int = 5) -> float:
     return round(statistics.median(times), 1)
 
 
-def accuracy(pixels: np.ndarray) -> dict[str, object]:
-    detection = wm.detect(pixels, KEY, produce_id=PRODUCE_ID)
-    return {
-        "bit_accuracy": round((detection.id_bits_matched or 0) / wm.PAYLOAD_BITS, 4),
-        "sync_bits_matched": detection.sync_bits_matched,
-        "present": detection.present,
-        "p_value": detection.false_positive_probability,
-    }
+def row(pixels: np.ndarray) -> list[object]:
+    blind = wm.detect(pixels, KEY)
+    checked = wm.detect(pixels, KEY, produce_id=PRODUCE_ID)
+    if checked.id_matches and not checked.present:
+        raise AssertionError("an ID match without present: two verdicts")
+    return [round(payload_accuracy(checked), 3), blind.present, bool(checked.id_matches)]
 
 
 def main() -> None:
-    images = {
-        "natural-1": natural_image(1080, 1920, 1),
-        "natural-2": natural_image(1080, 1920, 2),
-        "textured": textured_image(1080, 1920, 3),
-        "flat-grey": np.full((1080, 1920, 3), 128, np.uint8),
-        "flat-white": np.full((1080, 1920, 3), 255, np.uint8),
+    hd = np.asarray(Image.fromarray(photo("hubble_deep_field")).resize((1920, 1080), Image.Resampling.BICUBIC))
+    marked_hd = wm.embed(hd, PRODUCE_ID, KEY)
+    halved_hd = resize(marked_hd, 0.5)
+    timing = {
+        "embed_ms": median_ms(lambda: wm.embed(hd, PRODUCE_ID, KEY)),
+        "detect_ms": median_ms(lambda: wm.detect(marked_hd, KEY, produce_id=PRODUCE_ID)),
+        "detect_resized_50_ms": median_ms(lambda: wm.detect(halved_hd, KEY, produce_id=PRODUCE_ID)),
+        "detect_unmarked_ms": median_ms(lambda: wm.detect(hd, KEY, produce_id=PRODUCE_ID)),
     }
-    img = images["natural-1"]
-    embed_ms = median_ms(lambda: wm.embed(img, PRODUCE_ID, KEY))
-    marked_img = wm.embed(img, PRODUCE_ID, KEY)
-    detect_ms = median_ms(lambda: wm.detect(marked_img, KEY, produce_id=PRODUCE_ID))
-    print(f"embed {embed_ms} ms, detect {detect_ms} ms", file=sys.stderr)
+    print(f"timing {timing}", file=sys.stderr)
 
+    originals = {name: photo(name) for name in PHOTOS + ("moon", "retina") + TEXTURES}
+    originals["synthetic-1080p"] = natural_image(1080, 1920, 1)
+    originals["flat-grey"] = np.full((512, 512, 3), 128, np.uint8)
+    attacks = {**ATTACKS, **EXTRA}
     per_image: dict[str, dict[str, object]] = {}
-    for name, original in images.items():
+    other_key: dict[str, float] = {}
+    for name, original in originals.items():
         marked = wm.embed(original, PRODUCE_ID, KEY)
-        per_image[name] = {
-            "psnr_db": round(float(psnr(original, marked)), 2),
-            "none": accuracy(marked),
-            "jpeg_q75": accuracy(jpeg(marked)),
-            "resize_50_up": accuracy(resize_down_up(marked)),
-        }
-        print(f"{name}: {per_image[name]['psnr_db']} dB", file=sys.stderr)
+        entry: dict[str, object] = {"size": f"{original.shape[1]}x{original.shape[0]}",
+                                    "psnr_db": round(psnr(original, marked), 2)}
+        for attack, fn in attacks.items():
+            entry[attack] = row(fn(marked))
+        per_image[name] = entry
+        other_key[name] = float(f"{wm.detect(marked, OTHER_KEY, produce_id=PRODUCE_ID).false_positive_probability:.3g}")
+        print(f"{name}: {entry['psnr_db']} dB", file=sys.stderr)
 
-    unmarked = [
-        wm.detect(natural_image(1080, 1920, seed), KEY).false_positive_probability
-        for seed in range(10, 16)
-    ]
-    other_key = wm.detect(marked_img, OTHER_KEY).false_positive_probability
+    present = id_matches = 0
+    smallest = 1.0
+    start = time.perf_counter()
+    for _, pixels in unmarked_images(UNMARKED, seed=1):
+        detection = wm.detect(pixels, KEY, produce_id=PRODUCE_ID)
+        present += detection.present
+        id_matches += bool(detection.id_matches)
+        smallest = min(smallest, detection.false_positive_probability)
+    fp_seconds = time.perf_counter() - start
 
-    worst_psnr = min(v["psnr_db"] for v in per_image.values())  # type: ignore[type-var]
-    worst_jpeg = min(v["jpeg_q75"]["bit_accuracy"] for v in per_image.values())  # type: ignore[index]
-    worst_resize = min(v["resize_50_up"]["bit_accuracy"] for v in per_image.values())  # type: ignore[index]
+    photos = [per_image[name] for name in PHOTOS + ("moon", "retina")]
+    survived = {attack: sum(bool(entry[attack][1] and entry[attack][2]) for entry in photos)  # type: ignore[index]
+                for attack in ATTACKS}
     result = {
-        "size": "1920x1080",
+        "scheme": wm.SOFT_BINDING_ALG,
         "strength": wm.DEFAULT_STRENGTH,
         "threshold": wm.DEFAULT_THRESHOLD,
-        "embed_ms": embed_ms,
-        "detect_ms": detect_ms,
+        "timing_1920x1080": timing,
         "images": per_image,
-        "unmarked_p_values": [float(f"{p:.3g}") for p in unmarked],
-        "other_key_p_value": float(f"{other_key:.3g}"),
+        "photos_surviving_each_issue_attack": {attack: f"{n}/{len(photos)}" for attack, n in survived.items()},
+        "false_positives": {
+            "unmarked_images": UNMARKED,
+            "present": present,
+            "id_matches": id_matches,
+            "smallest_p_value": float(f"{smallest:.3g}"),
+            "seconds": round(fp_seconds, 1),
+            "other_key_p_values": other_key,
+        },
         "targets": TARGETS,
         "pass": {
-            "embed_ms": embed_ms <= TARGETS["embed_ms"],
-            "detect_ms": detect_ms <= TARGETS["detect_ms"],
-            "psnr_db": bool(worst_psnr >= TARGETS["psnr_db"]),
-            "bit_accuracy_jpeg_q75": worst_jpeg >= TARGETS["bit_accuracy"],
-            "bit_accuracy_resize_50_up": worst_resize >= TARGETS["bit_accuracy"],
-            "no_false_positives": min(unmarked + [other_key]) > wm.DEFAULT_THRESHOLD,
+            "embed_ms": timing["embed_ms"] <= TARGETS["embed_ms"],
+            "detect_ms": timing["detect_ms"] <= TARGETS["detect_ms"],
+            "psnr_db": all(float(entry["psnr_db"]) >= TARGETS["psnr_db"] for entry in photos),  # type: ignore[arg-type]
+            "issue_attacks_on_photos": all(n == len(photos) for n in survived.values()),
+            "no_false_positives": present == 0 and id_matches == 0
+            and min(other_key.values()) > wm.DEFAULT_THRESHOLD,
         },
     }
-    json.dump(result, sys.stdout, indent=2)
+    json.dump(result, sys.stdout, indent=1)
     print()
 
 

@@ -32,7 +32,7 @@ def conformance_rows() -> list[dict[str, str]]:
             "explicit": f"✅ {EXPLICIT[module]}" if module in EXPLICIT else "❌ not yet",
             "c2pa": (f"❌ {C2PA_UNSUPPORTED[module]}" if module in C2PA_UNSUPPORTED
                      else "✅" if any(t in c2pa_types for t in module.MEDIA_TYPES) else "❌ not supported by c2pa"),
-            "watermark": "✅ DWT-SVD, blind" if module in WATERMARKED else "❌ not yet",
+            "watermark": "✅ periodic spread spectrum, blind" if module in WATERMARKED else "❌ not yet",
         })
     rows.append({
         "format": "text (API responses)",
