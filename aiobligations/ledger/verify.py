@@ -442,7 +442,8 @@ def _stream_records(folder: Path, start: int, tree: merkle.CompactRange,
                     expected = listed.read(32 * len(leaves))
                     if expected != b"".join(leaves):
                         bad = _first_mismatch(lines, leaves, expected, start + count)
-                        if mac_break is not None and (bad.index is None or mac_break.index < bad.index):
+                        if mac_break is not None and (bad.index is None or (
+                                mac_break.index is not None and mac_break.index < bad.index)):
                             bad = mac_break
                         return count, bad
                 if mac_break is not None:
