@@ -315,6 +315,144 @@ def _operator_paths(prefix: str) -> dict[str, Any]:
     }
 
 
+def _control_schemas() -> dict[str, Any]:
+    """The schemas of the controls' endpoints (incidents, the takeover switch)."""
+    text = {"type": "string"}
+    maybe = {"type": ["string", "null"]}
+    time = {"type": "string", "format": "date-time"}
+    incident_properties = {
+        "id": {"type": "string", "pattern": "^INC-[0-9]{8}-[0-9A-F]{6}$"},
+        "status": {"type": "string", "enum": ["open", "closed"]},
+        "title": text, "scope": text, "course": maybe, "measures": text, "user_actions": text, "contact": text,
+        "severity": maybe, "suspend": {"type": "boolean"}, "opened": time, "updated": time,
+        "closed": _nullable_time("When it was closed."), "resolution": maybe,
+        "history": {"type": "array", "items": {
+            "type": "object", "required": ["step", "at", "index", "by", "changed"],
+            "properties": {"step": {"type": "string", "enum": ["open", "update", "close"]}, "at": time,
+                           "index": {"type": "integer"}, "by": maybe,
+                           "changed": {"type": "array", "items": text}}}},
+        "url": {"type": "string", "description": "The public user notice."},
+    }
+    fields = {
+        "title": _text("A short title users will read.", max_length=200),
+        "scope": _text("Who and what is affected (Art. 37(3) 一).", max_length=5_000),
+        "course": _text("The course of events so far (一).", max_length=5_000),
+        "measures": _text("The remedial measures taken (二).", max_length=5_000),
+        "user_actions": _text("What users can do to reduce harm (二).", max_length=5_000),
+        "contact": _text("How to reach the provider (三).", max_length=5_000),
+        "severity": _text("A severity label.", max_length=5_000),
+        "suspend": {"type": "boolean", "description": "Halt every AI route while the incident is open."},
+    }
+    takeover = {"type": "object", "required": ["route", "reason", "fallback", "by", "at", "index"],
+                "properties": {"route": maybe, "reason": text, "fallback": maybe, "by": maybe, "at": time,
+                               "index": {"type": "integer"}}}
+    status = {
+        "takeovers": {"type": "array", "items": takeover},
+        "suspending_incidents": {"type": "array", "items": text},
+        "halting": {"type": "boolean", "description": "Whether some AI requests are halted now."},
+    }
+    notice = {"type": "object", "required": ["id", "lang", "sections", "notice"],
+              "properties": {"id": text, "lang": {"type": "string", "enum": ["zh", "en"]}, "notice": text,
+                             "sections": {"type": "array", "items": {
+                                 "type": "object", "required": ["element", "heading", "text"],
+                                 "properties": {"element": text, "heading": text, "text": text}}}}}
+    return {
+        "Incident": {"type": "object", "required": list(incident_properties), "properties": incident_properties},
+        "IncidentDetail": {
+            "allOf": [{"$ref": "#/components/schemas/Incident"}, {
+                "type": "object", "required": ["notices"],
+                "properties": {"notices": {"type": "object", "required": ["user", "authority"], "properties": {
+                    "user": {"type": "object", "required": ["zh", "en"]},
+                    "authority": {"type": "object", "required": ["zh", "en"]}}}}}],
+        },
+        "IncidentOpen": {"type": "object", "additionalProperties": False,
+                         "required": ["title", "scope", "measures", "user_actions", "contact"],
+                         "properties": fields},
+        "IncidentStepBody": {
+            "type": "object", "additionalProperties": False,
+            "description": 'step "update" (the default) with the fields that change, or "close" with the resolution.',
+            "properties": {"step": {"type": "string", "enum": ["update", "close"]},
+                           "resolution": _text("How it was resolved (close only).", max_length=5_000),
+                           **fields},
+        },
+        "TakeoverBody": {
+            "type": "object", "additionalProperties": False, "required": ["state"],
+            "properties": {
+                "state": {"type": "string", "enum": ["on", "off"]},
+                "route": {"type": "string", "pattern": "^/", "maxLength": 500,
+                          "description": "A glob of AI paths; absent: every AI route."},
+                "reason": {"type": "string", "maxLength": 5_000},
+                "fallback": {"type": "string", "pattern": "^/", "maxLength": 500,
+                             "description": "state on only: the app path that gets the requests instead."},
+            },
+        },
+        "TakeoverStatus": {"type": "object", "required": list(status), "properties": status},
+        "TakeoverChange": {"type": "object", "required": ["changed", *status],
+                           "properties": {"changed": {"type": "boolean", "description": "false: nothing "
+                                                      "changed, nothing recorded."}, **status}},
+        "IncidentNotice": {"type": "object", "required": ["id", "status", "url", "zh", "en"],
+                           "properties": {"id": text, "status": {"type": "string", "enum": ["open", "closed"]},
+                                          "url": text, "zh": notice, "en": notice}},
+    }
+
+
+def _control_paths(prefix: str) -> dict[str, Any]:
+    """The controls' endpoints: incidents (Art. 37) and the takeover switch (Art. 52(4))."""
+    operator: list[dict[str, list[str]]] = [{"operatorToken": []}]
+    auth = {"401": _error("No operator token (unauthorized)."),
+            "403": _error("The token is not an operator's (forbidden)."),
+            "405": _WRONG_METHOD}
+    writes = {"400": _BAD_BODY, "413": _TOO_LARGE, "415": _WRONG_TYPE, "422": _INVALID,
+              "503": _error("The ledger cannot record it now (evidence_unavailable); retry later.")}
+    incident_id = [{"name": "incident_id", "in": "path", "required": True,
+                    "schema": {"type": "string", "minLength": 1, "pattern": "^[^/]+$"}}]
+    missing = _error("No such incident (not_found).")
+    base = f"{prefix}/operator"
+    return {
+        f"{base}/incidents": {
+            "get": {"operationId": "listIncidents", "summary": "Open incidents, oldest first (every one with all=1).",
+                    "security": operator,
+                    "parameters": [{"name": "all", "in": "query", "required": False,
+                                    "schema": {"type": "string", "enum": ["0", "1", "true", "false", "yes", "no"]}}],
+                    "responses": {"200": {"description": "The incidents.", "content": {"application/json": {
+                        "schema": {"type": "object", "required": ["incidents"], "properties": {"incidents": {
+                            "type": "array", "items": {"$ref": "#/components/schemas/Incident"}}}}}}}, **auth}},
+            "post": {"operationId": "openIncident", "summary": "Open a security incident (Art. 37).",
+                     "security": operator, "requestBody": _json_body("IncidentOpen"),
+                     "responses": {"201": _json_ok("Incident", "The open incident."), **auth, **writes}},
+        },
+        f"{base}/incidents/{{incident_id}}": {
+            "parameters": incident_id,
+            "get": {"operationId": "readIncident", "summary": "An incident, its steps and its notices (zh, en).",
+                    "security": operator,
+                    "responses": {"200": _json_ok("IncidentDetail", "The incident."), **auth, "404": missing}},
+            "post": {"operationId": "stepIncident", "summary": "Update an open incident, or close it.",
+                     "security": operator, "requestBody": _json_body("IncidentStepBody"),
+                     "responses": {"200": _json_ok("Incident", "After the step."), **auth, **writes,
+                                   "404": missing, "409": _error("The incident is closed (incident_closed).")}},
+        },
+        f"{base}/takeover": {
+            "get": {"operationId": "takeoverStatus", "summary": "The takeover switches that are on (Art. 52(4)).",
+                    "security": operator,
+                    "responses": {"200": _json_ok("TakeoverStatus", "The switches."), **auth}},
+            "post": {"operationId": "switchTakeover", "summary": "Take AI routes over, or end it; idempotent.",
+                     "security": operator, "requestBody": _json_body("TakeoverBody"),
+                     "responses": {"200": _json_ok("TakeoverChange", "The switches now."), **auth, **writes}},
+        },
+        f"{prefix}/incidents/{{incident_id}}": {
+            "parameters": incident_id,
+            "get": {"operationId": "incidentNotice",
+                    "summary": "An incident's notice for users (Art. 37): HTML (?lang=zh|en or Accept-Language), "
+                               "or JSON in both languages when Accept asks for application/json.",
+                    "security": [],
+                    "responses": {"200": {"description": "The notice.", "content": {
+                        "text/html; charset=utf-8": {"schema": {"type": "string"}},
+                        "application/json": {"schema": {"$ref": "#/components/schemas/IncidentNotice"}}}},
+                        "404": missing, "405": _WRONG_METHOD}},
+        },
+    }
+
+
 def openapi_document(prefix: str = "/ai") -> dict[str, Any]:
     """The OpenAPI 3.1 document of the middleware's own endpoints under ``prefix``.
 
@@ -419,6 +557,7 @@ def openapi_document(prefix: str = "/ai") -> dict[str, Any]:
             },
         },
         **_operator_paths(prefix),
+        **_control_paths(prefix),
         "/.well-known/ai-transparency": {
             "get": {
                 "operationId": "transparency",
@@ -488,10 +627,16 @@ def openapi_document(prefix: str = "/ai") -> dict[str, Any]:
             "title": "aiobligations: the provider's own endpoints",
             "version": "0.1.0",
             "description": "Explanations (Art. 39), complaints (Art. 70(4), Art. 32), receipts, "
-                           "the transparency document (Art. 38) and the ledger's checkpoint. Every "
+                           "the transparency document (Art. 38), the ledger's checkpoint, security "
+                           "incidents (Art. 37) and the takeover switch (Art. 52(4)). Every "
                            "error is `{\"error\": {\"code\", \"message\"}}`.",
         },
         "security": subject,
         "paths": paths,
-        "components": copy.deepcopy(_components()),
+        "components": _with_control_schemas(copy.deepcopy(_components())),
     }
+
+
+def _with_control_schemas(components: dict[str, Any]) -> dict[str, Any]:
+    components["schemas"].update(_control_schemas())
+    return components

@@ -43,6 +43,10 @@ def check_route(route: Any) -> str | None:
             or any(ord(c) < 0x20 or c == "\x7f" for c in route)):
         raise InvalidControl(f"a route pattern must be a path or glob starting with '/', such as "
                              f"'/v1/images/*', got {route!r:.60}")
+    try:
+        re.compile(fnmatch.translate(route))
+    except re.error as exc:  # pragma: no cover - fnmatch escapes what it does not translate.
+        raise InvalidControl(f"the route pattern {route!r:.60} does not compile ({exc})") from None
     return route
 
 
