@@ -301,3 +301,13 @@ class TestCommand:
         assert message in done.stderr
         assert 1 == len(done.stderr.strip().splitlines())
         assert FILING_DAYS == 10
+
+
+def test_a_due_date_in_an_uncovered_year_is_noted(profile: Profile) -> None:
+    """
+    Crossed in late December 2026, the date falls in 2027, which the calendar does not cover: a note says so.
+    """
+    status = filing_status(profile, 20_000, crossed_on=date(2026, 12, 28), today=date(2026, 12, 28))
+
+    assert 2027 == status.due_by.year  # type: ignore[union-attr]
+    assert any("does not cover" in note for note in status.notes)

@@ -427,3 +427,17 @@ class TestAnotherProcess:
 
         assert 2 == done.returncode
         assert message in done.stderr and 1 == len(done.stderr.strip().splitlines())
+
+
+def test_a_plan_into_an_uncovered_year_warns(hub: Obligations) -> None:
+    """
+    A plan whose deletion day falls in a year the calendar does not cover logs termination_calendar_uncovered.
+    """
+    from structlog.testing import capture_logs
+
+    termination = state(hub, FakeClock(beijing(date(2026, 12, 1))))
+    with capture_logs() as logs:
+        plan = termination.plan_termination(termination.earliest_end(), by="ops")
+
+    assert 2027 == plan.delete_by.year
+    assert [[2027]] == [entry["years"] for entry in logs if entry["event"] == "termination_calendar_uncovered"]

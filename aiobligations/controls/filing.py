@@ -249,6 +249,10 @@ def filing_status(profile: Profile, registered_users: int, *, crossed_on: date |
             crossed_on, assumed = today, True
         start = datetime.combine(crossed_on, time(12), tzinfo=DEFAULT_TIMEZONE)
         due_by = add_working_days(start, FILING_DAYS, calendar).astimezone(DEFAULT_TIMEZONE).date()
+        covers = getattr(calendar, "covers", None)
+        if covers is not None and not all(covers(year) for year in range(crossed_on.year, due_by.year + 1)):
+            notes.append(f"The calendar does not cover every year up to {due_by.isoformat()}: Monday to Friday "
+                         "stood in for the holidays; load the year's holiday file ([requests] calendar).")
         if service.filing_number:
             notes.append(f"A filing number is set. A change to the filed information is filed within {FILING_DAYS} "
                          "working days of the change (Art. 47); a provincial filing does not cover passing "

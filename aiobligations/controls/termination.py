@@ -419,6 +419,13 @@ class TerminationState:
         if plan is None:  # pragma: no cover - the append above folded it in.
             raise TerminationError("the plan was recorded but not read back; run `aiobligations terminate status`")
         log.warning("termination_planned", end=end.isoformat(), delete_by=delete_by.isoformat(), by=by)
+        covers = getattr(self.calendar, "covers", None)
+        uncovered = [year for year in range(plan.announced.year, plan.delete_by.year + 1)
+                     if covers is not None and not covers(year)]
+        if uncovered:
+            # Monday to Friday stood in for those years' holidays: the notice and the deadline may be off.
+            log.warning("termination_calendar_uncovered", years=uncovered,
+                        fix="load those years' holiday iCalendar files ([requests] calendar) and check the plan")
         return plan
 
     def cancel(self, *, by: str) -> bool:
