@@ -418,3 +418,32 @@ def test_a_switch_from_another_process_reaches_a_running_middleware(
     assert time.monotonic() - stored < 2.0
     assert 0 == cli(config, "takeover", "off", "--by", "op-1").returncode
     until(lambda: post(app, CHAT, json=CHAT_BODY).status_code == 200, 5, "the middleware to serve again")
+
+
+def test_two_hubs_switching_at_once_record_one_switch(config: Path) -> None:
+    """Two hubs on one ledger (as two workers are) press the same switch at the same moment: the
+    check and the append run under the ledger's cross-process lock, so one switch is recorded."""
+    import threading
+
+    hubs = [Obligations.from_file(config) for _ in range(2)]
+    try:
+        for hub in hubs:
+            hub.controls  # noqa: B018 - built before the race.
+        start = threading.Barrier(len(hubs))
+        results: list[bool] = []
+
+        def press(hub: Obligations) -> None:
+            start.wait()
+            results.append(hub.controls.takeover_on(by="op-1", reason="race"))
+
+        threads = [threading.Thread(target=press, args=(hub,)) for hub in hubs]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert [False, True] == sorted(results)
+        assert 1 == len(records(hubs[0], "control"))
+        assert all(len(hub.controls.refresh().takeovers) == 1 for hub in hubs)
+    finally:
+        for hub in hubs:
+            hub.close()
