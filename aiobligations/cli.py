@@ -3,7 +3,7 @@
 Every command that uses a profile finds it by one rule (:func:`find_config`): ``--config PATH``,
 else ``$AIOBLIGATIONS_CONFIG``, else ``./aiobligations.toml``, else ``./demo/aiobligations.toml``
 (where ``scripts/demo`` writes the demo's, so the README's commands work from the repository
-root); a profile found without ``--config`` is named on standard error. Every error is one clear
+root); the environment's or the demo's profile is named on standard error. Every error is one clear
 line on standard error. Exit statuses: 0 success, 1 a break found by ``verify``, 2 unusable input
 or configuration.
 """
@@ -60,10 +60,12 @@ def find_config(config: Path | None, *, required: bool = True) -> Path | None:
     """The profile a command uses: ``config``, else ``$AIOBLIGATIONS_CONFIG``, else the first that exists
     of ``./aiobligations.toml`` and ``./demo/aiobligations.toml``.
 
-    A profile found without ``config`` is announced on standard error as
-    ``aiobligations: using profile PATH``, so standard output stays the command's answer (``inspect``
-    prints JSON there). A path named by ``config`` or the environment is used even if it does not
-    exist (loading it then says so).
+    A profile that is not in plain sight (named by the environment variable, or the demo's) is
+    announced on standard error as one line, ``aiobligations: using profile PATH (from
+    $AIOBLIGATIONS_CONFIG)`` or ``... PATH (the demo's)``, so standard output stays the command's
+    answer (``inspect`` prints JSON there). ``--config`` and ``./aiobligations.toml``, which the
+    user typed or sees, are not announced, so that an error stays one line. A path named by
+    ``config`` or the environment is used even if it does not exist (loading it then says so).
 
     Args:
         config: The ``--config`` option's value, ``None`` when not given.
@@ -81,10 +83,12 @@ def find_config(config: Path | None, *, required: bool = True) -> Path | None:
     if named:
         click.echo(f"aiobligations: using profile {named} (from ${CONFIG_ENV})", err=True)
         return Path(named)
-    for candidate in (Path(DEFAULT_CONFIG), DEMO_CONFIG):
-        if candidate.is_file():
-            click.echo(f"aiobligations: using profile {candidate}", err=True)
-            return candidate
+    if Path(DEFAULT_CONFIG).is_file():
+        # The profile in the folder the command runs in: what the user sees; named nowhere else.
+        return Path(DEFAULT_CONFIG)
+    if DEMO_CONFIG.is_file():
+        click.echo(f"aiobligations: using profile {DEMO_CONFIG} (the demo's)", err=True)
+        return DEMO_CONFIG
     if required:
         _fail(f"no profile: looked for ./{DEFAULT_CONFIG} and ./{DEMO_CONFIG}; give --config PATH, set "
               f"{CONFIG_ENV}, or write one with `aiobligations init`")
@@ -169,8 +173,8 @@ def main() -> None:
     The profile (aiobligations.toml) of every command that uses one:
     --config PATH, else $AIOBLIGATIONS_CONFIG, else ./aiobligations.toml,
     else ./demo/aiobligations.toml (the demo's, made by scripts/demo, when run
-    from the repository root). A profile found without --config is named on
-    standard error: "aiobligations: using profile PATH".
+    from the repository root). One named by $AIOBLIGATIONS_CONFIG, or the
+    demo's, is said on standard error: "aiobligations: using profile PATH".
     """
 
 
@@ -709,11 +713,6 @@ from .report.cli import report_command  # noqa: E402 - registered after the grou
 main.add_command(report_command)
 
 main.add_command(__import__("aiobligations.witness.command", fromlist=["_"]).witness_commands(main))
-
-from .report.cli import report_command  # noqa: E402 - registered after the group exists.
-
-main.add_command(report_command)
-
 
 main.add_command(__import__("aiobligations.controls.cli_filing", fromlist=["_"]).filing_group)
 

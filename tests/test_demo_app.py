@@ -406,7 +406,10 @@ def test_the_demo_image_is_1024_and_carries_every_label(demo: tuple[Any, Any]) -
     assert label["fields"]["ProduceID"] == reply.headers["ai-interaction-id"]
 
     (record,) = label_records(hub)
-    assert {"kind": "caption", "wording": "AI生成", "corner": "bottom-right"} == record["explicit"]
+    caption = dict(record["explicit"])
+    left, top, right, bottom = caption.pop("box")  # Where it was drawn, for inspect to look.
+    assert {"kind": "caption", "wording": "AI生成", "corner": "bottom-right"} == caption
+    assert 512 < left < right <= 1024 and 512 < top < bottom <= 1024
     assert "skipped" not in record["watermark"]
     # The caption is drawn: the bottom-right corner differs from the bare picture, the rest barely.
     bare = Image.open(io.BytesIO(ToyImageModel().generate("a red fox in the snow"))).convert("RGB")

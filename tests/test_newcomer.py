@@ -141,7 +141,7 @@ def test_the_readme_commands_work_as_written_from_the_root(root: Path) -> None:
         result = run(command, root)
         assert 0 == result.returncode, f"{command}\n{result.stdout}\n{result.stderr}"
         if "aiobligations " in command:
-            assert "aiobligations: using profile demo/aiobligations.toml" in result.stderr.splitlines(), command
+            assert "aiobligations: using profile demo/aiobligations.toml (the demo's)" in result.stderr.splitlines(), command
         outputs[command] = result.stdout
 
     for command, out in outputs.items():
@@ -177,39 +177,43 @@ class TestProfileDiscovery:
 
     @pytest.fixture
     def folders(self, tmp_path: Path) -> tuple[Path, Path, Path]:
+        """Three profiles, each with a ledger of one record signed by its own key."""
+        from aiobligations import Obligations
         from aiobligations.keys import init_project
 
         here, demo, other = tmp_path / "here", tmp_path / "here" / "demo", tmp_path / "other"
         for folder, origin in ((here, "example.com/here"), (demo, "example.com/demo"), (other, "example.com/other")):
-            init_project(folder, origin=origin)
+            with Obligations.from_file(init_project(folder, origin=origin)) as hub:
+                hub.ledger.append({"kind": "risk", "summary": origin})
         return here, demo, other
 
-    def key_used(self, cwd: Path, *args: str, env: dict[str, str] | None = None) -> tuple[str, str]:
-        """Which ledger's key `verify` pins, and the profile line it printed."""
-        full = environment() | (env or {})
-        result = subprocess.run([str(CLI), "verify", "nothing-here.db", *args], cwd=cwd, env=full,
+    def verify(self, cwd: Path, ledger: Path, *args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
+        """`verify LEDGER` with the key of whichever profile the CLI finds: exit 0 only with that ledger's own."""
+        result = subprocess.run([str(CLI), "verify", str(ledger), *args], cwd=cwd, env=environment() | (env or {}),
                                 capture_output=True, text=True, timeout=60)
-        profile_lines = [line for line in result.stderr.splitlines() if "using profile" in line]
-        return result.stderr, profile_lines[0] if profile_lines else ""
+        assert result.returncode in (0, 1), result.stderr
+        assert result.returncode == 0 or "another key" in result.stderr, result.stderr
+        lines = [line for line in result.stderr.splitlines() if "using profile" in line]
+        return result.returncode, lines[0] if lines else ""
 
     def test_each_source_in_order(self, folders: tuple[Path, Path, Path]) -> None:
         here, demo, other = folders
+        named = {"AIOBLIGATIONS_CONFIG": str(other / "aiobligations.toml")}
 
-        _, line = self.key_used(here, env={"AIOBLIGATIONS_CONFIG": str(other / "aiobligations.toml")})
-        assert f"aiobligations: using profile {other / 'aiobligations.toml'} (from $AIOBLIGATIONS_CONFIG)" == line
-        _, line = self.key_used(here)
-        assert "aiobligations: using profile aiobligations.toml" == line
+        assert (0, f"aiobligations: using profile {other / 'aiobligations.toml'} (from $AIOBLIGATIONS_CONFIG)") == (
+            self.verify(here, other / "ledger.db", env=named))
+        assert 1 == self.verify(here, here / "ledger.db", env=named)[0]
+        assert (0, "") == self.verify(here, here / "ledger.db")  # ./aiobligations.toml: in plain sight, unannounced.
+        assert 1 == self.verify(here, demo / "ledger.db")[0]
         (here / "aiobligations.toml").unlink()
-        _, line = self.key_used(here)
-        assert "aiobligations: using profile demo/aiobligations.toml" == line
+        assert (0, "aiobligations: using profile demo/aiobligations.toml (the demo's)") == (
+            self.verify(here, demo / "ledger.db"))
 
-    def test_an_explicit_config_is_used_without_a_line(self, folders: tuple[Path, Path, Path]) -> None:
+    def test_an_explicit_config_comes_first_and_is_not_announced(self, folders: tuple[Path, Path, Path]) -> None:
         here, _, other = folders
 
-        stderr, line = self.key_used(here, "--config", str(other / "aiobligations.toml"),
-                                     env={"AIOBLIGATIONS_CONFIG": "/no/such.toml"})
-
-        assert "" == line and "no/such" not in stderr
+        assert (0, "") == self.verify(here, other / "ledger.db", "--config", str(other / "aiobligations.toml"),
+                                      env={"AIOBLIGATIONS_CONFIG": str(here / "aiobligations.toml")})
 
     def test_inspect_keeps_stdout_json_and_labels_use_the_found_profile(self, folders: tuple[Path, Path, Path]) -> None:
         here, demo, _ = folders
@@ -223,7 +227,7 @@ class TestProfileDiscovery:
                                    capture_output=True, text=True, timeout=120)
 
         assert 0 == labelled.returncode, labelled.stderr
-        assert "aiobligations: using profile demo/aiobligations.toml" in labelled.stderr
+        assert "aiobligations: using profile demo/aiobligations.toml (the demo's)" in labelled.stderr
         assert 0 == inspected.returncode, inspected.stderr
         report = json.loads(inspected.stdout)
         (entry,) = report["gb45438"]
@@ -245,7 +249,7 @@ class TestProfileDiscovery:
         text = " ".join(result.stdout.split())
         assert ("--config PATH, else $AIOBLIGATIONS_CONFIG, else ./aiobligations.toml, else "
                 "./demo/aiobligations.toml") in text
-        assert '"aiobligations: using profile PATH"' in text
+        assert 'One named by $AIOBLIGATIONS_CONFIG, or the demo\'s, is said on standard error: "aiobligations: using profile PATH"' in text
 
 
 def test_scripts_test_says_what_it_installs_and_why_before_and_what_to_do_without(tmp_path: Path) -> None:
