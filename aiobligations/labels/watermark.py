@@ -156,8 +156,8 @@ class Detection:
             (doubled with a ``produce_id``, and the smaller of that and
             ``id_false_positive_probability``), capped at 1.
         threshold: The probability under which a mark is reported present.
-        margin: Mean absolute soft vote over the code bits, normalised by the vote's noise: about
-            1 for noise, well above 3 for a clean mark. Diagnostic only.
+        margin: Mean absolute soft vote over the code bits, in units of the votes' noise: about
+            0.8 on an unmarked image, 2 or more for a clear mark. Diagnostic only.
         id_bits_matched: When a ``produce_id`` was given, payload bits equal to
             ``payload_bits(produce_id, key)``; otherwise ``None``.
         id_false_positive_probability: ``2 x CANDIDATES x P(X >= id_bits_matched)``,
