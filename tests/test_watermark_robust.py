@@ -284,3 +284,51 @@ class TestFalsePositives:
         assert checked.id_bits_matched is not None
         id_tail = wm.binomial_tail(checked.id_bits_matched, wm.PAYLOAD_BITS)
         assert min(1.0, 2 * wm.CANDIDATES * id_tail) == checked.id_false_positive_probability
+
+
+class TestOneVerdict:
+    @staticmethod
+    def stripped(data: bytes, brightness: float) -> bytes:
+        """The labelled file as a platform would pass it on: metadata gone, brighter, re-saved as PNG."""
+        with Image.open(io.BytesIO(data)) as im:
+            pixels = np.asarray(im.convert("RGB"))
+        buf = io.BytesIO()
+        Image.fromarray(gain(pixels, brightness)).save(buf, "PNG")
+        return buf.getvalue()
+
+    def test_inspect_and_the_cli_give_one_verdict_after_a_brightness_change(self, tmp_path) -> None:
+        """
+        The earlier defect: after x1.1 brightness, inspect said id_matches true with present false
+        and exited 1. Now the report's present, id_matches and labelled agree, and the CLI exits 0.
+        """
+        import json
+        import subprocess
+        import sys
+
+        from aiobligations.keys import init_project
+
+        config = init_project(tmp_path)
+        png = io.BytesIO()
+        Image.fromarray(photo("coffee")).save(png, "PNG")
+        (tmp_path / "in.png").write_bytes(png.getvalue())
+        run = [sys.executable, "-m", "aiobligations.cli"]
+        labelled = subprocess.run([*run, "label", "in.png", "out.png"], cwd=tmp_path, capture_output=True,
+                                  text=True, timeout=120)
+        assert 0 == labelled.returncode, labelled.stderr
+        out = (tmp_path / "out.png").read_bytes()
+        from aiobligations import Obligations
+
+        with Obligations.from_file(config) as hub:
+            produce_id = hub.labeller.inspect(out)["gb45438"][0]["fields"]["ProduceID"]
+            for factor in (1.1, 0.9):
+                (tmp_path / "edited.png").write_bytes(self.stripped(out, factor))
+                report = hub.labeller.inspect((tmp_path / "edited.png").read_bytes(), produce_id=produce_id)
+                inspected = subprocess.run([*run, "inspect", "edited.png", "--produce-id", produce_id],
+                                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
+
+                mark = report["watermark"]
+                assert [] == report["gb45438"] and report["c2pa"] is None
+                assert (True, True, True) == (mark["present"], mark["id_matches"], report["labelled"])
+                assert 0 == inspected.returncode, inspected.stderr
+                cli_mark = json.loads(inspected.stdout)["watermark"]
+                assert (True, True) == (cli_mark["present"], cli_mark["id_matches"])
