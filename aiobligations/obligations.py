@@ -382,6 +382,11 @@ class Obligations:
             # Whichever process signs the checkpoints asks them: this one, the writer process or
             # the replicas' elected sequencer.
             options["witnesses"] = WitnessSettings.from_dict(raw_witnesses)
+        raw_timestamps = profile.raw.get("timestamps")
+        if raw_timestamps is not None:
+            from .witness.timestamp import TimestampSettings
+
+            options["timestamps"] = TimestampSettings.from_dict(raw_timestamps)
         if settings.url is not None:
             from .ledger.replica import ReplicaLedger
 

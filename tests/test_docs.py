@@ -116,6 +116,7 @@ PUBLIC_MODULES = [
     "aiobligations.witness.command",
     "aiobligations.witness.cosignature",
     "aiobligations.witness.server",
+    "aiobligations.witness.timestamp",
 ]
 
 

@@ -309,7 +309,7 @@ def test_settings_from_the_profile_are_checked() -> None:
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_stores_keep_cosignatures_alike(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
-    """Store protocol parity: both backends keep, replace and list cosignatures the same way."""
+    """Store protocol parity: both backends keep, replace and list cosignatures and timestamps alike."""
     if backend == "sqlite":
         store: Any = SQLiteStore(tmp_path / "cosign.db")
     else:
@@ -326,6 +326,12 @@ def test_stores_keep_cosignatures_alike(backend: str, request: pytest.FixtureReq
         assert [(5, "w1", "note5", "line-b\n"), (5, "w2", "note5", "line-d\n")] == store.cosignatures(5)
         assert 3 == len(store.cosignatures())
         assert {"w1": 5, "w2": 5} == store.witness_sizes()
+        assert [] == store.timestamps()
+        store.add_timestamp(5, "http://tsa", "note5", b"\x30\x00")
+        store.add_timestamp(5, "http://tsa", "note5", b"\x30\x01")  # Replaces the response before it.
+        store.add_timestamp(6, "http://tsa", "note6", b"\x30\x02")
+        assert [(5, "http://tsa", "note5", b"\x30\x01")] == store.timestamps(5)
+        assert 2 == len(store.timestamps())
     finally:
         store.close()
 

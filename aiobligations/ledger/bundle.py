@@ -15,6 +15,9 @@ A bundle is a folder or a ``.tar.gz`` holding:
     ``{"start": N, "hashes": [...]}``: the compact range of the records before the bundle. When the
     bundle stops before the checkpoint's size E < n, also ``"end": E`` and ``"right": [...]``,
     the compact range of ``[E, n)``.
+``timestamps.json``
+    Optional: ``[{"tsa": URL, "response": base64 DER}]``, the RFC 3161 timestamps kept for the
+    checkpoint (``aiobligations verify --tsa-root`` checks them).
 ``verifier.key``
     The log's verifier key (an auditor should pin the key it got from the provider with ``--key``).
 ``manifest.json``
@@ -51,6 +54,7 @@ BUNDLE_FORMAT = "aiobligations-bundle/1"
 
 MEMBERS = (
     "checkpoint",
+    "timestamps.json",
     "verifier.key",
     "manifest.json",
     "frontier.json",
@@ -119,6 +123,7 @@ def export_bundle(
                 consistency,
                 verifier_key=(store.get_meta("verifier_key") or b"").decode(),
             )
+            _write_timestamps(folder, store, state.checkpoint, size)
             if tarball:
                 _pack(folder, out)
         except BaseException:
@@ -139,6 +144,14 @@ def _with_cosignatures(store: Store, note: str) -> str:
     from ..witness.client import cosigned_checkpoint
 
     return cosigned_checkpoint(store, note) or note
+
+
+def _write_timestamps(folder: Path, store: Store, note: str, size: int) -> None:
+    """``timestamps.json``: the RFC 3161 responses kept for exactly this checkpoint, if any."""
+    kept = [{"tsa": tsa, "response": base64.b64encode(response).decode()}
+            for _, tsa, kept_note, response in store.timestamps(size) if kept_note == note]
+    if kept:
+        (folder / "timestamps.json").write_text(json.dumps(kept, indent=1) + "\n")
 
 
 def _consistency_member(reader: TreeReader, note: str, size: int) -> dict[str, Any]:

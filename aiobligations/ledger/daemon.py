@@ -205,6 +205,10 @@ class _Log:
             from ..witness.client import WitnessSettings
 
             ledger.start_witnesses(WitnessSettings.from_dict(config["witnesses"]))
+        if config.get("timestamps"):
+            from ..witness.timestamp import TimestampSettings
+
+            ledger.start_timestamps(TimestampSettings.from_dict(config["timestamps"]))
 
     def state(self) -> tuple[int, str | None, int]:
         writer = self.writer

@@ -38,6 +38,7 @@ from .writer import ThreadWriter, Writer
 
 if TYPE_CHECKING:
     from ..witness.client import WitnessClient, WitnessSettings
+    from ..witness.timestamp import TimestampClient, TimestampSettings
 
 __all__ = ["Ledger", "checked_prune_end", "prunable_end", "rewrapped_keys"]
 
@@ -71,6 +72,8 @@ class Ledger:
             long (seconds) before committing so that more share the commit. 0 commits at once.
         witnesses: Witnesses to ask for cosignatures of the checkpoints this ledger signs (a
             background thread; see :mod:`aiobligations.witness.client`). ``None``: none.
+        timestamps: RFC 3161 timestamp authorities to timestamp the checkpoints this ledger signs
+            (a background thread; see :mod:`aiobligations.witness.timestamp`). ``None``: none.
 
     Raises:
         ConfigurationError: an argument is invalid, or the store belongs to another origin or key.
@@ -94,6 +97,7 @@ class Ledger:
         history_interval: float = 60.0,
         batch_delay: float = 0.002,
         witnesses: WitnessSettings | None = None,
+        timestamps: TimestampSettings | None = None,
     ) -> None:
         self._open_thread_writer(
             store, origin=origin, signer=signer, master_key=master_key, retention=retention,
@@ -103,6 +107,8 @@ class Ledger:
         )
         if witnesses is not None:
             self.start_witnesses(witnesses)
+        if timestamps is not None:
+            self.start_timestamps(timestamps)
 
     def _open_thread_writer(self, store: Store, *, origin: str, signer: Signer, master_key: MasterKey,
                             retention: Retention | None, checkpoint_interval: float, history_interval: float,
@@ -145,6 +151,7 @@ class Ledger:
         self._crypto = crypto
         self.reader = TreeReader(store, state.pruned_start, state.pruned_frontier)
         self.witnesses: WitnessClient | None = None
+        self.timestamper: TimestampClient | None = None
 
     def start_witnesses(self, settings: WitnessSettings) -> WitnessClient:
         """Ask witnesses to cosign this ledger's checkpoints, from a background thread.
@@ -168,6 +175,33 @@ class Ledger:
                                        consistency_proof=self.reader.consistency_proof,
                                        record=self.submit).start()
         return self.witnesses
+
+    def start_timestamps(self, settings: TimestampSettings) -> TimestampClient:
+        """Have RFC 3161 timestamp authorities timestamp this ledger's checkpoints (a background thread).
+
+        Call it only where checkpoints are signed; :meth:`close` stops it.
+
+        Args:
+            settings: The TSAs and intervals.
+
+        Returns:
+            The running client.
+
+        .. versionadded:: 0.2.0
+        """
+        from ..witness.timestamp import TimestampClient
+
+        if self.timestamper is not None:
+            self.timestamper.close()
+        self.timestamper = TimestampClient(self._store, settings).start()
+        return self.timestamper
+
+    def timestamps(self, size: int) -> list[tuple[str, bytes]]:
+        """The RFC 3161 responses kept for the checkpoint of ``size``, as (TSA URL, DER response).
+
+        .. versionadded:: 0.2.0
+        """
+        return [(tsa, response) for _, tsa, _, response in self._store.timestamps(size)]
 
     @property
     def witnessed_checkpoint(self) -> str | None:
@@ -348,9 +382,9 @@ class Ledger:
                 past it, the records still queued are abandoned and their count is logged as an
                 error: a process that is shutting down cannot keep them anywhere else.
         """
-        client = getattr(self, "witnesses", None)
-        if client is not None:
-            client.close()
+        for client in (getattr(self, "witnesses", None), getattr(self, "timestamper", None)):
+            if client is not None:
+                client.close()
         self._writer.close(timeout)
         if self._writer.remote:
             self._store.close()

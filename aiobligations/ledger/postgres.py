@@ -152,6 +152,11 @@ CREATE TABLE {s}.cosignatures (
     size bigint NOT NULL, witness text NOT NULL, note text NOT NULL, line text NOT NULL,
     PRIMARY KEY (size, witness));
 """),
+    (3, "RFC 3161 timestamps of checkpoints", """
+CREATE TABLE {s}.timestamps (
+    size bigint NOT NULL, tsa text NOT NULL, note text NOT NULL, response bytea NOT NULL,
+    PRIMARY KEY (size, tsa));
+"""),
 ]
 
 # Every session commits durably whatever the database's or role's default: an acknowledged record
@@ -652,6 +657,24 @@ class PostgresStore:
         rows = (self._query(sql + " ORDER BY size, witness") if size is None
                 else self._query(sql + " WHERE size = %s ORDER BY witness", (size,)))
         return [(int(a), b, c, d) for a, b, c, d in rows]
+
+    def add_timestamp(self, size: int, tsa: str, note: str, response: bytes) -> None:
+        """Keep a timestamp authority's RFC 3161 ``response`` for the checkpoint ``note`` (any thread)."""
+        try:
+            with self._reads() as conn:
+                conn.execute(
+                    f"INSERT INTO {self.schema}.timestamps VALUES (%s, %s, %s, %s) "
+                    "ON CONFLICT (size, tsa) DO UPDATE SET note = excluded.note, response = excluded.response",
+                    (size, tsa, note, bytes(response)))
+        except psycopg.Error as exc:
+            raise LedgerError(f"the ledger's database failed: {_reason(exc)}") from None
+
+    def timestamps(self, size: int | None = None) -> list[tuple[int, str, str, bytes]]:
+        """Kept timestamps as (size, TSA URL, note, DER response): of one checkpoint size, or all."""
+        sql = f"SELECT size, tsa, note, response FROM {self.schema}.timestamps"
+        rows = (self._query(sql + " ORDER BY size, tsa") if size is None
+                else self._query(sql + " WHERE size = %s ORDER BY tsa", (size,)))
+        return [(int(a), b, c, bytes(d)) for a, b, c, d in rows]
 
     def witness_sizes(self) -> dict[str, int]:
         """The largest checkpoint size each witness (by verifier key) has cosigned."""

@@ -76,6 +76,7 @@ from .writer import Writer
 
 if TYPE_CHECKING:
     from ..witness.client import WitnessSettings
+    from ..witness.timestamp import TimestampSettings
 
 __all__ = ["PeerWriter", "ProcessLedger"]
 
@@ -106,6 +107,7 @@ class PeerWriter(Writer):
         batch_delay: float,
         start_timeout: float,
         witnesses: dict[str, Any] | None = None,
+        timestamps: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(queue_size=queue_size, on_full=on_full, full_timeout=full_timeout, max_batch=max_batch,
                          batch_delay=batch_delay)
@@ -136,6 +138,7 @@ class PeerWriter(Writer):
             if retention is not None else None,
             "history_interval": history_interval,
             "witnesses": witnesses,
+            "timestamps": timestamps,
             "token": self._token,
             "address": writer_address(self.path),
         }
@@ -705,6 +708,7 @@ def ProcessLedger(  # noqa: N802 - reads as the kind of ledger it opens, as it d
     batch_delay: float = 0.01,
     start_timeout: float = 30.0,
     witnesses: WitnessSettings | None = None,
+    timestamps: TimestampSettings | None = None,
 ) -> Ledger:
     """Open the ledger in the SQLite file ``path`` as a peer of its shared writer process.
 
@@ -731,6 +735,7 @@ def ProcessLedger(  # noqa: N802 - reads as the kind of ledger it opens, as it d
         start_timeout: How long to wait for a writer process to open the ledger.
         witnesses: Witnesses the writer process asks for cosignatures of the checkpoints it signs
             (the settings of the process that starts it, like the checkpoint settings).
+        timestamps: RFC 3161 timestamp authorities the writer process asks, likewise.
 
     Returns:
         A :class:`Ledger` whose ``writer_pid`` is the writer process's.
@@ -746,7 +751,8 @@ def ProcessLedger(  # noqa: N802 - reads as the kind of ledger it opens, as it d
                         on_full=on_full, full_timeout=full_timeout, max_batch=max_batch,
                         checkpoint_interval=checkpoint_interval, retention=retention,
                         history_interval=history_interval, batch_delay=batch_delay, start_timeout=start_timeout,
-                        witnesses=witnesses.as_dict() if witnesses is not None else None)
+                        witnesses=witnesses.as_dict() if witnesses is not None else None,
+                        timestamps=timestamps.as_dict() if timestamps is not None else None)
     try:
         store = SQLiteStore(path, create=False, readonly=True)
         state = store.open()

@@ -154,9 +154,10 @@ class ReplicaWriter(Writer):
                  retention: Retention, checkpoint_interval: float, history_interval: float,
                  candidate: bool = True, election_interval: float = 0.5, confirm_timeout: float = 10.0,
                  queue_seal: QueueSeal, leftovers: str | None = None, witnesses: Any = None,
-                 **options: Any) -> None:
+                 timestamps: Any = None, **options: Any) -> None:
         super().__init__(**options)
         self.witnesses = witnesses
+        self.timestamps = timestamps
         self.queue_seal = queue_seal
         self.leftovers = leftovers
         self.store = store
@@ -489,11 +490,11 @@ class ReplicaWriter(Writer):
                 if conn is None or conn.closed:
                     conn = self.store.connect()
                 if self.store.try_lead(conn):
-                    client = self._start_witnesses()
+                    clients = self._start_witnesses()
                     try:
                         self._lead(conn)
                     finally:
-                        if client is not None:
+                        for client in clients:
                             client.close(1.0)
                         self.leading = False
                         conn.close()  # Ends the session, and with it the lock.
@@ -520,21 +521,26 @@ class ReplicaWriter(Writer):
         if conn is not None:
             conn.close()  # The candidate's session, never elected this time.
 
-    def _start_witnesses(self) -> Any:
-        """The elected sequencer signs the checkpoints, so it is the replica that asks the witnesses."""
-        if self.witnesses is None:
-            return None
+    def _start_witnesses(self) -> list[Any]:
+        """The elected sequencer signs the checkpoints, so it is the replica that asks the witnesses
+        (and the timestamp authorities)."""
         from ..witness.client import WitnessClient
+        from ..witness.timestamp import TimestampClient
 
+        clients: list[Any] = []
         try:
-            state = self.store.reload_state()
-            reader = TreeReader(self.store, state.pruned_start, state.pruned_frontier)
-            return WitnessClient(self.store, self.witnesses, log_verifier=Verifier.from_key(self.signer.verifier_key),
-                                 consistency_proof=reader.consistency_proof,
-                                 record=lambda record: self.enqueue((OP_RECORD, prepare(record), None))).start()
+            if self.witnesses is not None:
+                state = self.store.reload_state()
+                reader = TreeReader(self.store, state.pruned_start, state.pruned_frontier)
+                clients.append(WitnessClient(
+                    self.store, self.witnesses, log_verifier=Verifier.from_key(self.signer.verifier_key),
+                    consistency_proof=reader.consistency_proof,
+                    record=lambda record: self.enqueue((OP_RECORD, prepare(record), None))).start())
+            if self.timestamps is not None:
+                clients.append(TimestampClient(self.store, self.timestamps).start())
         except Exception as exc:  # Witnessing must never keep the log from being sequenced.
             log.error("witness.start_failed", error=f"{type(exc).__name__}: {exc}")
-            return None
+        return clients
 
     def _lead(self, conn: Any) -> None:
         store = self.store
@@ -784,6 +790,7 @@ def ReplicaLedger(  # noqa: N802 - reads as the kind of ledger it opens, like Pr
     migrate: bool = True,
     leftovers: str | os.PathLike[str] | None = None,
     witnesses: Any = None,
+    timestamps: Any = None,
 ) -> Ledger:
     """Open the ledger kept in PostgreSQL at ``url`` as one replica among many.
 
@@ -809,6 +816,8 @@ def ReplicaLedger(  # noqa: N802 - reads as the kind of ledger it opens, like Pr
             on this host; without it they are lost, and logged as such.
         witnesses: A :class:`~aiobligations.witness.client.WitnessSettings`: whichever replica is
             the elected sequencer asks these witnesses to cosign the checkpoints it signs.
+        timestamps: A :class:`~aiobligations.witness.timestamp.TimestampSettings`: the elected
+            sequencer has the checkpoints it signs timestamped by these authorities.
         origin, signer, master_key, queue_size, on_full, full_timeout, max_batch,
         checkpoint_interval, retention, history_interval, batch_delay: As for :class:`Ledger`.
 
@@ -835,7 +844,8 @@ def ReplicaLedger(  # noqa: N802 - reads as the kind of ledger it opens, like Pr
                                candidate=candidate, election_interval=election_interval,
                                queue_size=queue_size, on_full=on_full, full_timeout=full_timeout,
                                max_batch=max_batch, batch_delay=batch_delay,
-                               leftovers=None if leftovers is None else os.fspath(leftovers), witnesses=witnesses)
+                               leftovers=None if leftovers is None else os.fspath(leftovers), witnesses=witnesses,
+                               timestamps=timestamps)
         try:
             writer.queue_leftovers()
         except Exception as exc:  # Never keep a replica from opening: the file stays for next time.

@@ -12,7 +12,8 @@ What a store keeps:
 - the tree state (size and the compact range of ``[0, size)``) and the latest signed checkpoint;
 - subject keys, wrapped by the master key, in a table apart from the records;
 - after pruning, the compact range of the pruned prefix;
-- witnesses' cosignatures of checkpoints (written by the witness client's thread, not the writer).
+- witnesses' cosignatures and RFC 3161 timestamps of checkpoints (written by their client threads,
+  not the writer).
 """
 
 from __future__ import annotations
@@ -190,6 +191,14 @@ class Store(Protocol):
         """The largest checkpoint size each witness (by verifier key) has cosigned."""
         ...
 
+    def add_timestamp(self, size: int, tsa: str, note: str, response: bytes) -> None:
+        """Keep a timestamp authority's RFC 3161 ``response`` for the checkpoint ``note`` (any thread)."""
+        ...
+
+    def timestamps(self, size: int | None = None) -> list[tuple[int, str, str, bytes]]:
+        """Kept timestamps as (size, TSA URL, note, DER response): of one checkpoint size, or all."""
+        ...
+
     def close(self) -> None:
         """Release every connection; idempotent."""
         ...
@@ -220,6 +229,10 @@ CREATE TABLE IF NOT EXISTS subject_keys (
 CREATE TABLE IF NOT EXISTS cosignatures (
     size INTEGER NOT NULL, witness TEXT NOT NULL, note TEXT NOT NULL, line TEXT NOT NULL,
     PRIMARY KEY (size, witness)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS timestamps (
+    size INTEGER NOT NULL, tsa TEXT NOT NULL, note TEXT NOT NULL, response BLOB NOT NULL,
+    PRIMARY KEY (size, tsa)
 ) WITHOUT ROWID;
 """
 
@@ -430,7 +443,7 @@ class SQLiteStore:
                 conn.execute(
                     "CREATE TABLE interactions (interaction_id TEXT PRIMARY KEY, idx INTEGER NOT NULL) WITHOUT ROWID"
                 )
-            if not self._readonly and tables and "cosignatures" not in tables:
+            if not self._readonly and tables and not {"cosignatures", "timestamps"} <= tables:
                 conn.executescript(_SCHEMA)  # A ledger made before witnesses: add their table.
             return self._load_state()
         except sqlite3.DatabaseError as exc:
@@ -690,6 +703,29 @@ class SQLiteStore:
         except sqlite3.OperationalError:
             return []  # A ledger made before witnesses, opened read-only: no table, no cosignatures.
         return [(int(a), b, c, d) for a, b, c, d in rows]
+
+    def add_timestamp(self, size: int, tsa: str, note: str, response: bytes) -> None:
+        """Keep a timestamp authority's RFC 3161 ``response`` for the checkpoint ``note`` (any thread)."""
+        with self._cosigner_lock:
+            if self._closed:
+                raise LedgerError("the store is closed")
+            if self._cosigner is None:
+                self._cosigner = self._connect(write=True)
+            with self._transaction(self._cosigner):
+                self._cosigner.execute("INSERT OR REPLACE INTO timestamps VALUES (?,?,?,?)",
+                                       (size, tsa, note, bytes(response)))
+
+    def timestamps(self, size: int | None = None) -> list[tuple[int, str, str, bytes]]:
+        """Kept timestamps as (size, TSA URL, note, DER response): of one checkpoint size, or all."""
+        sql = "SELECT size, tsa, note, response FROM timestamps"
+        try:
+            if size is None:
+                rows = self._reader().execute(sql + " ORDER BY size, tsa").fetchall()
+            else:
+                rows = self._reader().execute(sql + " WHERE size=? ORDER BY tsa", (size,)).fetchall()
+        except sqlite3.OperationalError:
+            return []  # A ledger made before timestamps, opened read-only.
+        return [(int(a), b, c, bytes(d)) for a, b, c, d in rows]
 
     def witness_sizes(self) -> dict[str, int]:
         """The largest checkpoint size each witness (by verifier key) has cosigned."""

@@ -61,6 +61,8 @@ class VerifyReport:
         checkpoint_note: The verified checkpoint note, with any witness cosignature lines the
             bundle or database keeps for it (check them with
             :func:`aiobligations.witness.cosignature.check_quorum`).
+        checkpoint_timestamps: The RFC 3161 responses kept for that checkpoint, as (TSA URL, DER),
+            not verified (check them with :func:`aiobligations.witness.timestamp.verify_timestamp`).
     """
 
     origin: str
@@ -74,6 +76,7 @@ class VerifyReport:
     unsigned: int = 0
     notes: list[str] = field(default_factory=list)
     checkpoint_note: str = ""
+    checkpoint_timestamps: list[tuple[str, bytes]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         """The report as JSON-ready values."""
@@ -386,7 +389,9 @@ def _verify_folder(folder: Path, key: str | None, since_checkpoint: str | None,
             index=start if count else None,
         )
     report = VerifyReport(checkpoint.origin, size, start, end, root, verifier.verifier_key, pinned,
-                          checkpoint_note=note)
+                          checkpoint_note=note,
+                          checkpoint_timestamps=_timestamps_member(_read_small(folder, "timestamps.json",
+                                                                               required=False)))
     if not pinned:
         report.notes.append("trusted the bundle's own verifier.key (--trust-bundle-key): anyone who can rewrite "
                             "the bundle can re-sign it; pass --key to pin the key you were given")
@@ -401,6 +406,23 @@ def _verify_folder(folder: Path, key: str | None, since_checkpoint: str | None,
         _check_consistency(_json(text, "consistency.json"), earlier, checkpoint)
         report.since = earlier.size
     return report
+
+
+def _timestamps_member(text: str | None) -> list[tuple[str, bytes]]:
+    """The bundle's ``timestamps.json``, read leniently: an entry that is not one is left out (it then
+    counts for nothing when the timestamps are checked)."""
+    try:
+        data = json.loads(text) if text else []
+    except ValueError:
+        return []
+    found = []
+    for item in data if isinstance(data, list) else []:
+        if isinstance(item, dict) and isinstance(item.get("tsa"), str) and isinstance(item.get("response"), str):
+            try:
+                found.append((item["tsa"], base64.b64decode(item["response"], validate=True)))
+            except (binascii.Error, ValueError):
+                continue
+    return found
 
 
 def _compact(start: int, end: int, hashes: list[bytes], what: str, index: int) -> merkle.CompactRange:
@@ -706,7 +728,9 @@ def _verify_store(store: Any, key: str | None, since_checkpoint: str | None,
     from ..witness.client import cosigned_checkpoint
 
     report = VerifyReport(checkpoint.origin, size, start, size, checkpoint.root, verifier.verifier_key, pinned,
-                          checkpoint_note=cosigned_checkpoint(store, state.checkpoint) or state.checkpoint)
+                          checkpoint_note=cosigned_checkpoint(store, state.checkpoint) or state.checkpoint,
+                          checkpoint_timestamps=[(tsa, response) for _, tsa, kept, response
+                                                 in store.timestamps(size) if kept == state.checkpoint])
     report.unsigned = state.size - size
     if not pinned:
         report.notes.append("trusted the database's own verifier key (--trust-bundle-key): anyone who can write "

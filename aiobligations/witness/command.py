@@ -109,6 +109,7 @@ def serve_command(key_path: Path, port: int, host: str, logs: tuple[str, ...], s
 
 
 def _witnesses(keys: tuple[str, ...], quorum: int | None) -> tuple[list[WitnessVerifier], int]:
+    """The --witness keys (or files holding them) and the quorum, or exit 2 naming what is wrong."""
     verifiers = []
     for key in keys:
         text = key.strip()
@@ -153,18 +154,58 @@ _QUORUM_OPTION = click.Option(
     help="How many --witness cosignatures are required (default: all of them).")
 
 
+_TSA_ROOT_OPTION = click.Option(
+    ["--tsa-root", "tsa_roots"], multiple=True, type=click.Path(dir_okay=False, path_type=Path),
+    help="A PEM file of timestamp-authority root certificates; repeat for more. Then the checkpoint must "
+         "carry an RFC 3161 timestamp that verifies against one of them.")
+
+
+def _tsa_roots(paths: tuple[Path, ...]) -> list[Any]:
+    from cryptography import x509
+
+    roots: list[Any] = []
+    for path in paths:
+        try:
+            roots.extend(x509.load_pem_x509_certificates(path.read_bytes()))
+        except (OSError, ValueError) as exc:
+            _fail(f"--tsa-root {path}: not a PEM file of certificates ({exc})")
+    return roots
+
+
+def _report_timestamps(note: str, timestamps: list[tuple[str, bytes]], roots: list[Any], *, err: bool) -> None:
+    """Print the timestamps that verify; exit 1 when none does."""
+    from .timestamp import TimestampError, verify_timestamp
+
+    good = 0
+    for tsa, response in timestamps:
+        try:
+            when = verify_timestamp(response, note, roots)
+        except TimestampError as exc:
+            click.echo(f"timestamp by {tsa} does not verify: {exc}", err=True)
+            continue
+        good += 1
+        click.echo(f"timestamped by {tsa} at {when.strftime('%Y-%m-%dT%H:%M:%SZ')}", err=err)
+    if not good:
+        _fail(f"NOT TIMESTAMPED: none of the {len(timestamps)} RFC 3161 timestamps on the checkpoint verifies "
+              "against the --tsa-root certificates", 1)
+
+
 def _extend_verify(command: click.Command) -> None:
-    """Add --witness/--quorum to ``verify``: the cosignatures are checked once the log verified."""
+    """Add --witness/--quorum (and --tsa-root) to ``verify``: checked once the log verified."""
     original = command.callback
     assert original is not None
 
     @functools.wraps(original)
-    def callback(*args: Any, witness_keys: tuple[str, ...], quorum: int | None, **kwargs: Any) -> Any:
-        if not witness_keys:
+    def callback(*args: Any, witness_keys: tuple[str, ...], quorum: int | None, tsa_roots: tuple[Path, ...],
+                 **kwargs: Any) -> Any:
+        if not witness_keys and not tsa_roots:
             if quorum is not None:
                 _fail("--quorum needs at least one --witness key")
             return original(*args, **kwargs)
-        verifiers, quorum = _witnesses(witness_keys, quorum)
+        if quorum is not None and not witness_keys:
+            _fail("--quorum needs at least one --witness key")
+        verifiers, quorum = _witnesses(witness_keys, quorum) if witness_keys else ([], 0)
+        roots = _tsa_roots(tsa_roots)
         from .. import cli
 
         # The report of the verification itself, captured on its way to the command's output.
@@ -183,11 +224,16 @@ def _extend_verify(command: click.Command) -> None:
         finally:
             cli.verify_path = verify_path
         if reports:
-            _report_quorum(reports[-1].checkpoint_note, verifiers, quorum, err=bool(kwargs.get("as_json")))
+            report = reports[-1]
+            err = bool(kwargs.get("as_json"))
+            if verifiers:
+                _report_quorum(report.checkpoint_note, verifiers, quorum, err=err)
+            if roots:
+                _report_timestamps(report.checkpoint_note, report.checkpoint_timestamps, roots, err=err)
         return result
 
     command.callback = callback
-    command.params.extend([_WITNESS_OPTION, _QUORUM_OPTION])
+    command.params.extend([_WITNESS_OPTION, _QUORUM_OPTION, _TSA_ROOT_OPTION])
 
 
 def _extend_verify_receipt(command: click.Command) -> None:
