@@ -272,6 +272,8 @@ class TestFlatImages:
         detection = wm.detect(np.full((512, 512, 3), 128, np.uint8), KEY)
 
         assert not detection.present
+        # No bit gets a vote, and a bit without a vote never counts as a match.
+        assert 0 == detection.sync_bits_matched
 
 
 class TestSmoothGradients:

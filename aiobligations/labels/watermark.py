@@ -137,6 +137,7 @@ _ACF_PEAKS = CANDIDATES - 1
 _SCALES = (0.4, 1.6)
 _MAX_STRENGTH = 50.0
 _LINE_CAP = 3.0
+_SEARCH_SIDE = 2048
 
 
 @dataclass(frozen=True)
@@ -336,20 +337,27 @@ def detect(
         raise ConfigurationError(f"threshold must be a float in (0, 1), got {threshold!r}.")
     expected_sync = sync_bits(key)
     expected_id = None if produce_id is None else payload_bits(produce_id, key)
+    # Without a candidate ID the payload half is compared with zeros and ignored.
+    no_id = np.zeros(PAYLOAD_BITS, np.uint8)
+    expected = np.concatenate([expected_sync, no_id if expected_id is None else expected_id])
     owner, signs = _layout(key)
     template_f = np.conj(np.fft.rfft2(_smooth(np.where(owner < 0, signs, 0.0))))
     residual = _whiten(_luma(pixels))
+    # A large image is searched for its scale on its centre: 2048 pixels a side hold plenty of tiles.
+    search = _centre(residual, _SEARCH_SIDE)
     tests = 1 if expected_id is None else 2
 
     def at(scale_y: float, scale_x: float) -> Detection:
-        unscaled = residual if (scale_y, scale_x) == (1.0, 1.0) else _resample(residual, scale_y, scale_x)
+        unscaled = residual if (scale_y, scale_x) == (1.0, 1.0) else _resample(search, scale_y, scale_x)
         offset, score, votes, noise = _decode(_fold(unscaled), template_f, owner, signs)
         recovered = (votes < 0).astype(np.uint8)
-        matched = int(np.sum(recovered[:SYNC_BITS] == expected_sync))
+        # A bit with no vote at all (a flat image) is an erasure: it never counts as a match.
+        agrees = (recovered == expected) & (votes != 0)
+        matched = int(np.sum(agrees[:SYNC_BITS]))
         p_value = min(1.0, tests * CANDIDATES * binomial_tail(matched, SYNC_BITS))
         id_matched = id_p = None
         if expected_id is not None:
-            id_matched = int(np.sum(recovered[SYNC_BITS:] == expected_id))
+            id_matched = int(np.sum(agrees[SYNC_BITS:]))
             id_p = min(1.0, tests * CANDIDATES * binomial_tail(id_matched, PAYLOAD_BITS))
             p_value = min(p_value, id_p)
         return Detection(
@@ -374,7 +382,7 @@ def detect(
         return best
     # Not at scale 1: the image may have been rescaled. Candidate scales come from the
     # autocorrelation, a choice that looks at the residual only, never at the code bits.
-    for scale_y, scale_x in _acf_scales(residual)[:_ACF_PEAKS]:
+    for scale_y, scale_x in _acf_scales(search)[:_ACF_PEAKS]:
         found = at(scale_y, scale_x)
         if (found.false_positive_probability, -found.template_score) < (
             best.false_positive_probability, -best.template_score
@@ -476,7 +484,10 @@ def _whiten(luma: np.ndarray) -> np.ndarray:
     (large residuals that the mark does not control) cannot outvote the rest; a gain or offset on
     the pixels changes nothing.
     """
-    return np.sign(luma - _box(luma, 2))
+    detail = luma - _box(luma, 2)
+    # Rounding noise in the mean of a flat patch is no vote.
+    detail[np.abs(detail) < 1e-3] = 0.0
+    return np.sign(detail)
 
 
 def _layout(key: bytes) -> tuple[np.ndarray, np.ndarray]:
@@ -552,6 +563,13 @@ def _decode(
     votes = np.bincount(owner[code], weights=cells[code], minlength=CODE_BITS)
     noise = float(np.std(cells)) * math.sqrt(np.mean(np.bincount(owner[code]))) or 1.0
     return (int(row), int(col)), score, votes, noise
+
+
+def _centre(values: np.ndarray, side: int) -> np.ndarray:
+    """The central ``side`` x ``side`` pixels of ``values`` (all of it where it is smaller)."""
+    height, width = values.shape
+    top, left = max(0, (height - side) // 2), max(0, (width - side) // 2)
+    return values[top : top + side, left : left + side]
 
 
 def _resample(residual: np.ndarray, scale_y: float, scale_x: float) -> np.ndarray:
