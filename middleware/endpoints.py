@@ -43,6 +43,7 @@ from .controls import ControlEndpoints
 from .openapi import openapi_document
 from .request_pages import RequestPages
 from .requests import OPERATOR_TOKENS_ENV, EvidenceAlarm, RequestEndpoints, load_operator_tokens
+from .termination import TerminationEndpoints
 from .types import Receive, Scope, Send
 
 log = structlog.get_logger("aiobligations.middleware")
@@ -110,6 +111,8 @@ class Endpoints:
         # The termination plan (Art. 50): its announcement is in the document and the page while it stands.
         self.termination = obligations.termination
         self._live_plan: object = None
+        self.termination_endpoint = TerminationEndpoints(self.termination, prefix=prefix,
+                                                         authorize=self.requests._operator_of)
         # Witnesses' conflict answers (witness.conflict records): the document says so openly.
         self.witness_conflicts = ConflictWatch(ledger)
         self._live_conflicts: object = None
@@ -182,6 +185,7 @@ class Endpoints:
     def handles(self, path: str) -> bool:
         """Whether ``path`` is one of these endpoints."""
         return (path in self._routes or path.startswith(self._receipts) or self.controls.handles(path)
+                or self.termination_endpoint.handles(path)
                 or self.requests.handles(path) or self.request_pages.handles(path))
 
     def json_notice_parts(self, first_contact: bool) -> tuple[bytes, bytes]:
@@ -221,6 +225,9 @@ class Endpoints:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve one of the endpoints."""
+        if self.termination_endpoint.handles(scope["path"]):  # Before the desk's, as the controls'.
+            await self.termination_endpoint(scope, receive, send)
+            return
         if self.controls.handles(scope["path"]):  # Before the desk's: it takes every {prefix}/operator/ path.
             await self.controls(scope, receive, send)
             return

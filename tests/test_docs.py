@@ -95,6 +95,7 @@ PUBLIC_MODULES = [
     "aiobligations.middleware.openapi",
     "aiobligations.middleware.request_pages",
     "aiobligations.middleware.requests",
+    "aiobligations.middleware.termination",
     "aiobligations.middleware.operators",
     "aiobligations.middleware.ratelimits",
     "aiobligations.middleware.types",

@@ -441,3 +441,70 @@ def test_a_plan_into_an_uncovered_year_warns(hub: Obligations) -> None:
 
     assert 2027 == plan.delete_by.year
     assert [[2027]] == [entry["years"] for entry in logs if entry["event"] == "termination_calendar_uncovered"]
+
+
+class TestOperatorEndpoint:
+    TOKEN = "op-7-token-0123456789abcdef"
+
+    @pytest.fixture
+    def client(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, FakeClock]]:
+        from starlette.applications import Starlette
+        from starlette.testclient import TestClient
+
+        from aiobligations.middleware import ObligationsMiddleware
+
+        monkeypatch.setenv("AIOBLIGATIONS_OPERATOR_TOKENS", f"op-7:{self.TOKEN}")
+        clock = FakeClock(beijing(TODAY))
+        with Obligations.from_file(make_config(tmp_path)) as hub:
+            state(hub, clock)
+            with TestClient(ObligationsMiddleware(Starlette(), obligations=hub)) as client:
+                yield client, clock
+
+    def test_steps_need_an_operator_token(self, client: tuple[Any, FakeClock]) -> None:
+        """
+        Without a token 401, with a wrong one 403; nothing is planned.
+        """
+        http, _ = client
+
+        assert 401 == http.post("/ai/operator/termination", json={"action": "plan", "end": "2026-12-21"}).status_code
+        assert 403 == http.post("/ai/operator/termination", json={"action": "plan", "end": "2026-12-21"},
+                                headers={"authorization": "Bearer wrong-token-0123456789"}).status_code
+        assert None is http.get("/ai/operator/termination",
+                                headers={"authorization": f"Bearer {self.TOKEN}"}).json()["plan"]
+
+    def test_plan_cancel_and_refusals(self, client: tuple[Any, FakeClock]) -> None:
+        """
+        An operator plans (idempotently), is refused a second end (409) or a bad body (422), and cancels.
+        """
+        http, _ = client
+        auth = {"authorization": f"Bearer {self.TOKEN}"}
+
+        planned = http.post("/ai/operator/termination", json={"action": "plan", "end": "2026-12-21"}, headers=auth)
+        again = http.post("/ai/operator/termination", json={"action": "plan", "end": "2026-12-21"}, headers=auth)
+        other = http.post("/ai/operator/termination", json={"action": "plan", "end": "2026-12-28"}, headers=auth)
+        soon = http.post("/ai/operator/termination", json={"action": "cancel"}, headers=auth)
+        early = http.post("/ai/operator/termination", json={"action": "plan", "end": "2026-11-20"}, headers=auth)
+
+        assert (200, "2026-12-21", "op-7") == (planned.status_code, planned.json()["plan"]["end"],
+                                              planned.json()["plan"]["by"])
+        assert planned.json()["plan"] == again.json()["plan"]
+        assert 409 == other.status_code
+        assert (200, True) == (soon.status_code, soon.json()["changed"])
+        assert 409 == early.status_code and "earliest end" in early.json()["error"]["message"]
+        for body in ({"action": "plan"}, {"action": "plan", "end": "soon"}, {"action": ["plan"]},
+                     {"action": "cancel", "end": "2026-12-21"}, {"action": "run", "early": "yes"}):
+            assert 422 == http.post("/ai/operator/termination", json=body, headers=auth).status_code, body
+
+    def test_run_shreds_through_the_endpoint(self, client: tuple[Any, FakeClock]) -> None:
+        """
+        After the end, POST run with early shreds and says how many.
+        """
+        http, clock = client
+        auth = {"authorization": f"Bearer {self.TOKEN}"}
+        http.post("/ai/operator/termination", json={"action": "plan", "end": "2026-12-21"}, headers=auth)
+
+        assert None is http.post("/ai/operator/termination", json={"action": "run", "early": True},
+                                 headers=auth).json()["shredded"]
+        clock.moment = beijing(date(2026, 12, 21), 8)
+        done = http.post("/ai/operator/termination", json={"action": "run", "early": True}, headers=auth).json()
+        assert (0, True) == (done["shredded"], done["ended"])
