@@ -26,6 +26,9 @@ REQUESTS_TEMPLATE = """
 # Explanation requests and complaints (Art. 39, 32, 70). The law says "in time" (及时) and sets no
 # number of days: this is your policy, counted in working days on mainland China's calendar.
 deadline_days = 15
+# Holiday calendars for years this release does not know (iCalendar files, see calendars/README.md
+# in the source): e.g. calendar = "calendars/china-2027.ics", once the State Council's notice is out.
+# calendar = []
 # Operators sign in to /ai/operator/... with bearer tokens from this environment variable, as
 # "id1:token1,id2:token2" (tokens of 16 characters or more). Never put tokens in this file.
 operator_tokens_env = "AIOBLIGATIONS_OPERATOR_TOKENS"
