@@ -36,7 +36,8 @@ How it is detected, blind (no original needed):
 4. **Scale**: first at scale 1 (crops, re-encodes, tone changes). If that does not find the mark,
    the scale is read from the autocorrelation of the residual, whose peaks sit at multiples of the
    tile period (Kutter 1998): the three strongest peaks for periods of 51 to 205 pixels (scales
-   0.4 to 1.6) give three candidate scales, each undone by resampling the residual before folding.
+   0.4 to 1.6) give three candidate scales; at each, every pixel is folded into the tile position
+   it came from in the marked image.
 5. **Decode**: each code bit is the sign of the correlation of its cells with their keyed signs.
 
 False positives (the multiple-comparison problem): the alignment and scale are chosen with the
@@ -348,8 +349,8 @@ def detect(
     tests = 1 if expected_id is None else 2
 
     def at(scale_y: float, scale_x: float) -> Detection:
-        unscaled = residual if (scale_y, scale_x) == (1.0, 1.0) else _resample(search, scale_y, scale_x)
-        offset, score, votes, noise = _decode(_fold(unscaled), template_f, owner, signs)
+        folded = _fold(residual) if (scale_y, scale_x) == (1.0, 1.0) else _fold_scaled(search, scale_y, scale_x)
+        offset, score, votes, noise = _decode(folded, template_f, owner, signs)
         recovered = (votes < 0).astype(np.uint8)
         # A bit with no vote at all (a flat image) is an erasure: it never counts as a match.
         agrees = (recovered == expected) & (votes != 0)
@@ -572,13 +573,29 @@ def _centre(values: np.ndarray, side: int) -> np.ndarray:
     return values[top : top + side, left : left + side]
 
 
-def _resample(residual: np.ndarray, scale_y: float, scale_x: float) -> np.ndarray:
-    """``residual`` resized by ``1 / scale`` (bilinear), back to the size the mark was made at."""
-    from PIL import Image
+def _fold_scaled(residual: np.ndarray, scale_y: float, scale_x: float) -> np.ndarray:
+    """The fold of ``residual`` as if it had been resized by ``1 / scale`` first.
 
-    height, width = residual.shape
-    size = (max(1, round(width / scale_x)), max(1, round(height / scale_y)))
-    return np.asarray(Image.fromarray(residual, "F").resize(size, Image.Resampling.BILINEAR))
+    Every pixel is added to the tile position of the marked image it came from (nearest
+    position); no resampled copy of the image is made. The hat the cells are read with
+    interpolates between the positions a downscaled image leaves empty.
+    """
+    folded = residual.astype(np.float64, copy=False)
+    for axis, scale in ((1, scale_x), (0, scale_y)):
+        size = folded.shape[axis]
+        positions = np.floor((np.arange(size) + 0.5) / scale).astype(np.int64) % TILE
+        order = np.argsort(positions, kind="stable")
+        ordered = positions[order]
+        starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+        sums = np.add.reduceat(np.take(folded, order, axis=axis), starts, axis=axis)
+        shape = list(folded.shape)
+        shape[axis] = TILE
+        out = np.zeros(shape)
+        index: list[slice | np.ndarray] = [slice(None), slice(None)]
+        index[axis] = ordered[starts]
+        out[tuple(index)] = sums
+        folded = out
+    return folded
 
 
 def _acf_scales(residual: np.ndarray) -> list[tuple[float, float]]:
