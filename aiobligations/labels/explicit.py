@@ -27,6 +27,7 @@ from ..errors import ConfigurationError, LabelError
 
 if TYPE_CHECKING:
     import numpy as np
+    from numpy import ndarray  # Functions that import numpy lazily name it np locally.
 
 __all__ = [
     "AI_ELEMENTS",
@@ -212,7 +213,7 @@ _FONT_LOCK = threading.Lock()
 
 def _text_height(font: Any, wording: str) -> int:
     """The rendered ink height of ``wording`` above its baseline (cap height for Latin text)."""
-    top = font.getbbox(wording, anchor="ls")[1]
+    top: int = font.getbbox(wording, anchor="ls")[1]
     return max(0, -top)
 
 
@@ -280,9 +281,8 @@ def has_alpha(source: Any) -> bool:
     return source.mode in ("RGBA", "LA", "PA") or (source.mode == "P" and "transparency" in source.info)
 
 
-def _caption_overlay(size: tuple[int, int], wording: str, corner: str, min_height_ratio: float,
-                     min_text_px: int) -> tuple[Any, tuple[int, int]]:
-    """The caption as an RGBA tile (box and text) and where its top-left corner goes on an image of ``size``.
+def _caption_tile(size: tuple[int, int], wording: str, min_height_ratio: float, min_text_px: int) -> tuple[Any, int]:
+    """The caption as an RGBA tile (box and text) for an image of ``size``, and its margin from the edges.
 
     Raises:
         LabelError: too small for a legible caption, or no CJK font.
@@ -307,9 +307,25 @@ def _caption_overlay(size: tuple[int, int], wording: str, corner: str, min_heigh
         draw = ImageDraw.Draw(overlay)
         draw.rounded_rectangle((0, 0, box_w - 1, box_h - 1), radius=max(1, box_h // 4), fill=_BOX_RGBA)
         draw.text((pad_x - left, pad_y - top), wording, font=font, fill=_TEXT_RGBA, anchor="ls")
-    x0 = margin if corner.endswith("left") else width - margin - box_w
-    y0 = margin if corner.startswith("top") else height - margin - box_h
-    return overlay, (x0, y0)
+    return overlay, margin
+
+
+def _caption_origin(size: tuple[int, int], tile: tuple[int, int], corner: str, margin: int) -> tuple[int, int]:
+    """Where the caption tile's top-left corner goes on an image of ``size``."""
+    x0 = margin if corner.endswith("left") else size[0] - margin - tile[0]
+    y0 = margin if corner.startswith("top") else size[1] - margin - tile[1]
+    return x0, y0
+
+
+def _caption_overlay(size: tuple[int, int], wording: str, corner: str, min_height_ratio: float,
+                     min_text_px: int) -> tuple[Any, tuple[int, int]]:
+    """The caption tile and where its top-left corner goes on an image of ``size``.
+
+    Raises:
+        LabelError: too small for a legible caption, or no CJK font.
+    """
+    overlay, margin = _caption_tile(size, wording, min_height_ratio, min_text_px)
+    return overlay, _caption_origin(size, overlay.size, corner, margin)
 
 
 def draw_caption(
@@ -363,18 +379,11 @@ _LIGHT, _DARK, _MATCH = 160, 110, 0.9
 _CORNERS: tuple[Corner, ...] = ("bottom-right", "bottom-left", "top-right", "top-left")
 
 
-def _caption_scores(grey: Any, overlay: Any, origin: tuple[int, int]) -> tuple[float, float, float]:
-    """How well the pixels at ``origin`` match the caption tile ``overlay``.
-
-    Returns:
-        The share of the glyphs' inner pixels that are light, the share of the box's pixels away
-        from the glyphs that are dark, and the share of all the box's pixels that are light.
-    """
+def _caption_masks(overlay: Any) -> tuple[Any, Any, Any]:
+    """Boolean masks of the caption tile: the glyphs' inner pixels, the box away from the glyphs, the whole box."""
     import numpy as np
     from PIL import ImageFilter
 
-    x0, y0 = origin
-    box_w, box_h = overlay.size
     alpha = overlay.getchannel("A")
     glyphs = alpha.point(lambda a: 255 if a == 255 else 0)
     inner = glyphs.filter(ImageFilter.MinFilter(3))  # Away from the glyphs' anti-aliased edges.
@@ -382,10 +391,20 @@ def _caption_scores(grey: Any, overlay: Any, origin: tuple[int, int]) -> tuple[f
         inner = glyphs
     near_glyphs = np.asarray(glyphs.filter(ImageFilter.MaxFilter(7))) > 0
     box = np.asarray(alpha.point(lambda a: 255 if a == _BOX_RGBA[3] else 0).filter(ImageFilter.MinFilter(5))) > 0
-    region = np.asarray(grey.crop((x0, y0, x0 + box_w, y0 + box_h)))
-    text_pixels = region[np.asarray(inner) > 0]
-    box_pixels = region[box & ~near_glyphs]
-    inside = region[np.asarray(alpha) > 0]
+    return np.asarray(inner) > 0, box & ~near_glyphs, np.asarray(alpha) > 0
+
+
+def _caption_scores(region: Any, masks: tuple[Any, Any, Any]) -> tuple[float, float, float]:
+    """How well a greyscale ``region`` (the tile's size) matches the caption tile's ``masks``.
+
+    Returns:
+        The share of the glyphs' inner pixels that are light, the share of the box's pixels away
+        from the glyphs that are dark, and the share of all the box's pixels that are light.
+    """
+    import numpy as np
+
+    grey = np.asarray(region)
+    text_pixels, box_pixels, inside = (grey[mask] for mask in masks)
     return (float((text_pixels >= _LIGHT).mean()) if text_pixels.size else 0.0,
             float((box_pixels <= _DARK).mean()) if box_pixels.size else 0.0,
             float((inside >= _LIGHT).mean()) if inside.size else 0.0)
@@ -429,21 +448,22 @@ def find_caption(
     from .fonts import find_cjk_font
 
     image = open_still(bytes(source)) if isinstance(source, (bytes, bytearray, memoryview)) else source
-    grey = image.convert("RGBA").convert("L") if has_alpha(image) else image.convert("L")
+    alpha = has_alpha(image)
     try:
         font_name = find_cjk_font().name
+        overlay, margin = _caption_tile(image.size, wording, min_height_ratio, min_text_px)
     except LabelError as exc:
         return {"checked": False, "present": None, "reason": f"unverified: {exc}"}
+    masks = _caption_masks(overlay)
     lookalike = None
     for corner in corners:
-        try:
-            overlay, origin = _caption_overlay(image.size, wording, corner, min_height_ratio, min_text_px)
-        except LabelError as exc:
-            return {"checked": False, "present": None, "reason": f"unverified: {exc}"}
-        text, box, light = _caption_scores(grey, overlay, origin)
+        x0, y0 = _caption_origin(image.size, overlay.size, corner, margin)
+        # Only the box's pixels are converted: the frame around it is never touched.
+        region = image.crop((x0, y0, x0 + overlay.size[0], y0 + overlay.size[1]))
+        region = region.convert("RGBA").convert("L") if alpha else region.convert("L")
+        text, box, light = _caption_scores(region, masks)
         scores = f"{text:.0%} of the glyphs' pixels light, {box:.0%} of the box's dark"
         if text >= _MATCH and box >= _MATCH:
-            x0, y0 = origin
             return {"checked": True, "present": True, "text": wording, "corner": corner,
                     "box": [x0, y0, x0 + overlay.size[0], y0 + overlay.size[1]],
                     "how": f"re-rendered {wording!r} in {font_name} in the {corner} box and compared the "
@@ -629,7 +649,8 @@ def rhythm_cue(
         parts.append(tone)
         if index < len(_PATTERN) - 1:
             parts.append(np.zeros(unit))
-    return np.concatenate(parts)
+    cue: ndarray = np.concatenate(parts)
+    return cue
 
 
 def _encode_pcm(samples: np.ndarray, sampwidth: int, channels: int, *, kind: str = "pcm",
@@ -656,7 +677,8 @@ def _encode_pcm(samples: np.ndarray, sampwidth: int, channels: int, *, kind: str
         else:
             frames = ints.astype("<i4")
     frames = np.repeat(frames, channels, axis=0) if frames.ndim == 2 else np.repeat(frames, channels)
-    return np.ascontiguousarray(frames).tobytes()
+    data: bytes = np.ascontiguousarray(frames).tobytes()
+    return data
 
 
 _FIND_SECONDS = 4.0  # The opening searched for the cue: nine units of up to 300 ms and the pause.
