@@ -152,10 +152,12 @@ CREATE TABLE {s}.cosignatures (
     size bigint NOT NULL, witness text NOT NULL, note text NOT NULL, line text NOT NULL,
     PRIMARY KEY (size, witness));
 """),
-    (3, "RFC 3161 timestamps of checkpoints", """
+    (3, "RFC 3161 timestamps of checkpoints; cosignatures indexed by witness", """
 CREATE TABLE {s}.timestamps (
     size bigint NOT NULL, tsa text NOT NULL, note text NOT NULL, response bytea NOT NULL,
     PRIMARY KEY (size, tsa));
+-- Each witness's latest cosigned size, without reading every cosignature ever kept.
+CREATE INDEX cosignatures_by_witness ON {s}.cosignatures (witness, size);
 """),
 ]
 
@@ -678,7 +680,9 @@ class PostgresStore:
 
     def witness_sizes(self) -> dict[str, int]:
         """The largest checkpoint size each witness (by verifier key) has cosigned."""
-        rows = self._query(f"SELECT witness, max(size) FROM {self.schema}.cosignatures GROUP BY witness")
+        from .store import _WITNESS_SIZES
+
+        rows = self._query(_WITNESS_SIZES.format(t=f"{self.schema}.cosignatures"))
         return {witness: int(size) for witness, size in rows}
 
     def close(self) -> None:

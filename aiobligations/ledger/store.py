@@ -230,12 +230,22 @@ CREATE TABLE IF NOT EXISTS cosignatures (
     size INTEGER NOT NULL, witness TEXT NOT NULL, note TEXT NOT NULL, line TEXT NOT NULL,
     PRIMARY KEY (size, witness)
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS cosignatures_by_witness ON cosignatures (witness, size);
 CREATE TABLE IF NOT EXISTS timestamps (
     size INTEGER NOT NULL, tsa TEXT NOT NULL, note TEXT NOT NULL, response BLOB NOT NULL,
     PRIMARY KEY (size, tsa)
 ) WITHOUT ROWID;
 """
 
+
+# Each witness's largest cosigned size by a skip-scan of the (witness, size) index: one lookup per
+# witness, however many cosignatures are kept (GROUP BY would read them all).
+_WITNESS_SIZES = """
+WITH RECURSIVE w(name) AS (
+    SELECT min(witness) FROM {t}
+    UNION ALL SELECT (SELECT min(witness) FROM {t} WHERE witness > w.name) FROM w WHERE w.name IS NOT NULL)
+SELECT name, (SELECT max(size) FROM {t} WHERE witness = name) FROM w WHERE name IS NOT NULL
+"""
 
 _CHUNK = 256
 _INSERTS: dict[tuple[str, int, int], str] = {}
@@ -443,8 +453,8 @@ class SQLiteStore:
                 conn.execute(
                     "CREATE TABLE interactions (interaction_id TEXT PRIMARY KEY, idx INTEGER NOT NULL) WITHOUT ROWID"
                 )
-            if not self._readonly and tables and not {"cosignatures", "timestamps"} <= tables:
-                conn.executescript(_SCHEMA)  # A ledger made before witnesses: add their table.
+            if not self._readonly and tables:
+                conn.executescript(_SCHEMA)  # A ledger made before witnesses: add their tables (idempotent).
             return self._load_state()
         except sqlite3.DatabaseError as exc:
             raise UnusableInput(f"{self.path}: not a usable ledger database ({exc})") from None
@@ -730,7 +740,7 @@ class SQLiteStore:
     def witness_sizes(self) -> dict[str, int]:
         """The largest checkpoint size each witness (by verifier key) has cosigned."""
         try:
-            rows = self._reader().execute("SELECT witness, max(size) FROM cosignatures GROUP BY witness").fetchall()
+            rows = self._reader().execute(_WITNESS_SIZES.format(t="cosignatures")).fetchall()
         except sqlite3.OperationalError:
             return {}
         return {witness: int(size) for witness, size in rows}

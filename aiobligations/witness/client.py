@@ -334,10 +334,10 @@ def cosigned_checkpoint(store: Any, note: str | None = None) -> str | None:
     .. versionadded:: 0.2.0
     """
     if note is None:
-        rows = store.cosignatures()
+        sizes = store.witness_sizes()  # One indexed lookup per witness, not every cosignature kept.
+        rows = store.cosignatures(max(sizes.values())) if sizes else []
         if rows:
-            last = rows[-1][0]
-            note = next(n for s, _, n, _ in rows if s == last)
+            note = rows[0][2]
         else:
             note = store.tree_head()[1]
             if note is None:
