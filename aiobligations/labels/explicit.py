@@ -8,7 +8,8 @@
   standard fixes no timing or pitch; the defaults follow existing implementations (a 120 ms unit,
   800 Hz) and are configurable.
 
-Video captions (§5.4: ≥ 2 s on the opening frames, ≥ 5 % high) are not implemented yet.
+Video captions (§5.4: ≥ 2 s on the opening frames, ≥ 5 % high) are in :mod:`.video`.
+:func:`find_caption` looks for an image's caption in its pixels, for ``inspect``.
 
 Explicit labels change the content, so apply them *before* implicit labels and C2PA: re-encoding
 an image keeps no XMP (a WAV's cue keeps its other RIFF chunks, but C2PA must sign the result).
