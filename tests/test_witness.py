@@ -387,3 +387,23 @@ def test_witness_serve_refuses_a_witness_key_as_a_log_key(tmp_path: Path) -> Non
     result = CliRunner().invoke(main, ["witness", "serve", "--key", str(tmp_path / "witness.key"), "--log", vkey])
     assert 2 == result.exit_code
     assert "not a log's verifier key" in result.output
+
+
+def test_a_log_whose_origin_is_not_its_key_name_is_configured_as_origin_equals_key(tmp_path: Path) -> None:
+    key = Signer.generate("keys.example/log-key")
+    tree = _tree(4)
+    note = sign_checkpoint(key, Checkpoint("origin.example/log", 4, tree.root()))
+    state = WitnessState(tmp_path / "origin.db")
+    app = WitnessApp(WitnessSigner.generate("w.test/o"), [("origin.example/log", Verifier.from_key(key.verifier_key))],
+                     state)
+    assert 200 == app.add_checkpoint(format_add_checkpoint(0, [], note))[0]
+    by_name = WitnessApp(WitnessSigner.generate("w.test/n"), [Verifier.from_key(key.verifier_key)],
+                         WitnessState(tmp_path / "name.db"))
+    assert 404 == by_name.add_checkpoint(format_add_checkpoint(0, [], note))[0]  # Its origin is unknown there.
+    state.close()
+    by_name.state.close()
+    CliRunner().invoke(main, ["witness", "init", str(tmp_path / "k"), "--name", "w.test/k"])
+    bad = CliRunner().invoke(main, ["witness", "serve", "--key", str(tmp_path / "k" / "witness.key"),
+                                    "--log", "origin.example/log=not-a-key"])
+    assert 2 == bad.exit_code
+    assert "not a log's verifier key" in bad.output

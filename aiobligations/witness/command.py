@@ -71,7 +71,7 @@ def init_command(folder: Path, name: str | None) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True, help="The address to serve on.")
 @click.option("--log", "logs", multiple=True, required=True,
               help="A log's verifier key (name+id+key, as its /.well-known/ai-transparency publishes); "
-                   "repeat for more logs. Its origin is the key's name.")
+                   "repeat for more logs. Its origin is the key's name, or give ORIGIN=VKEY.")
 @click.option("--state", "state_path", default=None, type=click.Path(dir_okay=False, path_type=Path),
               help="The witness's SQLite state (default: witness.db beside the key).")
 @click.option("--rate", default=20.0, show_default=True, type=click.FloatRange(min=0.01),
@@ -85,12 +85,9 @@ def serve_command(key_path: Path, port: int, host: str, logs: tuple[str, ...], s
         signer = WitnessSigner.load(key_path)
     except CosignatureError as exc:
         _fail(str(exc))
-    verifiers = []
+    verifiers: list[tuple[str, Verifier]] = []
     for text in logs:
-        try:
-            verifiers.append(Verifier.from_key(text.strip()))
-        except ValueError as exc:
-            _fail(f"--log {text!r} is not a log's verifier key ({exc})")
+        verifiers.append(_log_key(text.strip()))
     try:
         import uvicorn
     except ImportError:
@@ -100,12 +97,27 @@ def serve_command(key_path: Path, port: int, host: str, logs: tuple[str, ...], s
     except OSError as exc:
         _fail(f"the witness state cannot be opened ({exc})")
     app = WitnessApp(signer, verifiers, state, rate=rate, burst=max(2 * rate, 10.0))
-    click.echo(f"witness {signer.verifier_key} for {', '.join(v.name for v in verifiers)} "
+    click.echo(f"witness {signer.verifier_key} for {', '.join(origin for origin, _ in verifiers)} "
                f"on http://{host}:{port}", err=True)
     try:
         uvicorn.run(app, host=host, port=port, log_level="warning", lifespan="on")
     finally:
         state.close()
+
+
+def _log_key(text: str) -> tuple[str, Verifier]:
+    """``VKEY`` (the origin is the key's name) or ``ORIGIN=VKEY``; exit 2 when it is neither."""
+    try:
+        verifier = Verifier.from_key(text)
+        return verifier.name, verifier
+    except ValueError as exc:
+        origin, sep, key = text.partition("=")
+        if sep and origin and not any(c.isspace() for c in origin):
+            try:
+                return origin, Verifier.from_key(key)
+            except ValueError:
+                pass
+        _fail(f"--log {text!r} is not a log's verifier key ({exc})")
 
 
 def _witnesses(keys: tuple[str, ...], quorum: int | None) -> tuple[list[WitnessVerifier], int]:

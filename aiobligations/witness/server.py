@@ -133,7 +133,8 @@ class WitnessApp:
 
     Args:
         signer: The witness's cosigning key.
-        logs: The verifier keys of the logs it witnesses; a log's origin is its key's name.
+        logs: The verifier keys of the logs it witnesses; a log's origin is its key's name, unless
+            given as an ``(origin, verifier)`` pair.
         state: Where the latest cosigned checkpoints and the forks are kept.
         max_body: The largest request body accepted, in bytes (413 beyond).
         rate: Requests per second allowed per client address (429 beyond), refilled continuously.
@@ -143,7 +144,7 @@ class WitnessApp:
     .. versionadded:: 0.2.0
     """
 
-    def __init__(self, signer: WitnessSigner, logs: Iterable[Verifier], state: WitnessState, *,
+    def __init__(self, signer: WitnessSigner, logs: Iterable[Verifier | tuple[str, Verifier]], state: WitnessState, *,
                  max_body: int = 64 * 1024, rate: float = 20.0, burst: float = 40.0,
                  clock: Callable[[], float] = time.time) -> None:
         self.signer = signer
@@ -153,8 +154,9 @@ class WitnessApp:
         self.burst = burst
         self.clock = clock
         self.logs: dict[str, list[Verifier]] = {}
-        for verifier in logs:
-            self.logs.setdefault(verifier.name, []).append(verifier)
+        for log_ in logs:
+            origin, verifier = log_ if isinstance(log_, tuple) else (log_.name, log_)
+            self.logs.setdefault(origin, []).append(verifier)
         self._by_hash = {hashlib.sha256(origin.encode()).hexdigest(): origin for origin in self.logs}
         self._buckets: dict[str, _Bucket] = {}
 
