@@ -127,7 +127,7 @@ def _no_such_model(model: str) -> str:
 
 
 def _check_model(data: Mapping[str, Any], expected: str, *, default: str | None = None) -> str:
-    model = _optional(data, "model", str, default)
+    model: str | None = _optional(data, "model", str, default)
     if model is None:
         raise _BadRequest("model is required")
     if model not in _MODELS:

@@ -397,5 +397,6 @@ def _declared_duration(source: Any, stream: Any) -> float | None:
     if stream.duration is not None and stream.time_base is not None:
         return float(stream.duration * stream.time_base)
     if source.duration is not None:
-        return source.duration / 1_000_000
+        seconds: float = source.duration / 1_000_000  # av gives the container's duration in microseconds.
+        return seconds
     return None

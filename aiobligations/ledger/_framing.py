@@ -173,7 +173,8 @@ def proof(key: bytes, role: bytes, *nonces: bytes) -> bytes:
 def peer_uid(sock: socket.socket) -> int:
     """The user id of the process at the other end of a Unix socket (SO_PEERCRED)."""
     creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    return struct.unpack("3i", creds)[2]
+    uid: int = struct.unpack("3i", creds)[2]
+    return uid
 
 
 class SocketReader:

@@ -403,7 +403,7 @@ class _PostgresGuard:
                   (CURSOR_META_KEY, str(following).encode()))
 
 
-def _guard_for(store: Any, origin: str) -> Any:
+def _guard_for(store: Any, origin: str) -> _FileGuard | _PostgresGuard:
     from .store import SQLiteStore
 
     if isinstance(store, SQLiteStore):

@@ -274,7 +274,8 @@ class PostgresStore:
             conn = None
             try:
                 with self._reads() as conn:
-                    return conn.execute(sql, params).fetchall()
+                    rows: list[tuple[Any, ...]] = conn.execute(sql, params).fetchall()
+                    return rows
             except psycopg.OperationalError as exc:
                 # A pooled connection that died while idle (the database restarted, the network was
                 # cut) is dropped by the pool as it comes back broken: try another, as many as it holds.
@@ -456,7 +457,7 @@ class PostgresStore:
         peers = list(zip(*progress)) if progress else [()] * 3
         get = entries.get
         # One statement, so one round trip and one transaction (autocommit): see store_batch.
-        return conn.execute(
+        taken: list[QueueRow] = conn.execute(
             f"SELECT qid, peer, seq, op, kind, body, pseudonym, sealed, interaction_id, waits FROM {s}.store_batch(%b::int8[], %b::float8[], %s::text[], %b::bytea[], %b::bytea[], %b::bytea[], "
             "%b::int4[], %b::int8[], %b::bytea[], %s::text[], %b::bytea[], %s::text[], %s::text[], "
             "%s::text[], %b::int8[], %s::text[], %b::bytea[], %s, %s, %s, %b::int8[], %b::bytea[], %b::int8[], "
@@ -466,6 +467,7 @@ class PostgresStore:
              [*interactions[0]], [*interactions[1]], [k for k, _ in meta], [v for _, v in meta],
              batch.size, batch.last_ts, history, list(qids), [*peers[0]], [*peers[1]], [*peers[2]],
              self.channel_sequenced, sequenced_payload(batch.size, progress, entries), take)).fetchall()
+        return taken
 
     def enqueue(self, conn: Any, rows: Sequence[tuple[Any, ...]]) -> None:
         """Insert queue rows and wake the sequencer, in one transaction and one round trip.
@@ -478,7 +480,7 @@ class PostgresStore:
 
     def take_queue(self, conn: Any, limit: int) -> list[QueueRow]:
         """The oldest ``limit`` queue rows, in queue order (read in the sequencer's transaction)."""
-        rows = conn.execute(
+        rows: list[QueueRow] = conn.execute(
             f"SELECT qid, peer, seq, op, kind, body, pseudonym, sealed, interaction_id, waits FROM {self.schema}.queue "
             "ORDER BY qid LIMIT %s", (limit,)).fetchall()
         return rows
@@ -495,7 +497,8 @@ class PostgresStore:
             cursor = conn.execute(
                 f"DELETE FROM {self.schema}.peers p WHERE seen < %s AND NOT EXISTS "
                 f"(SELECT 1 FROM {self.schema}.queue q WHERE q.peer = p.peer)", (older_than,))
-        return cursor.rowcount
+        dropped: int = cursor.rowcount
+        return dropped
 
     def peer_seq(self, peer: bytes) -> int:
         """The last sequenced number of one peer (-1 if none yet)."""

@@ -357,7 +357,8 @@ class PeerWriter(Writer):
             raise LedgerError(f"the ledger's writer process exited ({process.returncode}) before opening the ledger")
         self._process, self._sock, self._reader = process, parent, reader
         self._writer_pid = process.pid
-        return ready[1]
+        greeting: dict[str, Any] = ready[1]
+        return greeting
 
     def _leave(self, timeout: float) -> None:
         """Say goodbye to the writer process: it stores what we sent, and stops if we were the last."""

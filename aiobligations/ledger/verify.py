@@ -579,9 +579,12 @@ def verify_postgres(
 def _select(store: Any, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     """Run a read-only query on either store; ``{t}`` prefixes table names, ``?`` marks parameters."""
     schema = getattr(store, "schema", None)
+    rows: list[tuple[Any, ...]]
     if schema is not None:  # PostgreSQL
-        return store._query(sql.replace("{t}", f"{schema}.").replace("?", "%s"), params)
-    return store._reader().execute(sql.replace("{t}", ""), params).fetchall()
+        rows = store._query(sql.replace("{t}", f"{schema}.").replace("?", "%s"), params)
+    else:
+        rows = store._reader().execute(sql.replace("{t}", ""), params).fetchall()
+    return rows
 
 
 def _check_meta(store: Any, verifier: Verifier, checkpoint: Checkpoint, shipped: str | None, pinned: bool) -> None:

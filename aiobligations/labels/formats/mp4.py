@@ -285,7 +285,7 @@ def _parse_meta(buf: bytes, meta: _Box) -> _Meta | None:
 def _is_label_item(buf: bytes, meta: _Meta, item: _Box) -> bool:
     """Whether ``item`` of ``meta``'s ``ilst`` is an ``AIGC`` item."""
     if meta.handler == _NAMESPACE:
-        index = struct.unpack(">I", item.type)[0]
+        index: int = struct.unpack(">I", item.type)[0]
         return 1 <= index <= len(meta.keys) and meta.keys[index - 1][1] == _KEY
     if item.type != _FREEFORM:
         return False
