@@ -15,12 +15,15 @@ The functions are never called: they only have to type-check.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Iterator
 from typing import assert_type
 
+import structlog
 from starlette.applications import Starlette
 
 from aiobligations import Obligations
+from aiobligations.adapters import LedgerHandler, LedgerProcessor, current_trace_ids
 from aiobligations.inference import Interaction, current_interaction
 from aiobligations.labels.labeller import Labelled, Labeller
 from aiobligations.ledger import Ledger, VerifyReport
@@ -62,6 +65,17 @@ def the_ledger(obligations: Obligations) -> None:
     obligations.submit({"kind": "risk", "summary": "a record handed over without waiting"})
     print(index, size, checkpoint)
     obligations.ledger.append("not a record")  # type: ignore[arg-type]
+
+
+def the_logging_adapters(obligations: Obligations) -> None:
+    """Log records and structlog events copied into the ledger, typed as each library expects."""
+    handler: logging.Handler = LedgerHandler(obligations.ledger, level=logging.WARNING, personal_keys=["email"])
+    logging.getLogger("app").addHandler(handler)
+    structlog.configure(processors=[LedgerProcessor(obligations.ledger), structlog.processors.JSONRenderer()])
+    trace_id, span_id = current_trace_ids()
+    assert_type(trace_id, str | None)
+    print(span_id)
+    LedgerHandler(obligations)  # type: ignore[arg-type]
 
 
 def the_middleware(obligations: Obligations) -> None:
