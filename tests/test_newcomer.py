@@ -90,6 +90,9 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
             unknown = client.post("/v1/chat/completions", json={"model": "gpt-9", "messages": []})
             assert 404 == unknown.status_code
             assert ToyChatModel.name in unknown.text and ToyImageModel.name in unknown.text
+        # "in another terminal": the README's first check works while the demo still serves.
+        while_serving = run(cli_examples()[0], root)
+        assert 0 == while_serving.returncode and while_serving.stdout.startswith("intact: "), while_serving.stderr
     finally:
         process.send_signal(signal.SIGTERM)
         try:
