@@ -28,7 +28,6 @@ REQUESTS_TEMPLATE = """
 deadline_days = 15
 # Holiday calendars for years this release does not know (iCalendar files, see calendars/README.md
 # in the source): e.g. calendar = "calendars/china-2027.ics", once the State Council's notice is out.
-# calendar = []
 # Operators sign in to /ai/operator/... with bearer tokens from this environment variable, as
 # "id1:token1,id2:token2" (tokens of 16 characters or more). Never put tokens in this file.
 operator_tokens_env = "AIOBLIGATIONS_OPERATOR_TOKENS"

@@ -235,6 +235,24 @@ class TestLedgerShredding:
             assert {"prompt": "yo"} == ledger.read(other)["personal"]
             assert [ledger.pseudonym("bob")] == ledger.subject_pseudonyms()
 
+    def test_many_pseudonyms_are_erased_in_batches(self, hub: Obligations) -> None:
+        """
+        erase_pseudonyms erases every one given, in order, across chunks; one bad pseudonym erases none.
+        """
+        ledger = hub.ledger
+        for number in range(7):
+            ledger.append({"kind": "interaction", "subject": f"user-{number}", "personal": {"n": number}})
+        pseudonyms = ledger.subject_pseudonyms()
+
+        with pytest.raises(ValueError, match="not a pseudonym"):
+            ledger.erase_pseudonyms([*pseudonyms[:3], "user-4"])
+        assert 7 == len(ledger.subject_pseudonyms())
+        indices = ledger.erase_pseudonyms(pseudonyms, chunk=3)
+
+        assert pseudonyms == [ledger.read(index)["subject"] for index in indices]
+        assert indices == sorted(indices)
+        assert [] == ledger.subject_pseudonyms()
+
     def test_a_subject_id_cannot_name_a_pseudonym(self, hub: Obligations) -> None:
         """
         erase_subject refuses an id starting with NUL (the pseudonym marker); erase_pseudonym refuses a non-pseudonym.

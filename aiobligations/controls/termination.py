@@ -456,7 +456,7 @@ class TerminationState:
         """
         Shred every subject once the deletion day has come (Art. 50(二)); the scheduler's step.
 
-        Every subject key in the ledger is deleted (:meth:`aiobligations.ledger.Ledger.erase_pseudonym`),
+        Every subject key in the ledger is deleted (:meth:`aiobligations.ledger.Ledger.erase_pseudonyms`),
         then one ``shredded`` record counts them. Run again, it finds the record and does nothing.
 
         Args:
@@ -477,12 +477,9 @@ class TerminationState:
             now = self._now().timestamp()
             if now < (plan.end_timestamp if early else plan.delete_timestamp):
                 return None
-            count = 0
             # Keys created after this list was read (no AI route serves any more) are caught by a
             # later run; the record counts what this one shredded.
-            for pseudonym in self.ledger.subject_pseudonyms():
-                self.ledger.erase_pseudonym(pseudonym)
-                count += 1
+            count = len(self.ledger.erase_pseudonyms(self.ledger.subject_pseudonyms()))
             self._append({"kind": "control", "control": "termination", "action": "shredded",
                           "end": plan.end.isoformat(), "announced": plan.announced.isoformat(),
                           "delete_by": plan.delete_by.isoformat(), "subjects": count, "by": by,
