@@ -104,7 +104,8 @@ CASES = [
     for name in PHOTOS
     for attack in sorted(ATTACKS)
     # Chelsea (451x300) halved is 226x150, under the smallest size that carries the payload after
-    # a rescale (200 on the short side); only its plain bilinear halving is checked.
+    # a rescale (200 on the short side): its bicubic halving + JPEG passes only just (54 ID bits
+    # right where 53 are needed, benchmarks/watermark.py), so only its bilinear halving is asserted.
     if not (name == "chelsea" and attack == "resize_50_bicubic+jpeg_q75")
 ]
 
