@@ -27,7 +27,10 @@ from .ledger.store import SQLiteStore
 from .profile import Profile, load_profile
 
 if TYPE_CHECKING:
+    from datetime import date
+
     from .controls import ControlState
+    from .controls.filing import FilingStatus
     from .controls.termination import TerminationState
     from .requests.workflow import Explainer, RequestDesk
 
@@ -156,6 +159,26 @@ class Obligations:
                 if self._termination is None:
                     self._termination = TerminationState(self)
         return self._termination
+
+    def filing_status(self, registered_users: int, *, crossed_on: date | None = None,
+                      today: date | None = None) -> FilingStatus:
+        """Whether Art. 47 asks for a filing at this many registered users, with whom, by when, and what is missing.
+
+        :func:`aiobligations.controls.filing.filing_status` with this hub's profile and calendar.
+
+        Example:
+            >>> obligations.filing_status(20_000, crossed_on=date(2026, 9, 1)).due_by  # doctest: +SKIP
+            datetime.date(2026, 9, 15)
+
+        Raises:
+            InvalidControl: ``registered_users`` is not a whole number of 0 or more, or a day is not a date.
+
+        .. versionadded:: 0.2.0
+        """
+        from .controls.filing import filing_status
+
+        return filing_status(self.profile, registered_users, crossed_on=crossed_on, today=today,
+                             calendar=self.calendar)
 
     def erase_subject(self, subject: str) -> int:
         """Crypto-shred a person everywhere this hub keeps them (Art. 49(2) with PIPL's erasure).

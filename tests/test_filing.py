@@ -311,3 +311,15 @@ def test_a_due_date_in_an_uncovered_year_is_noted(profile: Profile) -> None:
 
     assert 2027 == status.due_by.year  # type: ignore[union-attr]
     assert any("does not cover" in note for note in status.notes)
+
+
+def test_the_hub_answers_with_its_calendar(tmp_path: Path) -> None:
+    """
+    obligations.filing_status(n) is filing_status with the hub's profile and calendar.
+    """
+    from aiobligations import Obligations
+
+    with Obligations.from_file(make_profile(tmp_path)) as hub:
+        status = hub.filing_status(1_500_000, crossed_on=date(2026, 9, 1), today=date(2026, 9, 1))
+
+    assert ("national", date(2026, 9, 15)) == (status.authority, status.due_by)
