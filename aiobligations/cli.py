@@ -14,6 +14,7 @@ import json
 import os
 import stat
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
@@ -134,8 +135,10 @@ class _Group(click.Group):
         return super().__call__(*args, **kwargs)
 
     def main(self, *args: Any, **kwargs: Any) -> Any:  # noqa: D102 - click's own entry point.
+        # click's overloads say standalone_mode=True never returns; here it is False, so it does.
+        run: Callable[..., Any] = super().main
         try:
-            return super().main(*args, standalone_mode=False, **kwargs)
+            return run(*args, standalone_mode=False, **kwargs)
         except click.exceptions.Exit as exc:
             sys.exit(exc.exit_code)
         except click.Abort:
