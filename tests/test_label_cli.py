@@ -244,3 +244,46 @@ class TestInspectFindsTheCaption:
         caption = report["explicit"]["caption"]
         assert caption["present"] is None and "unverified" in caption["reason"], caption
         assert report["labelled"] is True  # The metadata label is still there.
+
+
+class TestFindCaption:
+    """The pixel check itself, on every captioned format and mode."""
+
+    @pytest.mark.parametrize(("fmt", "mode"), [("GIF", "RGB"), ("TIFF", "RGB"), ("WEBP", "RGB"), ("PNG", "RGBA"),
+                                               ("PNG", "L"), ("PNG", "P")])
+    def test_found_in_every_captioned_format_and_mode(self, fmt: str, mode: str) -> None:
+        image = Image.open(io.BytesIO(photo(600, 400))).convert(mode)
+        out = io.BytesIO()
+        image.save(out, fmt)
+
+        captioned = explicit.caption_image(out.getvalue())
+        found = explicit.find_caption(captioned)
+
+        assert found["present"] is True, found
+        assert list(explicit.caption_box((600, 400))) == found["box"]
+        assert explicit.find_caption(out.getvalue())["present"] is False
+
+    @pytest.mark.parametrize("corner", ["top-left", "top-right", "bottom-left"])
+    def test_any_corner_is_found_and_named(self, corner: str) -> None:
+        captioned = explicit.caption_image(photo(), corner=corner)  # type: ignore[arg-type]
+
+        found = explicit.find_caption(captioned)
+
+        assert (True, corner) == (found["present"], found["corner"])
+
+    def test_a_flat_dark_image_is_no_caption_not_unverified(self) -> None:
+        """Dark corners alone are not a caption: without light glyph pixels the answer is a plain no."""
+        out = io.BytesIO()
+        Image.new("RGB", (800, 600), (10, 10, 20)).save(out, "PNG")
+
+        found = explicit.find_caption(out.getvalue())
+
+        assert (True, False) == (found["checked"], found["present"]), found
+
+    def test_an_image_too_small_for_the_caption_has_none_and_says_why(self) -> None:
+        out = io.BytesIO()
+        Image.new("RGB", (30, 20), "white").save(out, "PNG")
+
+        found = explicit.find_caption(out.getvalue())
+
+        assert (True, False) == (found["checked"], found["present"]) and "too small" in found["how"], found

@@ -439,7 +439,8 @@ def find_caption(
         when no corner holds a dark box with light marks; ``{"checked": False, "present": None,
         "reason": ...}`` (unverified) when there is no CJK font to render with, or when a corner
         holds a dark box with light marks that are not these glyphs: another wording, font or
-        size than this profile's and machine's.
+        size than this profile's and machine's. An image too small for the caption has none
+        (``present`` false, ``how`` says why).
 
     Raises:
         LabelError: ``source`` is bytes that do not decode as a still image.
@@ -454,6 +455,8 @@ def find_caption(
         font_name = find_cjk_font().name
         overlay, margin = _caption_tile(image.size, wording, min_height_ratio, min_text_px)
     except LabelError as exc:
+        if "too small" in str(exc):  # No caption of this wording fits: the labeller drew none.
+            return {"checked": True, "present": False, "text": wording, "how": str(exc)}
         return {"checked": False, "present": None, "reason": f"unverified: {exc}"}
     masks = _caption_masks(overlay)
     lookalike = None
