@@ -36,10 +36,6 @@ DEMO_CONFIG = Path("demo") / DEFAULT_CONFIG  # Where scripts/demo writes the dem
 CONFIG_ENV = "AIOBLIGATIONS_CONFIG"
 """The environment variable naming the profile when ``--config`` is not given (as for the middleware)."""
 
-CONFIG_RULE = (
-    f"--config PATH, else ${CONFIG_ENV}, else ./{DEFAULT_CONFIG}, else ./{DEMO_CONFIG} "
-    "(the demo's, from the repository root)"
-)
 
 
 def _fail(message: str, status: int = 2) -> NoReturn:
