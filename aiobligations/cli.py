@@ -37,7 +37,6 @@ CONFIG_ENV = "AIOBLIGATIONS_CONFIG"
 """The environment variable naming the profile when ``--config`` is not given (as for the middleware)."""
 
 
-
 def _fail(message: str, status: int = 2) -> NoReturn:
     click.echo(f"aiobligations: {message}", err=True)
     sys.exit(status)
