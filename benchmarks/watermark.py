@@ -23,7 +23,8 @@ What each figure measures
     ``present`` is blind detection (no ProduceID) and ``id_matches`` the check of the right
     ProduceID. The attacks are those of ``tests/test_watermark_robust.py`` plus a few harder
     ones (20 % from every edge, JPEG quality 50, other scales, and two the mark is not meant to
-    survive: a 2-degree rotation and a mirror flip).
+    survive: a 2-degree rotation and a mirror flip), a change of aspect ratio, and a crop, a halving
+    and JPEG together.
 ``false_positives``
     1,000 unmarked images (random crops, rescales, flips and turns of the samples, every fifth a
     synthetic picture; ``unmarked_images`` in the tests, another seed), each read with the key and a
@@ -72,6 +73,10 @@ EXTRA: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "jpeg_q50": lambda p: jpeg(p, 50),
     "resize_75": lambda p: resize(p, 0.75),
     "resize_133": lambda p: resize(p, 4 / 3, Image.Resampling.BICUBIC),
+    "resize_90x85 (aspect changed)": lambda p: np.asarray(
+        Image.fromarray(p).resize((round(p.shape[1] * 0.9), round(p.shape[0] * 0.85)), Image.Resampling.BILINEAR)
+    ),
+    "crop_all_edges_10+resize_50+jpeg_q75": lambda p: jpeg(resize(crop(p, 0.1, 0.1, 0.1, 0.1), 0.5)),
     "rotate_2deg (not survived)": lambda p: np.asarray(Image.fromarray(p).rotate(2, Image.Resampling.BILINEAR)),
     "mirror (not survived)": lambda p: np.ascontiguousarray(p[:, ::-1]),
 }

@@ -206,6 +206,20 @@ class TestNaturalPhotos:
         assert resized.scale_y == pytest.approx(0.5, abs=0.005)
         assert ((-37) % wm.TILE, (-50) % wm.TILE) == cropped.offset
 
+    @pytest.mark.parametrize("name", ["coffee", "hubble_deep_field"])
+    def test_survives_a_change_of_aspect_ratio(self, name: str, marked: dict) -> None:
+        """
+        Resized to 90 % of its width and 85 % of its height, the mark is found at those two scales.
+        """
+        height, width = marked[name].shape[:2]
+        size = (round(width * 0.9), round(height * 0.85))
+        squeezed = np.asarray(Image.fromarray(marked[name]).resize(size, Image.Resampling.BILINEAR))
+
+        detection = wm.detect(squeezed, KEY, produce_id=PRODUCE_ID)
+
+        assert detection.present and detection.id_matches
+        assert (0.9, 0.85) == (pytest.approx(detection.scale, abs=0.005), pytest.approx(detection.scale_y, abs=0.005))
+
     def test_a_wrong_produce_id_does_not_match(self, marked: dict) -> None:
         """
         A marked photo read with another candidate ID: present (the sync bits), but no ID match.

@@ -38,9 +38,11 @@ How it is detected, blind (no original needed):
    capped at three times the median magnitude first.
 4. **Scale**: first at scale 1 (crops, re-encodes, tone changes). If that does not find the mark,
    the scale is read from the autocorrelation of the residual, whose peaks sit at multiples of the
-   tile period (Kutter 1998): the three strongest peaks for periods of 51 to 205 pixels (scales
-   0.4 to 1.6) give three candidate scales; at each, every pixel is folded into the tile position
-   it came from in the marked image.
+   tile period (Kutter 1998): for periods of 51 to 205 pixels (scales 0.4 to 1.6), the three
+   strongest peaks common to both axes and the two strongest of each axis (paired: the aspect
+   ratio may have changed) give candidate scales; at each, every pixel is folded into the tile
+   position it came from in the marked image, and the three with the highest template peak have
+   their bits read.
 5. **Decode**: each code bit is the sign of the correlation of its cells with their keyed signs;
    a bit with no vote at all (a flat image) never counts as a match.
 
@@ -313,9 +315,9 @@ def detect(
 
     The image may have been cropped, re-encoded, brightened, had its contrast changed or been
     rescaled (0.4 to 1.6) since it was marked; see the module documentation for what survives.
-    Detection first tries scale 1, then up to three scales read from the residual's
-    autocorrelation; at most :data:`CANDIDATES` alignments have their bits tested, and the
-    probabilities reported account for all of them.
+    Detection first tries scale 1, then the scales read from the residual's autocorrelation
+    (ranked by the template alone); at most :data:`CANDIDATES` alignments have their bits
+    tested, and the probabilities reported account for all of them.
 
     Args:
         pixels: Decoded image, ``uint8``, shape ``(H, W, 3)`` RGB, at least :data:`MIN_SIDE`
@@ -353,9 +355,12 @@ def detect(
     search = _centre(residual, _SEARCH_SIDE)
     tests = 1 if expected_id is None else 2
 
-    def at(scale_y: float, scale_x: float) -> Detection:
+    def align(scale_y: float, scale_x: float) -> tuple[float, float, tuple[tuple[int, int], float, np.ndarray, float]]:
         folded = _fold(residual) if (scale_y, scale_x) == (1.0, 1.0) else _fold_scaled(search, scale_y, scale_x)
-        offset, score, votes, noise = _decode(folded, template_f, owner, signs)
+        return scale_y, scale_x, _decode(folded, template_f, owner, signs)
+
+    def at(scale_y: float, scale_x: float, decoded: tuple[tuple[int, int], float, np.ndarray, float]) -> Detection:
+        offset, score, votes, noise = decoded
         recovered = (votes < 0).astype(np.uint8)
         # A bit with no vote at all (a flat image) is an erasure: it never counts as a match.
         agrees = (recovered == expected) & (votes != 0)
@@ -383,13 +388,16 @@ def detect(
             template_score=round(score, 2),
         )
 
-    best = at(1.0, 1.0)
+    best = at(*align(1.0, 1.0))
     if best.present:
         return best
     # Not at scale 1: the image may have been rescaled. Candidate scales come from the
-    # autocorrelation, a choice that looks at the residual only, never at the code bits.
-    for scale_y, scale_x in _acf_scales(search)[:_ACF_PEAKS]:
-        found = at(scale_y, scale_x)
+    # autocorrelation; the three whose template peak is highest have their bits tested. Both
+    # choices look at the residual and the template only, never at the code bits.
+    aligned = [align(scale_y, scale_x) for scale_y, scale_x in _acf_scales(search)]
+    aligned.sort(key=lambda candidate: -candidate[2][1])
+    for scale_y, scale_x, decoded in aligned[:_ACF_PEAKS]:
+        found = at(scale_y, scale_x, decoded)
         if (found.false_positive_probability, -found.template_score) < (
             best.false_positive_probability, -best.template_score
         ):
@@ -624,12 +632,25 @@ def _acf_scales(residual: np.ndarray) -> list[tuple[float, float]]:
         return []
     along_x = acf[0, : high + 2] + 0.5 * (acf[1, : high + 2] + acf[-1, : high + 2])
     along_y = acf[: high + 2, 0] + 0.5 * (acf[: high + 2, 1] + acf[: high + 2, -1])
-    score = along_x + along_y
-    peaks = score - np.convolve(score, np.ones(9) / 9, mode="same")
+    # The same scale on both axes (the usual resize): the peaks of the two axes' sum ...
+    found = [(_vertex(along_y, lag) / TILE, _vertex(along_x, lag) / TILE)
+             for lag in _peaks(along_x + along_y, low, high)[:_ACF_PEAKS]]
+    # ... then the aspect ratio changed: the two strongest peaks of each axis, paired.
+    found += [(_vertex(along_y, row) / TILE, _vertex(along_x, col) / TILE)
+              for row in _peaks(along_y, low, high)[:2] for col in _peaks(along_x, low, high)[:2]]
+    unique: list[tuple[float, float]] = []
+    for scale in found:
+        if all(abs(scale[0] - y) > 0.003 * y or abs(scale[1] - x) > 0.003 * x for y, x in unique):
+            unique.append(scale)
+    return unique
+
+
+def _peaks(values: np.ndarray, low: int, high: int) -> list[int]:
+    """The local maxima of ``values`` between ``low`` and ``high``, above the local trend, strongest first."""
+    above = values - np.convolve(values, np.ones(9) / 9, mode="same")
     lags = np.arange(low, high)
-    lags = lags[(peaks[lags] > peaks[lags - 1]) & (peaks[lags] >= peaks[lags + 1])]
-    lags = lags[np.argsort(peaks[lags])[::-1]]
-    return [(_vertex(along_y, int(lag)) / TILE, _vertex(along_x, int(lag)) / TILE) for lag in lags]
+    lags = lags[(above[lags] > above[lags - 1]) & (above[lags] >= above[lags + 1])]
+    return [int(lag) for lag in lags[np.argsort(above[lags])[::-1]]]
 
 
 def _vertex(values: np.ndarray, index: int) -> float:
