@@ -145,10 +145,11 @@ def make_receipt(ledger: Ledger, index: int, *, extra: bytes | None = None) -> s
         extra = data
     elif merkle.leaf_hash(bytes(extra)) != merkle.leaf_hash(data):
         raise ValueError(f"extra must be the exact bytes of record {index}; it hashes differently.")
-    # The latest checkpoint witnesses cosigned, when it covers the record: the receipt then carries
-    # their cosignatures. Otherwise the latest signed one (a fresh record is not witnessed yet).
+    # The latest checkpoint witnesses cosigned, when it covers the record (and this process has heard
+    # of its size, which the proof needs): the receipt then carries their cosignatures. Otherwise the
+    # latest signed one (a fresh record is not witnessed yet).
     note = ledger.witnessed_checkpoint
-    if note is None or checkpoint_of(note).size <= index:
+    if note is None or not index < checkpoint_of(note).size <= ledger.size:
         note = ledger.checkpoint
     if note is None or checkpoint_of(note).size <= index:
         note = ledger.sign_checkpoint()
