@@ -81,11 +81,10 @@ class Obligations:
         # Validate every section before opening anything, so a bad profile fails at start-up.
         self.disclosure = DisclosureSettings.from_profile(profile)
         self.label_settings = LabelSettings.from_profile(profile)
-        from .requests.calendar import calendar_from_profile, warn_if_next_year_uncovered
+        from .requests.calendar import calendar_from_profile
 
         self.calendar = calendar_from_profile(profile)
         """Mainland China's working days, with the holiday files of ``[requests] calendar``."""
-        warn_if_next_year_uncovered(self.calendar)
         otlp = OTLPSettings.from_profile(profile)
         self.ledger = ledger if ledger is not None else self._open_ledger(profile, keys)
         self.spool = Spool(f"{profile.ledger.path}.spool", self.ledger)

@@ -34,6 +34,7 @@ from aiobligations.obligations import Obligations
 from aiobligations.sharedstate import FirstContacts, shared_state_of
 
 from aiobligations.records import InteractionRecord, find_string_field, find_usage, interaction_record
+from aiobligations.requests.calendar import warn_if_next_year_uncovered
 
 from .capture import BodyCapture
 from .policy import Route, RoutePolicy
@@ -159,6 +160,9 @@ class ObligationsMiddleware:
         # follower thread also shreds every subject on the deletion day (once, whichever process).
         self._termination = self.obligations.termination
         self._termination.follow()
+        # The service's start-up: from 1 December, say so once when next year's holidays are unknown
+        # (the hub itself stays quiet, so that a CLI command's error remains one line).
+        warn_if_next_year_uncovered(self.obligations.calendar)
 
     def __repr__(self) -> str:
         return f"ObligationsMiddleware({self.app!r})"

@@ -703,12 +703,16 @@ class TestNextYearWarning:
 
         assert [] == logs
 
-    def test_the_hub_warns_at_start_up_in_december(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def test_the_service_warns_at_start_up_in_december(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         """
-        Building the hub in December of an uncovered next year logs calendar.next_year_uncovered (the real clock, pinned).
+        Building the middleware (the service's start-up) in December of an uncovered next year logs
+        calendar.next_year_uncovered (the real clock, pinned); opening the hub alone, as CLI commands do, does not.
         """
+        from starlette.applications import Starlette
+
         from aiobligations import Obligations
         from aiobligations.keys import init_project
+        from aiobligations.middleware import ObligationsMiddleware
 
         class December2097(datetime):
             @classmethod
@@ -720,6 +724,11 @@ class TestNextYearWarning:
         config.write_text(config.read_text().replace('writer = "process"', 'writer = "thread"'))
         with capture_logs() as logs:
             hub = Obligations.from_file(config)
-            hub.close()
+            quiet = [entry for entry in logs if entry["event"] == "calendar.next_year_uncovered"]
+            try:
+                ObligationsMiddleware(Starlette(), obligations=hub)
+            finally:
+                hub.close()
 
+        assert [] == quiet
         assert [2098] == [entry["year"] for entry in logs if entry["event"] == "calendar.next_year_uncovered"]

@@ -138,7 +138,10 @@ def status_command(config: Path | None, at: str | None, as_json: bool) -> None:
         plan = termination.refresh()
         ended = termination.ended() is not None
         earliest = termination.earliest_end()
-    _print(plan, as_json, ended=ended, earliest_end=earliest.isoformat())
+        left = len(termination.ledger.subject_pseudonyms())
+    _print(plan, as_json, ended=ended, earliest_end=earliest.isoformat(), subjects_left=left)
+    if not as_json and plan is not None and plan.shredded is not None and left:
+        click.echo(f"{left} subjects have keys made since; the service's check or `terminate run` shreds them.")
     if not as_json and plan is None:
         click.echo(f"Planned today, the earliest end would be {earliest.isoformat()}.")
 

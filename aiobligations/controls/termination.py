@@ -295,8 +295,9 @@ class TerminationState:
         while not self._stop.wait(self.interval):
             try:
                 plan = self.refresh()
-                if plan is not None and plan.shredded is None and self._now().timestamp() >= plan.delete_timestamp:
-                    self.run(by="scheduler")
+                if plan is not None and self._now().timestamp() >= plan.delete_timestamp and (
+                        plan.shredded is None or self.ledger.subject_pseudonyms()):
+                    self.run(by="scheduler")  # Also sweeps keys made since (a complaint after the end).
             except LedgerClosed:
                 return
             except Exception as exc:  # noqa: BLE001 - the follower must outlive an unreachable database.
@@ -457,14 +458,16 @@ class TerminationState:
         Shred every subject once the deletion day has come (Art. 50(二)); the scheduler's step.
 
         Every subject key in the ledger is deleted (:meth:`aiobligations.ledger.Ledger.erase_pseudonyms`),
-        then one ``shredded`` record counts them. Run again, it finds the record and does nothing.
+        then one ``shredded`` record counts them. Run again, it does nothing, unless keys were made
+        since (a worker that had not yet seen the plan, a complaint sent after the end): those are
+        shredded too, with another ``shredded`` record counting them.
 
         Args:
             by: Who runs it (an operator id, or ``"scheduler"``).
             early: Shred from the end day on, without waiting for the deletion day.
 
         Returns:
-            The number of subjects shredded (the recorded count when it was done already), or
+            The number of subjects shredded in all (the recorded count when nothing was left), or
             ``None`` when it is not time yet or no plan stands.
         """
         by = self._by(by)
@@ -472,20 +475,20 @@ class TerminationState:
             plan = self.plan
             if plan is None:
                 return None
-            if plan.shredded is not None:
+            left = self.ledger.subject_pseudonyms()
+            if plan.shredded is not None and not left:
                 return plan.shredded
             now = self._now().timestamp()
-            if now < (plan.end_timestamp if early else plan.delete_timestamp):
+            if plan.shredded is None and now < (plan.end_timestamp if early else plan.delete_timestamp):
                 return None
-            # Keys created after this list was read (no AI route serves any more) are caught by a
-            # later run; the record counts what this one shredded.
-            count = len(self.ledger.erase_pseudonyms(self.ledger.subject_pseudonyms()))
+            # Keys created after this list was read are caught by a later run (the follower sweeps).
+            count = len(self.ledger.erase_pseudonyms(left))
             self._append({"kind": "control", "control": "termination", "action": "shredded",
                           "end": plan.end.isoformat(), "announced": plan.announced.isoformat(),
                           "delete_by": plan.delete_by.isoformat(), "subjects": count, "by": by,
                           "at": _timestamp(self._now())})
         log.warning("termination_shredded", subjects=count, by=by)
-        return count
+        return self.plan.shredded if self.plan is not None and self.plan.shredded is not None else count
 
     def __repr__(self) -> str:
         plan = self.plan
@@ -511,7 +514,8 @@ def _fold(plan: TerminationPlan | None, record: Mapping[str, Any], index: int) -
         return None
     if action == "shredded":
         subjects = record.get("subjects")
+        count = subjects if isinstance(subjects, int) and not isinstance(subjects, bool) else 0
         return TerminationPlan(end=plan.end, announced=plan.announced, delete_by=plan.delete_by, by=plan.by,
-                               at=plan.at, index=plan.index, shredded=subjects if isinstance(subjects, int) else 0,
-                               shredded_at=str(record.get("at", "")))
+                               at=plan.at, index=plan.index, shredded=(plan.shredded or 0) + count,
+                               shredded_at=plan.shredded_at or str(record.get("at", "")))
     return plan
