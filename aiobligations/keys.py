@@ -31,6 +31,13 @@ deadline_days = 15
 # Operators sign in to /ai/operator/... with bearer tokens from this environment variable, as
 # "id1:token1,id2:token2" (tokens of 16 characters or more). Never put tokens in this file.
 operator_tokens_env = "AIOBLIGATIONS_OPERATOR_TOKENS"
+
+# [controls]
+# Security incidents and the takeover switch (Art. 37, 52(4)): `aiobligations incident …` and
+# `aiobligations takeover on|off`. While AI routes are taken over they answer 503 with Retry-After,
+# or, with a fallback, the request goes to that path of your app (a human-staffed route).
+# fallback = "/human"
+# retry_after = 120
 """
 
 
