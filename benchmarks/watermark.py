@@ -21,7 +21,8 @@ What each figure measures
     suite's synthetic 1080p picture; a flat grey image): ``psnr_db`` of the marked image against
     the original, and per attack ``[payload bit accuracy, present, id_matches]``, where
     ``present`` is blind detection (no ProduceID) and ``id_matches`` the check of the right
-    ProduceID. The attacks are those of ``tests/test_watermark_robust.py`` plus a few harder
+    ProduceID (``"too small"`` when the attack leaves less than ``MIN_SIDE`` pixels on a side).
+    The attacks are those of ``tests/test_watermark_robust.py`` plus a few harder
     ones (20 % from every edge, JPEG quality 50, other scales, and two the mark is not meant to
     survive: a 2-degree rotation and a mirror flip), a change of aspect ratio, and a crop, a halving
     and JPEG together.
@@ -93,6 +94,8 @@ def median_ms(fn: Callable[[], object], runs: int = 5) -> float:
 
 
 def row(pixels: np.ndarray) -> list[object]:
+    if min(pixels.shape[:2]) < wm.MIN_SIDE:
+        return ["too small", False, False]  # detect refuses it (LabelError)
     blind = wm.detect(pixels, KEY)
     checked = wm.detect(pixels, KEY, produce_id=PRODUCE_ID)
     if checked.id_matches and not checked.present:
