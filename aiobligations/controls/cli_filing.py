@@ -52,14 +52,15 @@ def filing_group() -> None:
               help="Judge as of this day (tests, planning).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--config", "config", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help=f"The profile to use (default ./{DEFAULT_CONFIG}).")
+              help="The profile to use (default: $AIOBLIGATIONS_CONFIG, else ./aiobligations.toml, else the demo's).")
 def status_command(registered_users: int, crossed_on: str | None, today: str | None, as_json: bool,
                    config: Path | None) -> None:
     """Say whether a filing is due, with the national or provincial authority, by which date, and what is missing."""
+    from ..cli import find_config  # The one rule every command finds its profile by.
     from ..profile import load_profile
 
     try:
-        profile = load_profile(config or Path(DEFAULT_CONFIG))
+        profile = load_profile(find_config(config) or Path(DEFAULT_CONFIG))
         status = filing_status(profile, registered_users, crossed_on=_day(crossed_on, "--crossed-on"),
                                today=_day(today, "--today"))
     except ObligationError as exc:

@@ -54,11 +54,12 @@ def _clock(at: str | None) -> Callable[[], datetime] | None:
 @contextlib.contextmanager
 def _termination(config: Path | None, at: str | None) -> Iterator[TerminationState]:
     """The configured hub's termination state; closes (flushing) the ledger afterwards."""
+    from ..cli import find_config  # The one rule every command finds its profile by.
     from ..obligations import Obligations
 
     clock = _clock(at)
     try:
-        hub = Obligations.from_file(config or Path(DEFAULT_CONFIG))
+        hub = Obligations.from_file(find_config(config) or Path(DEFAULT_CONFIG))
     except LedgerError as exc:
         _fail(f"cannot open the ledger: {exc}")
     except ObligationError as exc:
@@ -76,7 +77,7 @@ def _termination(config: Path | None, at: str | None) -> Iterator[TerminationSta
 
 def _options(function: Any) -> Any:
     function = click.option("--config", "config", type=click.Path(dir_okay=False, path_type=Path), default=None,
-                            help=f"The profile to use (default ./{DEFAULT_CONFIG}).")(function)
+                            help="The profile to use (default: $AIOBLIGATIONS_CONFIG, else ./aiobligations.toml, else the demo's).")(function)
     function = click.option("--at", "at", default=None, hidden=True,
                             help="Act as of this time (ISO 8601 with offset): tests and rehearsals.")(function)
     return click.option("--json", "as_json", is_flag=True, help="Print JSON.")(function)
