@@ -407,3 +407,20 @@ def test_a_log_whose_origin_is_not_its_key_name_is_configured_as_origin_equals_k
                                     "--log", "origin.example/log=not-a-key"])
     assert 2 == bad.exit_code
     assert "not a log's verifier key" in bad.output
+
+
+def test_concurrent_requests_from_one_size_cosign_exactly_one(witness: Witness, log: Signer) -> None:
+    """The check of the old size and the update are atomic: of many checkpoints sent from the same old
+    size at once, one is cosigned and every other gets 409 with that one's size (no rollback)."""
+    import concurrent.futures
+
+    tree = _tree(20)
+    assert 200 == witness.add(_body(0, tree, _note(log, tree, 4), 4)).status_code
+    bodies = [_body(4, tree, _note(log, tree, size), size) for size in range(5, 17)]
+    with concurrent.futures.ThreadPoolExecutor(len(bodies)) as pool, \
+            httpx.Client(base_url=witness.url, timeout=20) as client:
+        responses = list(pool.map(lambda body: client.post("/add-checkpoint", content=body), bodies))
+    winners = [size for size, r in zip(range(5, 17), responses, strict=True) if r.status_code == 200]
+    assert 1 == len(winners)
+    assert all(r.status_code == 409 and r.text == f"{winners[0]}\n" for r in responses if r.status_code != 200)
+    assert winners[0] == witness.app.state.latest(ORIGIN)[0]  # type: ignore[index]
