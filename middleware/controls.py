@@ -220,9 +220,11 @@ class ControlEndpoints:
             _method(method, "POST")
             payload = _strings(await RequestEndpoints._json(scope, receive), _OPEN_FIELDS)
             fields: dict[str, Any] = {name: payload.get(name) for name in REQUIRED_FIELDS} | payload  # Missing: 422.
+            known = {i.id for i in (await asyncio.to_thread(controls.refresh)).open_incidents}
             incident = await asyncio.to_thread(lambda: controls.open_incident(by=operator, **fields))
             log.info("operator_control", operator=operator, control="incident", step="open", incident_id=incident.id)
-            return 201, self._view(incident)
+            # The same incident posted again (a retry) is the one already open: 200, nothing recorded.
+            return (200 if incident.id in known else 201), self._view(incident)
         incident_id = path[len(self._incidents) + 1:]
         if method == "GET":
             return 200, self._view(await asyncio.to_thread(controls.incident, incident_id), notices=True)

@@ -419,7 +419,9 @@ def _control_paths(prefix: str) -> dict[str, Any]:
                             "type": "array", "items": {"$ref": "#/components/schemas/Incident"}}}}}}}, **auth}},
             "post": {"operationId": "openIncident", "summary": "Open a security incident (Art. 37).",
                      "security": operator, "requestBody": _json_body("IncidentOpen"),
-                     "responses": {"201": _json_ok("Incident", "The open incident."), **auth, **writes}},
+                     "responses": {"201": _json_ok("Incident", "The open incident."),
+                                   "200": _json_ok("Incident", "The same incident was open already (a retry): "
+                                                   "nothing recorded."), **auth, **writes}},
         },
         f"{base}/incidents/{{incident_id}}": {
             "parameters": incident_id,

@@ -154,6 +154,7 @@ def test_repeated_steps_change_nothing_and_bad_ones_are_refused(hub: Obligations
     assert 2 == len(records(hub, "control"))
 
     incident = controls.open_incident(by="op-1", **FIELDS)
+    assert incident == controls.open_incident(by="op-2", **FIELDS)  # A retry: the same open incident.
     assert incident == controls.update_incident(incident.id, by="op-1", title=FIELDS["title"])
     assert 1 == len(records(hub, "incident"))
     controls.close_incident(incident.id, resolution="done", by="op-1")
@@ -335,6 +336,8 @@ def test_incident_endpoints_notice_listing_and_suspension(app: ObligationsMiddle
     opened = post(app, "/ai/operator/incidents", headers=OPERATOR, json={**FIELDS, "suspend": True})
     assert 201 == opened.status_code, opened.text
     incident_id, url = opened.json()["id"], opened.json()["url"]
+    retried = post(app, "/ai/operator/incidents", headers=OPERATOR, json={**FIELDS, "suspend": True})
+    assert 200 == retried.status_code and incident_id == retried.json()["id"]
     assert f"/ai/incidents/{incident_id}" == url
 
     suspended = post(app, CHAT, json=CHAT_BODY)

@@ -347,7 +347,8 @@ class ControlState:
                 is unresolved).
 
         Returns:
-            The open incident.
+            The open incident. When an open incident has exactly these texts and this suspension
+            already (a retried request), it is returned and nothing is recorded.
 
         Raises:
             InvalidControl: A field is missing, empty or too long.
@@ -360,6 +361,10 @@ class ControlState:
             raise InvalidControl(f"suspend must be true or false, got {suspend!r:.20}")
         by = self._by(by)
         with self._exclusive():
+            for current in self._incidents.values():
+                if current.open and current.suspend == suspend and all(
+                        getattr(current, name) == value for name, value in texts.items()):
+                    return current
             now = self._now()
             incident_id = new_incident_id(now)
             while incident_id in self._incidents:
