@@ -103,13 +103,48 @@ def test_key_id_vkey_and_private_key_file(tmp_path: Path) -> None:
         signer.save(path)
 
 
-@pytest.mark.parametrize("mangle", ["log_key", "wrong_id", "short", "no_plus", "bad_base64"])
+def test_the_reference_implementation_s_keys_and_timestamp(vectors: Path) -> None:
+    """transparency-dev/formats' own vectors: a native 0x04 key (its key ID computed as ours), a plain
+    Ed25519 key taken as a cosignature/v1 key, its malformed keys refused, a cosignature's time."""
+    import json
+
+    data = json.loads((vectors / "c2sp-witness" / "transparency-dev-formats.json").read_text())
+    native = data["verifier_keys"]["native_cosignature_v1"]
+    assert native == WitnessVerifier.from_key(native).verifier_key
+    plain = WitnessVerifier.from_key(data["verifier_keys"]["ed25519_converted_to_cosignature_v1"])
+    public = base64.b64decode(data["verifier_keys"]["ed25519_converted_to_cosignature_v1"].split("+", 2)[2])[1:]
+    assert hashlib.sha256(b"TEST\n\x04" + public).digest()[:4] == plain.key_id
+    for bad in data["invalid_verifier_keys"]:
+        with pytest.raises(CosignatureError):
+            WitnessVerifier.from_key(bad)
+    raw = base64.b64decode(data["cosignature_timestamp"]["signature_base64"])
+    assert data["cosignature_timestamp"]["timestamp"] == int.from_bytes(raw[4:12], "big")
+
+
+def test_a_plain_ed25519_key_cosigns_as_the_reference_implementation_does() -> None:
+    """A witness whose key is a plain Ed25519 note key (0x01, as omniwitness keys are) signs and is
+    verified as cosignature/v1, with the 0x04 key ID; its vkey's own 0x01 key ID must be right."""
+    plain_signer = Signer.generate("witness.example/plain")
+    seed = plain_signer.private_key.private_bytes_raw()
+    encoded_seed = base64.b64encode(bytes([1]) + seed).decode()
+    private = f"PRIVATE+KEY+witness.example/plain+{plain_signer.key_id.hex()}+{encoded_seed}"
+    witness = WitnessSigner.from_private_text(private)
+    verifier = WitnessVerifier.from_key(plain_signer.verifier_key)
+    assert witness.verifier == verifier
+    text = "example.com/log\n3\n" + base64.b64encode(b"\x00" * 32).decode() + "\n"
+    assert 5 == verifier.verify_line(text, witness.cosign(text, 5)).timestamp
+    name, key_id, encoded = plain_signer.verifier_key.split("+", 2)
+    with pytest.raises(CosignatureError):
+        WitnessVerifier.from_key(f"{name}+00000000+{encoded}")
+
+
+@pytest.mark.parametrize("mangle", ["ecdsa_type", "wrong_id", "short", "no_plus", "bad_base64"])
 def test_malformed_witness_keys_are_refused(mangle: str) -> None:
     vkey = WitnessSigner.generate("w.example/w").verifier_key
     name, key_id, encoded = vkey.split("+", 2)
     short = base64.b64encode(bytes([4]) + b"x" * 31).decode()
     bad = {
-        "log_key": Signer.generate("w.example/w").verifier_key,  # Type 0x01: a log's key.
+        "ecdsa_type": f"{name}+{key_id}+{base64.b64encode(bytes([2]) + b'x' * 32).decode()}",
         "wrong_id": f"{name}+00000000+{encoded}",
         "short": f"{name}+{key_id}+{short}",
         "no_plus": name,

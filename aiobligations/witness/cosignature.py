@@ -104,6 +104,13 @@ def cosigned_message(text: str, timestamp: int) -> bytes:
     return f"cosignature/v1\ntime {timestamp}\n{text}".encode()
 
 
+_PLAIN_ED25519 = b"\x01"
+
+
+def _plain_key_id(name: str, public: bytes) -> bytes:
+    return hashlib.sha256(name.encode("utf-8") + b"\n" + _PLAIN_ED25519 + public).digest()[:4]
+
+
 def _key_id(name: str, public: bytes) -> bytes:
     return hashlib.sha256(name.encode("utf-8") + b"\n" + bytes([COSIGNATURE_V1]) + public).digest()[:4]
 
@@ -163,10 +170,15 @@ class WitnessVerifier:
     @classmethod
     def from_key(cls, vkey: str) -> WitnessVerifier:
         """
-        Parse a witness verifier key of type 0x04 (cosignature/v1).
+        Parse a witness verifier key: type 0x04 (cosignature/v1), or a plain Ed25519 vkey (0x01).
+
+        A plain Ed25519 vkey is how transparency-dev's witnesses (omniwitness, the Armored Witness)
+        publish their keys: as their ``NewVerifierForCosignatureV1`` does, its public key is taken
+        as a cosignature/v1 key, whose key ID is computed with 0x04 (the vkey's own key ID, computed
+        with 0x01, must match too).
 
         Args:
-            vkey: ``<name>+<hex key ID>+<base64(0x04 || 32-byte Ed25519 public key)>``.
+            vkey: ``<name>+<hex key ID>+<base64(0x04 || 32-byte Ed25519 public key)>`` (or 0x01).
 
         Returns:
             The verifier.
@@ -187,17 +199,18 @@ class WitnessVerifier:
         raw = _b64(encoded)
         if raw is None:
             raise CosignatureError(f"The witness key {name}+{key_id} does not end in valid base64.")
-        if raw[:1] != bytes([COSIGNATURE_V1]):
+        if raw[:1] not in (bytes([COSIGNATURE_V1]), _PLAIN_ED25519):
             kind = f"0x{raw[0]:02x}" if raw else "missing"
             raise CosignatureError(
-                f"The witness key {name}+{key_id} has type {kind}; a cosignature/v1 key has type 0x04"
-                + (" (0x01 is a log's key, not a witness's)." if raw[:1] == b"\x01" else "."))
+                f"The witness key {name}+{key_id} has type {kind}; a cosignature/v1 key has type 0x04 "
+                "(or 0x01, a plain Ed25519 key).")
         if len(raw) != 33:
             raise CosignatureError(f"An Ed25519 public key is 32 bytes long, got {len(raw) - 1}.")
         verifier = cls(name, Ed25519PublicKey.from_public_bytes(raw[1:]))
-        if verifier.key_id.hex() != key_id:
+        expected = _plain_key_id(name, raw[1:]) if raw[:1] == _PLAIN_ED25519 else verifier.key_id
+        if expected.hex() != key_id:
             raise CosignatureError(
-                f"The key ID {key_id} does not match the name and key, which give {verifier.key_id.hex()}.")
+                f"The key ID {key_id} does not match the name and key, which give {expected.hex()}.")
         return verifier
 
     def verify_line(self, text: str, line: str) -> Cosignature:
@@ -363,7 +376,8 @@ class WitnessSigner(WitnessVerifier):
     @classmethod
     def from_private_text(cls, text: str, source: str = "the witness key") -> WitnessSigner:
         """
-        Parse ``PRIVATE+KEY+<name>+<hex key ID>+<base64(0x04 || 32-byte seed)>``.
+        Parse ``PRIVATE+KEY+<name>+<hex key ID>+<base64(0x04 || 32-byte seed)>`` (or a plain Ed25519
+        signer key, 0x01, which signs cosignature/v1 as transparency-dev's witnesses do).
 
         Args:
             text: The key line.
@@ -379,10 +393,15 @@ class WitnessSigner(WitnessVerifier):
             raise CosignatureError(f"{source}: not a witness private key (it starts with PRIVATE+KEY+).")
         parts = text[len(_PRIVATE_PREFIX):].split("+", 2)
         raw = _b64(parts[2]) if len(parts) == 3 else None
-        if raw is None or len(raw) != 33 or raw[0] != COSIGNATURE_V1:
-            raise CosignatureError(f"{source}: not a cosignature/v1 (0x04) Ed25519 private key.")
-        signer = cls(parts[0], Ed25519PrivateKey.from_private_bytes(raw[1:]))
-        if signer.key_id.hex() != parts[1]:
+        if raw is None or len(raw) != 33 or raw[0] not in (COSIGNATURE_V1, _PLAIN_ED25519[0]):
+            raise CosignatureError(f"{source}: not a cosignature/v1 (0x04) or Ed25519 (0x01) private key.")
+        try:
+            signer = cls(parts[0], Ed25519PrivateKey.from_private_bytes(raw[1:]))
+        except CosignatureError as exc:
+            raise CosignatureError(f"{source}: {exc}") from None
+        public = signer._public
+        expected = signer.key_id if raw[0] == COSIGNATURE_V1 else _plain_key_id(parts[0], public)
+        if expected.hex() != parts[1]:
             raise CosignatureError(f"{source}: the key ID {parts[1]} does not match the key.")
         return signer
 
