@@ -198,8 +198,14 @@ _FOLLOWING: weakref.WeakSet[TerminationState] = weakref.WeakSet()
 def _restart_after_fork() -> None:
     """In a forked child (gunicorn ``--preload``) the follower threads did not come along: restart them."""
     for state in list(_FOLLOWING):
+        # Fresh locks and a fresh event: the parent's thread may have held theirs at the fork.
+        stopped = state._stop.is_set()
         state._thread = None
         state._lock = threading.RLock()
+        state._holding = False
+        state._stop = threading.Event()
+        if stopped:
+            state._stop.set()
         state.follow()
 
 
