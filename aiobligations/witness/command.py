@@ -235,6 +235,9 @@ def _extend_verify(command: click.Command) -> None:
             result = original(*args, **kwargs)
         finally:
             cli.verify_path = verify_path
+        if not reports:
+            # Fail closed: a verification whose report this wrapper did not see was not checked here.
+            _fail("the witnesses and timestamps could not be checked (no verification report was seen)", 1)
         if reports:
             report = reports[-1]
             err = bool(kwargs.get("as_json"))
