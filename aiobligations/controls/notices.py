@@ -27,7 +27,7 @@ ELEMENTS = ("course", "scope", "measures", "user_actions", "contact")
 
 _WORDS: dict[str, dict[str, str]] = {
     "zh": {
-        "user_title": "安全事件通知", "authority_title": "人工智能安全事件报告",
+        "user_title": "安全事件通知", "authority_title": "人工智能安全事件报告", "colon": "：",
         "course": "事件发生过程", "scope": "影响范围", "measures": "已采取的补救措施",
         "user_actions": "您可以采取的减轻危害的措施", "contact": "联系方式",
         "course_unknown": "事件经过正在调查中，查明后我们将更新本通知。",
@@ -43,7 +43,7 @@ _WORDS: dict[str, dict[str, str]] = {
         "article_3_3": "（三）联系方式",
     },
     "en": {
-        "user_title": "Security incident notice", "authority_title": "AI security incident report",
+        "user_title": "Security incident notice", "authority_title": "AI security incident report", "colon": ": ",
         "course": "What happened", "scope": "Who and what is affected", "measures": "What we have done",
         "user_actions": "What you can do to reduce harm", "contact": "Contact",
         "course_unknown": "We are still establishing what happened and will update this notice.",
@@ -99,15 +99,17 @@ def user_notice(incident: Incident, lang: str = "zh", *, profile: Profile | None
     texts = {"course": incident.course or w["course_unknown"], "scope": incident.scope,
              "measures": incident.measures, "user_actions": incident.user_actions, "contact": incident.contact}
     sections = [{"element": name, "heading": w[name], "text": texts[name]} for name in ELEMENTS]
-    lines = [f"{w['user_title']}: {incident.title}", f"{w['incident']}: {incident.id}",
-             f"{w['status']}: {w['open'] if incident.open else w['closed']}", f"{w['opened']}: {_when(incident.opened)}",
-             f"{w['updated']}: {_when(incident.updated)}"]
+    c = w["colon"]
+    lines = [f"{w['user_title']}{c}{incident.title}", f"{w['incident']}{c}{incident.id}",
+             f"{w['status']}{c}{w['open'] if incident.open else w['closed']}",
+             f"{w['opened']}{c}{_when(incident.opened)}", f"{w['updated']}{c}{_when(incident.updated)}"]
     if incident.open and incident.suspend:
         lines.append(w["suspended"])
     for section in sections:
-        lines.extend(("", f"{section['heading']}:", section["text"]))
+        lines.extend(("", f"{section['heading']}{w['colon'].strip()}", section["text"]))
     if not incident.open:
-        lines.extend(("", f"{w['resolution']} ({_when(incident.closed)}):", incident.resolution or "-"))
+        lines.extend(("", f"{w['resolution']} ({_when(incident.closed)}){w['colon'].strip()}",
+                      incident.resolution or "-"))
     return {
         "id": incident.id,
         "lang": lang,
@@ -155,15 +157,16 @@ def user_notice_html(incident: Incident, lang: str = "zh", *, profile: Profile |
     parts = [
         f'<!DOCTYPE html>\n<html lang="{"zh-CN" if lang == "zh" else "en"}"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{e(w['user_title'])}: {e(incident.title)}</title><style>{_STYLE}</style></head><body>",
+        f"<title>{e(w['user_title'])}{w['colon']}{e(incident.title)}</title><style>{_STYLE}</style></head><body>",
         f'<header><nav><a href="{e(url or "")}?lang={other}" lang="{other}">{e(w["switch"])}</a></nav>',
-        f"<h1>{e(w['user_title'])}: {e(incident.title)}</h1></header><main>",
+        f"<h1>{e(w['user_title'])}{w['colon']}{e(incident.title)}</h1></header><main>",
     ]
     if notice["provider"]:
-        parts.append(f"<p>{e(w['provider'])}: {e(notice['provider'])}</p>")
-    parts.append(f"<p>{e(w['incident'])}: <code>{e(incident.id)}</code><br>{e(w['status'])}: "
-                 f"{e(w['open'] if incident.open else w['closed'])}<br>{e(w['opened'])}: {e(notice['opened'])}"
-                 f"<br>{e(w['updated'])}: {e(notice['updated'])}</p>")
+        parts.append(f"<p>{e(w['provider'])}{w['colon']}{e(notice['provider'])}</p>")
+    c = w["colon"]
+    parts.append(f"<p>{e(w['incident'])}{c}<code>{e(incident.id)}</code><br>{e(w['status'])}{c}"
+                 f"{e(w['open'] if incident.open else w['closed'])}<br>{e(w['opened'])}{c}{e(notice['opened'])}"
+                 f"<br>{e(w['updated'])}{c}{e(notice['updated'])}</p>")
     if notice["suspended"]:
         parts.append(f'<p class="alert" role="alert">{e(w["suspended"])}</p>')
     for section in notice["sections"]:
@@ -187,29 +190,29 @@ def authority_notice(incident: Incident, lang: str = "zh", *, profile: Profile |
     lang = _lang(lang)
     w = _WORDS[lang]
     none = w["none"]
-    lines = [f"{w['authority_title']}: {incident.title}", w["law"], ""]
+    lines = [f"{w['authority_title']}{w['colon']}{incident.title}", w["law"], ""]
     if profile is not None:
-        lines.extend((f"{w['provider']}: {_provider_name(profile, lang)}",
-                      f"{w['code']}: {profile.provider.code or none}",
-                      f"{w['contact']}: {profile.provider.contact}",
-                      f"{w['service']}: {profile.service.name or none}",
-                      f"{w['licence']}: {profile.service.licence_number or none}",
-                      f"{w['filing']}: {profile.service.filing_number or none}", ""))
-    lines.extend((f"{w['incident']}: {incident.id}",
-                  f"{w['status']}: {w['open'] if incident.open else w['closed']}",
-                  f"{w['severity']}: {incident.severity or none}",
-                  f"{w['opened']}: {_when(incident.opened)}",
-                  f"{w['updated']}: {_when(incident.updated)}",
-                  f"{w['suspend']}: {w['yes'] if incident.open and incident.suspend else w['no']}", ""))
-    lines.extend((w["article_3_1"], f"  {w['course']}: {incident.course or w['course_unknown']}",
-                  f"  {w['scope']}: {incident.scope}", "",
-                  w["article_3_2"], f"  {w['measures']}: {incident.measures}",
-                  f"  {w['authority_user_actions']}: {incident.user_actions}", "",
-                  w["article_3_3"], f"  {w['contact']}: {incident.contact}", ""))
+        lines.extend((f"{w['provider']}{w['colon']}{_provider_name(profile, lang)}",
+                      f"{w['code']}{w['colon']}{profile.provider.code or none}",
+                      f"{w['contact']}{w['colon']}{profile.provider.contact}",
+                      f"{w['service']}{w['colon']}{profile.service.name or none}",
+                      f"{w['licence']}{w['colon']}{profile.service.licence_number or none}",
+                      f"{w['filing']}{w['colon']}{profile.service.filing_number or none}", ""))
+    lines.extend((f"{w['incident']}{w['colon']}{incident.id}",
+                  f"{w['status']}{w['colon']}{w['open'] if incident.open else w['closed']}",
+                  f"{w['severity']}{w['colon']}{incident.severity or none}",
+                  f"{w['opened']}{w['colon']}{_when(incident.opened)}",
+                  f"{w['updated']}{w['colon']}{_when(incident.updated)}",
+                  f"{w['suspend']}{w['colon']}{w['yes'] if incident.open and incident.suspend else w['no']}", ""))
+    lines.extend((w["article_3_1"], f"  {w['course']}{w['colon']}{incident.course or w['course_unknown']}",
+                  f"  {w['scope']}{w['colon']}{incident.scope}", "",
+                  w["article_3_2"], f"  {w['measures']}{w['colon']}{incident.measures}",
+                  f"  {w['authority_user_actions']}{w['colon']}{incident.user_actions}", "",
+                  w["article_3_3"], f"  {w['contact']}{w['colon']}{incident.contact}", ""))
     if not incident.open:
-        lines.extend((f"{w['closed_at']}: {_when(incident.closed)}", f"{w['resolution']}: {incident.resolution or '-'}",
-                      ""))
-    lines.append(f"{w['steps']}:")
+        lines.extend((f"{w['closed_at']}{w['colon']}{_when(incident.closed)}",
+                      f"{w['resolution']}{w['colon']}{incident.resolution or '-'}", ""))
+    lines.append(f"{w['steps']}{w['colon'].strip()}")
     for step in incident.history:
         changed = f" ({', '.join(step.changed)})" if step.changed and step.step == "update" else ""
         lines.append(f"  {_when(step.at)}  {w[step.step + '_step']}{changed}  {w['by']} {step.by or '-'}  "

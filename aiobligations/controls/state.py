@@ -252,7 +252,8 @@ class ControlState:
                 changed |= fold_takeover(self._switches, record, index)
         self._seen = end
         if changed:
-            self.snapshot = ControlSnapshot(tuple(self._switches.values()), MappingProxyType(dict(self._incidents)), end)
+            incidents = MappingProxyType(dict(self._incidents))
+            self.snapshot = ControlSnapshot(tuple(self._switches.values()), incidents, end)
 
     def follow(self) -> None:
         """Start the follower thread (once per process; idempotent; restarted in a forked child)."""
