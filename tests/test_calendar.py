@@ -592,6 +592,16 @@ class TestHolidayFiles:
         with pytest.raises(ConfigurationError, match="is a folder"):
             read_holiday_ics(tmp_path)
 
+    def test_deeply_nested_or_numerous_events_are_refused(self) -> None:
+        """
+        30,000 nested VEVENTs (under 1 MiB) are refused as too many events, not a crash.
+        """
+        data = (b"BEGIN:VCALENDAR\r\n" + b"BEGIN:VEVENT\r\n" * 30_000 + b"END:VEVENT\r\n" * 30_000
+                + b"END:VCALENDAR\r\n")
+
+        with pytest.raises(ConfigurationError, match="more than 10000 events"):
+            read_holiday_ics(data)
+
     def test_files_that_disagree_are_refused(self) -> None:
         """
         Two files, one with a day off and the other with that day as a working day, cannot be combined.
