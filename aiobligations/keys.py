@@ -19,7 +19,8 @@ from .labels.settings import TEMPLATE as LABELS_TEMPLATE
 from .ledger.crypto import MasterKey
 from .ledger.note import Signer
 
-__all__ = ["CONFIG_TEMPLATE", "REQUESTS_TEMPLATE", "init_project", "load_signer", "write_private_files"]
+__all__ = ["CONFIG_TEMPLATE", "REQUESTS_TEMPLATE", "WITNESSES_TEMPLATE", "init_project", "load_signer",
+           "write_private_files"]
 
 REQUESTS_TEMPLATE = """
 [requests]
@@ -38,6 +39,21 @@ operator_tokens_env = "AIOBLIGATIONS_OPERATOR_TOKENS"
 # or, with a fallback, the request goes to that path of your app (a human-staffed route).
 # fallback = "/human"
 # retry_after = 120
+"""
+
+# Doubled braces: CONFIG_TEMPLATE goes through str.format.
+WITNESSES_TEMPLATE = """
+# [witnesses]
+# Independent witnesses that cosign the ledger's checkpoints (C2SP tlog-witness; docs/witnesses.md):
+# the provider can then no longer rewrite its log unnoticed. Run one with `aiobligations witness serve`.
+# quorum = 1
+# servers = [{{ url = "http://127.0.0.1:7380", key = "witness.example.org/w1+…" }}]
+# interval = 10
+# lagging_after = 300
+
+# [timestamps]
+# RFC 3161 timestamp authorities that timestamp the checkpoints (needs aiobligations[timestamps]).
+# urls = ["https://tsa.example.org/tsr"]
 """
 
 
@@ -93,7 +109,7 @@ log = "6m"
 risk = "2y"          # Art. 41: at least two years
 assessment = "5y"    # Art. 34: at least five years
 
-""" + DISCLOSURE_TEMPLATE + LABELS_TEMPLATE + REQUESTS_TEMPLATE
+""" + DISCLOSURE_TEMPLATE + LABELS_TEMPLATE + REQUESTS_TEMPLATE + WITNESSES_TEMPLATE
 
 
 

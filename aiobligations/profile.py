@@ -31,7 +31,7 @@ log = structlog.get_logger("aiobligations.profile")
 # most likely a typo (``[ledgr]``) and is warned about, not refused: an older release must still
 # start on a newer profile.
 _SECTIONS = ("provider", "service", "ledger", "transparency", "security", "disclosure", "labels",
-             "requests", "server", "otlp", "controls", "witnesses", "report", "filing")
+             "requests", "server", "otlp", "controls", "witnesses", "timestamps", "report", "filing")
 _KEYS = {
     "provider": ("name", "contact", "name_zh", "code", "website", "filing_number", "licence_number"),
     "service": ("name", "description", "model", "filing_number", "licence_number"),
