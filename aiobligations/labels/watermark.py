@@ -148,6 +148,10 @@ _LINE_CAP = 3.0
 _SEARCH_SIDE = 2048
 
 
+_Decoded = tuple[tuple[int, int], float, np.ndarray, float]
+"""What :func:`_decode` finds in a folded tile: the offset, the template's peak score, the code bits' votes and their noise."""
+
+
 @dataclass(frozen=True)
 class Detection:
     """
@@ -355,11 +359,11 @@ def detect(
     search = _centre(residual, _SEARCH_SIDE)
     tests = 1 if expected_id is None else 2
 
-    def align(scale_y: float, scale_x: float) -> tuple[float, float, tuple[tuple[int, int], float, np.ndarray, float]]:
+    def align(scale_y: float, scale_x: float) -> tuple[float, float, _Decoded]:
         folded = _fold(residual) if (scale_y, scale_x) == (1.0, 1.0) else _fold_scaled(search, scale_y, scale_x)
         return scale_y, scale_x, _decode(folded, template_f, owner, signs)
 
-    def at(scale_y: float, scale_x: float, decoded: tuple[tuple[int, int], float, np.ndarray, float]) -> Detection:
+    def at(scale_y: float, scale_x: float, decoded: _Decoded) -> Detection:
         offset, score, votes, noise = decoded
         recovered = (votes < 0).astype(np.uint8)
         # A bit with no vote at all (a flat image) is an erasure: it never counts as a match.
@@ -553,9 +557,7 @@ def _fold(residual: np.ndarray) -> np.ndarray:
     return padded.reshape(rows, TILE, cols, TILE).sum(axis=(0, 2))
 
 
-def _decode(
-    folded: np.ndarray, template_f: np.ndarray, owner: np.ndarray, signs: np.ndarray
-) -> tuple[tuple[int, int], float, np.ndarray, float]:
+def _decode(folded: np.ndarray, template_f: np.ndarray, owner: np.ndarray, signs: np.ndarray) -> _Decoded:
     """Align the folded tile with the template; return the offset, peak score, bit votes and vote noise."""
     spectrum = np.fft.rfft2(folded)
     # Periodic image texture (stripes, bricks) that happens to fit the tile adds up in the fold as a
