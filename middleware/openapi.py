@@ -585,7 +585,8 @@ def openapi_document(prefix: str = "/ai") -> dict[str, Any]:
         f"{prefix}/checkpoint": {
             "get": {
                 "operationId": "checkpoint",
-                "summary": "The ledger's latest signed checkpoint (a C2SP signed note).",
+                "summary": "The ledger's latest checkpoint (a C2SP signed note); with witnesses, the latest one "
+                           "they cosigned, their cosignature lines appended.",
                 "security": [],
                 "responses": {
                     "200": {"description": "The checkpoint.", "content": _TEXT},
