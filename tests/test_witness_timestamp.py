@@ -131,3 +131,24 @@ def test_stores_keep_timestamps(tmp_path: Path) -> None:
         assert [(2, "http://a", "note", b"\x30\x01")] == store.timestamps(2) == store.timestamps()
     finally:
         store.close()
+
+
+def test_the_profile_s_timestamps_are_asked_by_the_writer_process(tmp_path: Path) -> None:
+    from aiobligations import Obligations
+    from aiobligations.keys import init_project
+
+    config = init_project(tmp_path / "service")
+    with local_tsa(tmp_path / "tsa") as (url, root, _):
+        with open(config, "a", encoding="utf-8") as handle:
+            handle.write(f'\n[timestamps]\nurls = ["{url}"]\ninterval = 0.05\n')
+        obligations = Obligations.from_file(config)
+        try:
+            ledger = obligations.ledger
+            assert ledger.writer_pid is not None  # The shared writer process signs, and asks.
+            ledger.append({"kind": "log"})
+            note = ledger.sign_checkpoint()
+            size = checkpoint_of(note).size
+            (_, response), = until(lambda: ledger.timestamps(size), 20, "the writer process's timestamp")
+            verify_timestamp(response, note, [root])
+        finally:
+            obligations.close()
