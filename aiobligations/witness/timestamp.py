@@ -100,7 +100,7 @@ def request_timestamp(url: str, note: str, *, timeout: float = 10.0) -> bytes:
                                      headers={"Content-Type": "application/timestamp-query"})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - an operator's URL.
-            body = response.read(_MAX_RESPONSE + 1)
+            body: bytes = response.read(_MAX_RESPONSE + 1)
     except urllib.error.HTTPError as exc:
         raise TimestampError(f"the timestamp authority {url} answered HTTP {exc.code}") from None
     except (OSError, ValueError) as exc:
