@@ -163,7 +163,10 @@ class ControlEndpoints:
             content_type = b"text/html; charset=utf-8"
         headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode()),
                    (b"cache-control", b"no-cache"), (b"vary", b"accept, accept-language"),
-                   (b"x-content-type-options", b"nosniff")]
+                   (b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"same-origin"),
+                   # Every text is escaped; this is the second line: no script, no frame, nothing from elsewhere.
+                   (b"content-security-policy",
+                    b"default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'")]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
 

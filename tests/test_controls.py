@@ -356,6 +356,7 @@ def test_incident_endpoints_notice_listing_and_suspension(app: ObligationsMiddle
     assert FIELDS["contact"] in as_json.json()["zh"]["notice"] and "What you can do" in as_json.json()["en"]["notice"]
     as_html = get(app, url, headers={"Accept-Language": "en"})
     assert as_html.headers["content-type"].startswith("text/html") and 'lang="en"' in as_html.text
+    assert "default-src 'none'" in as_html.headers["content-security-policy"]
     assert 404 == get(app, "/ai/incidents/INC-20260101-ABCDEF").status_code
     assert 405 == post(app, url, json={}).status_code
 
