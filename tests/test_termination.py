@@ -302,6 +302,26 @@ class TestScheduler:
         shredded = [hub.ledger.read(i) for i in hub.ledger.indices_of(("control",), 0, size)][-1]
         assert ("shredded", 3) == (shredded["action"], shredded["subjects"])
 
+    def test_receipts_still_verify_after_shredding(self, hub: Obligations) -> None:
+        """
+        A receipt handed out before the shredding, and one made after it, both verify: the proofs do not depend on the keys.
+        """
+        from aiobligations.ledger.receipts import make_receipt, verify_receipt
+
+        clock = FakeClock(beijing(TODAY))
+        termination = state(hub, clock)
+        plan = termination.plan_termination(date(2026, 12, 21), by="ops")
+        index = hub.ledger.append({"kind": "interaction", "subject": "alice", "personal": {"prompt": "hi"}})
+        before = make_receipt(hub.ledger, index)
+        clock.moment = beijing(plan.delete_by, 1)
+
+        assert 1 == termination.run()
+        after = make_receipt(hub.ledger, index)
+
+        key = hub.ledger.signer.verifier_key
+        assert verify_receipt(before, key).size <= verify_receipt(after, key).size
+        assert "personal" not in hub.ledger.read(index)
+
     def test_early_run_from_the_end_day(self, hub: Obligations) -> None:
         """
         run(early=True) shreds from the end day on, not before it.
