@@ -514,6 +514,17 @@ class TestHolidayFiles:
         assert 1 == schedule.skipped  # 立春 is neither.
         assert frozenset({2098}) == schedule.years
 
+    def test_the_holiday_cn_style_is_read(self) -> None:
+        """
+        A feed naming days off "春节假期" and working days "上班(补春节假期)" (both 假 and 班: 班 wins) is read.
+        """
+        schedule = read_holiday_ics(ics(
+            "SUMMARY:春节假期\r\nDTSTART;VALUE=DATE:20980201\r\nDTEND;VALUE=DATE:20980209",
+            "SUMMARY:上班(补春节假期)\r\nDTSTART;VALUE=DATE:20980131\r\nDTEND;VALUE=DATE:20980201",
+        ))
+
+        assert ({date(2098, 1, 31)}, 8) == (set(schedule.working_days), len(schedule.days_off))
+
     def test_a_loaded_year_is_covered_and_used(self) -> None:
         """
         A calendar with the file covers its year: its days off and working days count, without a warning.
