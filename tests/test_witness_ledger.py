@@ -347,3 +347,27 @@ def test_the_replicas_elected_sequencer_asks_the_witnesses(make_replica: Any, si
         assert check_quorum(first.witnessed_checkpoint or "", [witness.signer.verifier], 1)[0]
         assert witness.state is not None and size == witness.state.latest(ORIGIN)[0]  # type: ignore[index]
 
+
+
+def test_a_witness_behind_a_pruned_gap_is_reported_not_fatal(make_ledger: Any, signer: Signer, tmp_path: Path) -> None:
+    """When the records a proof from the witness's size needs were pruned, the client says so and backs
+    off; the ledger goes on."""
+    with running(Witness(tmp_path, [signer.verifier_key])) as witness:
+        ledger = make_ledger(witnesses=witness.settings())
+        for i in range(100):
+            ledger.append({"kind": "log", "i": i})
+        first = checkpoint_of(ledger.sign_checkpoint()).size
+        until(lambda: _latest_cosigned(ledger) == first, 15, "the first cosignature")
+        assert ledger.witnesses is not None
+        ledger.witnesses.close()  # The witness hears nothing while the log grows and is pruned.
+        for i in range(100):
+            ledger.append({"kind": "log", "i": 100 + i})
+        ledger.prune(150, now=time.time() + 10 * 366 * 86400)
+        last = checkpoint_of(ledger.sign_checkpoint()).size
+        with capture_logs() as logs:
+            client = ledger.start_witnesses(witness.settings())
+            client.round()
+        failed = [e for e in logs if e["event"] == "witness.failed"]
+        assert failed and "no consistency proof from the witness's size 100" in failed[0]["error"]
+        assert first == _latest_cosigned(ledger)
+        assert last == ledger.append({"kind": "log"})  # Appends go on.

@@ -231,7 +231,12 @@ class WitnessClient:
             if peer.size is not None and peer.size > size:
                 self._conflict(peer, size, f"the witness has cosigned size {peer.size}, larger than this log's {size}")
                 return
-            proof = self.consistency_proof(old, size) if 0 < old < size else []
+            try:
+                proof = self.consistency_proof(old, size) if 0 < old < size else []
+            except Exception as exc:  # The records the proof needs were pruned since the witness's size.
+                self._failed(peer, f"no consistency proof from the witness's size {old} to {size} "
+                                   f"({type(exc).__name__}: {exc})")
+                return
             status, body = self._post(peer, format_add_checkpoint(old, proof, note))
             if status == 200:
                 self._accept(peer, size, note, body)
