@@ -451,3 +451,30 @@ def test_two_hubs_switching_at_once_record_one_switch(config: Path) -> None:
     finally:
         for hub in hubs:
             hub.close()
+
+
+def test_an_altered_control_row_is_skipped_and_later_switches_still_count(config: Path) -> None:
+    """A control record altered in the database is not folded in (and is logged); the switches
+    recorded after it still reach a new hub, so one bad row cannot freeze the controls."""
+    import sqlite3
+
+    from structlog.testing import capture_logs
+
+    with Obligations.from_file(config) as hub:
+        hub.controls.takeover_on(by="op-1", route="/v1/images/*")
+        hub.ledger.flush()
+        altered = hub.ledger.indices_of(("control",), 0, hub.ledger.durable_size())[0]
+        hub.controls.takeover_on(by="op-1", route="/v1/audio/*")
+        ledger_path = hub.profile.ledger.path
+    conn = sqlite3.connect(ledger_path)
+    try:
+        with conn:
+            data = conn.execute("SELECT data FROM records WHERE idx=?", (altered,)).fetchone()[0]
+            changed = bytes(data).replace(b"/v1/images/*", b"/v1/videos/*")
+            assert changed != bytes(data), "the record is not stored as readable JSON here"
+            conn.execute("UPDATE records SET data=? WHERE idx=?", (changed, altered))
+    finally:
+        conn.close()
+    with capture_logs() as logs, Obligations.from_file(config) as again:
+        assert ["/v1/audio/*"] == [t.route for t in again.controls.snapshot.takeovers]
+    assert [altered] == [e["index"] for e in logs if e["event"] == "control_record_unreadable"]

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from ..errors import ConfigurationError, LedgerClosed, ObligationError
+from ..errors import ConfigurationError, LedgerBroken, LedgerClosed, ObligationError
 from .errors import IncidentClosed, IncidentNotFound, InvalidControl
 from .incidents import (
     INCIDENT_FIELDS,
@@ -244,6 +244,12 @@ class ControlState:
             try:
                 record = ledger.read(index)
             except IndexError:  # Pruned meanwhile.
+                continue
+            except LedgerBroken as exc:
+                # An altered row: skipped, never folded in, and the follower goes on (a stuck state
+                # would keep later switches from every process). `aiobligations verify` reports it.
+                log.error("control_record_unreadable", index=index, reason=exc.reason,
+                          action="run `aiobligations verify` on the ledger")
                 continue
             kind = record.get("kind")
             if kind == "incident":
