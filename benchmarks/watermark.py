@@ -23,9 +23,9 @@ What each figure measures
     ``present`` is blind detection (no ProduceID) and ``id_matches`` the check of the right
     ProduceID (``"too small"`` when the attack leaves less than ``MIN_SIDE`` pixels on a side).
     The attacks are those of ``tests/test_watermark_robust.py`` plus a few harder
-    ones (20 % from every edge, JPEG quality 50, other scales, and two the mark is not meant to
-    survive: a 2-degree rotation and a mirror flip), a change of aspect ratio, and a crop, a halving
-    and JPEG together.
+    ones (20 % from every edge, JPEG quality 50, other scales, a change of aspect ratio, a crop, a
+    halving and JPEG together, rotations by 2 and 10 degrees) and one the mark is not meant to
+    survive (a mirror flip).
 ``false_positives``
     1,000 unmarked images (random crops, rescales, flips and turns of the samples, every fifth a
     synthetic picture; ``unmarked_images`` in the tests, another seed), each read with the key and a
@@ -78,7 +78,8 @@ EXTRA: dict[str, Callable[[np.ndarray], np.ndarray]] = {
         Image.fromarray(p).resize((round(p.shape[1] * 0.9), round(p.shape[0] * 0.85)), Image.Resampling.BILINEAR)
     ),
     "crop_all_edges_10+resize_50+jpeg_q75": lambda p: jpeg(resize(crop(p, 0.1, 0.1, 0.1, 0.1), 0.5)),
-    "rotate_2deg (not survived)": lambda p: np.asarray(Image.fromarray(p).rotate(2, Image.Resampling.BILINEAR)),
+    "rotate_2deg": lambda p: np.asarray(Image.fromarray(p).rotate(2, Image.Resampling.BILINEAR)),
+    "rotate_10deg+jpeg_q75": lambda p: jpeg(np.asarray(Image.fromarray(p).rotate(10, Image.Resampling.BILINEAR))),
     "mirror (not survived)": lambda p: np.ascontiguousarray(p[:, ::-1]),
 }
 

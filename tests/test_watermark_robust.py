@@ -220,6 +220,27 @@ class TestNaturalPhotos:
         assert detection.present and detection.id_matches
         assert (0.9, 0.85) == (pytest.approx(detection.scale, abs=0.005), pytest.approx(detection.scale_y, abs=0.005))
 
+    @pytest.mark.parametrize(("name", "degrees"), [("astronaut", 2.0), ("camera", -5.0), ("hubble_deep_field", 10.0)])
+    def test_survives_a_rotation(self, name: str, degrees: float, marked: dict) -> None:
+        """
+        Turned by a few degrees (Pillow's rotate, corners filled black) and re-encoded, the mark is
+        found at that angle.
+        """
+        turned = jpeg(np.asarray(Image.fromarray(marked[name]).rotate(degrees, Image.Resampling.BILINEAR)))
+
+        detection = wm.detect(turned, KEY, produce_id=PRODUCE_ID)
+
+        assert detection.present and detection.id_matches
+        assert -degrees == pytest.approx(detection.angle, abs=0.2)
+
+    def test_a_mirror_image_is_not_found(self, marked: dict) -> None:
+        """
+        Mirroring is not undone (a known limit): the mark is not found, and nothing false is reported.
+        """
+        detection = wm.detect(np.ascontiguousarray(marked["camera"][:, ::-1]), KEY, produce_id=PRODUCE_ID)
+
+        assert not detection.present and detection.id_matches is False
+
     def test_a_wrong_produce_id_does_not_match(self, marked: dict) -> None:
         """
         A marked photo read with another candidate ID: present (the sync bits), but no ID match.

@@ -39,10 +39,10 @@ How it is detected, blind (no original needed):
 4. **Scale**: first at scale 1 (crops, re-encodes, tone changes). If that does not find the mark,
    the scale is read from the autocorrelation of the residual, whose peaks sit at multiples of the
    tile period (Kutter 1998): for periods of 51 to 205 pixels (scales 0.4 to 1.6), the three
-   strongest peaks common to both axes and the two strongest of each axis (paired: the aspect
-   ratio may have changed) give candidate scales; at each, every pixel is folded into the tile
-   position it came from in the marked image, and the three with the highest template peak have
-   their bits read.
+   strongest peaks common to both axes, the two strongest of each axis (paired: the aspect ratio
+   may have changed) and the three strongest up to 15 degrees off the axis (a rotation) give
+   candidate geometries; for each, every pixel is folded into the tile position it came from in
+   the marked image, and the three with the highest template peak have their bits read.
 5. **Decode**: each code bit is the sign of the correlation of its cells with their keyed signs;
    a bit with no vote at all (a flat image) never counts as a match.
 
@@ -59,9 +59,9 @@ the two, so an ID match (``id_matches``) always implies ``present``: one verdict
 It survives (measured on scikit-image's sample photos, ``benchmarks/watermark.py``): crops of up to
 20 % from any edges combined with JPEG at quality 75; brightness and contrast changes of 15 %; a
 rescale between 0.5 and 1.33 that is not undone (with or without JPEG); a screenshot-like re-save
-(RGBA PNG, a slightly different size). It does **not** survive rotations or flips (the template is
-not rotation-invariant), nor crops or rescales that leave less than about 200 pixels on the short
-side; the smallest image that carries the payload is 256x256 (:data:`MIN_SIDE` is the hard
+(RGBA PNG, a slightly different size); a change of aspect ratio; a rotation of up to 15 degrees.
+It does **not** survive mirroring, larger rotations or perspective, nor crops or rescales that
+leave less than about 200 pixels on the short side; the smallest image that carries the payload is 256x256 (:data:`MIN_SIDE` is the hard
 limit, 128). Close-ups of irregular texture (grass, gravel) hide the mark from the detector as
 well as from the eye: found unattacked, often lost after JPEG, crops or a halving.
 
@@ -146,6 +146,10 @@ _SCALES = (0.4, 1.6)
 _MAX_STRENGTH = 50.0
 _LINE_CAP = 3.0
 _SEARCH_SIDE = 2048
+_MAX_ANGLE = 15.0  # degrees either way that the rotation search covers
+_MIN_ANGLE = 0.25  # a smaller rotation is found without turning back
+_ROTATIONS = 3  # rotated candidates from the autocorrelation
+_ROTATED_SIDE = 1024  # a rotated candidate is folded from the central 1024x1024 pixels
 
 
 _Decoded = tuple[tuple[int, int], float, np.ndarray, float]
@@ -183,10 +187,12 @@ class Detection:
             ``(row, column)`` modulo the tile.
         template_score: Height of the template's correlation peak in standard deviations of the
             correlation (about 4 on an unmarked image, 8 or more on a marked one). Diagnostic only.
+        angle: The rotation the mark was found at, in degrees (positive: turned clockwise as
+            seen, Pillow's ``rotate`` with a negative angle); 0 when it was not rotated.
 
     .. versionadded:: 0.1.0
     .. versionchanged:: 0.2.0
-       ``scale``, ``scale_y``, ``offset`` and ``template_score``; the probabilities are
+       ``scale``, ``scale_y``, ``offset``, ``template_score`` and ``angle``; the probabilities are
        corrected for the alignments tried.
     """
 
@@ -204,6 +210,7 @@ class Detection:
     scale_y: float = 1.0
     offset: tuple[int, int] = (0, 0)
     template_score: float = 0.0
+    angle: float = 0.0
 
 
 def binomial_tail(matched: int, total: int) -> float:
@@ -317,9 +324,10 @@ def detect(
     """
     Look for the watermark of ``key`` in ``pixels``, blind; optionally check a ProduceID.
 
-    The image may have been cropped, re-encoded, brightened, had its contrast changed or been
-    rescaled (0.4 to 1.6) since it was marked; see the module documentation for what survives.
-    Detection first tries scale 1, then the scales read from the residual's autocorrelation
+    The image may have been cropped, re-encoded, brightened, had its contrast changed, been
+    rescaled (0.4 to 1.6) or turned (up to 15 degrees) since it was marked; see the module
+    documentation for what survives. Detection first tries scale 1, then the scales and
+    rotations read from the residual's autocorrelation
     (ranked by the template alone); at most :data:`CANDIDATES` alignments have their bits
     tested, and the probabilities reported account for all of them.
 
@@ -342,7 +350,7 @@ def detect(
 
     .. versionadded:: 0.1.0
     .. versionchanged:: 0.2.0
-       Finds the mark after crops, tone changes and rescales; the ``strength`` argument is gone
+       Finds the mark after crops, tone changes, rescales and rotations; the ``strength`` argument is gone
        (detection does not depend on it).
     """
     if not (isinstance(threshold, float) and 0 < threshold < 1):
@@ -359,11 +367,16 @@ def detect(
     search = _centre(residual, _SEARCH_SIDE)
     tests = 1 if expected_id is None else 2
 
-    def align(scale_y: float, scale_x: float) -> tuple[float, float, _Decoded]:
-        folded = _fold(residual) if (scale_y, scale_x) == (1.0, 1.0) else _fold_scaled(search, scale_y, scale_x)
-        return scale_y, scale_x, _decode(folded, template_f, owner, signs)
+    def align(scale_y: float, scale_x: float, angle: float) -> tuple[float, float, float, _Decoded]:
+        if angle:
+            folded = _fold_rotated(_centre(search, _ROTATED_SIDE), scale_x, angle)
+        elif (scale_y, scale_x) == (1.0, 1.0):
+            folded = _fold(residual)
+        else:
+            folded = _fold_scaled(search, scale_y, scale_x)
+        return scale_y, scale_x, angle, _decode(folded, template_f, owner, signs)
 
-    def at(scale_y: float, scale_x: float, decoded: _Decoded) -> Detection:
+    def at(scale_y: float, scale_x: float, angle: float, decoded: _Decoded) -> Detection:
         offset, score, votes, noise = decoded
         recovered = (votes < 0).astype(np.uint8)
         # A bit with no vote at all (a flat image) is an erasure: it never counts as a match.
@@ -390,18 +403,19 @@ def detect(
             scale_y=round(scale_y, 4),
             offset=offset,
             template_score=round(score, 2),
+            angle=round(angle, 2),
         )
 
-    best = at(*align(1.0, 1.0))
+    best = at(*align(1.0, 1.0, 0.0))
     if best.present:
         return best
     # Not at scale 1: the image may have been rescaled. Candidate scales come from the
     # autocorrelation; the three whose template peak is highest have their bits tested. Both
     # choices look at the residual and the template only, never at the code bits.
-    aligned = [align(scale_y, scale_x) for scale_y, scale_x in _acf_scales(search)]
-    aligned.sort(key=lambda candidate: -candidate[2][1])
-    for scale_y, scale_x, decoded in aligned[:_ACF_PEAKS]:
-        found = at(scale_y, scale_x, decoded)
+    aligned = [align(*geometry) for geometry in _acf_scales(search)]
+    aligned.sort(key=lambda candidate: -candidate[3][1])
+    for candidate in aligned[:_ACF_PEAKS]:
+        found = at(*candidate)
         if (found.false_positive_probability, -found.template_score) < (
             best.false_positive_probability, -best.template_score
         ):
@@ -588,6 +602,19 @@ def _centre(values: np.ndarray, side: int) -> np.ndarray:
     return values[top : top + side, left : left + side]
 
 
+def _fold_rotated(residual: np.ndarray, scale: float, degrees: float) -> np.ndarray:
+    """The fold of ``residual`` as if it had been rotated back by ``degrees`` and resized by ``1 / scale``."""
+    height, width = residual.shape
+    turn = math.radians(degrees)
+    cos, sin = math.cos(turn) / scale, math.sin(turn) / scale
+    y = np.arange(height, dtype=np.float32)[:, None]
+    x = np.arange(width, dtype=np.float32)[None, :]
+    across = np.floor(x * cos + y * sin).astype(np.int64) % TILE
+    down = np.floor(y * cos - x * sin).astype(np.int64) % TILE
+    index = (down * TILE + across).ravel()
+    return np.bincount(index, weights=residual.ravel(), minlength=TILE * TILE).reshape(TILE, TILE)
+
+
 def _fold_scaled(residual: np.ndarray, scale_y: float, scale_x: float) -> np.ndarray:
     """The fold of ``residual`` as if it had been resized by ``1 / scale`` first.
 
@@ -613,11 +640,11 @@ def _fold_scaled(residual: np.ndarray, scale_y: float, scale_x: float) -> np.nda
     return folded
 
 
-def _acf_scales(residual: np.ndarray) -> list[tuple[float, float]]:
-    """Candidate scales ``(y, x)``, strongest first, from the autocorrelation of the residual.
+def _acf_scales(residual: np.ndarray) -> list[tuple[float, float, float]]:
+    """Candidate geometries ``(scale_y, scale_x, angle)``, from the autocorrelation of the residual.
 
-    A periodic mark puts peaks in the autocorrelation at multiples of its period along both axes;
-    the image's own correlation decays with the lag and is removed as a moving average.
+    A periodic mark puts peaks in the autocorrelation at multiples of its period along both of its
+    axes; the image's own correlation decays with the lag and is removed as a moving average.
     """
     height, width = residual.shape
     crop_h, crop_w = min(height, 1024), min(width, 1024)
@@ -629,22 +656,66 @@ def _acf_scales(residual: np.ndarray) -> list[tuple[float, float]]:
         return []
     acf /= acf[0, 0]
     low = int(TILE * _SCALES[0])
-    high = min(int(TILE * _SCALES[1]) + 2, crop_h // 2, crop_w // 2)
+    high = min(int(TILE * _SCALES[1]) + 2, crop_h // 2 - 2, crop_w // 2 - 2)
     if high - low < 3:
         return []
     along_x = acf[0, : high + 2] + 0.5 * (acf[1, : high + 2] + acf[-1, : high + 2])
     along_y = acf[: high + 2, 0] + 0.5 * (acf[: high + 2, 1] + acf[: high + 2, -1])
     # The same scale on both axes (the usual resize): the peaks of the two axes' sum ...
-    found = [(_vertex(along_y, lag) / TILE, _vertex(along_x, lag) / TILE)
+    found = [(_vertex(along_y, lag) / TILE, _vertex(along_x, lag) / TILE, 0.0)
              for lag in _peaks(along_x + along_y, low, high)[:_ACF_PEAKS]]
-    # ... then the aspect ratio changed: the two strongest peaks of each axis, paired.
-    found += [(_vertex(along_y, row) / TILE, _vertex(along_x, col) / TILE)
+    # ... then the aspect ratio changed: the two strongest peaks of each axis, paired ...
+    found += [(_vertex(along_y, row) / TILE, _vertex(along_x, col) / TILE, 0.0)
               for row in _peaks(along_y, low, high)[:2] for col in _peaks(along_x, low, high)[:2]]
-    unique: list[tuple[float, float]] = []
-    for scale in found:
-        if all(abs(scale[0] - y) > 0.003 * y or abs(scale[1] - x) > 0.003 * x for y, x in unique):
-            unique.append(scale)
+    # ... then a rotation: the strongest peaks off the axis, within a few degrees of it.
+    found += _rotated_peaks(acf, low, high)
+    unique: list[tuple[float, float, float]] = []
+    for scale_y, scale_x, angle in found:
+        if all(
+            abs(scale_y - y) > 0.003 * y or abs(scale_x - x) > 0.003 * x or abs(angle - a) > 0.1
+            for y, x, a in unique
+        ):
+            unique.append((scale_y, scale_x, angle))
     return unique
+
+
+def _rotated_peaks(acf: np.ndarray, low: int, high: int) -> list[tuple[float, float, float]]:
+    """The autocorrelation's strongest peaks within :data:`_MAX_ANGLE` of the x axis, as rotations.
+
+    Returns up to :data:`_ROTATIONS` ``(scale, scale, angle in degrees)``, leaving out peaks on the
+    axis (those are the unrotated candidates).
+    """
+    rows = np.arange(-high, high + 1)
+    cols = np.arange(low, high + 1)
+    window = acf[np.ix_(rows % acf.shape[0], cols)]
+    radius = np.hypot(rows[:, None], cols[None, :])
+    angle = np.degrees(np.arctan2(rows[:, None], cols[None, :]))
+    inside = (radius >= low) & (radius <= high) & (np.abs(angle) <= _MAX_ANGLE)
+    # The image's own correlation falls with the distance: compare each lag with the mean at its radius.
+    ring = np.minimum(np.rint(radius).astype(np.int64), high + 1)
+    totals = np.bincount(ring[inside], weights=window[inside], minlength=high + 2)
+    counts = np.bincount(ring[inside], minlength=high + 2)
+    above = np.where(inside, window - (totals / np.maximum(counts, 1))[ring], -np.inf)
+    # Local maxima (3x3) inside the window, strongest first.
+    core = above[1:-1, 1:-1]
+    neighbours = np.max(
+        [above[1 + dy : above.shape[0] - 1 + dy, 1 + dx : above.shape[1] - 1 + dx]
+         for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx],
+        axis=0,
+    )
+    peak_rows, peak_cols = np.nonzero(np.isfinite(core) & (core > neighbours))
+    order = np.argsort(core[peak_rows, peak_cols])[::-1]
+    found = []
+    for row, col in zip(peak_rows[order] + 1, peak_cols[order] + 1):
+        dy = rows[row] + _vertex(window[:, col], int(row)) - row
+        dx = cols[col] + _vertex(window[row, :], int(col)) - col
+        degrees = float(np.degrees(np.arctan2(dy, dx)))
+        if abs(degrees) >= _MIN_ANGLE:
+            scale = float(np.hypot(dy, dx)) / TILE
+            found.append((scale, scale, degrees))
+        if len(found) == _ROTATIONS:
+            break
+    return found
 
 
 def _peaks(values: np.ndarray, low: int, high: int) -> list[int]:
