@@ -127,6 +127,32 @@ def test_takeover_from_the_cli_reaches_every_worker_within_2_s(server: str, tmp_
         assert ["on", "off"] == states
 
 
+def test_takeover_from_the_cli_reaches_every_worker_of_two_replica_servers(tmp_path: Path, pg_url: str,
+                                                                            pg_schema: str) -> None:
+    """Two replica servers on one PostgreSQL schema (uvicorn, 2 workers each, real processes): the
+    console script, run with replica B's profile while both serve, switches on; every worker of
+    both replicas answers 503 within 2 s of the record, and serves again within 2 s of the end."""
+    from test_replicas import Replica, assert_clean_logs, make_site, running, stop_all
+
+    site = make_site(tmp_path, pg_url, pg_schema)
+    a, b = Replica("replica-a", site.folders[0]), Replica("replica-b", site.folders[1])
+    cli_site = Site(config=b.config, ledger=b.folder / "ledger.db", verifier_key=site.verifier_key, folder=b.folder)
+    with running(a, b):
+        workers = {replica.name: replica.workers() for replica in (a, b)}
+        delays = []
+        for state, status in (("on", 503), ("off", 200)):
+            args = ["takeover", "on", "--reason", "replica drill"] if state == "on" else ["takeover", "off"]
+            at = _recorded_at(_cli(cli_site, *args, "--by", "op-1"))
+            for replica in (a, b):
+                first = _every_worker_answers(replica.base_url, workers[replica.name], status, at)
+                delays.append((state, replica.name, max(first.values()) - at))
+        print("; ".join(f"{state} reached every worker of {name} {delay:.3f} s after its record"
+                        for state, name, delay in delays))
+        assert all(delay < PROPAGATION for _, _, delay in delays), delays
+        stop_all(a, b)
+    assert_clean_logs(a, b)
+
+
 def test_takeover_reaches_another_replica_within_2_s(tmp_path: Path, make_replica: Any) -> None:
     """Two replica ledgers on one PostgreSQL schema, each behind its own middleware: a switch made
     through replica A's operator endpoint reaches replica B within 2 s, and so does its end."""
