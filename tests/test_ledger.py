@@ -175,22 +175,6 @@ class TestPersonalData:
         assert "personal" in ledger.read(index)
         assert "personal" not in ledger.read(0)
 
-    def test_sealed_data_moved_to_another_record_does_not_open(self, make_ledger, tmp_path: Path) -> None:
-        ledger = make_ledger()
-        ledger.append(interaction(0))
-        ledger.append(interaction(1))
-        ledger.close()
-        db = sqlite3.connect(tmp_path / "ledger.db")
-        first, second = (json.loads(row[0]) for row in db.execute("SELECT data FROM records ORDER BY idx"))
-        second["sealed"] = first["sealed"]
-        db.execute("UPDATE records SET data=? WHERE idx=1", (json.dumps(second, separators=(",", ":")).encode(),))
-        db.commit()
-        db.close()
-
-        reopened = make_ledger()
-        with pytest.raises(LedgerBroken, match="sealed data does not open"):
-            reopened.read(1)
-
     def test_master_key_rotation_rewraps_without_touching_records(self, make_ledger, tmp_path: Path, signer) -> None:
         ledger = make_ledger()
         for i in range(4):
