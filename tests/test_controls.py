@@ -268,6 +268,13 @@ def test_cli_incidents_and_takeover(config: Path) -> None:
     off = cli(config, "takeover", "off", "--by", "op-1")
     assert 0 == off.returncode and "nothing recorded" not in off.stdout
     assert "AI routes are served" in cli(config, "takeover", "status").stdout
+    # Without --config, the CLI's profile rule: $AIOBLIGATIONS_CONFIG, named on stderr.
+    import os
+
+    found = subprocess.run([CLI, "takeover", "status", "--json"], capture_output=True, text=True, timeout=120,
+                           check=False, cwd=config.parent.parent, env={**os.environ, "AIOBLIGATIONS_CONFIG": str(config)})
+    assert 0 == found.returncode and json.loads(found.stdout)["halting"] is False, found.stderr
+    assert f"using profile {config}" in found.stderr
     with Obligations.from_file(config) as hub:
         assert ["on", "off"] == [r["state"] for r in records(hub, "control")]
         assert ["open", "update", "close"] == [r["step"] for r in records(hub, "incident")]

@@ -41,10 +41,11 @@ def _fail(message: str, status: int = 2) -> NoReturn:
 @contextlib.contextmanager
 def _controls(config: Path | None) -> Iterator[tuple[ControlState, Any]]:
     """The configured hub's controls (and its profile); closes (flushing) the ledger afterwards."""
+    from ..cli import find_config  # The one rule every command finds its profile by.
     from ..obligations import Obligations
 
     try:
-        hub = Obligations.from_file(config or Path(DEFAULT_CONFIG))
+        hub = Obligations.from_file(find_config(config) or Path(DEFAULT_CONFIG))
     except LedgerError as exc:
         _fail(f"cannot open the ledger: {exc}")
     except ObligationError as exc:
@@ -64,7 +65,8 @@ def _controls(config: Path | None) -> Iterator[tuple[ControlState, Any]]:
 
 def _config_option(function: Any) -> Any:
     return click.option("--config", "config", type=click.Path(dir_okay=False, path_type=Path), default=None,
-                        help=f"The profile to use (default ./{DEFAULT_CONFIG}).")(function)
+                        help=f"The profile to use (default: $AIOBLIGATIONS_CONFIG, else ./{DEFAULT_CONFIG}, "
+                        f"else ./demo/{DEFAULT_CONFIG}).")(function)
 
 
 def _by_option(function: Any) -> Any:
