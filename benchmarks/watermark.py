@@ -24,8 +24,8 @@ What each figure measures
     ProduceID (``"too small"`` when the attack leaves less than ``MIN_SIDE`` pixels on a side).
     The attacks are those of ``tests/test_watermark_robust.py`` plus a few harder
     ones (20 % from every edge, JPEG quality 50, other scales, a change of aspect ratio, a crop, a
-    halving and JPEG together, rotations by 2 and 10 degrees) and one the mark is not meant to
-    survive (a mirror flip).
+    halving and JPEG together, rotations by 2 and 10 degrees, a mirror image, a quarter turn) and one
+    the mark is not meant to survive (a 30-degree rotation).
 ``false_positives``
     1,000 unmarked images (random crops, rescales, flips and turns of the samples, every fifth a
     synthetic picture; ``unmarked_images`` in the tests, another seed), each read with the key and a
@@ -80,7 +80,9 @@ EXTRA: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "crop_all_edges_10+resize_50+jpeg_q75": lambda p: jpeg(resize(crop(p, 0.1, 0.1, 0.1, 0.1), 0.5)),
     "rotate_2deg": lambda p: np.asarray(Image.fromarray(p).rotate(2, Image.Resampling.BILINEAR)),
     "rotate_10deg+jpeg_q75": lambda p: jpeg(np.asarray(Image.fromarray(p).rotate(10, Image.Resampling.BILINEAR))),
-    "mirror (not survived)": lambda p: np.ascontiguousarray(p[:, ::-1]),
+    "mirror+jpeg_q75": lambda p: jpeg(np.ascontiguousarray(p[:, ::-1])),
+    "turn_90+jpeg_q75": lambda p: jpeg(np.ascontiguousarray(np.rot90(p))),
+    "rotate_30deg (not survived)": lambda p: np.asarray(Image.fromarray(p).rotate(30, Image.Resampling.BILINEAR)),
 }
 
 

@@ -46,14 +46,13 @@ def textured_image(height: int, width: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     base = natural_image(height, width, seed).astype(np.float32)
     stripes = 25 * np.sin(np.arange(width, dtype=np.float32) / 1.7)[None, :, None]
-    return np.clip(base + rng.normal(0, 20, base.shape) + stripes, 0, 255).astype(
-        np.uint8
-    )
+    textured: np.ndarray = np.clip(base + rng.normal(0, 20, base.shape) + stripes, 0, 255).astype(np.uint8)
+    return textured
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return 10 * np.log10(255**2 / mse)
+    return float(10 * np.log10(255**2 / mse))
 
 
 def jpeg(pixels: np.ndarray, quality: int = 75) -> np.ndarray:

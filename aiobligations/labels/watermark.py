@@ -42,7 +42,9 @@ How it is detected, blind (no original needed):
    strongest peaks common to both axes, the two strongest of each axis (paired: the aspect ratio
    may have changed) and the three strongest up to 15 degrees off the axis (a rotation) give
    candidate geometries; for each, every pixel is folded into the tile position it came from in
-   the marked image, and the three with the highest template peak have their bits read.
+   the marked image, and the three with the highest template peak have their bits read. Each
+   folded tile is laid on the template in its eight orientations (an image mirrored, flipped or
+   turned by quarter turns folds into the tile mirrored, flipped or transposed), keeping the best.
 5. **Decode**: each code bit is the sign of the correlation of its cells with their keyed signs;
    a bit with no vote at all (a flat image) never counts as a match.
 
@@ -59,9 +61,9 @@ the two, so an ID match (``id_matches``) always implies ``present``: one verdict
 It survives (measured on scikit-image's sample photos, ``benchmarks/watermark.py``): crops of up to
 20 % from any edges combined with JPEG at quality 75; brightness and contrast changes of 15 %; a
 rescale between 0.5 and 1.33 that is not undone (with or without JPEG); a screenshot-like re-save
-(RGBA PNG, a slightly different size); a change of aspect ratio; a rotation of up to 15 degrees.
-It does **not** survive mirroring, larger rotations or perspective, nor crops or rescales that
-leave less than about 200 pixels on the short side; the smallest image that carries the payload is 256x256 (:data:`MIN_SIDE` is the hard
+(RGBA PNG, a slightly different size); a change of aspect ratio; a rotation of up to 15 degrees;
+mirroring and quarter turns. It does **not** survive other rotations, perspective or shearing, nor
+crops or rescales that leave less than about 200 pixels on the short side; the smallest image that carries the payload is 256x256 (:data:`MIN_SIDE` is the hard
 limit, 128). Close-ups of irregular texture (grass, gravel) hide the mark from the detector as
 well as from the eye: found unattacked, often lost after JPEG, crops or a halving.
 
@@ -79,6 +81,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -152,8 +155,20 @@ _ROTATIONS = 3  # rotated candidates from the autocorrelation
 _ROTATED_SIDE = 1024  # a rotated candidate is folded from the central 1024x1024 pixels
 
 
-_Decoded = tuple[tuple[int, int], float, np.ndarray, float]
-"""What :func:`_decode` finds in a folded tile: the offset, the template's peak score, the code bits' votes and their noise."""
+_Decoded = tuple[tuple[int, int], float, np.ndarray, float, str]
+"""What :func:`_decode` finds in a folded tile: the offset, the template's peak score, the code bits' votes, their noise and the orientation."""
+
+_ORIENTATIONS: tuple[tuple[str, Callable[[np.ndarray], np.ndarray]], ...] = (
+    ("as marked", lambda tile: tile),
+    ("mirrored", lambda tile: tile[:, ::-1]),
+    ("upside down", lambda tile: tile[::-1, :]),
+    ("turned 180 degrees", lambda tile: tile[::-1, ::-1]),
+    ("transposed", lambda tile: tile.T),
+    ("turned 90 degrees counter-clockwise", lambda tile: tile.T[:, ::-1]),
+    ("turned 90 degrees clockwise", lambda tile: tile.T[::-1, :]),
+    ("transposed the other way", lambda tile: tile.T[::-1, ::-1]),
+)
+"""The eight ways to lay the folded tile on the template (the image mirrored, flipped or turned by quarter turns)."""
 
 
 @dataclass(frozen=True)
@@ -189,11 +204,14 @@ class Detection:
             correlation (about 4 on an unmarked image, 8 or more on a marked one). Diagnostic only.
         angle: The rotation the mark was found at, in degrees (positive: turned clockwise as
             seen, Pillow's ``rotate`` with a negative angle); 0 when it was not rotated.
+        orientation: How the image lies compared with the marked one: ``"as marked"``,
+            ``"mirrored"``, ``"upside down"``, ``"turned 180 degrees"``, ``"turned 90 degrees
+            clockwise"`` (or counter-clockwise), ``"transposed"`` or ``"transposed the other way"``.
 
     .. versionadded:: 0.1.0
     .. versionchanged:: 0.2.0
-       ``scale``, ``scale_y``, ``offset``, ``template_score`` and ``angle``; the probabilities are
-       corrected for the alignments tried.
+       ``scale``, ``scale_y``, ``offset``, ``template_score``, ``angle`` and ``orientation``;
+       the probabilities are corrected for the alignments tried.
     """
 
     present: bool
@@ -211,6 +229,7 @@ class Detection:
     offset: tuple[int, int] = (0, 0)
     template_score: float = 0.0
     angle: float = 0.0
+    orientation: str = "as marked"
 
 
 def binomial_tail(matched: int, total: int) -> float:
@@ -377,7 +396,7 @@ def detect(
         return scale_y, scale_x, angle, _decode(folded, template_f, owner, signs)
 
     def at(scale_y: float, scale_x: float, angle: float, decoded: _Decoded) -> Detection:
-        offset, score, votes, noise = decoded
+        offset, score, votes, noise, orientation = decoded
         recovered = (votes < 0).astype(np.uint8)
         # A bit with no vote at all (a flat image) is an erasure: it never counts as a match.
         agrees = (recovered == expected) & (votes != 0)
@@ -404,6 +423,7 @@ def detect(
             offset=offset,
             template_score=round(score, 2),
             angle=round(angle, 2),
+            orientation=orientation,
         )
 
     best = at(*align(1.0, 1.0, 0.0))
@@ -572,19 +592,29 @@ def _fold(residual: np.ndarray) -> np.ndarray:
 
 
 def _decode(folded: np.ndarray, template_f: np.ndarray, owner: np.ndarray, signs: np.ndarray) -> _Decoded:
-    """Align the folded tile with the template; return the offset, peak score, bit votes and vote noise."""
-    spectrum = np.fft.rfft2(folded)
-    # Periodic image texture (stripes, bricks) that happens to fit the tile adds up in the fold as a
-    # few strong spectral lines; the mark is spread over the whole spectrum. Cap every line at a
-    # few times the median magnitude.
-    magnitude = np.abs(spectrum)
-    cap = _LINE_CAP * float(np.median(magnitude))
-    if cap > 0:
-        spectrum *= np.minimum(1.0, cap / np.maximum(magnitude, 1e-12))
-    correlation = np.fft.irfft2(spectrum * template_f, s=(TILE, TILE))
-    row, col = np.unravel_index(int(np.argmax(correlation)), correlation.shape)
-    spread = float(correlation.std())
-    score = float((correlation[row, col] - correlation.mean()) / spread) if spread > 0 else 0.0
+    """Align the folded tile with the template; return the offset, peak score, bit votes, vote noise and orientation.
+
+    A mirrored, flipped or quarter-turned image folds into the same tile mirrored, flipped or
+    transposed (up to a shift), so the eight orientations of the tile are tried and the one with
+    the highest template peak is kept: a choice that looks at the template alone.
+    """
+    best: tuple[float, int, int, np.ndarray, str] | None = None
+    for name, orient in _ORIENTATIONS:
+        spectrum = np.fft.rfft2(orient(folded))
+        # Periodic image texture (stripes, bricks) that happens to fit the tile adds up in the fold
+        # as a few strong spectral lines; the mark is spread over the whole spectrum. Cap every
+        # line at a few times the median magnitude.
+        magnitude = np.abs(spectrum)
+        cap = _LINE_CAP * float(np.median(magnitude))
+        if cap > 0:
+            spectrum *= np.minimum(1.0, cap / np.maximum(magnitude, 1e-12))
+        correlation = np.fft.irfft2(spectrum * template_f, s=(TILE, TILE))
+        peak = int(np.argmax(correlation))
+        spread = float(correlation.std())
+        score = float((correlation.flat[peak] - correlation.mean()) / spread) if spread > 0 else 0.0
+        if best is None or score > best[0]:
+            best = (score, *divmod(peak, TILE), spectrum, name)
+    score, row, col, spectrum, orientation = best  # type: ignore[misc]
     # The response of every cell: the folded tile correlated with the cell's hat, at the cell centres.
     response = np.fft.irfft2(spectrum * np.conj(_KERNEL), s=(TILE, TILE))
     response = np.roll(response, (-int(row), -int(col)), axis=(0, 1))
@@ -592,7 +622,7 @@ def _decode(folded: np.ndarray, template_f: np.ndarray, owner: np.ndarray, signs
     code = owner >= 0
     votes = np.bincount(owner[code], weights=cells[code], minlength=CODE_BITS)
     noise = float(np.std(cells)) * math.sqrt(np.mean(np.bincount(owner[code]))) or 1.0
-    return (int(row), int(col)), score, votes, noise
+    return (int(row), int(col)), score, votes, noise, orientation
 
 
 def _centre(values: np.ndarray, side: int) -> np.ndarray:
