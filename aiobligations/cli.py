@@ -230,19 +230,33 @@ def demo(port: int, host: str, config: Path | None) -> None:
               help="The record key (64 hex digits, or a file holding them) the provider gave you: every "
                    "record's mac is checked, so an altered record is named exactly. Default: derived from "
                    "the configured signing key, when there is one.")
+@click.option("--witness", "witness_keys", multiple=True,
+              help="A witness's verifier key (name+id+key, type 0x04) or a file holding it; repeat for more. "
+                   "Then the checkpoint must carry --quorum valid cosignatures by them.")
+@click.option("--quorum", type=int, default=None,
+              help="How many --witness cosignatures are required (default: all of them).")
+@click.option("--tsa-root", "tsa_roots", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="A PEM file of timestamp-authority root certificates; repeat for more. Then the checkpoint "
+                   "must carry an RFC 3161 timestamp that verifies against one of them.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @_config_option
 def verify(path: str, schema: str, key: str | None, since: str | None, trust_bundle_key: bool, mac_key: str | None,
-           as_json: bool, config: Path | None) -> None:
+           witness_keys: tuple[str, ...], quorum: int | None, tsa_roots: tuple[Path, ...], as_json: bool,
+           config: Path | None) -> None:
     """Verify a ledger database or an audit bundle: every record, the root, the signature.
 
     PATH is a bundle (folder or .tar.gz), a SQLite ledger file, or a PostgreSQL URL
     (postgresql://user@host:5432/database). The verifier key must be pinned: --key, or the
     configured signing key (--config or ./aiobligations.toml); --trust-bundle-key uses the key the
-    bundle carries instead. Exits 0 when intact, 1 on a break (naming the first bad index, or the
-    table and row) or a checkpoint signed by another key than the pinned one, 2 on unusable input
-    or no pinned key.
+    bundle carries instead. With --witness (and --quorum) the checkpoint must also carry that many
+    valid witness cosignatures, and with --tsa-root a timestamp that verifies. Exits 0 when intact
+    (and witnessed), 1 on a break (naming the first bad index, or the table and row), a checkpoint
+    signed by another key than the pinned one, or missing cosignatures or timestamps, 2 on unusable
+    input or no pinned key.
     """
+    from .witness.command import checks_from_options, report_checks
+
+    checks = checks_from_options(witness_keys, quorum, tsa_roots)
     if key is not None and not key.strip():
         _fail("--key is not a verifier key: it is empty (give name+id+key, or a file holding it)")
     if config is None and (key is None or mac_key is None):
@@ -263,17 +277,19 @@ def verify(path: str, schema: str, key: str | None, since: str | None, trust_bun
         _fail(str(exc))
     if as_json:
         click.echo(json.dumps({"intact": True, **report.as_dict()}, indent=1))
-        return
-    click.echo(
-        f"intact: {report.end - report.start} records [{report.start}, {report.end}) of "
-        f"{report.origin}, tree size {report.checkpoint_size}, signed by {report.key}"
-    )
-    if report.since is not None:
-        click.echo(f"consistent with the earlier checkpoint of size {report.since}")
-    if report.unsigned:
-        click.echo(f"{report.unsigned} newer records match their hashes but no checkpoint signs them yet")
-    for note in report.notes:
-        click.echo(f"note: {note}")
+    else:
+        click.echo(
+            f"intact: {report.end - report.start} records [{report.start}, {report.end}) of "
+            f"{report.origin}, tree size {report.checkpoint_size}, signed by {report.key}"
+        )
+        if report.since is not None:
+            click.echo(f"consistent with the earlier checkpoint of size {report.since}")
+        if report.unsigned:
+            click.echo(f"{report.unsigned} newer records match their hashes but no checkpoint signs them yet")
+        for note in report.notes:
+            click.echo(f"note: {note}")
+    if checks is not None:
+        report_checks(checks, report.checkpoint_note, report.checkpoint_timestamps, err=as_json)
 
 
 def _record_key(value: str | None, config: Path | None) -> bytes | None:
@@ -421,12 +437,22 @@ def version(config: Path | None) -> None:
 @click.option("--key", required=True, help="The ledger's verifier key (name+id+key), or a file holding it.")
 @click.option("--record", "record", default=None, type=click.Path(dir_okay=False, path_type=Path),
               help="The record's bytes, when the receipt does not carry them.")
-def verify_receipt_command(file: Path, key: str, record: Path | None) -> None:
+@click.option("--witness", "witness_keys", multiple=True,
+              help="A witness's verifier key (name+id+key) or a file holding it; repeat for more. Then the "
+                   "receipt's checkpoint must carry --quorum valid cosignatures by them.")
+@click.option("--quorum", type=int, default=None,
+              help="How many --witness cosignatures are required (default: all of them).")
+def verify_receipt_command(file: Path, key: str, record: Path | None, witness_keys: tuple[str, ...],
+                           quorum: int | None) -> None:
     """Check a receipt (C2SP tlog-proof) offline: the record was in the signed log.
 
-    Exits 0 when it verifies, 1 when it does not, 2 on unusable input.
+    With --witness (and --quorum), its checkpoint must also carry that many valid witness
+    cosignatures. Exits 0 when it verifies, 1 when it does not, 2 on unusable input.
     """
-    from .ledger.receipts import InvalidReceipt, verify_receipt
+    from .ledger.receipts import InvalidReceipt, parse_receipt, verify_receipt
+    from .witness.command import checks_from_options, report_checks
+
+    checks = checks_from_options(witness_keys, quorum)
 
     # Read like a media file (a FIFO hung here, /dev/zero ran out of memory), with a receipt's bound.
     raw = _read_input(file, limit=MAX_RECEIPT)
@@ -445,6 +471,8 @@ def verify_receipt_command(file: Path, key: str, record: Path | None) -> None:
     except (ConfigurationError, ValueError) as exc:
         _fail(str(exc))
     click.echo(f"verified: the record is in {checkpoint.origin} at tree size {checkpoint.size}")
+    if checks is not None:
+        report_checks(checks, parse_receipt(raw).checkpoint, [])
 
 
 def _read_input(path: Path, *, limit: int | None = None) -> bytes:

@@ -1,16 +1,16 @@
-"""The ``aiobligations witness`` commands, and ``--witness``/``--quorum`` on ``verify`` and ``verify-receipt``.
+"""The ``aiobligations witness`` commands, and the checks behind ``--witness``/``--quorum``/``--tsa-root``.
 
 ``aiobligations witness init DIR`` makes a witness key; ``aiobligations witness serve`` runs the
-witness (c2sp.org/tlog-witness) with uvicorn. :func:`witness_commands` returns the command group
-and adds the witness options to the main group's ``verify`` and ``verify-receipt``.
+witness (c2sp.org/tlog-witness) with uvicorn. :func:`witness_commands` returns the command group;
+``verify`` and ``verify-receipt`` (in :mod:`aiobligations.cli`) read their witness options with
+:func:`checks_from_options` and check the verified checkpoint with :func:`report_checks`.
 """
 
 from __future__ import annotations
 
-import functools
 import socket
 import sys
-from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
@@ -20,7 +20,7 @@ import click
 from ..ledger.note import Verifier
 from .cosignature import Cosignature, CosignatureError, WitnessSigner, WitnessVerifier, check_quorum
 
-__all__ = ["witness_commands"]
+__all__ = ["Checks", "checks_from_options", "report_checks", "witness_commands"]
 
 
 def _fail(message: str, status: int = 2) -> NoReturn:
@@ -157,21 +157,6 @@ def _report_quorum(note: str, verifiers: list[WitnessVerifier], quorum: int, *, 
     click.echo(f"witnessed: {len(found)} of {len(verifiers)} witnesses cosigned (quorum {quorum})", err=err)
 
 
-_WITNESS_OPTION = click.Option(
-    ["--witness", "witness_keys"], multiple=True,
-    help="A witness's verifier key (name+id+key, type 0x04) or a file holding it; repeat for more. "
-         "Then the checkpoint must carry --quorum valid cosignatures by them.")
-_QUORUM_OPTION = click.Option(
-    ["--quorum"], type=int, default=None,
-    help="How many --witness cosignatures are required (default: all of them).")
-
-
-_TSA_ROOT_OPTION = click.Option(
-    ["--tsa-root", "tsa_roots"], multiple=True, type=click.Path(dir_okay=False, path_type=Path),
-    help="A PEM file of timestamp-authority root certificates; repeat for more. Then the checkpoint must "
-         "carry an RFC 3161 timestamp that verifies against one of them.")
-
-
 def _tsa_roots(paths: tuple[Path, ...]) -> list[Any]:
     from cryptography import x509
 
@@ -202,97 +187,46 @@ def _report_timestamps(note: str, timestamps: list[tuple[str, bytes]], roots: li
               "against the --tsa-root certificates", 1)
 
 
-def _extend_verify(command: click.Command) -> None:
-    """Add --witness/--quorum (and --tsa-root) to ``verify``: checked once the log verified."""
-    original = command.callback
-    assert original is not None
+@dataclass(frozen=True)
+class Checks:
+    """What ``verify --witness/--quorum/--tsa-root`` (or ``verify-receipt --witness``) asks of a checkpoint."""
 
-    @functools.wraps(original)
-    def callback(*args: Any, witness_keys: tuple[str, ...], quorum: int | None, tsa_roots: tuple[Path, ...],
-                 **kwargs: Any) -> Any:
-        if not witness_keys and not tsa_roots:
-            if quorum is not None:
-                _fail("--quorum needs at least one --witness key")
-            return original(*args, **kwargs)
-        if quorum is not None and not witness_keys:
-            _fail("--quorum needs at least one --witness key")
-        verifiers, quorum = _witnesses(witness_keys, quorum) if witness_keys else ([], 0)
-        roots = _tsa_roots(tsa_roots)
-        from .. import cli
-
-        # The report of the verification itself, captured on its way to the command's output.
-        # (cli.py is shared by several features: the witness options live here.)
-        reports: list[Any] = []
-        verify_path = cli.verify_path
-
-        def capturing(*a: Any, **k: Any) -> Any:
-            report = verify_path(*a, **k)
-            reports.append(report)
-            return report
-
-        cli.verify_path = capturing
-        try:
-            result = original(*args, **kwargs)
-        finally:
-            cli.verify_path = verify_path
-        if not reports:
-            # Fail closed: a verification whose report this wrapper did not see was not checked here.
-            _fail("the witnesses and timestamps could not be checked (no verification report was seen)", 1)
-        if reports:
-            report = reports[-1]
-            err = bool(kwargs.get("as_json"))
-            if verifiers:
-                _report_quorum(report.checkpoint_note, verifiers, quorum, err=err)
-            if roots:
-                _report_timestamps(report.checkpoint_note, report.checkpoint_timestamps, roots, err=err)
-        return result
-
-    command.callback = callback
-    command.params.extend([_WITNESS_OPTION, _QUORUM_OPTION, _TSA_ROOT_OPTION])
+    verifiers: list[WitnessVerifier]
+    quorum: int
+    roots: list[Any]
 
 
-def _extend_verify_receipt(command: click.Command) -> None:
-    """Add --witness/--quorum to ``verify-receipt``: the receipt's checkpoint must carry them."""
-    original = command.callback
-    assert original is not None
+def checks_from_options(keys: tuple[str, ...], quorum: int | None, tsa_roots: tuple[Path, ...] = ()) -> Checks | None:
+    """The checks the options ask for (``None``: none), or exit 2 naming what is wrong with them.
 
-    @functools.wraps(original)
-    def callback(*args: Any, witness_keys: tuple[str, ...], quorum: int | None, **kwargs: Any) -> Any:
-        if not witness_keys:
-            if quorum is not None:
-                _fail("--quorum needs at least one --witness key")
-            return original(*args, **kwargs)
-        verifiers, quorum = _witnesses(witness_keys, quorum)
-        result = original(*args, **kwargs)  # Exits unless the receipt verified.
-        from ..ledger.receipts import parse_receipt
+    Called before verifying, so that a bad key or quorum is unusable input whatever the log holds.
+    """
+    if quorum is not None and not keys:
+        _fail("--quorum needs at least one --witness key")
+    if not keys and not tsa_roots:
+        return None
+    verifiers, required = _witnesses(keys, quorum) if keys else ([], 0)
+    return Checks(verifiers, required, _tsa_roots(tsa_roots))
 
-        file: Path = kwargs["file"]
-        receipt = parse_receipt(file.read_bytes())
-        _report_quorum(receipt.checkpoint, verifiers, quorum)
-        return result
 
-    command.callback = callback
-    command.params.extend([_WITNESS_OPTION, _QUORUM_OPTION])
+def report_checks(checks: Checks, note: str, timestamps: list[tuple[str, bytes]], *, err: bool = False) -> None:
+    """Print who cosigned and timestamped the verified checkpoint ``note``; exit 1 naming what is missing."""
+    if checks.verifiers:
+        _report_quorum(note, checks.verifiers, checks.quorum, err=err)
+    if checks.roots:
+        _report_timestamps(note, timestamps, checks.roots, err=err)
 
 
 def witness_commands(main: click.Group) -> click.Group:
     """
-    The ``witness`` command group, for ``main.add_command``; also gives ``main``'s ``verify`` and
-    ``verify-receipt`` their ``--witness`` and ``--quorum`` options.
+    The ``witness`` command group, for ``main.add_command``.
 
     Args:
-        main: The ``aiobligations`` command group.
+        main: The ``aiobligations`` command group (kept for compatibility; nothing is added to it).
 
     Returns:
         The ``witness`` group.
 
     .. versionadded:: 0.2.0
     """
-    extenders: dict[str, Callable[[click.Command], None]] = {
-        "verify": _extend_verify, "verify-receipt": _extend_verify_receipt}
-    for name, extend in extenders.items():
-        command = main.commands.get(name)
-        if command is not None and not any(p.name == "witness_keys" for p in command.params):
-            extend(command)
     return witness_group
-
