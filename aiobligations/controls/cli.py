@@ -117,20 +117,20 @@ def open_command(title: str, scope: str, measures: str, user_actions: str, conta
 
 @incident_group.command("update")
 @click.argument("incident_id")
-@click.option("--title", default=None)
-@click.option("--scope", default=None)
-@click.option("--measures", default=None)
-@click.option("--user-actions", "user_actions", default=None)
-@click.option("--contact", default=None)
-@click.option("--course", default=None)
-@click.option("--severity", default=None)
+@click.option("--title", default=None, help="A new title.")
+@click.option("--scope", default=None, help="Who and what is affected, as known now.")
+@click.option("--measures", default=None, help="The remedial measures taken so far.")
+@click.option("--user-actions", "user_actions", default=None, help="What users can do to reduce harm.")
+@click.option("--contact", default=None, help="How to reach you about it.")
+@click.option("--course", default=None, help="The course of events so far.")
+@click.option("--severity", default=None, help="A severity label.")
 @click.option("--suspend/--no-suspend", "suspend", default=None, help="Start or end the suspension of AI routes.")
 @_by_option
 @_json_option
 @_config_option
 def update_command(incident_id: str, suspend: bool | None, by: str, as_json: bool, config: Path | None,
                    **fields: str | None) -> None:
-    """Update an open incident; only the fields given and different are recorded."""
+    """Update an open incident; only the fields that change are recorded."""
     with _controls(config) as (controls, _):
         incident = controls.update_incident(incident_id, by=by, suspend=suspend, **fields)
     _print(incident, as_json)
