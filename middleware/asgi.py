@@ -75,6 +75,12 @@ def _default_obligations() -> Obligations:
 class ObligationsMiddleware:
     """Wrap an ASGI app so that every AI response discloses AI and leaves evidence in the ledger.
 
+    Operators can take AI routes over (Art. 52(4)) or suspend them during a security incident
+    (Art. 37) from any process of the service (see :mod:`aiobligations.controls`): the covered
+    requests then go to a human fallback path of the app, or get 503 ``service_taken_over`` with
+    ``Retry-After``. Each middleware follows the controls from a thread of its process; the request
+    path only reads their current snapshot.
+
     Example:
         >>> app = ObligationsMiddleware(app, obligations=Obligations.from_file("aiobligations.toml"))  # doctest: +SKIP
 
@@ -98,6 +104,7 @@ class ObligationsMiddleware:
             shared-state file beside the ledger is unusable (see :mod:`aiobligations.sharedstate`).
 
     .. versionadded:: 0.1.0
+    .. versionchanged:: 0.2.0 Takeover and suspension of AI routes (the operator controls).
     """
 
     def __init__(
