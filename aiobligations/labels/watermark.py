@@ -48,10 +48,11 @@ How it is detected, blind (no original needed):
 5. **Decode**: each code bit is the sign of the correlation of its cells with their keyed signs;
    a bit with no vote at all (a flat image) never counts as a match.
 
-False positives (the multiple-comparison problem): the alignment and scale are chosen with the
-template alone, never with the code bits, and every cell's keyed sign is independent of the image,
-so at a chosen alignment each code bit agrees with the expected one with probability exactly 1/2
-on an image that does not carry this key's mark. At most :data:`CANDIDATES` (4) alignments are
+False positives (the multiple-comparison problem): the alignment (shift, scale, rotation and
+orientation) is chosen with the residual and the template alone, never with the code bits, and
+every cell's keyed sign is independent of the image, so at a chosen alignment each code bit agrees
+with the expected one with probability exactly 1/2 on an image that does not carry this key's
+mark. At most :data:`CANDIDATES` (4) alignments are
 tested, so the reported probability is ``4 x P(X >= matched)``, ``X ~ Bin(32, 1/2)``, minimised
 over the alignments tested (a Bonferroni bound). With a candidate ProduceID two tests are made (the
 sync bits, the 64 ID bits), so both probabilities are doubled. ``present`` is
