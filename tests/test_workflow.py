@@ -332,3 +332,31 @@ def test_the_hub_erases_in_the_ledger_without_a_desk(hub: Obligations) -> None:
     records = [hub.ledger.read(i) for i in range(hub.ledger.size)]
     record = next(r for r in records if r.get("interaction_id") == interaction_id)
     assert "personal" not in record and "sealed" in record
+
+
+def test_an_altered_request_record_is_skipped_not_fatal_to_every_later_request(
+        hub: Obligations, config: Path, clock: Clock) -> None:
+    """A row altered in the store (its mac no longer checks) is logged and skipped; the desk goes on."""
+    import sqlite3
+
+    from aiobligations.ledger import merkle
+
+    desk = RequestDesk(hub, clock=clock)
+    first = desk.ask(interaction(hub), "alice", "why?")
+    second = desk.ask(interaction(hub, "bob"), "bob", "why not?")
+    hub.ledger.flush()
+    index = first.history[0].index
+    db = sqlite3.connect(config.parent / "ledger.db")
+    data = db.execute("SELECT data FROM records WHERE idx = ?", (index,)).fetchone()[0]
+    altered = data.replace(b'"step":"received"', b'"step":"answered"')
+    assert altered != data
+    with db:
+        db.execute("UPDATE records SET data = ?, leaf = ? WHERE idx = ?", (altered, merkle.leaf_hash(altered), index))
+    db.close()
+
+    with capture_logs() as logs:
+        rebuilt = RequestDesk(hub, clock=clock)
+    assert [index] == [e["index"] for e in logs if e["event"] == "requests.record_altered"]
+    assert "received" == rebuilt.request(second.id).state
+    with pytest.raises(NotFound):
+        rebuilt.request(first.id)

@@ -322,6 +322,11 @@ class RequestDesk:
                 record = ledger.read(index)
             except IndexError:  # Pruned meanwhile.
                 continue
+            except LedgerBroken as exc:
+                # An altered row (its mac, or its sealed part, does not check): the desk skips it
+                # rather than stop following the log for every later request; `verify` names it too.
+                log.error("requests.record_altered", index=index, reason=exc.reason)
+                continue
             # The kind column only finds candidates; the record's own (hashed) bytes decide. A row
             # whose column was edited to a followed kind is not folded in (`verify` reports it).
             if record.get("kind") not in _FOLLOWED:
