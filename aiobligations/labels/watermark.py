@@ -133,7 +133,7 @@ MIN_SIDE = 128
 """Smallest width and height :func:`embed` and :func:`detect` accept (one tile); 256 is the smallest that carries the payload reliably."""
 
 CANDIDATES = 4
-"""Most alignments (scale and shift) whose bits :func:`detect` tests; the false-positive bound multiplies by it."""
+"""Most alignments (shift, scale, rotation, orientation) whose bits :func:`detect` tests; the false-positive bound multiplies by it."""
 
 _CELL = 4
 _CELLS = TILE // _CELL
@@ -143,7 +143,7 @@ _LAYOUT_DOMAIN = b"aiobligations.watermark.v2."
 _DOMAIN = b"aiobligations.watermark.v1."  # the code bits (and so the soft-binding value) are unchanged
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 _MASK_FLOOR = 0.5
-_MASK_TEXTURE = 10.0  # the mask rises by 1 per 10 grey levels of local standard deviation
+_MASK_TEXTURE = 10.0  # the mask rises by 1 per 10 grey levels of RMS fine detail
 _MASK_TOP = 1.2  # so heavy texture stays above 38 dB PSNR at the default strength
 _ACF_PEAKS = CANDIDATES - 1
 _SCALES = (0.4, 1.6)
@@ -433,7 +433,7 @@ def detect(
     # Not at scale 1: the image may have been rescaled. Candidate scales come from the
     # autocorrelation; the three whose template peak is highest have their bits tested. Both
     # choices look at the residual and the template only, never at the code bits.
-    aligned = [align(*geometry) for geometry in _acf_scales(search)]
+    aligned = [align(*geometry) for geometry in _acf_geometries(search)]
     aligned.sort(key=lambda candidate: -candidate[3][1])
     for candidate in aligned[:_ACF_PEAKS]:
         found = at(*candidate)
@@ -671,7 +671,7 @@ def _fold_scaled(residual: np.ndarray, scale_y: float, scale_x: float) -> np.nda
     return folded
 
 
-def _acf_scales(residual: np.ndarray) -> list[tuple[float, float, float]]:
+def _acf_geometries(residual: np.ndarray) -> list[tuple[float, float, float]]:
     """Candidate geometries ``(scale_y, scale_x, angle)``, from the autocorrelation of the residual.
 
     A periodic mark puts peaks in the autocorrelation at multiples of its period along both of its
