@@ -197,6 +197,29 @@ def _components() -> dict[str, Any]:
                     "by": {"type": ["string", "null"], "description": "The operator id, for operators' steps."},
                 },
             },
+            "TerminationBody": {
+                "type": "object", "required": ["action"],
+                "properties": {
+                    "action": {"type": "string", "enum": ["plan", "cancel", "run"]},
+                    "end": {"type": "string", "format": "date", "description": "With plan: the service's last day."},
+                    "early": {"type": "boolean", "description": "With run: delete before the deadline."},
+                },
+            },
+            "Termination": {
+                "type": "object", "required": ["plan", "ended", "earliest_end"],
+                "properties": {
+                    "plan": {"type": ["object", "null"], "properties": {
+                        "end": {"type": "string", "format": "date"},
+                        "announced": {"type": "string", "format": "date"},
+                        "delete_by": {"type": "string", "format": "date"},
+                        "shredded": {"type": ["integer", "null"]}}},
+                    "ended": {"type": "boolean"},
+                    "earliest_end": {"type": "string", "format": "date",
+                                     "description": "The first day a plan made today may end on."},
+                    "changed": {"type": "boolean"},
+                    "shredded": {"type": ["integer", "null"]},
+                },
+            },
             "AnswerBody": {
                 "type": "object",
                 "required": ["text"],
@@ -397,7 +420,7 @@ def _control_schemas() -> dict[str, Any]:
 
 
 def _control_paths(prefix: str) -> dict[str, Any]:
-    """The controls' endpoints: incidents (Art. 37) and the takeover switch (Art. 52(4))."""
+    """The controls' endpoints: incidents (Art. 37), the takeover switch (Art. 52(4)) and termination (Art. 50)."""
     operator: list[dict[str, list[str]]] = [{"operatorToken": []}]
     auth = {"401": _error("No operator token (unauthorized)."),
             "403": _error("The token is not an operator's (forbidden)."),
@@ -440,6 +463,18 @@ def _control_paths(prefix: str) -> dict[str, Any]:
             "post": {"operationId": "switchTakeover", "summary": "Take AI routes over, or end it; idempotent.",
                      "security": operator, "requestBody": _json_body("TakeoverBody"),
                      "responses": {"200": _json_ok("TakeoverChange", "The switches now."), **auth, **writes}},
+        },
+        f"{base}/termination": {
+            "get": {"operationId": "terminationStatus", "summary": "The termination plan, if any (Art. 50).",
+                    "security": operator,
+                    "responses": {"200": _json_ok("Termination", "The plan (null when none stands)."), **auth}},
+            "post": {"operationId": "terminationStep",
+                     "summary": "Plan the service's end (30 working days' notice), cancel it before the end, or "
+                                "run the deletion of every subject's personal data once it is due.",
+                     "security": operator, "requestBody": _json_body("TerminationBody"),
+                     "responses": {"200": _json_ok("Termination", "The plan after the step."), **auth, **writes,
+                                   "409": _error("Not allowed now: too little notice, another plan stands, the "
+                                                 "end has passed, or the deletion is not due (not_allowed).")}},
         },
         f"{prefix}/incidents/{{incident_id}}": {
             "parameters": incident_id,

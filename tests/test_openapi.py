@@ -38,7 +38,7 @@ def test_the_document_is_openapi_3_1_and_covers_every_route() -> None:
         "/ai/operator/requests/{request_id}/answer", "/ai/operator/requests/{request_id}/reject",
         "/ai/operator/requests/{request_id}/resolve", "/ai/operator/complaints",
         "/ai/operator/complaints/{request_id}/resolve",
-        "/ai/operator/incidents", "/ai/operator/incidents/{incident_id}", "/ai/operator/takeover",
+        "/ai/operator/incidents", "/ai/operator/incidents/{incident_id}", "/ai/operator/takeover", "/ai/operator/termination",
         "/ai/incidents/{incident_id}",
     }
     assert all(operation["security"] == [{"operatorToken": []}] for path, item in doc["paths"].items()
@@ -70,7 +70,7 @@ def test_the_document_is_a_valid_openapi_schema_for_schemathesis() -> None:
     schemathesis = pytest.importorskip("schemathesis")
     schema = schemathesis.openapi.from_dict(openapi_document())
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 25
+    assert len(operations) == 27
 
 
 @pytest.fixture
