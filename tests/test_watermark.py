@@ -144,7 +144,7 @@ class TestPayload:
 
         assert "c2pa.soft-binding" == assertion["label"]
         expected = np.packbits(wm.payload_bits(PRODUCE_ID, KEY)).tobytes().hex()
-        assert [{"scope": {}, "value": expected}] == assertion["data"]["blocks"]  # type: ignore[index]
+        assert [{"scope": {}, "value": expected}] == assertion["data"]["blocks"]
 
 
 class TestEmbedAndDetect:

@@ -84,6 +84,7 @@ import hmac
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -248,7 +249,8 @@ def binomial_tail(matched: int, total: int) -> float:
     """
     if not 0 <= matched <= total:
         raise ConfigurationError(f"matched must be in [0, {total}], got {matched!r}.")
-    return sum(math.comb(total, k) for k in range(matched, total + 1)) / 2**total
+    tail: float = sum(math.comb(total, k) for k in range(matched, total + 1)) / 2**total
+    return tail
 
 
 def payload_bits(produce_id: str, key: bytes, bits: int = PAYLOAD_BITS) -> np.ndarray:
@@ -446,7 +448,7 @@ def detect(
     return best
 
 
-def soft_binding_assertion(produce_id: str, key: bytes) -> dict[str, object]:
+def soft_binding_assertion(produce_id: str, key: bytes) -> dict[str, Any]:
     """
     Return the C2PA ``c2pa.soft-binding`` assertion describing the mark for ``produce_id``.
 
@@ -540,7 +542,8 @@ def _whiten(luma: np.ndarray) -> np.ndarray:
     detail = luma - _box(luma, 2)
     # Rounding noise in the mean of a flat patch is no vote.
     detail[np.abs(detail) < 1e-3] = 0.0
-    return np.sign(detail)
+    signs: np.ndarray = np.sign(detail)
+    return signs
 
 
 def _layout(key: bytes) -> tuple[np.ndarray, np.ndarray]:
@@ -580,7 +583,8 @@ def _pattern(key: bytes, code: np.ndarray) -> np.ndarray:
     owner, signs = _layout(key)
     flips = np.where(owner >= 0, 1.0 - 2.0 * code[np.maximum(owner, 0)], 1.0)
     tile = _smooth(signs * flips)
-    return (tile / np.sqrt(np.mean(tile**2))).astype(np.float32)
+    unit: np.ndarray = (tile / np.sqrt(np.mean(tile**2))).astype(np.float32)
+    return unit
 
 
 def _fold(residual: np.ndarray) -> np.ndarray:
@@ -589,7 +593,8 @@ def _fold(residual: np.ndarray) -> np.ndarray:
     rows, cols = -(-height // TILE), -(-width // TILE)
     padded = np.zeros((rows * TILE, cols * TILE), np.float64)
     padded[:height, :width] = residual
-    return padded.reshape(rows, TILE, cols, TILE).sum(axis=(0, 2))
+    folded: np.ndarray = padded.reshape(rows, TILE, cols, TILE).sum(axis=(0, 2))
+    return folded
 
 
 def _decode(folded: np.ndarray, template_f: np.ndarray, owner: np.ndarray, signs: np.ndarray) -> _Decoded:
