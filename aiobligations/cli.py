@@ -701,7 +701,7 @@ def export_otlp(endpoint: str | None, follow: bool, config: Path | None) -> None
     from .ledger.otlp import ExportFailed, open_exporter, redact_endpoint
 
     try:
-        exporter = open_exporter(load_profile(config or Path(DEFAULT_CONFIG)), endpoint=endpoint)
+        exporter = open_exporter(load_profile(find_config(config) or Path(DEFAULT_CONFIG)), endpoint=endpoint)
     except ObligationError as exc:
         _fail(str(exc))
     where = redact_endpoint(exporter.endpoint)

@@ -121,8 +121,11 @@ def report_command(out: Path, start: str | None, end: str | None, key: str | Non
                 note = handle.read(1 << 16).decode("utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             _fail(f"--checkpoint {checkpoint} cannot be read ({getattr(exc, 'strerror', None) or exc})")
+    from ..cli import find_config  # The one rule every command finds its profile by.
+
+    profile = find_config(config) or Path(DEFAULT_CONFIG)
     try:
-        report = build_report(config or Path(DEFAULT_CONFIG), start=begin, end=finish, key=trusted, checkpoint=note)
+        report = build_report(profile, start=begin, end=finish, key=trusted, checkpoint=note)
         page = report.html().encode("utf-8")
     except LedgerBroken as exc:
         where = f"first bad index {exc.index}: " if exc.index is not None else ""
