@@ -261,7 +261,7 @@ class Labeller:
         soft_binding = None
         mark = None
         if watermark and module in _IMAGES and self._watermark_key is not None:
-            from . import watermark as marks  # numpy, PyWavelets and Pillow: the media extra.
+            from . import watermark as marks  # numpy and Pillow: the media extra.
 
             key = self._watermark_key
 
@@ -469,7 +469,7 @@ class Labeller:
         try:
             from . import watermark as marks
         except ImportError:  # pragma: no cover - without the media extra.
-            return {"checked": False, "reason": "the media extra (numpy, PyWavelets, Pillow) is not installed"}
+            return {"checked": False, "reason": "the media extra (numpy, Pillow) is not installed"}
         produce_id = candidate
         for payload in payloads if candidate is None else ():
             try:
