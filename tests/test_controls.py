@@ -484,4 +484,4 @@ def test_an_altered_control_row_is_skipped_and_later_switches_still_count(config
         conn.close()
     with capture_logs() as logs, Obligations.from_file(config) as again:
         assert ["/v1/audio/*"] == [t.route for t in again.controls.snapshot.takeovers]
-    assert [altered] == [e["index"] for e in logs if e["event"] == "control_record_unreadable"]
+    assert [altered] == [e["index"] for e in logs if e["event"] == "controls.record_altered"]

@@ -67,6 +67,7 @@ PUBLIC_MODULES = [
     "aiobligations.ledger.bundle",
     "aiobligations.ledger.crypto",
     "aiobligations.ledger.daemon",
+    "aiobligations.ledger.follow",
     "aiobligations.ledger.ledger",
     "aiobligations.ledger.merkle",
     "aiobligations.ledger.note",

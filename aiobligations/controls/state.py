@@ -12,11 +12,7 @@ immutable :class:`ControlSnapshot` swapped in whole when something changes (one 
 
 from __future__ import annotations
 
-import contextlib
-import os
-import threading
-import weakref
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import MappingProxyType
@@ -24,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from ..errors import ConfigurationError, LedgerBroken, LedgerClosed, ObligationError
+from ..errors import ConfigurationError, ObligationError
+from ..ledger.follow import LogFold
 from .errors import IncidentClosed, IncidentNotFound, InvalidControl
 from .incidents import (
     INCIDENT_FIELDS,
@@ -62,7 +59,7 @@ DEFAULT_INTERVAL = 0.5
 DEFAULT_RETRY_AFTER = 120
 """The ``Retry-After`` seconds of a 503 while AI routes are taken over or suspended."""
 
-_FOLLOWED = ("incident", "control")
+_FOLLOWED = ("incident", "control")  # The takeover's are those with "control": "takeover".
 
 
 @dataclass(frozen=True)
@@ -164,24 +161,7 @@ class ControlSnapshot:
         return None
 
 
-_FOLLOWING: weakref.WeakSet[ControlState] = weakref.WeakSet()
-
-
-def _restart_after_fork() -> None:
-    """In a forked child (gunicorn ``--preload``), the follower threads did not come along: restart them."""
-    for state in list(_FOLLOWING):
-        # The parent's thread may have held these at the fork: the child gets fresh ones.
-        state._thread = None
-        state._lock = threading.RLock()
-        state._stop = threading.Event()
-        state.follow()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_restart_after_fork)
-
-
-class ControlState:
+class ControlState(LogFold):
     """
     Incidents and takeover switches, kept as ledger records and followed by every process.
 
@@ -202,22 +182,21 @@ class ControlState:
     .. versionadded:: 0.2.0
     """
 
+    KINDS = _FOLLOWED
+    LOCK = "controls"
+    NAME = "controls"
+
     def __init__(self, obligations: Obligations, *, clock: Callable[[], datetime] | None = None,
                  settings: ControlSettings | None = None) -> None:
         self.obligations = obligations
-        self.ledger = obligations.ledger
         self.settings = settings if settings is not None else ControlSettings.from_profile(obligations.profile.raw)
         self._clock = clock or (lambda: datetime.now(UTC))
-        self._lock = threading.RLock()
-        self._holding = False
+        self._start_fold(obligations.ledger, interval=self.settings.interval)
         self._incidents: dict[str, Incident] = {}
         self._switches: dict[str | None, Takeover] = {}
-        self._seen = 0
+        self._changed = False
         self.snapshot = ControlSnapshot()
         """The state now, for the request path: replaced whole, never changed in place."""
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
-        self._failing = False
         self.last_appended: tuple[int, str] | None = None
         """The ledger index and ``at`` of the last record this state appended (``None`` before one)."""
         try:
@@ -233,92 +212,21 @@ class ControlState:
             self._catch_up()
             return self.snapshot
 
-    def _catch_up(self, end: int | None = None) -> None:
-        ledger = self.ledger
-        if end is None:
-            end = ledger.durable_size()
-        if end <= self._seen:
-            return
-        changed = False
-        for index in ledger.indices_of(_FOLLOWED, self._seen, end):
-            try:
-                record = ledger.read(index)
-            except IndexError:  # Pruned meanwhile.
-                continue
-            except LedgerBroken as exc:
-                # An altered row: skipped, never folded in, and the follower goes on (a stuck state
-                # would keep later switches from every process). `aiobligations verify` reports it.
-                log.error("control_record_unreadable", index=index, reason=exc.reason,
-                          action="run `aiobligations verify` on the ledger")
-                continue
-            kind = record.get("kind")
-            if kind == "incident":
-                changed |= fold_incident(self._incidents, record, index)
-            elif kind == "control" and record.get("control") == "takeover":
-                changed |= fold_takeover(self._switches, record, index)
-        self._seen = end
-        if changed:
-            incidents = MappingProxyType(dict(self._incidents))
-            self.snapshot = ControlSnapshot(tuple(self._switches.values()), incidents, end)
+    def _fold(self, record: Mapping[str, Any], index: int) -> None:
+        if record.get("kind") == "incident":
+            self._changed |= fold_incident(self._incidents, record, index)
+        elif record.get("control") == "takeover":
+            self._changed |= fold_takeover(self._switches, record, index)
 
-    def follow(self) -> None:
-        """Start the follower thread (once per process; idempotent; restarted in a forked child)."""
-        with self._lock:
-            if self._thread is not None or self._stop.is_set():
-                return
-            thread = threading.Thread(target=self._follow, name="aiobligations-controls", daemon=True)
-            self._thread = thread
-            _FOLLOWING.add(self)
-        thread.start()
-
-    @property
-    def following(self) -> bool:
-        """Whether the follower thread runs in this process."""
-        return self._thread is not None and self._thread.is_alive()
-
-    def _follow(self) -> None:
-        while not self._stop.wait(self.settings.interval):
-            try:
-                self.refresh()
-            except LedgerClosed:
-                return
-            except Exception as exc:  # noqa: BLE001 - the follower must outlive an unreachable database.
-                if not self._failing:
-                    log.warning("controls_follow_failed", error=f"{type(exc).__name__}: {exc}")
-                self._failing = True
-            else:
-                if self._failing:
-                    log.info("controls_follow_resumed")
-                self._failing = False
-
-    def close(self) -> None:
-        """Stop the follower thread (the hub's ``close`` calls it). Idempotent."""
-        self._stop.set()
-        thread = self._thread
-        _FOLLOWING.discard(self)
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout=5)
-
-    @contextlib.contextmanager
-    def _exclusive(self) -> Iterator[None]:
-        """Hold the controls across every process: check a step and record it, undisturbed."""
-        with self._lock:
-            if self._holding:
-                yield
-                return
-            with self.ledger.lock("controls"):
-                self._holding = True
-                try:
-                    self._catch_up()
-                    yield
-                finally:
-                    self._holding = False
+    def _folded(self, end: int) -> None:
+        if self._changed:
+            self._changed = False
+            self.snapshot = ControlSnapshot(tuple(self._switches.values()), MappingProxyType(dict(self._incidents)),
+                                            end)
 
     def _append(self, record: dict[str, Any]) -> int:
-        index = self.ledger.append(record)
+        index = super()._append(record)
         self.last_appended = (index, str(record["at"]))
-        # Fold in through the same path as every other process does: all agree by construction.
-        self._catch_up(max(index + 1, self._seen))
         return index
 
     def _now(self) -> datetime:

@@ -20,18 +20,15 @@ Days, in Beijing time, on the profile's working-day calendar:
 
 from __future__ import annotations
 
-import contextlib
-import os
-import threading
-import weakref
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from ..errors import ConfigurationError, LedgerClosed, ObligationError
+from ..errors import ConfigurationError, ObligationError
+from ..ledger.follow import LogFold
 from ..requests.calendar import DEFAULT_TIMEZONE, WorkingCalendar, add_working_days
 from .errors import ControlError, InvalidControl
 
@@ -192,28 +189,7 @@ def _delete_days(raw: Mapping[str, Any]) -> int:
     return days
 
 
-_FOLLOWING: weakref.WeakSet[TerminationState] = weakref.WeakSet()
-
-
-def _restart_after_fork() -> None:
-    """In a forked child (gunicorn ``--preload``) the follower threads did not come along: restart them."""
-    for state in list(_FOLLOWING):
-        # Fresh locks and a fresh event: the parent's thread may have held theirs at the fork.
-        stopped = state._stop.is_set()
-        state._thread = None
-        state._lock = threading.RLock()
-        state._holding = False
-        state._stop = threading.Event()
-        if stopped:
-            state._stop.set()
-        state.follow()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_restart_after_fork)
-
-
-class TerminationState:
+class TerminationState(LogFold):
     """
     The service's termination plan, kept as ledger records and followed by every process.
 
@@ -232,25 +208,22 @@ class TerminationState:
     .. versionadded:: 0.2.0
     """
 
+    KINDS = ("control",)  # The termination's are those with "control": "termination".
+    LOCK = "termination"
+    NAME = "termination"
+
     def __init__(self, obligations: Obligations, *, clock: Callable[[], datetime] | None = None,
                  calendar: WorkingCalendar | None = None) -> None:
         self.obligations = obligations
-        self.ledger = obligations.ledger
         self.calendar: WorkingCalendar = calendar if calendar is not None else obligations.calendar
         self.delete_days = _delete_days(obligations.profile.raw)
         controls = obligations.profile.raw.get("controls", {})
         interval = controls.get("poll_interval", _DEFAULT_INTERVAL) if isinstance(controls, Mapping) else None
-        self.interval = float(interval) if isinstance(interval, (int, float)) and 0.05 <= interval <= 1 else \
-            _DEFAULT_INTERVAL
         self._clock = clock or (lambda: datetime.now(UTC))
-        self._lock = threading.RLock()
-        self._holding = False
-        self._seen = 0
+        self._start_fold(obligations.ledger, interval=float(interval) if isinstance(interval, (int, float))
+                         and 0.05 <= interval <= 1 else _DEFAULT_INTERVAL)
         self.plan: TerminationPlan | None = None
         """The standing plan (replaced whole; read by the request path), or ``None``."""
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
-        self._failing = False
         try:
             self.refresh()
         except ObligationError as exc:  # The database may be away at start-up: the follower retries.
@@ -264,83 +237,16 @@ class TerminationState:
             self._catch_up()
             return self.plan
 
-    def _catch_up(self, end: int | None = None) -> None:
-        ledger = self.ledger
-        if end is None:
-            end = ledger.durable_size()
-        if end <= self._seen:
-            return
-        plan = self.plan
-        for index in ledger.indices_of(("control",), self._seen, end):
-            try:
-                record = ledger.read(index)
-            except IndexError:  # Pruned meanwhile.
-                continue
-            if record.get("control") != "termination":
-                continue
-            plan = _fold(plan, record, index)
-        self._seen = end
-        self.plan = plan
+    def _fold(self, record: Mapping[str, Any], index: int) -> None:
+        if record.get("control") == "termination":
+            self.plan = _fold(self.plan, record, index)
 
-    def follow(self) -> None:
-        """Start the follower thread: it folds in new records and shreds on the deletion day. Idempotent."""
-        with self._lock:
-            if self._thread is not None or self._stop.is_set():
-                return
-            thread = threading.Thread(target=self._follow, name="aiobligations-termination", daemon=True)
-            self._thread = thread
-            _FOLLOWING.add(self)
-        thread.start()
-
-    @property
-    def following(self) -> bool:
-        """Whether the follower thread runs in this process."""
-        return self._thread is not None and self._thread.is_alive()
-
-    def _follow(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                plan = self.refresh()
-                if plan is not None and self._now().timestamp() >= plan.delete_timestamp and (
-                        plan.shredded is None or self.ledger.subject_pseudonyms()):
-                    self.run(by="scheduler")  # Also sweeps keys made since (a complaint after the end).
-            except LedgerClosed:
-                return
-            except Exception as exc:  # noqa: BLE001 - the follower must outlive an unreachable database.
-                if not self._failing:
-                    log.warning("termination_follow_failed", error=f"{type(exc).__name__}: {exc}")
-                self._failing = True
-            else:
-                if self._failing:
-                    log.info("termination_follow_resumed")
-                self._failing = False
-
-    def close(self) -> None:
-        """Stop the follower thread. Idempotent."""
-        self._stop.set()
-        thread = self._thread
-        _FOLLOWING.discard(self)
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout=5)
-
-    @contextlib.contextmanager
-    def _exclusive(self) -> Iterator[None]:
-        with self._lock:
-            if self._holding:
-                yield
-                return
-            with self.ledger.lock("termination"):
-                self._holding = True
-                try:
-                    self._catch_up()
-                    yield
-                finally:
-                    self._holding = False
-
-    def _append(self, record: dict[str, Any]) -> int:
-        index = self.ledger.append(record)
-        self._catch_up(max(index + 1, self._seen))
-        return index
+    def _tick(self) -> None:
+        """Fold in new records, and shred on the deletion day (also keys made since: a complaint after the end)."""
+        plan = self.refresh()
+        if plan is not None and self._now().timestamp() >= plan.delete_timestamp and (
+                plan.shredded is None or self.ledger.subject_pseudonyms()):
+            self.run(by="scheduler")
 
     def _now(self) -> datetime:
         now = self._clock()

@@ -25,7 +25,6 @@ import contextlib
 import dataclasses
 import hmac
 import json
-import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -36,6 +35,7 @@ import structlog
 
 from ..errors import LedgerBroken, ObligationError
 from ..interaction import uuid7
+from ..ledger.follow import LogFold
 from .calendar import (
     DEFAULT_DEADLINE_DAYS,
     ChinaCalendar,
@@ -251,7 +251,7 @@ def _text(name: str, value: Any, *, required: bool = True) -> str | None:
     return value
 
 
-class RequestDesk:
+class RequestDesk(LogFold):
     """
     Explanation requests and complaints, kept as ledger records, with working-day deadlines.
 
@@ -269,6 +269,10 @@ class RequestDesk:
     .. versionadded:: 0.1.0
     """
 
+    KINDS = _FOLLOWED
+    LOCK = "desk"
+    NAME = "requests"
+
     _decoy: int | None = None
     """The last interaction index looked up: the row an unknown id reads, so it costs what a known one does."""
 
@@ -283,20 +287,17 @@ class RequestDesk:
         if isinstance(deadline_days, bool) or not isinstance(deadline_days, int) or deadline_days < 0:
             raise InvalidRequest(f"deadline_days must be an int, 0 or more, got {deadline_days!r}")
         self.obligations = obligations
-        self.ledger = obligations.ledger
+        self._start_fold(obligations.ledger)  # Every process's desk follows the one log.
         self.calendar: WorkingCalendar = calendar if calendar is not None else ChinaCalendar()
         self.deadline_days = deadline_days
         self._clock = clock or (lambda: datetime.now(UTC))
         self._explainer: Explainer | None = None
-        self._lock = threading.RLock()
         self._requests: dict[str, Request] = {}
         self._complaints: dict[str, Complaint] = {}
         # Per request or complaint id: the subject's pseudonym (always known) and the subject itself
         # (known while it is sealed readable, needed to seal later steps for the same person).
         self._pseudonyms: dict[str, str] = {}
         self._subjects: dict[str, str] = {}
-        self._seen = 0  # The log is folded in up to here.
-        self._holding = False  # This desk holds the cross-process lock (under self._lock).
         self._rebuild()
 
     # -- rebuilding from the ledger ------------------------------------------------------------
@@ -305,39 +306,13 @@ class RequestDesk:
         self.ledger.flush()
         self._catch_up()
 
-    def _catch_up(self, end: int | None = None) -> None:
-        """Fold in the desk's records stored since the last look, whichever process wrote them.
-
-        Every process of a service has its own desk over one ledger; each follows the log, so a
-        request made through one worker is seen by every other as soon as it is stored. Called
-        (under the desk's lock) before every read and every step.
-        """
-        ledger = self.ledger
-        if end is None:
-            end = ledger.durable_size()
-        if end <= self._seen:
-            return
-        for index in ledger.indices_of(_FOLLOWED, self._seen, end):
-            try:
-                record = ledger.read(index)
-            except IndexError:  # Pruned meanwhile.
-                continue
-            except LedgerBroken as exc:
-                # An altered row (its mac, or its sealed part, does not check): the desk skips it
-                # rather than stop following the log for every later request; `verify` names it too.
-                log.error("requests.record_altered", index=index, reason=exc.reason)
-                continue
-            # The kind column only finds candidates; the record's own (hashed) bytes decide. A row
-            # whose column was edited to a followed kind is not folded in (`verify` reports it).
-            if record.get("kind") not in _FOLLOWED:
-                continue
-            if record.get("kind") == "subject.erased":
-                pseudonym = record.get("subject")
-                if isinstance(pseudonym, str):
-                    self._forget_pseudonym(pseudonym)
-            else:
-                self._apply(record, index)
-        self._seen = end
+    def _fold(self, record: Mapping[str, Any], index: int) -> None:
+        if record.get("kind") == "subject.erased":
+            pseudonym = record.get("subject")
+            if isinstance(pseudonym, str):
+                self._forget_pseudonym(pseudonym)
+        else:
+            self._apply(record, index)
 
     @contextlib.contextmanager
     def _synced(self) -> Iterator[None]:
@@ -345,25 +320,6 @@ class RequestDesk:
         with self._lock:
             self._catch_up()
             yield
-
-    @contextlib.contextmanager
-    def _exclusive(self) -> Iterator[None]:
-        """Hold the desk across every process of the service: check a step and record it, undisturbed.
-
-        Two workers answering one request at once would otherwise both see ``in_review``. The
-        ledger's cross-process lock is held from the catch-up to the durable append.
-        """
-        with self._lock:
-            if self._holding:
-                yield
-                return
-            with self.ledger.lock("desk"):
-                self._holding = True
-                try:
-                    self._catch_up()
-                    yield
-                finally:
-                    self._holding = False
 
     def _apply(self, record: Mapping[str, Any], index: int) -> None:
         """Fold one stored step into the state. The ledger is the truth: nothing is refused here."""
@@ -478,13 +434,6 @@ class RequestDesk:
                 clear["personal"] = personal
         # Without the subject (erased) the texts have no key to be sealed under, so they are not kept.
         return clear
-
-    def _append(self, record: dict[str, Any]) -> int:
-        index = self.ledger.append(record)
-        # Fold in what was written, read back through the same fold as a rebuild (and as any other
-        # process's desk), so all agree by construction.
-        self._catch_up(index + 1)
-        return index
 
     def _step(self, request_id: str, step: str, *, by: str | None, extra: dict[str, Any] | None = None,
               personal: dict[str, Any] | None = None) -> Request:
