@@ -26,6 +26,7 @@ import structlog
 from ..errors import ConfigurationError
 from ..ledger.note import Verifier
 from ..ledger.reader import checkpoint_of
+from ._rounds import Rounds
 from .cosignature import CosignatureError, WitnessVerifier, format_add_checkpoint, split_note
 
 __all__ = ["CONFLICT_KIND", "ConflictWatch", "WitnessClient", "WitnessServer", "WitnessSettings", "cosigned_checkpoint"]
@@ -143,7 +144,7 @@ class _Peer:
         self.conflict: str | None = None
 
 
-class WitnessClient:
+class WitnessClient(Rounds):
     """The background thread that collects cosignatures for one ledger.
 
     Args:
@@ -156,6 +157,8 @@ class WitnessClient:
     .. versionadded:: 0.2.0
     """
 
+    NAME = "witness"
+
     def __init__(self, store: Any, settings: WitnessSettings, *, log_verifier: Verifier,
                  consistency_proof: Callable[[int, int], list[bytes]],
                  record: Callable[[dict[str, Any]], None]) -> None:
@@ -166,36 +169,9 @@ class WitnessClient:
         self.record = record
         known = store.witness_sizes()
         self.peers = [_Peer(server, known.get(server.verifier.verifier_key)) for server in settings.servers]
-        self._stop = threading.Event()
-        self._wake = threading.Event()
         self._unquorate_since: float | None = None
         self._lagging_logged = 0.0
-        self._thread = threading.Thread(target=self._run, name="aiobligations-witnesses", daemon=True)
-
-    def start(self) -> WitnessClient:
-        """Start the thread; returns ``self``."""
-        self._thread.start()
-        return self
-
-    def poke(self) -> None:
-        """Start a round now rather than at the next interval (tests, and after a final checkpoint)."""
-        self._wake.set()
-
-    def close(self, timeout: float | None = 5.0) -> None:
-        """Stop the thread (an answer in flight is waited for up to ``timeout``). Idempotent."""
-        self._stop.set()
-        self._wake.set()
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(timeout)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.round()
-            except Exception as exc:  # The thread must outlive any one failure: log it and go on.
-                log.error("witness.round_failed", error=f"{type(exc).__name__}: {exc}")
-            self._wake.wait(self.settings.interval)
-            self._wake.clear()
+        self._start_rounds(settings.interval)
 
     def round(self) -> int:
         """

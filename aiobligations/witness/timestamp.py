@@ -10,7 +10,6 @@ does not control. Requests and verification use ``rfc3161-client`` (``pip instal
 
 from __future__ import annotations
 
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -23,6 +22,7 @@ import structlog
 
 from ..errors import ConfigurationError, ObligationError
 from ..ledger.reader import checkpoint_of
+from ._rounds import Rounds
 
 __all__ = [
     "TimestampClient",
@@ -208,7 +208,7 @@ class TimestampSettings:
                 "max_backoff": self.max_backoff}
 
 
-class TimestampClient:
+class TimestampClient(Rounds):
     """The background thread that has the ledger's latest checkpoint timestamped by each TSA.
 
     Args:
@@ -219,6 +219,8 @@ class TimestampClient:
     .. versionadded:: 0.2.0
     """
 
+    NAME = "timestamp"
+
     def __init__(self, store: Any, settings: TimestampSettings, *,
                  request: Callable[..., bytes] = request_timestamp) -> None:
         self.store = store
@@ -226,34 +228,7 @@ class TimestampClient:
         self.request = request
         self._failures = dict.fromkeys(settings.urls, 0)
         self._next_try = dict.fromkeys(settings.urls, 0.0)
-        self._stop = threading.Event()
-        self._wake = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="aiobligations-timestamps", daemon=True)
-
-    def start(self) -> TimestampClient:
-        """Start the thread; returns ``self``."""
-        self._thread.start()
-        return self
-
-    def poke(self) -> None:
-        """Start a round now."""
-        self._wake.set()
-
-    def close(self, timeout: float | None = 5.0) -> None:
-        """Stop the thread. Idempotent."""
-        self._stop.set()
-        self._wake.set()
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(timeout)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.round()
-            except Exception as exc:  # The thread must outlive any one failure.
-                log.error("timestamp.round_failed", error=f"{type(exc).__name__}: {exc}")
-            self._wake.wait(self.settings.interval)
-            self._wake.clear()
+        self._start_rounds(settings.interval)
 
     def round(self) -> int:
         """
