@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
@@ -44,6 +44,7 @@ from aiobligations.controls import (
 )
 from aiobligations.controls.incidents import INCIDENT_FIELDS, REQUIRED_FIELDS
 from aiobligations.controls.takeover import check_fallback
+from aiobligations.controls.termination import TerminationError
 from aiobligations.disclosure import negotiate_language
 from aiobligations.errors import LedgerError
 
@@ -61,6 +62,52 @@ _OPEN_FIELDS = frozenset({*INCIDENT_FIELDS, "suspend"})
 _UPDATE_FIELDS = frozenset({*INCIDENT_FIELDS, "suspend", "step"})
 _CLOSE_FIELDS = frozenset({"step", "resolution"})
 _TAKEOVER_FIELDS = frozenset({"state", "route", "reason", "fallback"})
+
+
+
+_FAILURES: tuple[tuple[type[Exception], int, str], ...] = (
+    (IncidentNotFound, 404, "not_found"),
+    (IncidentClosed, 409, "incident_closed"),
+    (TerminationError, 409, "not_allowed"),
+    (InvalidControl, 422, "invalid_request"),
+    (ControlError, 400, "invalid_request"),
+)
+"""How a control's refusal is answered, first match wins."""
+
+
+async def send_json(send: Send, status: int, body: dict[str, Any], extra: Sequence[tuple[bytes, bytes]] = ()) -> None:
+    """Send one JSON response (never cached)."""
+    data = json.dumps(body, ensure_ascii=False).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
+               (b"cache-control", b"no-store"), *extra]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": data})
+
+
+async def answer_control(send: Send, operate: Callable[[], Awaitable[tuple[int, dict[str, Any]] | None]]) -> None:
+    """Run a control's handler and answer: its ``(status, body)`` as JSON, or the error its refusal maps to.
+
+    Shared by the incidents, takeover and termination endpoints; a handler that answered itself
+    returns ``None``. A ledger that cannot record the step is 503 ``evidence_unavailable`` with
+    ``Retry-After``.
+    """
+    extra: list[tuple[bytes, bytes]] = []
+    try:
+        result = await operate()
+        if result is None:
+            return
+        status, body = result
+    except _BadRequest as exc:
+        status, body, extra = exc.status, {"error": {"code": exc.code, "message": exc.message}}, exc.headers
+    except LedgerError as exc:
+        log.warning("control_unavailable", error=type(exc).__name__)
+        status, body = 503, {"error": {"code": "evidence_unavailable",
+                                       "message": "the ledger cannot record this now; try again shortly"}}
+        extra = [(b"retry-after", b"5")]
+    except ControlError as exc:
+        status, code = next((status, code) for kind, status, code in _FAILURES if isinstance(exc, kind))
+        body = {"error": {"code": code, "message": str(exc)}}
+    await send_json(send, status, body, extra)
 
 
 class ControlEndpoints:
@@ -104,33 +151,10 @@ class ControlEndpoints:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Route one request; every failure is a JSON error with a fitting 4xx status."""
-        extra: list[tuple[bytes, bytes]] = []
-        path = scope["path"]
-        try:
-            if path.startswith(self._public):
-                await self._notice(scope, send)
-                return
-            status, body = await self._operate(scope, receive)
-        except _BadRequest as exc:
-            status, body, extra = exc.status, {"error": {"code": exc.code, "message": exc.message}}, exc.headers
-        except IncidentNotFound as exc:
-            status, body = 404, {"error": {"code": "not_found", "message": str(exc)}}
-        except IncidentClosed as exc:
-            status, body = 409, {"error": {"code": "incident_closed", "message": str(exc)}}
-        except InvalidControl as exc:
-            status, body = 422, {"error": {"code": "invalid_request", "message": str(exc)}}
-        except LedgerError as exc:
-            log.warning("control_unavailable", error=type(exc).__name__)
-            status, body = 503, {"error": {"code": "evidence_unavailable",
-                                           "message": "the ledger cannot record this now; try again shortly"}}
-            extra = [(b"retry-after", b"5")]
-        except ControlError as exc:  # pragma: no cover - every ControlError is one of the above.
-            status, body = 400, {"error": {"code": "invalid_request", "message": str(exc)}}
-        data = json.dumps(body, ensure_ascii=False).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
-                   (b"cache-control", b"no-store"), *extra]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": data})
+        if scope["path"].startswith(self._public):
+            await answer_control(send, lambda: self._notice(scope, send))
+        else:
+            await answer_control(send, lambda: self._operate(scope, receive))
 
     # -- the public notice ---------------------------------------------------------------------
 

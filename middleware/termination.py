@@ -12,17 +12,15 @@ little notice, another plan standing, cancelling after the end) is 409; a bad bo
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Callable
 from datetime import date
 from typing import Any
 
 import structlog
 
-from aiobligations.controls.errors import InvalidControl
-from aiobligations.controls.termination import TerminationError, TerminationState
-from aiobligations.errors import LedgerError
+from aiobligations.controls.termination import TerminationState
 
+from .controls import answer_control
 from .requests import RequestEndpoints, _BadRequest
 from .types import Receive, Scope, Send
 
@@ -59,25 +57,7 @@ class TerminationEndpoints:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Answer one request; every failure is a JSON error with a fitting 4xx status."""
-        extra: list[tuple[bytes, bytes]] = []
-        try:
-            status, body = await self._operate(scope, receive)
-        except _BadRequest as exc:
-            status, body, extra = exc.status, {"error": {"code": exc.code, "message": exc.message}}, exc.headers
-        except TerminationError as exc:
-            status, body = 409, {"error": {"code": "not_allowed", "message": str(exc)}}
-        except InvalidControl as exc:
-            status, body = 422, {"error": {"code": "invalid_request", "message": str(exc)}}
-        except LedgerError as exc:
-            log.warning("control_unavailable", error=type(exc).__name__)
-            status, body = 503, {"error": {"code": "evidence_unavailable",
-                                           "message": "the ledger cannot record this now; try again shortly"}}
-            extra = [(b"retry-after", b"5")]
-        data = json.dumps(body, ensure_ascii=False).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
-                   (b"cache-control", b"no-store"), *extra]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": data})
+        await answer_control(send, lambda: self._operate(scope, receive))
 
     async def _operate(self, scope: Scope, receive: Receive) -> tuple[int, dict[str, Any]]:
         operator = self._authorize(scope)
