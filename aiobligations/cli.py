@@ -17,11 +17,12 @@ import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 import structlog
 
+from ._cli import DEFAULT_CONFIG, fail
 from .errors import ConfigurationError, LabelError, LedgerBroken, ObligationError, UnusableInput
 from .keys import init_project, load_signer
 from .ledger.bundle import export_bundle
@@ -30,16 +31,13 @@ from .profile import load_profile
 
 __all__ = ["CONFIG_ENV", "find_config", "label_report", "main"]
 
-DEFAULT_CONFIG = "aiobligations.toml"
 DEMO_CONFIG = Path("demo") / DEFAULT_CONFIG  # Where scripts/demo writes the demo's profile.
 
 CONFIG_ENV = "AIOBLIGATIONS_CONFIG"
 """The environment variable naming the profile when ``--config`` is not given (as for the middleware)."""
 
 
-def _fail(message: str, status: int = 2) -> NoReturn:
-    click.echo(f"aiobligations: {message}", err=True)
-    sys.exit(status)
+_fail = fail
 
 
 def _config_option(function: Any) -> Any:

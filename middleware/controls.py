@@ -54,7 +54,7 @@ from .types import Receive, Scope, Send
 if TYPE_CHECKING:
     from aiobligations.profile import Profile
 
-__all__ = ["ControlEndpoints"]
+__all__ = ["ControlEndpoints", "answer_control", "send_json"]
 
 log = structlog.get_logger("aiobligations.middleware.controls")
 

@@ -336,7 +336,7 @@ class TestExportRefuses:
     def test_a_missing_default_config(self, tmp_path: Path) -> None:
         out = tmp_path / "out"
 
-        assert_refused(cli("export", "--out", str(out)), "aiobligations.toml", "no such file")
+        assert_refused(cli("export", "--out", str(out)), "no profile: looked for ./aiobligations.toml", "aiobligations init")
         assert not out.exists()
 
     def test_a_missing_config(self, tmp_path: Path) -> None:

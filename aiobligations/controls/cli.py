@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 
-from ..errors import LedgerError, ObligationError
+from .._cli import fail, open_hub
 from .errors import IncidentNotFound
 from .incidents import Incident
 from .notices import authority_notice, user_notice
@@ -33,34 +32,17 @@ __all__ = ["incident_group", "takeover_group"]
 DEFAULT_CONFIG = "aiobligations.toml"
 
 
-def _fail(message: str, status: int = 2) -> NoReturn:
-    click.echo(f"aiobligations: {message}", err=True)
-    sys.exit(status)
+_fail = fail
 
 
 @contextlib.contextmanager
 def _controls(config: Path | None) -> Iterator[tuple[ControlState, Any]]:
     """The configured hub's controls (and its profile); closes (flushing) the ledger afterwards."""
-    from ..cli import find_config  # The one rule every command finds its profile by.
-    from ..obligations import Obligations
-
-    try:
-        hub = Obligations.from_file(find_config(config) or Path(DEFAULT_CONFIG))
-    except LedgerError as exc:
-        _fail(f"cannot open the ledger: {exc}")
-    except ObligationError as exc:
-        _fail(str(exc))
-    try:
-        yield hub.controls, hub.profile
-    except IncidentNotFound as exc:
-        _fail(str(exc), 1)
-    except ObligationError as exc:
-        _fail(str(exc))
-    finally:
+    with open_hub(config) as hub:
         try:
-            hub.close()
-        except ObligationError as exc:
-            _fail(f"closing the ledger failed: {exc}")
+            yield hub.controls, hub.profile
+        except IncidentNotFound as exc:
+            _fail(str(exc), 1)
 
 
 def _config_option(function: Any) -> Any:

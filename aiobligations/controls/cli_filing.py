@@ -9,13 +9,12 @@ due: it is information, not a failure), 2 unusable input or configuration.
 from __future__ import annotations
 
 import json
-import sys
 from datetime import date
 from pathlib import Path
-from typing import NoReturn
 
 import click
 
+from .._cli import fail
 from ..errors import ObligationError
 from .filing import filing_status
 
@@ -24,9 +23,7 @@ __all__ = ["filing_group"]
 DEFAULT_CONFIG = "aiobligations.toml"
 
 
-def _fail(message: str) -> NoReturn:
-    click.echo(f"aiobligations: {message}", err=True)
-    sys.exit(2)
+_fail = fail
 
 
 def _day(text: str | None, option: str) -> date | None:

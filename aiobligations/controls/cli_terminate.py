@@ -18,15 +18,14 @@ from __future__ import annotations
 
 import contextlib
 import json
-import sys
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 
-from ..errors import LedgerError, ObligationError
+from .._cli import fail, open_hub
 from .termination import TerminationPlan, TerminationState
 
 __all__ = ["terminate_group"]
@@ -34,9 +33,7 @@ __all__ = ["terminate_group"]
 DEFAULT_CONFIG = "aiobligations.toml"
 
 
-def _fail(message: str, status: int = 2) -> NoReturn:
-    click.echo(f"aiobligations: {message}", err=True)
-    sys.exit(status)
+_fail = fail
 
 
 def _clock(at: str | None) -> Callable[[], datetime] | None:
@@ -54,25 +51,9 @@ def _clock(at: str | None) -> Callable[[], datetime] | None:
 @contextlib.contextmanager
 def _termination(config: Path | None, at: str | None) -> Iterator[TerminationState]:
     """The configured hub's termination state; closes (flushing) the ledger afterwards."""
-    from ..cli import find_config  # The one rule every command finds its profile by.
-    from ..obligations import Obligations
-
     clock = _clock(at)
-    try:
-        hub = Obligations.from_file(find_config(config) or Path(DEFAULT_CONFIG))
-    except LedgerError as exc:
-        _fail(f"cannot open the ledger: {exc}")
-    except ObligationError as exc:
-        _fail(str(exc))
-    try:
+    with open_hub(config) as hub:
         yield TerminationState(hub, clock=clock) if clock is not None else hub.termination
-    except ObligationError as exc:
-        _fail(str(exc))
-    finally:
-        try:
-            hub.close()
-        except ObligationError as exc:
-            _fail(f"closing the ledger failed: {exc}")
 
 
 def _options(function: Any) -> Any:

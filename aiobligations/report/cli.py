@@ -11,14 +11,13 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import NoReturn
 
 import click
 
+from .._cli import fail
 from ..errors import LedgerBroken, ObligationError
 
 __all__ = ["PDF_TIMEOUT", "print_pdf", "report_command"]
@@ -28,9 +27,7 @@ PDF_TIMEOUT = 180.0
 """Seconds Chromium may take to print the PDF."""
 
 
-def _fail(message: str, status: int = 2) -> NoReturn:
-    click.echo(f"aiobligations: {message}", err=True)
-    sys.exit(status)
+_fail = fail
 
 
 def _time(value: str | None, name: str) -> datetime | None:

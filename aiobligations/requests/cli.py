@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import contextlib
 import json
-import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 
-from ..errors import LedgerError, ObligationError
+from .._cli import fail, open_hub
 from .workflow import NotFound, Request, RequestDesk
 
 __all__ = ["requests_group"]
@@ -30,9 +29,7 @@ __all__ = ["requests_group"]
 DEFAULT_CONFIG = "aiobligations.toml"
 
 
-def _fail(message: str, status: int = 2) -> NoReturn:
-    click.echo(f"aiobligations: {message}", err=True)
-    sys.exit(status)
+_fail = fail
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -67,27 +64,11 @@ def _view(request: Request, now: datetime) -> dict[str, Any]:
 @contextlib.contextmanager
 def _desk(config: Path | None) -> Iterator[RequestDesk]:
     """The configured hub's request desk; closes (flushing) the ledger afterwards."""
-    from ..cli import find_config  # The one rule every command finds its profile by.
-    from ..obligations import Obligations
-
-    path = find_config(config) or Path(DEFAULT_CONFIG)
-    try:
-        hub = Obligations.from_file(path)
-    except LedgerError as exc:
-        _fail(f"cannot open the ledger: {exc}")
-    except ObligationError as exc:
-        _fail(str(exc))
-    try:
-        yield hub.requests
-    except NotFound:
-        _fail("no such request", 1)
-    except ObligationError as exc:
-        _fail(str(exc))
-    finally:
+    with open_hub(config) as hub:
         try:
-            hub.close()
-        except ObligationError as exc:
-            _fail(f"closing the ledger failed: {exc}")
+            yield hub.requests
+        except NotFound:
+            _fail("no such request", 1)
 
 
 def _config_option(function: Any) -> Any:

@@ -9,23 +9,27 @@ witness (c2sp.org/tlog-witness) with uvicorn. :func:`witness_commands` returns t
 from __future__ import annotations
 
 import socket
-import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 
+from .._cli import fail
 from ..ledger.note import Verifier
-from .cosignature import Cosignature, CosignatureError, WitnessSigner, WitnessVerifier, check_quorum
+from .cosignature import (
+    Cosignature,
+    CosignatureError,
+    WitnessSigner,
+    WitnessVerifier,
+    check_quorum,
+)
 
 __all__ = ["Checks", "checks_from_options", "report_checks", "witness_commands"]
 
 
-def _fail(message: str, status: int = 2) -> NoReturn:
-    click.echo(f"aiobligations: {message}", err=True)
-    sys.exit(status)
+_fail = fail
 
 
 @click.group("witness")
