@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import io
 import queue
 import signal
 import struct
@@ -452,7 +453,8 @@ def test_an_unknown_model_404_lists_the_models() -> None:
 def test_a_skipped_label_is_warned_once_per_cause(
     demo: tuple[Any, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """No usable CJK font: one `label_skipped` warning for two images; a second cause gets its own."""
+    """No usable CJK font: one `label_skipped` warning for four images; a second cause gets its own."""
+    from PIL import Image
     from structlog.testing import capture_logs
 
     not_a_font = tmp_path / "not-a-font.ttf"
@@ -461,8 +463,12 @@ def test_a_skipped_label_is_warned_once_per_cause(
     app, hub = demo
     image = ("POST", "/v1/images/generations", {"prompt": "a fox"})
     small = ("POST", "/v1/images/generations", {"prompt": "a fox", "size": "256x256"})
+    tiny = io.BytesIO()
+    Image.new("RGB", (100, 60), (90, 120, 150)).save(tiny, "PNG")
     with capture_logs() as logs:
         replies = in_process(app, image, image, small, small)
+        for _ in range(2):  # Smaller than any size the demo makes: too small for the watermark.
+            hub.label_with_evidence(tiny.getvalue(), "image/png")
     assert [200] * 4 == [reply.status_code for reply in replies]
 
     warnings = [(e["label"], e["cause"]) for e in logs if e["event"] == "label_skipped"]
@@ -470,8 +476,8 @@ def test_a_skipped_label_is_warned_once_per_cause(
     (first, *_) = [e for e in logs if e["event"] == "label_skipped"]
     assert "warning" == first["log_level"]
     assert "cannot load the font" in first["reason"]
-    # Every skip is still on the record, request by request.
+    # Every skip is still on the record, request by request; the demo's smallest size is marked.
     records = label_records(hub)
-    assert 4 == len(records)
+    assert 6 == len(records)
     assert all("cannot load the font" in record["explicit"]["skipped"] for record in records)
-    assert ["too small" in record["watermark"].get("skipped", "") for record in records] == [False, False, True, True]
+    assert ["too small" in record["watermark"].get("skipped", "") for record in records] == [False] * 4 + [True] * 2
