@@ -29,13 +29,16 @@ import os
 import threading
 import weakref
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from ..errors import LedgerBroken, LedgerClosed
 
 __all__ = ["LogFold"]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .ledger import Ledger
 
 log = structlog.get_logger("aiobligations.ledger")
 
@@ -76,11 +79,11 @@ class LogFold:
     NAME = ""
     """Names the follower thread and the log events."""
 
-    ledger: Any
+    ledger: Ledger
     interval: float = 0.5
     """Seconds between two looks of the follower thread."""
 
-    def _start_fold(self, ledger: Any, *, interval: float = 0.5) -> None:
+    def _start_fold(self, ledger: Ledger, *, interval: float = 0.5) -> None:
         self.ledger = ledger
         self.interval = interval
         self._lock = threading.RLock()

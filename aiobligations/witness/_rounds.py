@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from typing import Self
 
 import structlog
 
@@ -29,7 +30,7 @@ class Rounds:
         """One round of work; returns how much was done."""
         raise NotImplementedError
 
-    def start(self) -> Rounds:
+    def start(self) -> Self:
         """Start the thread; returns ``self``."""
         self._thread.start()
         return self
