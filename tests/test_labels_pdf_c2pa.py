@@ -30,9 +30,10 @@ from aiobligations.demo.models import ToyImageModel
 from aiobligations.errors import LabelError
 from aiobligations.labels.annex_e import AIGCLabel
 from aiobligations.labels.c2pa import C2PAReport, C2PASigner, read, sign
-from aiobligations.labels.certs import DevCertificates, generate_dev_ca
+from aiobligations.labels.certs import DevCertificates
 from aiobligations.labels.formats import pdf
 from aiobligations.labels.labeller import Labeller
+from test_labels_c2pa import _anchors, _certs, _signer  # noqa: F401 - the shared test CA's fixtures
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TITLES = {
@@ -44,21 +45,6 @@ TITLES = {
 }
 PRODUCER = "001191440300708461136T1XGW3"
 AIGC = {"Label": "1", "ContentProducer": PRODUCER, "ProduceID": "pdf-1"}
-
-
-@pytest.fixture(name="certs", scope="module")
-def _certs(tmp_path_factory: pytest.TempPathFactory) -> DevCertificates:
-    return generate_dev_ca(tmp_path_factory.mktemp("ca"), organisation="Example Co")
-
-
-@pytest.fixture(name="anchors", scope="module")
-def _anchors(certs: DevCertificates) -> bytes:
-    return certs.ca_cert.read_bytes()
-
-
-@pytest.fixture(name="signer", scope="module")
-def _signer(certs: DevCertificates) -> C2PASigner:
-    return C2PASigner.from_files(certs.chain, certs.signing_key)
 
 
 @pytest.fixture(name="image_codes", scope="module")

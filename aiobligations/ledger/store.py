@@ -693,14 +693,17 @@ class SQLiteStore:
 
     def add_cosignature(self, size: int, witness: str, note: str, line: str) -> None:
         """Keep a witness's cosignature of the checkpoint ``note`` of ``size`` (from any thread)."""
+        self._write_beside("INSERT OR REPLACE INTO cosignatures VALUES (?,?,?,?)", (size, witness, note, line))
+
+    def _write_beside(self, sql: str, params: tuple[object, ...]) -> None:
+        """One statement on the witness and timestamp clients' own connection, in its own transaction."""
         with self._cosigner_lock:
             if self._closed:
                 raise LedgerError("the store is closed")
             if self._cosigner is None:
                 self._cosigner = self._connect(write=True)
             with self._transaction(self._cosigner):
-                self._cosigner.execute("INSERT OR REPLACE INTO cosignatures VALUES (?,?,?,?)",
-                                       (size, witness, note, line))
+                self._cosigner.execute(sql, params)
 
     def cosignatures(self, size: int | None = None) -> list[tuple[int, str, str, str]]:
         """Kept cosignatures as (size, witness, note, line): of one checkpoint size, or all, by size."""
@@ -716,14 +719,7 @@ class SQLiteStore:
 
     def add_timestamp(self, size: int, tsa: str, note: str, response: bytes) -> None:
         """Keep a timestamp authority's RFC 3161 ``response`` for the checkpoint ``note`` (any thread)."""
-        with self._cosigner_lock:
-            if self._closed:
-                raise LedgerError("the store is closed")
-            if self._cosigner is None:
-                self._cosigner = self._connect(write=True)
-            with self._transaction(self._cosigner):
-                self._cosigner.execute("INSERT OR REPLACE INTO timestamps VALUES (?,?,?,?)",
-                                       (size, tsa, note, bytes(response)))
+        self._write_beside("INSERT OR REPLACE INTO timestamps VALUES (?,?,?,?)", (size, tsa, note, bytes(response)))
 
     def timestamps(self, size: int | None = None) -> list[tuple[int, str, str, bytes]]:
         """Kept timestamps as (size, TSA URL, note, DER response): of one checkpoint size, or all."""
