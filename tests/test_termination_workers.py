@@ -15,23 +15,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from test_controls_workers import CHAT, CLI_TIMEOUT, _cli
 from test_workers import PID_HEADER, WORKERS, Site, free_port, gunicorn_argv, serving, until, uvicorn_argv
 
 from aiobligations import Obligations
 from aiobligations.keys import init_project, load_signer
 from aiobligations.profile import load_profile
-
-CLI_TIMEOUT = 120
-CHAT = {"model": "toy-1", "messages": [{"role": "user", "content": "hi"}]}
-
-
-def _cli(site: Site, *args: str) -> str:
-    from test_controls import CLI
-
-    done = subprocess.run([CLI, *args, "--config", str(site.config)], capture_output=True, text=True,
-                          timeout=CLI_TIMEOUT, check=False, cwd=site.config.parent)
-    assert 0 == done.returncode, f"{args} failed:\n{done.stdout}{done.stderr}"
-    return done.stdout
 
 
 @pytest.mark.parametrize("server", ["uvicorn", "gunicorn-preload"])
