@@ -563,7 +563,7 @@ class SharedRateLimiter:
     def _map(self) -> mmap.mmap:
         table = self._mapped.map
         if table is None:
-            raise ValueError(f"{self!r} is closed")
+            raise ConfigurationError(f"{self!r} is closed")
         return table
 
     def _level(self, table: mmap.mmap, mark: int, group: int, now: float) -> tuple[float, float, int | None]:

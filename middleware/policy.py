@@ -7,6 +7,8 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from aiobligations.errors import ConfigurationError
+
 __all__ = ["DEFAULT_AI_ROUTES", "Route", "RoutePolicy"]
 
 
@@ -45,7 +47,7 @@ class Route:
 
     def __post_init__(self) -> None:
         if not self.pattern.startswith("/"):
-            raise ValueError(f"a route pattern must start with '/', got {self.pattern!r}")
+            raise ConfigurationError(f"a route pattern must start with '/', got {self.pattern!r}")
         object.__setattr__(self, "methods", frozenset(m.upper() for m in self.methods))
 
 

@@ -220,3 +220,18 @@ def test_every_error_a_caller_can_catch_is_in_the_tree() -> None:
                 if not issubclass(value, ObligationError):
                     outside.append(f"{name}.{attribute}")
     assert outside == []
+
+
+def test_no_bare_value_error_is_raised() -> None:
+    """A bad argument or value is a ConfigurationError (still a ValueError), never a bare ValueError (issue 12).
+
+    A wrong *type* stays a TypeError: a programming error, like Python's own.
+    """
+    root = Path(__file__).resolve().parent.parent
+    bare = re.compile(r"\braise (ValueError|Exception|RuntimeError)\(")
+    found = [f"{path.relative_to(root)}:{number}"
+             for folder in ("aiobligations", "middleware", "adapters")
+             for path in sorted((root / folder).rglob("*.py"))
+             for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+             if bare.search(line)]
+    assert found == []

@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from ..errors import ConfigurationError
 from .models import DEFAULT_IMAGE_SIZE, IMAGE_SIZES, ToyChatModel, ToyImageModel
 
 __all__ = ["MAX_BODY_BYTES", "build_app"]
@@ -185,7 +186,7 @@ def build_app(*, stream_delay: float = 0.02) -> Starlette:
     .. versionadded:: 0.1.0
     """
     if stream_delay < 0:
-        raise ValueError(f"stream_delay must be zero or more seconds, got {stream_delay!r}")
+        raise ConfigurationError(f"stream_delay must be zero or more seconds, got {stream_delay!r}")
     chat, images = ToyChatModel(), ToyImageModel()
     model_cards = {
         name: {"id": name, "object": "model", "created": _CREATED, "owned_by": "aiobligations-demo"}

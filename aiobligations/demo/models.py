@@ -10,6 +10,8 @@ import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+from ..errors import ConfigurationError
+
 __all__ = ["DEFAULT_IMAGE_SIZE", "IMAGE_SIZES", "ToyChatModel", "ToyImageModel", "encode_png", "parse_size"]
 
 IMAGE_SIZES = ("auto", "256x256", "512x512", "1024x1024", "1536x1024", "1024x1536", "1792x1024", "1024x1792")
@@ -117,7 +119,7 @@ def parse_size(size: str) -> tuple[int, int]:
         ValueError: the size is not one of :data:`IMAGE_SIZES`.
     """
     if size not in IMAGE_SIZES:
-        raise ValueError(f"size must be one of {', '.join(IMAGE_SIZES)}, got {size!r}")
+        raise ConfigurationError(f"size must be one of {', '.join(IMAGE_SIZES)}, got {size!r}")
     width, _, height = (DEFAULT_IMAGE_SIZE if size == "auto" else size).partition("x")
     return int(width), int(height)
 
@@ -136,11 +138,11 @@ def encode_png(width: int, height: int, rows: Iterator[bytes] | Sequence[bytes])
     count = 0
     for row in rows:
         if len(row) != width * 3:
-            raise ValueError(f"row {count} has {len(row)} bytes, expected {width * 3}")
+            raise ConfigurationError(f"row {count} has {len(row)} bytes, expected {width * 3}")
         raw += b"\x00" + row  # Filter type 0 (None) for every scanline.
         count += 1
     if count != height:
-        raise ValueError(f"got {count} rows, expected {height}")
+        raise ConfigurationError(f"got {count} rows, expected {height}")
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit truecolour, no interlace.
     return b"".join(
         (_PNG_SIGNATURE, _chunk(b"IHDR", header), _chunk(b"IDAT", zlib.compress(bytes(raw), 6)), _chunk(b"IEND", b""))

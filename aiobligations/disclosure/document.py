@@ -11,6 +11,7 @@ import hashlib
 import json
 from typing import TYPE_CHECKING, Any
 
+from ..errors import ConfigurationError
 from .settings import DisclosureSettings
 
 if TYPE_CHECKING:
@@ -51,7 +52,7 @@ ARTICLES = {
 
 def _prefix(prefix: str) -> str:
     if not prefix.startswith("/") or prefix.endswith("/") and prefix != "/":
-        raise ValueError(f"prefix must start with '/' and not end with one, such as '/ai'; got {prefix!r}")
+        raise ConfigurationError(f"prefix must start with '/' and not end with one, such as '/ai'; got {prefix!r}")
     return "" if prefix == "/" else prefix
 
 

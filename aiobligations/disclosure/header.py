@@ -27,6 +27,7 @@ from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
+from ..errors import ConfigurationError
 from ._structured import Date, DisplayString, Token, _Parser
 
 __all__ = [
@@ -77,7 +78,7 @@ def ascii_safe(text: str) -> str:
 
 def _key(key: object) -> str:
     if not isinstance(key, str) or not _KEY.match(key):
-        raise ValueError(
+        raise ConfigurationError(
             f"structured field key {key!r} is invalid: keys are lower-case letters, digits, "
             "'_', '-', '.' and '*', starting with a letter or '*'"
         )
@@ -86,10 +87,10 @@ def _key(key: object) -> str:
 
 def _decimal(value: float) -> str:
     if not math.isfinite(value):
-        raise ValueError(f"structured field decimal must be finite, got {value!r}")
+        raise ConfigurationError(f"structured field decimal must be finite, got {value!r}")
     rounded = Decimal(repr(value)).quantize(Decimal("0.001"), rounding=ROUND_HALF_EVEN)
     if abs(rounded) >= 10**12:
-        raise ValueError(f"structured field decimal {value!r} has more than 12 integer digits")
+        raise ConfigurationError(f"structured field decimal {value!r} has more than 12 integer digits")
     text = f"{rounded:f}".rstrip("0")
     text = text + "0" if text.endswith(".") else text
     return "0.0" if text in ("-0.0", "0.0") else text
@@ -98,7 +99,7 @@ def _decimal(value: float) -> str:
 def _string(value: str) -> str:
     for char in value:
         if not " " <= char <= "~":
-            raise ValueError(
+            raise ConfigurationError(
                 f"structured field string {value!r} has the character {char!r}, but RFC 9651 strings "
                 "hold printable ASCII only: pass the text through ascii_safe() (percent-encoding), "
                 "transliterate it, or mark it DisplayString"
@@ -122,17 +123,17 @@ def _bare_item(value: Any) -> str:
         return "?1" if value else "?0"
     if isinstance(value, Date):
         if abs(value) > _MAX_INT:
-            raise ValueError(f"structured field date {int(value)} is out of range (±{_MAX_INT})")
+            raise ConfigurationError(f"structured field date {int(value)} is out of range (±{_MAX_INT})")
         return f"@{int(value)}"
     if isinstance(value, int):
         if abs(value) > _MAX_INT:
-            raise ValueError(f"structured field integer {value} is out of range (±{_MAX_INT})")
+            raise ConfigurationError(f"structured field integer {value} is out of range (±{_MAX_INT})")
         return str(value)
     if isinstance(value, float):
         return _decimal(value)
     if isinstance(value, Token):
         if not _TOKEN.match(value):
-            raise ValueError(
+            raise ConfigurationError(
                 f"structured field token {str(value)!r} is invalid: a token starts with a letter "
                 "or '*' and continues with letters, digits and !#$%&'*+-.^_`|~:/"
             )
@@ -143,7 +144,7 @@ def _bare_item(value: Any) -> str:
         return _string(value)
     if isinstance(value, (bytes, bytearray)):
         return ":" + base64.b64encode(bytes(value)).decode("ascii") + ":"
-    raise ValueError(
+    raise ConfigurationError(
         f"structured field value {value!r} has unsupported type {type(value).__name__}: use bool, "
         "int, float, str, Token, Date, DisplayString or bytes"
     )
@@ -154,7 +155,7 @@ def _member(key: str, value: Any, *, inner_list_ok: bool) -> str:
         return key
     if isinstance(value, (list, tuple)):
         if not inner_list_ok:
-            raise ValueError(f"structured field parameter {key!r} cannot be a list; only the first member can")
+            raise ConfigurationError(f"structured field parameter {key!r} cannot be a list; only the first member can")
         return f"{key}=(" + " ".join(_bare_item(item) for item in value) + ")"
     return f"{key}={_bare_item(value)}"
 
@@ -184,7 +185,7 @@ def serialize_dictionary(members: Mapping[str, Any], *, form: str = ",") -> str:
             ``form`` is neither ``","`` nor ``";"``.
     """
     if form not in _FORMS:
-        raise ValueError(f"form must be ',' or ';', got {form!r}")
+        raise ConfigurationError(f"form must be ',' or ';', got {form!r}")
     parts = [_member(_key(key), value, inner_list_ok=form == "," or index == 0)
              for index, (key, value) in enumerate(members.items())]
     return (", " if form == "," else "; ").join(parts)
@@ -220,19 +221,19 @@ def disclosure_header(
             that is not representable (for example non-ASCII text).
     """
     if mode not in MODES:
-        raise ValueError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
+        raise ConfigurationError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
     members: dict[str, Any] = {"mode": Token(mode), "provider": provider}
     if model is not None:
         members["model"] = model
     if date is not None:
         if isinstance(date, datetime):
             if date.tzinfo is None:
-                raise ValueError("date must be an aware datetime (with a time zone) or epoch seconds")
+                raise ConfigurationError("date must be an aware datetime (with a time zone) or epoch seconds")
             date = math.floor(date.timestamp())
         members["date"] = Date(date)
     for key, value in (extra or {}).items():
         if key in ("mode", "provider", "model", "date"):
-            raise ValueError(f"extra key {key!r} repeats a named argument; pass it as {key}= instead")
+            raise ConfigurationError(f"extra key {key!r} repeats a named argument; pass it as {key}= instead")
         members[key] = value
     return serialize_dictionary(members, form=form)
 

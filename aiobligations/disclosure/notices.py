@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 
+from ..errors import ConfigurationError
 from .header import MODES
 from .settings import DisclosureSettings
 
@@ -69,7 +70,7 @@ def _lang(lang: str) -> str:
 
 def _check_url(url: str) -> str:
     if not (url.startswith("/") and not url.startswith("//")) and not url.startswith(("https://", "http://")):
-        raise ValueError(f"transparency_url must be a path starting with '/' or an http(s) URL, got {url!r}")
+        raise ConfigurationError(f"transparency_url must be a path starting with '/' or an http(s) URL, got {url!r}")
     return url
 
 
@@ -174,5 +175,5 @@ def meta_tag(mode: str) -> str:
         ValueError: an unknown mode.
     """
     if mode not in META_VALUES:
-        raise ValueError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
+        raise ConfigurationError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
     return f'<meta name="ai-disclosure" content="{META_VALUES[mode]}">'

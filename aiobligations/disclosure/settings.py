@@ -92,20 +92,20 @@ class Text:
         """
         if isinstance(value, str):
             if not value.strip():
-                raise ValueError("is empty")
+                raise ConfigurationError("is empty")
             return cls(zh=value.strip(), en=value.strip())
         if not isinstance(value, Mapping):
-            raise ValueError(f"must be a string or a table {{ zh = \"…\", en = \"…\" }}, got {type(value).__name__}")
+            raise ConfigurationError(f"must be a string or a table {{ zh = \"…\", en = \"…\" }}, got {type(value).__name__}")
         unknown = sorted(set(value) - set(LANGUAGES))
         if unknown:
-            raise ValueError(f"has unknown language keys {', '.join(unknown)} (use zh and en)")
+            raise ConfigurationError(f"has unknown language keys {', '.join(unknown)} (use zh and en)")
         texts = {lang: value.get(lang) for lang in LANGUAGES}
         for lang, text in texts.items():
             if text is not None and not isinstance(text, str):
-                raise ValueError(f"{lang} must be a string, got {type(text).__name__}")
+                raise ConfigurationError(f"{lang} must be a string, got {type(text).__name__}")
         zh, en = (texts["zh"] or "").strip(), (texts["en"] or "").strip()
         if not zh and not en:
-            raise ValueError("is empty: give zh, en or both")
+            raise ConfigurationError("is empty: give zh, en or both")
         return cls(zh=zh or en, en=en or zh)
 
 

@@ -329,9 +329,9 @@ class Ledger:
             The index of the ``subject.erased`` record.
         """
         if not isinstance(subject, str) or not subject:
-            raise ValueError("subject must be a non-empty string")
+            raise ConfigurationError("subject must be a non-empty string")
         if subject.startswith("\x00"):
-            raise ValueError("a subject id cannot start with NUL")  # That prefix names a pseudonym (erase_pseudonym).
+            raise ConfigurationError("a subject id cannot start with NUL")  # That prefix names a pseudonym (erase_pseudonym).
         waiter = Waiter()
         self._writer.enqueue((OP_ERASE, subject, waiter))
         return int(waiter.wait(None))
@@ -376,7 +376,7 @@ class Ledger:
         """
         for pseudonym in pseudonyms:
             if not isinstance(pseudonym, str) or not re.fullmatch(r"[A-Za-z0-9_-]{22}", pseudonym):
-                raise ValueError(f"not a pseudonym: {pseudonym!r:.40}")
+                raise ConfigurationError(f"not a pseudonym: {pseudonym!r:.40}")
         indices: list[int] = []
         for start in range(0, len(pseudonyms), max(1, chunk)):
             waiters = []
@@ -481,13 +481,13 @@ class Ledger:
     def inclusion_proof(self, index: int, size: int) -> list[bytes]:
         """The RFC 9162 inclusion proof of record ``index`` in the tree of ``size`` records."""
         if not self.reader.first_index <= index < size <= self.size:
-            raise ValueError(f"no record {index} in a tree of {size} (the log has {self.size})")
+            raise ConfigurationError(f"no record {index} in a tree of {size} (the log has {self.size})")
         return self.reader.inclusion_proof(index, size)
 
     def consistency_proof(self, size1: int, size2: int) -> list[bytes]:
         """The RFC 9162 consistency proof from tree size ``size1`` to ``size2``."""
         if not 0 < size1 <= size2 <= self.size:
-            raise ValueError(f"no consistency proof from {size1} to {size2} (the log has {self.size})")
+            raise ConfigurationError(f"no consistency proof from {size1} to {size2} (the log has {self.size})")
         return self.reader.consistency_proof(size1, size2)
 
     def rotate_master_key(self, new: MasterKey) -> int:

@@ -6,7 +6,7 @@ import hashlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import islice
 
-from ..errors import ObligationError
+from ..errors import ConfigurationError, ObligationError
 
 __all__ = [
     "EMPTY_ROOT",
@@ -169,7 +169,7 @@ class CompactRange:
         want = len(decompose(start, end))
         hashes = list(hashes)
         if len(hashes) != want:
-            raise ValueError(
+            raise ConfigurationError(
                 f"The compact range of [{start}, {end}) has {want} hashes, got {len(hashes)}."
             )
         compact = cls(start)
@@ -270,7 +270,7 @@ class CompactRange:
         if not isinstance(other, CompactRange):
             raise TypeError(f"other must be a CompactRange, got {type(other).__name__}.")
         if other._start != self._end:
-            raise ValueError(
+            raise ConfigurationError(
                 f"Cannot merge a range starting at {other._start} into one ending at {self._end}."
             )
         for (level, index), value in list(zip(decompose(other._start, other._end), other._hashes)):
@@ -298,7 +298,7 @@ class CompactRange:
             ValueError: If the range does not start at leaf 0.
         """
         if self._start != 0:
-            raise ValueError(f"Only a range from leaf 0 has a root; this starts at {self._start}.")
+            raise ConfigurationError(f"Only a range from leaf 0 has a root; this starts at {self._start}.")
         return _fold(self._hashes)
 
 
@@ -323,7 +323,7 @@ def range_hash(start: int, end: int, subtree: Subtree) -> bytes:
     _check_range(start, end)
     size = end - start
     if (size == 0 and start != 0) or start % (1 << (size - 1).bit_length() if size else 1):
-        raise ValueError(f"[{start}, {end}) is not a node of the RFC 9162 tree.")
+        raise ConfigurationError(f"[{start}, {end}) is not a node of the RFC 9162 tree.")
     return _fold([_lookup(subtree, level, index) for level, index in decompose(start, end)])
 
 
@@ -344,7 +344,7 @@ def inclusion_proof(index: int, size: int, subtree: Subtree) -> list[bytes]:
     """
     _check_range(index, size, "index", "size")
     if index == size:
-        raise ValueError(f"index must be below size, got index {index} and size {size}.")
+        raise ConfigurationError(f"index must be below size, got index {index} and size {size}.")
     proof = []
     low, high = 0, size
     # Walk down the RFC recursion from the root, collecting the sibling of each step.
@@ -376,7 +376,7 @@ def consistency_proof(size1: int, size2: int, subtree: Subtree) -> list[bytes]:
     """
     _check_range(size1, size2, "size1", "size2")
     if size1 == 0:
-        raise ValueError("size1 must be at least 1; nothing can be proved about the empty tree.")
+        raise ConfigurationError("size1 must be at least 1; nothing can be proved about the empty tree.")
     proof = []
     low, high, old, whole = 0, size2, size1, True
     # SUBPROOF, unrolled: `whole` is the RFC's flag b, `old` is m relative to `low`.
@@ -431,7 +431,7 @@ class MemoryTree:
     def subtree(self, level: int, index: int) -> bytes:
         """Return the root of the perfect subtree at ``(level, index)``, or raise ValueError."""
         if not (0 <= level < len(self._levels) and 0 <= index < len(self._levels[level])):
-            raise ValueError(f"The subtree at level {level}, index {index} is not complete.")
+            raise ConfigurationError(f"The subtree at level {level}, index {index} is not complete.")
         return self._levels[level][index]
 
     def root(self, size: int | None = None) -> bytes:
@@ -589,7 +589,7 @@ def _largest_power_below(n: int) -> int:
 def _lookup(subtree: Subtree, level: int, index: int) -> bytes:
     value = subtree(level, index)
     if not isinstance(value, (bytes, bytearray)) or len(value) != HASH_SIZE:
-        raise ValueError(f"subtree({level}, {index}) did not return a {HASH_SIZE}-byte hash.")
+        raise ConfigurationError(f"subtree({level}, {index}) did not return a {HASH_SIZE}-byte hash.")
     return bytes(value)
 
 
@@ -598,7 +598,7 @@ def _check_range(start: int, end: int, first: str = "start", second: str = "end"
         if not isinstance(value, int) or isinstance(value, bool):
             raise TypeError(f"{name} must be an integer, got {type(value).__name__}.")
     if not 0 <= start <= end:
-        raise ValueError(f"Need 0 <= {first} <= {second}, got {first} {start} and {second} {end}.")
+        raise ConfigurationError(f"Need 0 <= {first} <= {second}, got {first} {start} and {second} {end}.")
 
 
 def _check_size(name: str, value: int) -> None:

@@ -11,7 +11,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from ..errors import ObligationError
+from ..errors import ConfigurationError, ObligationError
 
 __all__ = [
     "BadSignature",
@@ -146,10 +146,10 @@ class Signer(_NamedKey):
         if not isinstance(text, str):
             raise TypeError(f"text must be a str, got {type(text).__name__}.")
         if not text.endswith("\n"):
-            raise ValueError("A note text must end with a newline.")
+            raise ConfigurationError("A note text must end with a newline.")
         problem = _text_problem(text)
         if problem:
-            raise ValueError(f"The note text {problem}.")
+            raise ConfigurationError(f"The note text {problem}.")
         signature = self._key.sign(text.encode("utf-8"))
         line = base64.b64encode(self._key_id + signature).decode("ascii")
         return f"{text}\n{_DASH}{self._name} {line}\n"
@@ -198,24 +198,24 @@ class Verifier(_NamedKey):
         # The base64 part may itself contain "+", but the name and the key ID cannot.
         parts = vkey.split("+", 2)
         if len(parts) != 3:
-            raise ValueError(
+            raise ConfigurationError(
                 f"A verifier key has the form <name>+<key id>+<base64 key>, got {vkey!r}."
             )
         name, key_id, encoded = parts
         _check_name(name)
         if not _KEY_ID_HEX.fullmatch(key_id):
-            raise ValueError(f"A verifier key's key ID is 8 lowercase hex digits, got {key_id!r}.")
+            raise ConfigurationError(f"A verifier key's key ID is 8 lowercase hex digits, got {key_id!r}.")
         raw = _b64decode(encoded)
         if raw is None:
-            raise ValueError(f"The verifier key {name}+{key_id} does not end in valid base64.")
+            raise ConfigurationError(f"The verifier key {name}+{key_id} does not end in valid base64.")
         if raw[:1] != _ED25519:
             kind = f"0x{raw[0]:02x}" if raw else "missing"
-            raise ValueError(f"The verifier key's type is {kind}; only Ed25519 (0x01) works.")
+            raise ConfigurationError(f"The verifier key's type is {kind}; only Ed25519 (0x01) works.")
         if len(raw) != 33:
-            raise ValueError(f"An Ed25519 public key is 32 bytes long, got {len(raw) - 1}.")
+            raise ConfigurationError(f"An Ed25519 public key is 32 bytes long, got {len(raw) - 1}.")
         expected = _key_id(name, raw[1:])
         if expected.hex() != key_id:
-            raise ValueError(
+            raise ConfigurationError(
                 f"The key ID {key_id} does not match the name and key, which give {expected.hex()}."
             )
         return cls(name, Ed25519PublicKey.from_public_bytes(raw[1:]))
@@ -284,21 +284,21 @@ class Checkpoint:
 
     def __post_init__(self) -> None:
         if not isinstance(self.origin, str) or not self.origin:
-            raise ValueError(f"A checkpoint's origin must be a non-empty str, got {self.origin!r}.")
+            raise ConfigurationError(f"A checkpoint's origin must be a non-empty str, got {self.origin!r}.")
         if not isinstance(self.size, int) or isinstance(self.size, bool):
             raise TypeError(f"size must be an integer, got {type(self.size).__name__}.")
         if not 0 <= self.size < 1 << 64:
-            raise ValueError(f"A checkpoint's size must be a uint64, got {self.size}.")
+            raise ConfigurationError(f"A checkpoint's size must be a uint64, got {self.size}.")
         if not isinstance(self.root, (bytes, bytearray)):
             raise TypeError(f"root must be bytes, got {type(self.root).__name__}.")
         if len(self.root) != 32:
-            raise ValueError(f"A checkpoint's root must be 32 bytes, got {len(self.root)}.")
+            raise ConfigurationError(f"A checkpoint's root must be 32 bytes, got {len(self.root)}.")
         # Normalise lists and bytearrays so that equal checkpoints compare and hash equal.
         object.__setattr__(self, "root", bytes(self.root))
         object.__setattr__(self, "extensions", tuple(self.extensions))
         for line in (self.origin, *self.extensions):
             if not isinstance(line, str) or not line or "\n" in line or _CONTROL.search(line):
-                raise ValueError(
+                raise ConfigurationError(
                     f"Checkpoint lines must be non-empty, without control characters: {line!r}."
                 )
 
@@ -438,7 +438,7 @@ def _check_name(name: str) -> None:
     if not isinstance(name, str):
         raise TypeError(f"name must be a str, got {type(name).__name__}.")
     if not _valid_name(name) or _text_problem(name):
-        raise ValueError(f"A key name must be non-empty, without spaces or '+', got {name!r}.")
+        raise ConfigurationError(f"A key name must be non-empty, without spaces or '+', got {name!r}.")
 
 
 def _key_id(name: str, public: bytes) -> bytes:

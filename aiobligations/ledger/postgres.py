@@ -538,7 +538,7 @@ class PostgresStore:
         dies, its session ends and the lock with it.
         """
         if not name.isidentifier():
-            raise ValueError(f"a lock name must be an identifier, got {name!r}")
+            raise ConfigurationError(f"a lock name must be an identifier, got {name!r}")
         key = _int32(hashlib.sha256(b"lock/" + name.encode()).digest()) | 0x100  # Never 0 or 1.
         conn = self.connect()
         try:

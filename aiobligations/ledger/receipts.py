@@ -144,7 +144,7 @@ def make_receipt(ledger: Ledger, index: int, *, extra: bytes | None = None) -> s
     if extra is None:
         extra = data
     elif merkle.leaf_hash(bytes(extra)) != merkle.leaf_hash(data):
-        raise ValueError(f"extra must be the exact bytes of record {index}; it hashes differently.")
+        raise ConfigurationError(f"extra must be the exact bytes of record {index}; it hashes differently.")
     # The latest checkpoint witnesses cosigned, when it covers the record (and this process has heard
     # of its size, which the proof needs): the receipt then carries their cosignatures. Otherwise the
     # latest signed one (a fresh record is not witnessed yet).

@@ -28,6 +28,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from ..errors import ConfigurationError
+
 __all__ = [
     "FORMAT_VERSION",
     "MAC_BYTES",
@@ -100,16 +102,16 @@ def prepare(record: Mapping[str, Any]) -> PreparedRecord:
         raise TypeError(f"a ledger record must be a dict, got {type(record).__name__}")
     kind = record.get("kind")
     if not isinstance(kind, str) or not kind:
-        raise ValueError(f"a ledger record needs a non-empty string 'kind', got {kind!r}")
+        raise ConfigurationError(f"a ledger record needs a non-empty string 'kind', got {kind!r}")
     if not RESERVED_FIELDS.isdisjoint(record):
         taken = ", ".join(sorted(RESERVED_FIELDS.intersection(record)))
-        raise ValueError(f"{taken}: written by the ledger, a record cannot set it")
+        raise ConfigurationError(f"{taken}: written by the ledger, a record cannot set it")
     subject = record.get("subject")
     if subject is not None and (not isinstance(subject, str) or not subject):
-        raise ValueError("a record's 'subject' must be a non-empty string")
+        raise ConfigurationError("a record's 'subject' must be a non-empty string")
     personal = record.get("personal")
     if personal is not None and subject is None:
-        raise ValueError("a record with 'personal' data needs a 'subject' to seal it for")
+        raise ConfigurationError("a record with 'personal' data needs a 'subject' to seal it for")
     fields = {key: value for key, value in record.items() if key not in _SEPARATE}
     try:
         body = b"," + _dumps(fields)[1:-1].encode() if fields else b""
@@ -198,5 +200,5 @@ def parse_record(data: bytes) -> dict[str, Any]:
     """
     value = json.loads(data)
     if not isinstance(value, dict):
-        raise ValueError("a record must be a JSON object")
+        raise ConfigurationError("a record must be a JSON object")
     return value

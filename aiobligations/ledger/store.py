@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Protocol, runtime_checkable
 
-from ..errors import LedgerError, LedgerLocked, UnusableInput
+from ..errors import ConfigurationError, LedgerError, LedgerLocked, UnusableInput
 from . import _flock
 from ._flock import held
 
@@ -576,7 +576,7 @@ class SQLiteStore:
             UnusableInput: the lock file cannot be created.
         """
         if not name.isidentifier():
-            raise ValueError(f"a lock name must be an identifier, got {name!r}")
+            raise ConfigurationError(f"a lock name must be an identifier, got {name!r}")
         path = self.path.with_name(f"{self.path.name}.{name}.lock")
         with contextlib.ExitStack() as stack:
             try:

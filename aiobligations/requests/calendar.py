@@ -433,7 +433,7 @@ class ChinaCalendar:
         self._extra_working_days = frozenset(_check_date("extra_working_days item", day) for day in extra_working_days)
         both = self._extra_holidays & self._extra_working_days
         if both:
-            raise ValueError(
+            raise ConfigurationError(
                 f"{min(both).isoformat()} is in both extra_holidays and extra_working_days; keep it in one."
             )
         self.schedules = tuple(schedules)
@@ -645,7 +645,7 @@ def _local_date(name: str, moment: datetime, tz: tzinfo) -> date:
     if not isinstance(moment, datetime):
         raise TypeError(f"{name} must be a datetime, got {moment!r}.")
     if moment.tzinfo is None or moment.utcoffset() is None:
-        raise ValueError(
+        raise ConfigurationError(
             f"{name} must be timezone-aware, got naive {moment.isoformat()}; "
             "attach a zone, e.g. .replace(tzinfo=ZoneInfo('Asia/Shanghai'))."
         )
@@ -658,7 +658,7 @@ def _next_working_day(day: date, calendar: WorkingCalendar) -> date:
         candidate = day + timedelta(days=offset)
         if calendar.is_working_day(candidate):
             return candidate
-    raise ValueError(
+    raise ConfigurationError(
         f"{calendar!r} has no working day in the {_MAX_CONSECUTIVE_DAYS_OFF} days after {day.isoformat()}; "
         "check its holidays."
     )
@@ -703,7 +703,7 @@ def add_working_days(
     if isinstance(days, bool) or not isinstance(days, int):
         raise TypeError(f"days must be an int, got {days!r}.")
     if days < 0:
-        raise ValueError(f"days must be 0 or more, got {days!r}.")
+        raise ConfigurationError(f"days must be 0 or more, got {days!r}.")
     day = _local_date("start", start, tz)
     if days == 0:
         if not calendar.is_working_day(day):
