@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_watermark import jpeg, psnr
 
 from aiobligations.labels import watermark as wm
 
@@ -37,19 +38,6 @@ def photo(name: str) -> np.ndarray:
     if pixels.ndim == 2:
         pixels = np.repeat(pixels[:, :, None], 3, axis=2)
     return np.ascontiguousarray(pixels[:, :, :3]).astype(np.uint8)
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float(10 * np.log10(255**2 / mse))
-
-
-def jpeg(pixels: np.ndarray, quality: int = 75) -> np.ndarray:
-    buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, "JPEG", quality=quality)
-    buf.seek(0)
-    with Image.open(buf) as im:
-        return np.asarray(im.convert("RGB"))
 
 
 def crop(pixels: np.ndarray, top: float, right: float, bottom: float, left: float) -> np.ndarray:

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import uvicorn
+from _serve import _Server
 from click.testing import CliRunner
 from conftest import ORIGIN
 from structlog.testing import capture_logs
@@ -30,16 +31,6 @@ from aiobligations.disclosure import render_transparency_page, with_witness_conf
 from aiobligations.witness.client import ConflictWatch, WitnessServer, WitnessSettings
 from aiobligations.witness.cosignature import WitnessSigner, check_quorum
 from aiobligations.witness.server import WitnessApp, WitnessState
-
-
-class _Server(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config) -> None:
-        super().__init__(config)
-        self.ready = threading.Event()
-
-    async def startup(self, sockets: Any = None) -> None:
-        await super().startup(sockets=sockets)
-        self.ready.set()
 
 
 class Witness:
