@@ -235,3 +235,20 @@ def test_no_bare_value_error_is_raised() -> None:
              for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
              if bare.search(line)]
     assert found == []
+
+
+def test_every_package_folder_is_installed() -> None:
+    """A wheel holds every package: a folder with __init__.py missing from pyproject's list broke installs once."""
+    import tomllib
+
+    root = Path(__file__).resolve().parent.parent
+    config = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]
+    mapped = config["package-dir"]
+    found = set()
+    for name, folder in mapped.items():
+        base = root / folder
+        for init in base.rglob("__init__.py"):
+            relative = init.parent.relative_to(base).parts
+            if "__pycache__" not in relative:
+                found.add(".".join((name, *relative)))
+    assert sorted(found - set(config["packages"])) == []
