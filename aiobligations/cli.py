@@ -17,7 +17,7 @@ import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import structlog
@@ -28,6 +28,9 @@ from .keys import init_project, load_signer
 from .ledger.bundle import export_bundle
 from .ledger.verify import verify_path
 from .profile import load_profile
+
+if TYPE_CHECKING:
+    from .ledger.note import Signer
 
 __all__ = ["CONFIG_ENV", "find_config", "label_report", "main"]
 
@@ -259,8 +262,14 @@ def verify(path: str, schema: str, key: str | None, since: str | None, trust_bun
         _fail("--key is not a verifier key: it is empty (give name+id+key, or a file holding it)")
     if config is None and (key is None or mac_key is None):
         config = find_config(None, required=False)  # Once: it says which profile it found.
-    trusted = _read_text_arg(key, "--key").strip() if key is not None else _configured_key(config)
-    record_key = _record_key(mac_key, config)
+    # The profile's signer pins the key unless --key does (then a broken profile is not this command's
+    # business) and gives the record key unless --mac-key does.
+    signer = _configured_signer(config, quiet=key is not None) if key is None or mac_key is None else None
+    if key is not None:
+        trusted: str | None = _read_text_arg(key, "--key").strip()
+    else:
+        trusted = signer.verifier_key if signer is not None else None
+    record_key = _record_key(mac_key, signer)
     earlier = _read_file_arg(since, "--since-checkpoint")
     try:
         target: str | Path = path if path.startswith(("postgresql://", "postgres://")) else Path(path)
@@ -290,26 +299,20 @@ def verify(path: str, schema: str, key: str | None, since: str | None, trust_bun
         report_checks(checks, report.checkpoint_note, report.checkpoint_timestamps, err=as_json)
 
 
-def _record_key(value: str | None, config: Path | None) -> bytes | None:
+def _record_key(value: str | None, signer: Signer | None) -> bytes | None:
     """The record key: given (hex, or a file holding it), else derived from the configured signing key."""
-    if value is not None:
-        text = _read_text_arg(value, "--mac-key").strip()
-        try:
-            key = bytes.fromhex(text)
-        except ValueError:
-            key = b""
-        if len(key) != 32:
-            _fail("--mac-key is not a record key: give its 64 hex digits, or a file holding them")
-        return key
-    if config is None:
-        return None
     from .ledger.records import record_mac_key
 
+    if value is None:
+        return record_mac_key(signer.private_key) if signer is not None else None
+    text = _read_text_arg(value, "--mac-key").strip()
     try:
-        profile = load_profile(config)
-        return record_mac_key(load_signer(profile.ledger.signing_key, profile.ledger.origin).private_key)
-    except ConfigurationError:
-        return None  # The verifier key's own lookup reports a broken profile.
+        key = bytes.fromhex(text)
+    except ValueError:
+        key = b""
+    if len(key) != 32:
+        _fail("--mac-key is not a record key: give its 64 hex digits, or a file holding them")
+    return key
 
 
 @main.command("record-key")
@@ -321,25 +324,23 @@ def record_key_command(config: Path | None) -> None:
     exactly. It cannot sign checkpoints, but whoever holds it can make a record's mac: share it only
     with those you would let check your records.
     """
-    from .ledger.records import record_mac_key
-
-    try:
-        profile = load_profile(find_config(config, required=True) or Path(DEFAULT_CONFIG))
-        key = record_mac_key(load_signer(profile.ledger.signing_key, profile.ledger.origin).private_key)
-    except ConfigurationError as exc:
-        _fail(str(exc))
+    signer = _configured_signer(find_config(config, required=True))
+    key = _record_key(None, signer)
+    assert key is not None  # A profile was found, so there is a signer.
     click.echo(key.hex())
 
 
-def _configured_key(config: Path | None) -> str | None:
-    """The verifier key of the configured ledger, if a configuration is at hand."""
+def _configured_signer(config: Path | None, *, quiet: bool = False) -> Signer | None:
+    """The configured ledger's signer, if a profile is at hand; a broken profile exits 2 (``None`` if quiet)."""
     path = find_config(config, required=False)
     if path is None:
         return None
     try:
         profile = load_profile(path)
-        return load_signer(profile.ledger.signing_key, profile.ledger.origin).verifier_key
+        return load_signer(profile.ledger.signing_key, profile.ledger.origin)
     except ConfigurationError as exc:
+        if quiet:
+            return None
         _fail(str(exc))
 
 

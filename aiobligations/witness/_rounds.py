@@ -7,7 +7,17 @@ from typing import Self
 
 import structlog
 
+from ..errors import ConfigurationError
+
 log = structlog.get_logger("aiobligations.witness")
+
+
+def check_seconds(table: str, settings: object, names: tuple[str, ...]) -> None:
+    """Raise ConfigurationError unless each named setting is a positive number of seconds."""
+    for name in names:
+        value = getattr(settings, name)
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
+            raise ConfigurationError(f"[{table}] {name} must be a positive number of seconds, got {value!r}")
 
 
 class Rounds:

@@ -26,7 +26,7 @@ import structlog
 from ..errors import ConfigurationError
 from ..ledger.note import Verifier
 from ..ledger.reader import checkpoint_of
-from ._rounds import Rounds
+from ._rounds import Rounds, check_seconds
 from .cosignature import CosignatureError, WitnessVerifier, format_add_checkpoint, split_note
 
 __all__ = ["CONFLICT_KIND", "ConflictWatch", "WitnessClient", "WitnessServer", "WitnessSettings", "cosigned_checkpoint"]
@@ -81,10 +81,7 @@ class WitnessSettings:
             raise ConfigurationError(
                 f"[witnesses] quorum must be between 1 and the number of servers ({len(self.servers)}), "
                 f"got {self.quorum}")
-        for name in ("interval", "lagging_after", "timeout", "max_backoff"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
-                raise ConfigurationError(f"[witnesses] {name} must be a positive number of seconds, got {value!r}")
+        check_seconds("witnesses", self, ("interval", "lagging_after", "timeout", "max_backoff"))
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> WitnessSettings:

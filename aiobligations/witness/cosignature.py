@@ -25,6 +25,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 
 from ..errors import ObligationError
+from ..ledger.note import _ED25519 as _PLAIN_ED25519
+from ..ledger.note import _KEY_ID_HEX
+from ..ledger.note import _b64decode as _b64
+from ..ledger.note import _key_id as _plain_key_id  # A plain Ed25519 key's ID, as a log's verifier key has.
 
 __all__ = [
     "COSIGNATURE_V1",
@@ -48,7 +52,6 @@ MAX_PROOF_LINES = 63
 """tlog-witness: a client must not send more than 63 consistency proof lines."""
 
 _DASH = "\u2014 "
-_KEY_ID_HEX = re.compile("[0-9a-f]{8}")
 _DECIMAL = re.compile("0|[1-9][0-9]{0,19}")
 _PRIVATE_PREFIX = "PRIVATE+KEY+"
 
@@ -104,13 +107,6 @@ def cosigned_message(text: str, timestamp: int) -> bytes:
     return f"cosignature/v1\ntime {timestamp}\n{text}".encode()
 
 
-_PLAIN_ED25519 = b"\x01"
-
-
-def _plain_key_id(name: str, public: bytes) -> bytes:
-    return hashlib.sha256(name.encode("utf-8") + b"\n" + _PLAIN_ED25519 + public).digest()[:4]
-
-
 def _key_id(name: str, public: bytes) -> bytes:
     return hashlib.sha256(name.encode("utf-8") + b"\n" + bytes([COSIGNATURE_V1]) + public).digest()[:4]
 
@@ -118,14 +114,6 @@ def _key_id(name: str, public: bytes) -> bytes:
 def _check_name(name: str) -> None:
     if not isinstance(name, str) or not name or "+" in name or any(c.isspace() or c < " " for c in name):
         raise CosignatureError(f"A key name must be non-empty, without spaces or '+', got {name!r}.")
-
-
-def _b64(text: str) -> bytes | None:
-    try:
-        raw = base64.b64decode(text, validate=True)
-    except ValueError:
-        return None
-    return raw if base64.b64encode(raw).decode("ascii") == text else None
 
 
 class WitnessVerifier:

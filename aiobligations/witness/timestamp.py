@@ -22,7 +22,7 @@ import structlog
 
 from ..errors import ConfigurationError, ObligationError
 from ..ledger.reader import checkpoint_of
-from ._rounds import Rounds
+from ._rounds import Rounds, check_seconds
 
 __all__ = [
     "TimestampClient",
@@ -178,10 +178,7 @@ class TimestampSettings:
         for url in self.urls:
             if not isinstance(url, str) or not url.startswith(("http://", "https://")):
                 raise ConfigurationError(f"[timestamps] urls must be http(s):// URLs, got {url!r}")
-        for name in ("interval", "timeout", "max_backoff"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
-                raise ConfigurationError(f"[timestamps] {name} must be a positive number of seconds, got {value!r}")
+        check_seconds("timestamps", self, ("interval", "timeout", "max_backoff"))
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> TimestampSettings:
